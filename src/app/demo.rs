@@ -1,0 +1,372 @@
+//! `vqprobe demo`: the product on its embedded default. No camera, broker or media
+//! file: a synthetic stream is made in-process (openh264's encoder for the picture,
+//! generated PCM for the sound) with scripted defects, fed through the same pipeline as
+//! any other input, and the events found are compared with the script.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use openh264::encoder::{
+    BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, QpRange, RateControlMode,
+};
+use openh264::formats::YUVBuffer;
+use openh264::{OpenH264API, Timestamp};
+use tokio::sync::mpsc;
+
+use crate::config::DetectConfig;
+use crate::detect::{DefectKind, Phase};
+use crate::error::{Error, Result};
+use crate::event::{EndReason, Event};
+use crate::ingest::{Codec, Elementary, IngestMsg, Packet, ProgramInfo, Track};
+use crate::pipeline::{spawn_decode_thread, Analyzer};
+use crate::publish::{LinePrinter, OutputFormat};
+
+/// Picture size of the synthetic stream.
+const W: usize = 640;
+const H: usize = 360;
+/// Frames per second.
+const FPS: u32 = 25;
+/// Seconds of synthetic stream.
+pub const DEMO_SECONDS: f64 = 25.0;
+/// Sound: 48 kHz mono.
+const RATE: u32 = 48_000;
+/// A defect window that IDRs every 2 s end: corruption lasts until the next one.
+const GOP_FRAMES: u32 = 50;
+
+/// One scripted defect.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scripted {
+    pub kind: DefectKind,
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// The demo's script. Corruption is injected from 15.2 s to 15.6 s; the picture
+/// recovers at the IDR at 16.0 s, which is when a viewer sees it clean again.
+pub const SCRIPT: [Scripted; 4] = [
+    Scripted {
+        kind: DefectKind::Black,
+        start_s: 3.0,
+        end_s: 6.0,
+    },
+    Scripted {
+        kind: DefectKind::Freeze,
+        start_s: 9.0,
+        end_s: 12.0,
+    },
+    Scripted {
+        kind: DefectKind::Corruption,
+        start_s: 15.2,
+        end_s: 16.0,
+    },
+    Scripted {
+        kind: DefectKind::Silence,
+        start_s: 19.0,
+        end_s: 22.0,
+    },
+];
+
+/// Tolerance on onset and end when matching found against scripted defects.
+pub const TOLERANCE_S: f64 = 0.5;
+
+/// Demo options.
+#[derive(Debug, Clone, Default)]
+pub struct DemoOptions {
+    pub format: OutputFormat,
+    /// Pace the synthetic stream at real time (25 s) instead of as fast as possible.
+    pub realtime: bool,
+}
+
+/// The outcome: which scripted defects were found and what else was reported.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    pub events: Vec<Event>,
+    pub found: Vec<Scripted>,
+    pub missing: Vec<Scripted>,
+    pub unexpected: Vec<Event>,
+}
+
+impl DemoReport {
+    /// True when every scripted defect was found and nothing else.
+    pub fn passed(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty()
+    }
+
+    /// The closing summary line.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "demo: {}/{} scripted defects found, {} unexpected",
+            self.found.len(),
+            SCRIPT.len(),
+            self.unexpected.len()
+        );
+        for m in &self.missing {
+            s.push_str(&format!(
+                "; MISSING {} {:.1}-{:.1}s",
+                m.kind.as_str(),
+                m.start_s,
+                m.end_s
+            ));
+        }
+        for u in &self.unexpected {
+            s.push_str(&format!(
+                "; UNEXPECTED {} {:.3}-{:.3}s",
+                u.kind.as_str(),
+                u.start_s,
+                u.end_s.unwrap_or(u.start_s)
+            ));
+        }
+        s.push_str(if self.passed() {
+            " — PASS"
+        } else {
+            " — FAIL"
+        });
+        s
+    }
+}
+
+/// Compares end events against the script.
+pub fn compare(events: &[Event]) -> DemoReport {
+    let ends: Vec<&Event> = events.iter().filter(|e| e.state == Phase::End).collect();
+    let mut used = vec![false; ends.len()];
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for s in SCRIPT {
+        let hit = ends.iter().enumerate().position(|(i, e)| {
+            !used[i]
+                && e.kind == s.kind
+                && (e.start_s - s.start_s).abs() <= TOLERANCE_S
+                && e.end_s
+                    .is_some_and(|end| (end - s.end_s).abs() <= TOLERANCE_S)
+        });
+        match hit {
+            Some(i) => {
+                used[i] = true;
+                found.push(s);
+            }
+            None => missing.push(s),
+        }
+    }
+    let unexpected = ends
+        .iter()
+        .zip(&used)
+        .filter(|(_, u)| !**u)
+        .map(|(e, _)| (*e).clone())
+        .collect();
+    DemoReport {
+        events: events.to_vec(),
+        found,
+        missing,
+        unexpected,
+    }
+}
+
+fn in_window(kind: DefectKind, t: f64) -> bool {
+    SCRIPT.iter().any(|s| {
+        s.kind == kind
+            && match kind {
+                // Bits are flipped only in [15.2, 15.6); the decoder recovers at the IDR.
+                DefectKind::Corruption => t >= s.start_s && t < s.start_s + 0.4,
+                _ => t >= s.start_s && t < s.end_s,
+            }
+    })
+}
+
+/// Draws frame `n` of the moving test picture into `yuv` (I420).
+fn draw(n: u32, yuv: &mut [u8]) {
+    let (y, uv) = yuv.split_at_mut(W * H);
+    let shift = n as usize * 3;
+    for row in 0..H {
+        for col in 0..W {
+            // Diagonal bands sliding right, plus a bright box moving across.
+            let band = ((col + shift + row / 2) / 12) % 8;
+            let mut v = 40 + band as u8 * 22;
+            let bx = (n as usize * 4) % (W - 40);
+            if (bx..bx + 40).contains(&col) && (160..200).contains(&row) {
+                v = 230;
+            }
+            y[row * W + col] = v;
+        }
+    }
+    let half = uv.len() / 2;
+    let (u, v) = uv.split_at_mut(half);
+    u.fill(110 + (n % 20) as u8);
+    v.fill(140);
+}
+
+fn black(yuv: &mut [u8]) {
+    let (y, uv) = yuv.split_at_mut(W * H);
+    y.fill(16);
+    uv.fill(128);
+}
+
+/// Flips bits inside the slice data of an encoded access unit (leaving parameter sets
+/// and slice headers' first bytes intact), deterministically.
+fn corrupt(au: &mut [u8], seed: u32) {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    let mut i = 0;
+    while i + 4 < au.len() {
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 && matches!(au[i + 3] & 0x1F, 1 | 5) {
+            let start = i + 12;
+            let mut j = start;
+            while j < au.len() {
+                if j + 2 < au.len() && au[j] == 0 && au[j + 1] == 0 && au[j + 2] == 1 {
+                    break;
+                }
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if x % 24 == 0 && au[j] != 0 {
+                    au[j] ^= 1 << (x % 8);
+                    if au[j] == 0 {
+                        au[j] = 0x5A; // never forge a start code
+                    }
+                }
+                j += 1;
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Produces the synthetic stream into `tx` (run on its own OS thread: encoding is CPU
+/// work). Returns when done or when the receiver is gone.
+fn produce(tx: mpsc::Sender<IngestMsg>, realtime: bool) -> Result<()> {
+    let cfg = EncoderConfig::new()
+        .max_frame_rate(FrameRate::from_hz(FPS as f32))
+        .bitrate(BitRate::from_bps(600_000))
+        .rate_control_mode(RateControlMode::Off)
+        .qp(QpRange::new(20, 26))
+        .skip_frames(false)
+        .intra_frame_period(IntraFramePeriod::from_num_frames(GOP_FRAMES));
+    let mut enc = Encoder::with_api_config(OpenH264API::from_source(), cfg)
+        .map_err(|e| Error::Other(format!("demo encoder: {e}")))?;
+    let program = ProgramInfo {
+        video: Some(Elementary {
+            pid: 0x100,
+            stream_type: 0x1B,
+            codec: Codec::H264,
+        }),
+        audio: Some(Elementary {
+            pid: 0x101,
+            stream_type: 0,
+            codec: Codec::PcmS16le {
+                sample_rate: RATE,
+                channels: 1,
+            },
+        }),
+        other_streams: 0,
+    };
+    if tx.blocking_send(IngestMsg::Program(program)).is_err() {
+        return Ok(());
+    }
+    let frames = (DEMO_SECONDS * f64::from(FPS)) as u32;
+    let per_frame = (RATE / FPS) as usize;
+    let mut yuv = vec![0u8; W * H * 3 / 2];
+    let mut frozen: Option<Vec<u8>> = None;
+    let began = Instant::now();
+    let base_pts: i64 = 900_000; // like a real stream: not zero
+    for n in 0..frames {
+        let t = f64::from(n) / f64::from(FPS);
+        if in_window(DefectKind::Black, t) {
+            black(&mut yuv);
+        } else if in_window(DefectKind::Freeze, t) {
+            let f = frozen.get_or_insert_with(|| {
+                draw(n.saturating_sub(1), &mut yuv);
+                yuv.clone()
+            });
+            yuv.copy_from_slice(f);
+        } else {
+            draw(n, &mut yuv);
+        }
+        let buf = YUVBuffer::from_vec(yuv.clone(), W, H);
+        if n % GOP_FRAMES == 0 {
+            enc.force_intra_frame();
+        }
+        let bs = enc
+            .encode_at(&buf, Timestamp::from_millis((t * 1000.0) as u64))
+            .map_err(|e| Error::Other(format!("demo encode: {e}")))?;
+        let mut au = bs.to_vec();
+        if au.is_empty() {
+            continue;
+        }
+        if in_window(DefectKind::Corruption, t) {
+            corrupt(&mut au, n);
+        }
+        let pts = base_pts + i64::from(n) * 90_000 / i64::from(FPS);
+        let key = crate::ingest::h264_has_idr(&au);
+        let video = Packet {
+            track: Track::Video,
+            pts: Some(pts),
+            dts: Some(pts),
+            key,
+            damaged: false,
+            data: au,
+        };
+        // Sound for the same 40 ms: a 440 Hz tone at -20 dBFS RMS, or digital silence.
+        let amp = if in_window(DefectKind::Silence, t) {
+            0.0
+        } else {
+            0.1 * std::f64::consts::SQRT_2
+        };
+        let mut pcm = Vec::with_capacity(per_frame * 2);
+        for k in 0..per_frame {
+            let s = n as usize * per_frame + k;
+            let v = amp * (2.0 * std::f64::consts::PI * 440.0 * s as f64 / f64::from(RATE)).sin();
+            pcm.extend_from_slice(&((v * 32767.0) as i16).to_le_bytes());
+        }
+        let audio = Packet {
+            track: Track::Audio,
+            pts: Some(pts),
+            dts: Some(pts),
+            key: true,
+            damaged: false,
+            data: pcm,
+        };
+        if realtime {
+            let due = Duration::from_secs_f64(t);
+            if let Some(wait) = due.checked_sub(began.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if tx.blocking_send(IngestMsg::Packet(video)).is_err()
+            || tx.blocking_send(IngestMsg::Packet(audio)).is_err()
+        {
+            return Ok(());
+        }
+    }
+    let _ = tx.blocking_send(IngestMsg::End(EndReason::EndOfInput));
+    Ok(())
+}
+
+/// Runs the demo, printing events to `out` as they are detected.
+pub async fn run(opts: &DemoOptions, probe_id: &str, out: &mut dyn Write) -> Result<DemoReport> {
+    let analyzer = Analyzer::new(probe_id, "demo", DetectConfig::default())?;
+    let (tx, rx) = mpsc::channel::<IngestMsg>(crate::app::check::PACKET_QUEUE);
+    let (etx, mut erx) = mpsc::channel::<Event>(crate::app::check::EVENT_QUEUE);
+    let decode = spawn_decode_thread("decode-demo".into(), analyzer, rx, etx)
+        .map_err(|e| Error::Other(format!("cannot start decode thread: {e}")))?;
+    let realtime = opts.realtime;
+    let producer = std::thread::Builder::new()
+        .name("demo-source".into())
+        .spawn(move || produce(tx, realtime))
+        .map_err(|e| Error::Other(format!("cannot start demo source: {e}")))?;
+    let printer = LinePrinter {
+        format: opts.format,
+    };
+    let mut events = Vec::new();
+    while let Some(ev) = erx.recv().await {
+        let _ = writeln!(out, "{}", printer.line(&ev));
+        let _ = out.flush();
+        events.push(ev);
+    }
+    decode
+        .join()
+        .map_err(|_| Error::Other("decode thread panicked".into()))?;
+    producer
+        .join()
+        .map_err(|_| Error::Other("demo source panicked".into()))??;
+    Ok(compare(&events))
+}

@@ -1,0 +1,221 @@
+//! Configuration: typed, documented, with defaults; unknown fields are errors.
+//!
+//! Detector settings live in [`DetectConfig`]; the reference with every default is in
+//! `docs/config.md`. Durations are seconds.
+
+use serde::{Deserialize, Serialize};
+
+/// All detector settings. Every field has a default; a TOML table may set any subset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    pub black: BlackConfig,
+    pub freeze: FreezeConfig,
+    pub corruption: CorruptionConfig,
+    pub silence: SilenceConfig,
+    /// Largest picture (width × height) decoded; a larger SPS is refused and reported
+    /// as `unsupported_codec` instead of being allocated. Default 4096 × 2304.
+    pub max_pixels: u64,
+}
+
+impl DetectConfig {
+    /// Checks value ranges; returns a message naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        fn dur(name: &str, v: f64) -> Result<(), String> {
+            if v.is_finite() && (0.0..=3600.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} must be between 0 and 3600 seconds, got {v}"
+                ))
+            }
+        }
+        fn unit(name: &str, v: f64) -> Result<(), String> {
+            if v.is_finite() && (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} must be between 0 and 1, got {v}"))
+            }
+        }
+        dur("black.min_duration", self.black.min_duration)?;
+        dur("black.clear_duration", self.black.clear_duration)?;
+        unit("black.pixel_threshold", self.black.pixel_threshold)?;
+        unit("black.picture_ratio", f64::from(self.black.picture_ratio))?;
+        dur("freeze.min_duration", self.freeze.min_duration)?;
+        dur("freeze.clear_duration", self.freeze.clear_duration)?;
+        if !(self.freeze.noise_db.is_finite() && (-120.0..=0.0).contains(&self.freeze.noise_db)) {
+            return Err(format!(
+                "freeze.noise_db must be between -120 and 0, got {}",
+                self.freeze.noise_db
+            ));
+        }
+        unit(
+            "freeze.max_changed_share",
+            f64::from(self.freeze.max_changed_share),
+        )?;
+        dur("corruption.min_duration", self.corruption.min_duration)?;
+        dur("corruption.clear_duration", self.corruption.clear_duration)?;
+        if !(self.corruption.edge_jump == 0.0
+            || (self.corruption.edge_jump.is_finite() && self.corruption.edge_jump >= 1.0))
+        {
+            return Err(format!(
+                "corruption.edge_jump must be 0 (off) or >= 1, got {}",
+                self.corruption.edge_jump
+            ));
+        }
+        dur("silence.min_duration", self.silence.min_duration)?;
+        dur("silence.clear_duration", self.silence.clear_duration)?;
+        if !(self.silence.threshold_dbfs.is_finite()
+            && (-150.0..=0.0).contains(&self.silence.threshold_dbfs))
+        {
+            return Err(format!(
+                "silence.threshold_dbfs must be between -150 and 0, got {}",
+                self.silence.threshold_dbfs
+            ));
+        }
+        if self.max_pixels == 0 {
+            return Err("max_pixels must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Black picture detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlackConfig {
+    /// A pixel is black below this share of the luma range (ffmpeg's pix_th). 0.10.
+    pub pixel_threshold: f64,
+    /// A picture is black when at least this share of its pixels is (pic_th). 0.98.
+    pub picture_ratio: f32,
+    /// Seconds a black picture must last to be reported. 2.0.
+    pub min_duration: f64,
+    /// Seconds the picture must stay non-black to end the event. 0.0.
+    pub clear_duration: f64,
+}
+
+impl Default for BlackConfig {
+    fn default() -> Self {
+        BlackConfig {
+            pixel_threshold: 0.10,
+            picture_ratio: 0.98,
+            min_duration: 2.0,
+            clear_duration: 0.0,
+        }
+    }
+}
+
+/// Frozen picture detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreezeConfig {
+    /// Noise floor, dB of the mean absolute difference of the 64×36 luma grid against
+    /// the last moving picture (full scale = 0 dB). Below it a picture is frozen. -40.
+    /// (A frozen picture re-encoded at an IDR differs by about -46 dB; one frame of
+    /// real motion by -35 dB or more.)
+    pub noise_db: f64,
+    /// A grid cell "changed" when its mean luma moved by more than this many levels. 6.
+    pub cell_step: u8,
+    /// A picture is frozen only if at most this share of grid cells changed. 0.005
+    /// (11 of 2304 cells): a clock or a ticker keeps a picture alive.
+    pub max_changed_share: f32,
+    /// Seconds a frozen picture must last to be reported. 2.0.
+    pub min_duration: f64,
+    /// Seconds the picture must keep moving to end the event. 0.0.
+    pub clear_duration: f64,
+}
+
+impl Default for FreezeConfig {
+    fn default() -> Self {
+        FreezeConfig {
+            noise_db: -40.0,
+            cell_step: 6,
+            max_changed_share: 0.005,
+            min_duration: 2.0,
+            clear_duration: 0.0,
+        }
+    }
+}
+
+/// Block corruption detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorruptionConfig {
+    /// Seconds of corruption before it is reported (0 = the first corrupt frame). 0.0.
+    pub min_duration: f64,
+    /// Seconds the picture must stay clean to end the event; merges error bursts. 0.5.
+    pub clear_duration: f64,
+    /// A frame is blocky when its block-edge ratio exceeds the running baseline by this
+    /// factor (0 disables the edge signal and keeps decoder errors only). 2.0.
+    pub edge_jump: f32,
+    /// ... and its mean luma step at block boundaries is at least this (0–255). 6.0.
+    pub edge_min_step: f32,
+    /// ... for at least this many consecutive frames (a moving pattern that lines up
+    /// with the 8×8 grid for one frame is not macroblocking). 3.
+    pub edge_min_frames: u32,
+}
+
+impl Default for CorruptionConfig {
+    fn default() -> Self {
+        CorruptionConfig {
+            min_duration: 0.0,
+            clear_duration: 0.5,
+            edge_jump: 2.0,
+            edge_min_step: 6.0,
+            edge_min_frames: 3,
+        }
+    }
+}
+
+/// Silent audio detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SilenceConfig {
+    /// Audio below this RMS level is silent (dBFS). -60.
+    pub threshold_dbfs: f64,
+    /// Seconds of silence before it is reported. 2.0.
+    pub min_duration: f64,
+    /// Seconds the sound must stay above the threshold to end the event. 0.0.
+    pub clear_duration: f64,
+}
+
+impl Default for SilenceConfig {
+    fn default() -> Self {
+        SilenceConfig {
+            threshold_dbfs: -60.0,
+            min_duration: 2.0,
+            clear_duration: 0.0,
+        }
+    }
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            black: BlackConfig::default(),
+            freeze: FreezeConfig::default(),
+            corruption: CorruptionConfig::default(),
+            silence: SilenceConfig::default(),
+            max_pixels: 4096 * 2304,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_tables_keep_defaults_and_unknown_fields_fail() {
+        let c: DetectConfig = toml::from_str("[black]\nmin_duration = 3.5\n").unwrap();
+        assert_eq!(c.black.min_duration, 3.5);
+        assert_eq!(c.black.picture_ratio, 0.98);
+        assert_eq!(c.freeze, FreezeConfig::default());
+        assert_eq!(c.max_pixels, 4096 * 2304);
+        let e = toml::from_str::<DetectConfig>("[black]\nmin_durration = 3\n").unwrap_err();
+        assert!(e.to_string().contains("min_durration"), "{e}");
+        let c: DetectConfig = toml::from_str("[silence]\nthreshold_dbfs = 5.0\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("silence.threshold_dbfs"));
+        assert!(DetectConfig::default().validate().is_ok());
+    }
+}

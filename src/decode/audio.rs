@@ -1,0 +1,305 @@
+//! Audio decode: AAC in ADTS (symphonia's pure-Rust AAC-LC decoder) or raw PCM,
+//! reduced to one [`AudioLevel`] per codec frame.
+//!
+//! The ADTS header is 7 bytes with fixed fields (ISO/IEC 13818-7 §6.2); it is parsed
+//! here rather than through symphonia's ADTS *format reader*, which wants to own the
+//! byte stream while we receive frames inside PES packets.
+
+use symphonia_codec_aac::AacDecoder;
+use symphonia_core::audio::{Channels, GenericAudioBufferRef};
+use symphonia_core::codecs::audio::well_known::CODEC_ID_AAC;
+use symphonia_core::codecs::audio::{AudioCodecParameters, AudioDecoder as _, AudioDecoderOptions};
+use symphonia_core::packet::PacketRef;
+use symphonia_core::units::{Duration, Timestamp};
+
+use super::{AudioLevel, LevelMeter};
+
+/// Which audio format the track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioFormat {
+    /// AAC in ADTS frames (MPEG-TS stream type 0x0F).
+    AacAdts,
+    /// Interleaved signed 16-bit little-endian PCM (the built-in demo; RTSP L16 later).
+    PcmS16le { sample_rate: u32, channels: u16 },
+}
+
+/// Counters of the audio decoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AudioStats {
+    pub packets: u64,
+    pub frames: u64,
+    pub errors: u64,
+}
+
+/// Sample rates indexed by the ADTS sampling_frequency_index.
+const ADTS_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AdtsHeader {
+    header_len: usize,
+    frame_len: usize,
+    sample_rate: u32,
+    channels: u8,
+    /// audio object type (1 = AAC Main, 2 = LC, ...).
+    object_type: u8,
+}
+
+fn parse_adts(b: &[u8]) -> Option<AdtsHeader> {
+    if b.len() < 7 || b[0] != 0xFF || b[1] & 0xF0 != 0xF0 {
+        return None;
+    }
+    let protection_absent = b[1] & 0x01 != 0;
+    let object_type = ((b[2] >> 6) & 0x3) + 1;
+    let sf_index = usize::from((b[2] >> 2) & 0xF);
+    let channels = ((b[2] & 0x1) << 2) | (b[3] >> 6);
+    let frame_len =
+        (usize::from(b[3] & 0x3) << 11) | (usize::from(b[4]) << 3) | usize::from(b[5] >> 5);
+    let header_len = if protection_absent { 7 } else { 9 };
+    let sample_rate = *ADTS_RATES.get(sf_index)?;
+    if frame_len < header_len {
+        return None;
+    }
+    Some(AdtsHeader {
+        header_len,
+        frame_len,
+        sample_rate,
+        channels,
+        object_type,
+    })
+}
+
+/// The audio decoder of one stream.
+pub struct AudioDecoder {
+    format: AudioFormat,
+    aac: Option<(AdtsHeader, AacDecoder)>,
+    /// Where the next frame starts when a packet carries no PTS (90 kHz).
+    next_pts: Option<i64>,
+    pub stats: AudioStats,
+}
+
+impl std::fmt::Debug for AudioDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioDecoder")
+            .field("format", &self.format)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AudioDecoder {
+    pub fn new(format: AudioFormat) -> Self {
+        AudioDecoder {
+            format,
+            aac: None,
+            next_pts: None,
+            stats: AudioStats::default(),
+        }
+    }
+
+    /// The format this decoder was made for.
+    pub fn format(&self) -> AudioFormat {
+        self.format
+    }
+
+    /// Decodes one packet (a PES payload: one or more ADTS frames, or PCM bytes).
+    pub fn decode(&mut self, pts: Option<i64>, data: &[u8], out: &mut dyn FnMut(AudioLevel)) {
+        self.stats.packets += 1;
+        if let Some(p) = pts {
+            self.next_pts = Some(p);
+        }
+        match self.format {
+            AudioFormat::AacAdts => self.decode_adts(data, out),
+            AudioFormat::PcmS16le {
+                sample_rate,
+                channels,
+            } => self.decode_pcm(data, sample_rate, channels, out),
+        }
+    }
+
+    fn decode_pcm(
+        &mut self,
+        data: &[u8],
+        sample_rate: u32,
+        channels: u16,
+        out: &mut dyn FnMut(AudioLevel),
+    ) {
+        let Some(pts) = self.next_pts else { return };
+        if sample_rate == 0 || channels == 0 {
+            self.stats.errors += 1;
+            return;
+        }
+        let mut meter = LevelMeter::default();
+        let mut buf = [0f32; 256];
+        let mut n = 0usize;
+        for chunk in data.chunks_exact(2 * 256) {
+            for (i, s) in chunk.chunks_exact(2).enumerate() {
+                buf[i] = f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0;
+            }
+            meter.add(&buf);
+            n += 256;
+        }
+        let rest = data.chunks_exact(2 * 256).remainder();
+        for (i, s) in rest.chunks_exact(2).enumerate() {
+            buf[i] = f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0;
+        }
+        let tail = rest.len() / 2;
+        meter.add(&buf[..tail]);
+        n += tail;
+        let frames = (n / usize::from(channels)) as i64;
+        let duration = frames * 90_000 / i64::from(sample_rate);
+        let (rms_dbfs, peak_dbfs) = meter.levels();
+        self.stats.frames += 1;
+        self.next_pts = Some(pts + duration);
+        out(AudioLevel {
+            pts,
+            duration,
+            rms_dbfs,
+            peak_dbfs,
+        });
+    }
+
+    fn decode_adts(&mut self, mut data: &[u8], out: &mut dyn FnMut(AudioLevel)) {
+        while !data.is_empty() {
+            let Some(h) = parse_adts(data) else {
+                // Lost ADTS sync inside a packet: count once and drop the rest of it.
+                self.stats.errors += 1;
+                return;
+            };
+            if h.frame_len > data.len() {
+                self.stats.errors += 1;
+                return;
+            }
+            let payload = &data[h.header_len..h.frame_len];
+            data = &data[h.frame_len..];
+            self.decode_aac_frame(h, payload, out);
+        }
+    }
+
+    fn decode_aac_frame(&mut self, h: AdtsHeader, payload: &[u8], out: &mut dyn FnMut(AudioLevel)) {
+        let pts = self.next_pts.unwrap_or(0);
+        let duration = 1024 * 90_000 / i64::from(h.sample_rate);
+        self.next_pts = Some(pts + duration);
+        // (Re)create the decoder when the stream's configuration changes.
+        let same = self.aac.as_ref().is_some_and(|(c, _)| {
+            c.sample_rate == h.sample_rate
+                && c.channels == h.channels
+                && c.object_type == h.object_type
+        });
+        if !same {
+            self.aac = None;
+            let channels = match h.channels {
+                1 | 2 => Channels::Discrete(u16::from(h.channels)),
+                _ => {
+                    self.stats.errors += 1;
+                    return;
+                }
+            };
+            let mut params = AudioCodecParameters::new();
+            params.codec = CODEC_ID_AAC;
+            params.sample_rate = Some(h.sample_rate);
+            params.channels = Some(channels);
+            match AacDecoder::try_new(&params, &AudioDecoderOptions::default()) {
+                Ok(d) => self.aac = Some((h, d)),
+                Err(_) => {
+                    self.stats.errors += 1;
+                    return;
+                }
+            }
+        }
+        let Some((_, dec)) = self.aac.as_mut() else {
+            return;
+        };
+        let packet = PacketRef::new(0, Timestamp::new(pts), Duration::new(1024), payload);
+        match dec.decode_ref(&packet) {
+            Ok(buf) => {
+                let mut meter = LevelMeter::default();
+                match buf {
+                    GenericAudioBufferRef::F32(b) => {
+                        use symphonia_core::audio::Audio as _;
+                        for plane in b.iter_planes() {
+                            meter.add(plane);
+                        }
+                    }
+                    _ => {
+                        self.stats.errors += 1;
+                        return;
+                    }
+                }
+                let (rms_dbfs, peak_dbfs) = meter.levels();
+                self.stats.frames += 1;
+                out(AudioLevel {
+                    pts,
+                    duration,
+                    rms_dbfs,
+                    peak_dbfs,
+                });
+            }
+            Err(_) => self.stats.errors += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adts_header() {
+        // 48 kHz, stereo, LC, frame length 371, no CRC.
+        let b = [0xFF, 0xF1, 0x4C, 0x80, 0x2E, 0x7F, 0xFC];
+        let h = parse_adts(&b).unwrap();
+        assert_eq!(h.sample_rate, 48000);
+        assert_eq!(h.channels, 2);
+        assert_eq!(h.object_type, 2);
+        assert_eq!(h.header_len, 7);
+        assert_eq!(h.frame_len, 371);
+        assert!(
+            parse_adts(&[0xFF, 0xF1, 0x7C, 0x80, 0, 0, 0]).is_none(),
+            "bad rate index"
+        );
+        assert!(parse_adts(&[0x00; 7]).is_none());
+    }
+
+    #[test]
+    fn pcm_levels_and_timing() {
+        let mut d = AudioDecoder::new(AudioFormat::PcmS16le {
+            sample_rate: 48000,
+            channels: 1,
+        });
+        let samples: Vec<u8> = (0..960)
+            .flat_map(|i| (((i % 2) * 2 - 1) * 3277i16).to_le_bytes())
+            .collect();
+        let mut got = vec![];
+        d.decode(Some(9000), &samples, &mut |l| got.push(l));
+        d.decode(None, &[0u8; 1920], &mut |l| got.push(l));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].pts, 9000);
+        assert_eq!(got[0].duration, 1800);
+        assert!(
+            (got[0].rms_dbfs - (-20.0)).abs() < 0.05,
+            "{}",
+            got[0].rms_dbfs
+        );
+        assert_eq!(got[1].pts, 10800);
+        assert_eq!(got[1].rms_dbfs, -200.0);
+    }
+
+    #[test]
+    fn garbage_adts_is_counted_not_fatal() {
+        let mut d = AudioDecoder::new(AudioFormat::AacAdts);
+        let mut n = 0;
+        d.decode(
+            Some(0),
+            &[0xFF, 0xF1, 0x4C, 0x80, 0x2E, 0x7F, 0xFC, 1, 2, 3],
+            &mut |_| n += 1,
+        );
+        d.decode(Some(0), &[1, 2, 3], &mut |_| n += 1);
+        let mut junk = vec![0xFF, 0xF1, 0x4C, 0x80, 0x02, 0x1F, 0xFC];
+        junk.extend_from_slice(&[0xAB; 9]);
+        d.decode(Some(0), &junk, &mut |_| n += 1);
+        assert_eq!(n, 0);
+        assert_eq!(d.stats.errors, 3);
+    }
+}

@@ -1,0 +1,356 @@
+//! Decode: turns elementary packets into small fixed-size summaries, once per frame.
+//!
+//! * Video ([`video`]): openh264 → [`Thumb`] (luma histogram, 64×36 luma grid,
+//!   block-edge statistics), or a decode error.
+//! * Audio ([`audio`]): AAC (symphonia) or PCM → [`AudioLevel`] (RMS and peak dBFS
+//!   per codec frame).
+//!
+//! Decoders run on the stream's decode thread (an OS thread, never a tokio worker).
+//! Each decoded picture is reduced before the next `decode` call and then dropped.
+
+pub mod audio;
+pub mod video;
+
+/// Width of the downscaled luma grid.
+pub const GRID_W: usize = 64;
+/// Height of the downscaled luma grid.
+pub const GRID_H: usize = 36;
+/// Cells in the grid.
+pub const GRID_LEN: usize = GRID_W * GRID_H;
+/// Sampling step (in pixels, both directions) for the histogram and the grid.
+const SAMPLE_STEP: usize = 4;
+
+/// The per-frame summary every video detector works from (about 3.4 KiB, fixed).
+#[derive(Clone)]
+pub struct Thumb {
+    /// Presentation time, 90 kHz, unwrapped.
+    pub pts: i64,
+    pub width: u16,
+    pub height: u16,
+    /// Full-range (0–255) luma, from the SPS; otherwise limited range (16–235).
+    pub full_range: bool,
+    /// Mean luma of the sampled pixels.
+    pub luma_mean: f32,
+    /// Histogram of sampled luma values.
+    pub hist: [u32; 256],
+    /// Number of sampled pixels (sum of `hist`).
+    pub samples: u32,
+    /// Mean luma per grid cell: the picture downscaled to 64×36.
+    pub grid: [u8; GRID_LEN],
+    /// Mean absolute luma step across 8×8 block boundaries (0–255).
+    pub edge_boundary: f32,
+    /// Block-boundary step divided by the step inside blocks: ~1 for natural or
+    /// deblocked pictures, well above 1 for macroblocking.
+    pub edge_ratio: f32,
+}
+
+impl std::fmt::Debug for Thumb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Thumb")
+            .field("pts", &self.pts)
+            .field("size", &(self.width, self.height))
+            .field("luma_mean", &self.luma_mean)
+            .field("edge_ratio", &self.edge_ratio)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Thumb {
+    fn default() -> Self {
+        Thumb {
+            pts: 0,
+            width: 0,
+            height: 0,
+            full_range: false,
+            luma_mean: 0.0,
+            hist: [0; 256],
+            samples: 0,
+            grid: [0; GRID_LEN],
+            edge_boundary: 0.0,
+            edge_ratio: 1.0,
+        }
+    }
+}
+
+impl Thumb {
+    /// Share (0–1) of sampled pixels with luma strictly below `threshold`.
+    pub fn share_below(&self, threshold: u8) -> f32 {
+        if self.samples == 0 {
+            return 0.0;
+        }
+        let below: u32 = self.hist[..usize::from(threshold)].iter().sum();
+        below as f32 / self.samples as f32
+    }
+
+    /// Against a reference grid: the mean absolute difference normalised to 0–1, and
+    /// how many cells differ by more than `cell_step` luma levels.
+    pub fn grid_diff(&self, reference: &[u8; GRID_LEN], cell_step: u8) -> (f32, u32) {
+        let mut sum: u32 = 0;
+        let mut changed: u32 = 0;
+        for (&a, &b) in self.grid.iter().zip(reference.iter()) {
+            let d = a.abs_diff(b);
+            sum += u32::from(d);
+            changed += u32::from(d > cell_step);
+        }
+        (sum as f32 / (GRID_LEN as f32 * 255.0), changed)
+    }
+}
+
+/// Reduces a luma plane to a [`Thumb`]. Holds per-resolution lookup tables so the hot
+/// path does not allocate (they are rebuilt only when the resolution changes).
+#[derive(Debug, Default)]
+pub struct Reducer {
+    dims: (usize, usize),
+    /// Grid column of every sampled column.
+    col_cell: Vec<u16>,
+    /// Grid row of every sampled row.
+    row_cell: Vec<u16>,
+    /// Sampled pixels per grid cell at this resolution.
+    cell_count: Vec<u32>,
+    sums: Vec<u32>,
+}
+
+impl Reducer {
+    /// Summarises one picture. `y` is the luma plane with `stride` bytes per row.
+    /// A plane that is smaller than `stride × height` is summarised only as far as it
+    /// goes (never read out of bounds).
+    pub fn reduce(
+        &mut self,
+        y: &[u8],
+        stride: usize,
+        width: usize,
+        height: usize,
+        out: &mut Thumb,
+    ) {
+        let height = if stride == 0 {
+            0
+        } else {
+            height.min(y.len() / stride)
+        };
+        let width = width.min(stride);
+        out.width = width.min(usize::from(u16::MAX)) as u16;
+        out.height = height.min(usize::from(u16::MAX)) as u16;
+        out.hist = [0; 256];
+        out.samples = 0;
+        out.grid = [0; GRID_LEN];
+        out.luma_mean = 0.0;
+        out.edge_boundary = 0.0;
+        out.edge_ratio = 1.0;
+        if width == 0 || height == 0 {
+            return;
+        }
+        if self.dims != (width, height) {
+            self.rebuild(width, height);
+        }
+        self.sums.iter_mut().for_each(|s| *s = 0);
+        let mut total: u64 = 0;
+        for (ri, yy) in (0..height).step_by(SAMPLE_STEP).enumerate() {
+            let row = &y[yy * stride..yy * stride + width];
+            let base = usize::from(self.row_cell[ri]) * GRID_W;
+            for (ci, &v) in row.iter().step_by(SAMPLE_STEP).enumerate() {
+                out.hist[usize::from(v)] += 1;
+                self.sums[base + usize::from(self.col_cell[ci])] += u32::from(v);
+                total += u64::from(v);
+            }
+        }
+        let samples: u32 = self.cell_count.iter().sum();
+        out.samples = samples;
+        out.luma_mean = (total as f64 / f64::from(samples.max(1))) as f32;
+        for ((g, &s), &c) in out.grid.iter_mut().zip(&self.sums).zip(&self.cell_count) {
+            *g = if c == 0 { 0 } else { (s / c) as u8 };
+        }
+        let (b, i) = block_edges(y, stride, width, height);
+        out.edge_boundary = b;
+        out.edge_ratio = (b + 0.5) / (i + 0.5);
+    }
+
+    fn rebuild(&mut self, width: usize, height: usize) {
+        self.dims = (width, height);
+        self.col_cell = (0..width)
+            .step_by(SAMPLE_STEP)
+            .map(|x| (x * GRID_W / width) as u16)
+            .collect();
+        self.row_cell = (0..height)
+            .step_by(SAMPLE_STEP)
+            .map(|y| (y * GRID_H / height) as u16)
+            .collect();
+        self.cell_count = vec![0; GRID_LEN];
+        for &r in &self.row_cell {
+            for &c in &self.col_cell {
+                self.cell_count[usize::from(r) * GRID_W + usize::from(c)] += 1;
+            }
+        }
+        self.sums = vec![0; GRID_LEN];
+    }
+}
+
+/// Mean absolute luma step across 8-pixel block boundaries and in the middle of
+/// blocks, sampled on every 8th row and column (horizontal and vertical edges).
+fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f32) {
+    let mut bsum: u64 = 0;
+    let mut isum: u64 = 0;
+    let mut n: u64 = 0;
+    if width < 16 || height < 16 {
+        return (0.0, 0.0);
+    }
+    // Vertical edges (steps along x), on rows 3, 11, 19, ...
+    for yy in (3..height).step_by(8) {
+        let row = &y[yy * stride..yy * stride + width];
+        let mut x = 8;
+        while x + 4 < width {
+            bsum += u64::from(row[x].abs_diff(row[x - 1]));
+            isum += u64::from(row[x + 4].abs_diff(row[x + 3]));
+            n += 1;
+            x += 8;
+        }
+    }
+    // Horizontal edges (steps along y), on columns 3, 11, 19, ...
+    let mut yy = 8;
+    while yy + 4 < height {
+        let r0 = &y[(yy - 1) * stride..];
+        let r1 = &y[yy * stride..];
+        let r3 = &y[(yy + 3) * stride..];
+        let r4 = &y[(yy + 4) * stride..];
+        for x in (3..width).step_by(8) {
+            bsum += u64::from(r1[x].abs_diff(r0[x]));
+            isum += u64::from(r4[x].abs_diff(r3[x]));
+            n += 1;
+        }
+        yy += 8;
+    }
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    (bsum as f32 / n as f32, isum as f32 / n as f32)
+}
+
+/// Sound level of one block of samples (one codec frame, ~21 ms at 48 kHz).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AudioLevel {
+    /// Presentation time of the block's first sample, 90 kHz, unwrapped.
+    pub pts: i64,
+    /// Block length, 90 kHz.
+    pub duration: i64,
+    /// RMS over all channels, dBFS (−200 for digital silence).
+    pub rms_dbfs: f32,
+    /// Peak absolute sample, dBFS.
+    pub peak_dbfs: f32,
+}
+
+/// Accumulates sum of squares and peak over any number of planes, then gives levels.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LevelMeter {
+    sum_sq: f64,
+    peak: f32,
+    n: u64,
+}
+
+impl LevelMeter {
+    /// Adds samples in −1.0..=1.0.
+    pub fn add(&mut self, samples: &[f32]) {
+        for &s in samples {
+            let s = if s.is_finite() { s } else { 0.0 };
+            self.sum_sq += f64::from(s) * f64::from(s);
+            self.peak = self.peak.max(s.abs());
+        }
+        self.n += samples.len() as u64;
+    }
+
+    /// (RMS dBFS, peak dBFS) of what was added.
+    pub fn levels(&self) -> (f32, f32) {
+        if self.n == 0 {
+            return (-200.0, -200.0);
+        }
+        let rms = (self.sum_sq / self.n as f64).sqrt();
+        (
+            crate::detect::to_db(rms) as f32,
+            crate::detect::to_db(f64::from(self.peak)) as f32,
+        )
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A thumb made from a synthetic luma function.
+    pub(crate) fn thumb_from_fn(
+        w: usize,
+        h: usize,
+        full_range: bool,
+        f: impl Fn(usize, usize) -> u8,
+    ) -> Thumb {
+        let mut plane = vec![0u8; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                plane[y * w + x] = f(x, y);
+            }
+        }
+        let mut r = Reducer::default();
+        let mut t = Thumb {
+            full_range,
+            ..Thumb::default()
+        };
+        r.reduce(&plane, w, w, h, &mut t);
+        t
+    }
+
+    #[test]
+    fn reduce_flat_plane() {
+        let t = thumb_from_fn(1280, 720, false, |_, _| 100);
+        assert_eq!(t.samples, 320 * 180);
+        assert!((t.luma_mean - 100.0).abs() < 1e-3);
+        assert!(t.grid.iter().all(|&g| g == 100));
+        assert_eq!(t.share_below(100), 0.0);
+        assert_eq!(t.share_below(101), 1.0);
+        assert!((t.edge_ratio - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn grid_is_a_downscale() {
+        // Left half 0, right half 200.
+        let t = thumb_from_fn(640, 360, false, |x, _| if x < 320 { 0 } else { 200 });
+        assert_eq!(t.grid[0], 0);
+        assert_eq!(t.grid[GRID_W - 1], 200);
+        assert_eq!(t.grid[GRID_LEN - 1], 200);
+    }
+
+    #[test]
+    fn blockiness_raises_edge_ratio() {
+        // Smooth gradient: ratio ~1. Same gradient quantised to flat 8x8 blocks: steps
+        // only at block boundaries, ratio far above 1.
+        let smooth = thumb_from_fn(640, 360, false, |x, y| ((x + y) / 4) as u8);
+        let blocky = thumb_from_fn(640, 360, false, |x, y| {
+            (((x / 8) * 8 + (y / 8) * 8) / 4) as u8
+        });
+        assert!(smooth.edge_ratio < 1.5, "{}", smooth.edge_ratio);
+        assert!(blocky.edge_ratio > 3.0, "{}", blocky.edge_ratio);
+    }
+
+    #[test]
+    fn odd_sizes_and_short_planes_do_not_panic() {
+        let mut r = Reducer::default();
+        let mut t = Thumb::default();
+        for (w, h) in [(1, 1), (7, 3), (17, 17), (1921, 1081), (0, 5)] {
+            let plane = vec![50u8; w * h];
+            r.reduce(&plane, w, w, h, &mut t);
+            // Plane shorter than declared: summarised as far as it goes.
+            r.reduce(&plane[..plane.len() / 2], w, w, h, &mut t);
+        }
+        r.reduce(&[], 0, 10, 10, &mut t);
+        assert_eq!(t.samples, 0);
+    }
+
+    #[test]
+    fn level_meter_dbfs() {
+        let mut m = LevelMeter::default();
+        let sine: Vec<f32> = (0..48000)
+            .map(|i| 0.1 * (i as f32 * 0.0576).sin())
+            .collect();
+        m.add(&sine);
+        let (rms, peak) = m.levels();
+        assert!((rms - (-23.01)).abs() < 0.1, "{rms}");
+        assert!((peak - (-20.0)).abs() < 0.1, "{peak}");
+        assert_eq!(LevelMeter::default().levels().0, -200.0);
+    }
+}

@@ -1,0 +1,313 @@
+//! H.264 decode with openh264, reduced to a [`Thumb`] per picture.
+//!
+//! Why the raw openh264 API: the safe `Decoder::decode` never sets the input
+//! timestamp, so every output picture would carry timestamp 0, and with B-frames the
+//! output order differs from the input order. We pass each access unit's PTS in
+//! `uiInBsTimeStamp` and read the picture's own `uiOutYuvTimeStamp` back. The unsafe
+//! code is confined to [`VideoDecoder::decode_raw`] and [`VideoDecoder::take_frame`].
+//!
+//! Error concealment stays off: a corrupt slice returns an error state, which we count
+//! and hand to the corruption detector; the decoder keeps going and recovers at the
+//! next IDR.
+
+use std::ptr::null_mut;
+use std::time::Instant;
+
+use openh264::decoder::{Decoder, DecoderConfig, Flush};
+use openh264::OpenH264API;
+use openh264_sys2::{SBufferInfo, DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER};
+
+use super::{Reducer, Thumb};
+use crate::error::{Error, Result};
+
+/// Decoder outputs, in the order the decoder produced them.
+#[derive(Debug)]
+pub enum VideoOut<'a> {
+    /// A decoded picture, summarised.
+    Frame(&'a Thumb),
+    /// The access unit with this PTS failed to decode (openh264 decoding-state bits).
+    Error { pts: i64, state: i32 },
+    /// The SPS announces a picture larger than the configured maximum: the track is
+    /// not decoded until an acceptable SPS arrives.
+    Refused { width: u32, height: u32 },
+}
+
+/// Counters of the video decoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VideoStats {
+    pub packets: u64,
+    pub frames: u64,
+    pub errors: u64,
+    /// Access units skipped while waiting for the first key frame.
+    pub skipped_before_key: u64,
+    /// Access units not decoded because the resolution is above the limit.
+    pub refused: u64,
+    /// Time spent inside openh264 (ns).
+    pub decode_ns: u64,
+    /// Time spent reducing pictures (ns).
+    pub reduce_ns: u64,
+}
+
+/// openh264 wrapper owning the frame reducer.
+pub struct VideoDecoder {
+    dec: Decoder,
+    reducer: Reducer,
+    thumb: Box<Thumb>,
+    full_range: bool,
+    max_pixels: u64,
+    /// Dimensions of a refused SPS; cleared by an acceptable one.
+    refused: Option<(u32, u32)>,
+    /// False until the first key frame: nothing before it can decode.
+    started: bool,
+    pub stats: VideoStats,
+}
+
+impl std::fmt::Debug for VideoDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoDecoder")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// openh264's `dsFramePending`: a frame is held for reordering; not an error.
+const DS_FRAME_PENDING: i32 = 0x01;
+
+impl VideoDecoder {
+    /// A decoder that refuses pictures larger than `max_pixels` (width × height).
+    pub fn new(max_pixels: u64) -> Result<Self> {
+        let cfg = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        let dec = Decoder::with_api_config(OpenH264API::from_source(), cfg)
+            .map_err(|e| Error::Decoder(format!("openh264 init: {e}")))?;
+        Ok(VideoDecoder {
+            dec,
+            reducer: Reducer::default(),
+            thumb: Box::default(),
+            full_range: false,
+            max_pixels,
+            refused: None,
+            started: false,
+            stats: VideoStats::default(),
+        })
+    }
+
+    /// True while the current SPS is above the size limit.
+    pub fn is_refusing(&self) -> bool {
+        self.refused.is_some()
+    }
+
+    /// Decodes one Annex B access unit with presentation time `pts` (90 kHz).
+    pub fn decode(&mut self, pts: i64, key: bool, data: &[u8], out: &mut dyn FnMut(VideoOut<'_>)) {
+        self.stats.packets += 1;
+        if key {
+            self.inspect_sps(data, out);
+        }
+        if self.refused.is_some() {
+            self.stats.refused += 1;
+            return;
+        }
+        if !self.started {
+            if !key {
+                self.stats.skipped_before_key += 1;
+                return;
+            }
+            self.started = true;
+        }
+        if data.is_empty() || data.len() > i32::MAX as usize {
+            return;
+        }
+        let (state, frame) = self.decode_raw(pts, data);
+        if state & !DS_FRAME_PENDING != 0 {
+            self.stats.errors += 1;
+            out(VideoOut::Error { pts, state });
+        }
+        if frame {
+            self.stats.frames += 1;
+            out(VideoOut::Frame(&self.thumb));
+        }
+    }
+
+    /// End of stream: outputs the pictures still held for reordering.
+    pub fn flush(&mut self, out: &mut dyn FnMut(VideoOut<'_>)) {
+        let mut remaining: i32 = 0;
+        // SAFETY: get_option writes one int for this option id.
+        let rc = unsafe {
+            self.dec.raw_api().get_option(
+                DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER,
+                (&raw mut remaining).cast(),
+            )
+        };
+        if rc != 0 {
+            return;
+        }
+        for _ in 0..remaining.clamp(0, 32) {
+            let mut dst = [null_mut::<u8>(); 3];
+            let mut info = SBufferInfo::default();
+            // SAFETY: dst has room for three plane pointers, info is a valid out-param.
+            unsafe {
+                self.dec
+                    .raw_api()
+                    .flush_frame(dst.as_mut_ptr(), &raw mut info);
+            }
+            if self.take_frame(&dst, &info) {
+                self.stats.frames += 1;
+                out(VideoOut::Frame(&self.thumb));
+            }
+        }
+    }
+
+    /// Looks for an SPS: learns the signal range and enforces the size limit.
+    fn inspect_sps(&mut self, data: &[u8], out: &mut dyn FnMut(VideoOut<'_>)) {
+        for nal in annexb_nals(data) {
+            if nal.first().map(|h| h & 0x1F) != Some(7) {
+                continue;
+            }
+            let Ok(rbsp) = h264_reader::rbsp::decode_nal(nal) else {
+                continue;
+            };
+            let Ok(sps) = h264_reader::nal::sps::SeqParameterSet::from_bits(
+                h264_reader::rbsp::BitReader::new(&rbsp[..]),
+            ) else {
+                continue;
+            };
+            self.full_range = sps
+                .vui_parameters
+                .as_ref()
+                .and_then(|v| v.video_signal_type.as_ref())
+                .is_some_and(|s| s.video_full_range_flag);
+            if let Ok((w, h)) = sps.pixel_dimensions() {
+                if u64::from(w) * u64::from(h) > self.max_pixels {
+                    if self.refused != Some((w, h)) {
+                        self.refused = Some((w, h));
+                        out(VideoOut::Refused {
+                            width: w,
+                            height: h,
+                        });
+                    }
+                } else {
+                    self.refused = None;
+                }
+            }
+            return;
+        }
+    }
+
+    /// Calls openh264 on one access unit. Returns (decoding state, picture available).
+    fn decode_raw(&mut self, pts: i64, data: &[u8]) -> (i32, bool) {
+        let mut dst = [null_mut::<u8>(); 3];
+        let mut info = SBufferInfo {
+            uiInBsTimeStamp: pts as u64,
+            ..SBufferInfo::default()
+        };
+        let t0 = Instant::now();
+        // SAFETY: `data` is a live slice of `len` bytes (checked to fit i32); `dst` has
+        // room for three plane pointers; `info` is a valid, initialised out-param.
+        let state = unsafe {
+            self.dec.raw_api().decode_frame_no_delay(
+                data.as_ptr(),
+                data.len() as i32,
+                dst.as_mut_ptr(),
+                &raw mut info,
+            )
+        };
+        self.stats.decode_ns += t0.elapsed().as_nanos() as u64;
+        let frame = self.take_frame(&dst, &info);
+        (state as i32, frame)
+    }
+
+    /// Reduces the picture openh264 returned (if any) into `self.thumb`.
+    fn take_frame(&mut self, dst: &[*mut u8; 3], info: &SBufferInfo) -> bool {
+        if info.iBufferStatus != 1 || dst[0].is_null() {
+            return false;
+        }
+        // SAFETY: iBufferStatus == 1 means openh264 filled the union's system-buffer
+        // member and dst[0] points at a luma plane of iHeight rows of iStride[0] bytes,
+        // valid until the next decode call; we read it before returning.
+        let (w, h, stride, y) = unsafe {
+            let sb = info.UsrData.sSystemBuffer;
+            let (w, h, stride) = (sb.iWidth, sb.iHeight, sb.iStride[0]);
+            if w <= 0 || h <= 0 || stride < w {
+                return false;
+            }
+            let y = std::slice::from_raw_parts(dst[0], h as usize * stride as usize);
+            (w as usize, h as usize, stride as usize, y)
+        };
+        let t0 = Instant::now();
+        self.thumb.pts = info.uiOutYuvTimeStamp as i64;
+        self.thumb.full_range = self.full_range;
+        self.reducer.reduce(y, stride, w, h, &mut self.thumb);
+        self.stats.reduce_ns += t0.elapsed().as_nanos() as u64;
+        true
+    }
+}
+
+/// Iterates the NAL units (without start codes) of an Annex B buffer.
+pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pos = find_start(data, 0);
+    std::iter::from_fn(move || {
+        let (start_code_end, _) = pos?;
+        let next = find_start(data, start_code_end);
+        let end = match next {
+            Some((_, sc_begin)) => sc_begin,
+            None => data.len(),
+        };
+        pos = next;
+        let mut nal = &data[start_code_end..end];
+        while let [rest @ .., 0] = nal {
+            nal = rest; // trailing zero bytes belong to the next start code
+        }
+        Some(nal)
+    })
+}
+
+/// Finds the next 00 00 01 at or after `from`: (index after it, index of its start).
+fn find_start(data: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while i + 2 < data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            return Some((i + 3, i));
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_annexb() {
+        let d = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
+        ];
+        let nals: Vec<&[u8]> = annexb_nals(&d).collect();
+        assert_eq!(
+            nals,
+            vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4, 5][..]]
+        );
+        assert_eq!(annexb_nals(&[1, 2, 3]).count(), 0);
+    }
+
+    #[test]
+    fn garbage_never_panics_and_counts() {
+        let mut d = VideoDecoder::new(4096 * 2304).unwrap();
+        let mut n_err = 0;
+        let mut x: u32 = 99;
+        for i in 0..200 {
+            let mut buf = vec![0, 0, 0, 1, if i == 0 { 0x65 } else { 0x41 }];
+            buf.extend((0..500).map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            }));
+            d.decode(i * 3600, i == 0, &buf, &mut |o| {
+                if matches!(o, VideoOut::Error { .. }) {
+                    n_err += 1;
+                }
+            });
+        }
+        d.flush(&mut |_| {});
+        assert_eq!(d.stats.errors, n_err);
+        assert_eq!(d.stats.packets, 200);
+    }
+}

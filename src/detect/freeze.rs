@@ -1,0 +1,185 @@
+//! Frozen picture: the 64×36 luma grid differs from the last non-frozen picture by
+//! less than a noise floor on average, and almost no grid cell changed by more than
+//! `cell_step` luma levels, for at least `min_duration`.
+//!
+//! Against ffmpeg's freezedetect this differs on purpose in three ways:
+//! * the difference is taken on the downscaled grid, which averages away the coding
+//!   noise that makes one frozen picture look "new" when an encoder re-encodes it at a
+//!   GOP boundary, so one freeze across an IDR stays one event;
+//! * a black picture is never frozen (it is reported by the black detector);
+//! * a resolution change resets the reference.
+
+use super::{put, to_db, transition, DefectKind, Hysteresis, Metric, Metrics, Transition};
+use crate::config::FreezeConfig;
+use crate::decode::{Thumb, GRID_LEN};
+
+/// The freeze detector.
+#[derive(Debug, Clone)]
+pub struct FreezeDetector {
+    cfg: FreezeConfig,
+    /// Noise floor as a 0–1 mean absolute difference.
+    noise: f32,
+    hyst: Hysteresis,
+    reference: [u8; GRID_LEN],
+    ref_dims: Option<(u16, u16)>,
+    /// Largest difference seen inside the current interval (evidence).
+    max_diff: f32,
+    frames: u32,
+}
+
+impl FreezeDetector {
+    pub fn new(cfg: FreezeConfig) -> Self {
+        FreezeDetector {
+            noise: 10f32.powf(cfg.noise_db as f32 / 20.0),
+            hyst: Hysteresis::new(cfg.min_duration, cfg.clear_duration),
+            cfg,
+            reference: [0; GRID_LEN],
+            ref_dims: None,
+            max_diff: 0.0,
+            frames: 0,
+        }
+    }
+
+    /// Feeds one decoded frame at media time `t`; `black` is the black detector's
+    /// verdict on the same frame.
+    pub fn observe(&mut self, t: f64, thumb: &Thumb, black: bool) -> Option<Transition> {
+        let dims = (thumb.width, thumb.height);
+        let frozen = match self.ref_dims {
+            Some(d) if d == dims && !black => {
+                let (diff, changed) = thumb.grid_diff(&self.reference, self.cfg.cell_step);
+                let changed_share = changed as f32 / GRID_LEN as f32;
+                tracing::trace!(t, diff_db = to_db(f64::from(diff)), changed, "freeze diff");
+                // Same picture: small average difference AND no region that really
+                // changed. Coding noise is small and everywhere; motion is large and
+                // local (a clock, a ticker), which the mean alone would dilute.
+                let frozen = diff < self.noise && changed_share <= self.cfg.max_changed_share;
+                if frozen {
+                    if self.hyst.onset().is_none() {
+                        self.max_diff = 0.0;
+                        self.frames = 0;
+                    }
+                    self.max_diff = self.max_diff.max(diff);
+                    self.frames += 1;
+                }
+                frozen
+            }
+            _ => false,
+        };
+        if !frozen {
+            self.reference = thumb.grid;
+            self.ref_dims = Some(dims);
+        }
+        let edge = self.hyst.step(t, frozen)?;
+        Some(transition(DefectKind::Freeze, edge, self.metrics()))
+    }
+
+    /// End of input.
+    pub fn finish(&mut self, t: f64) -> Option<Transition> {
+        let edge = self.hyst.finish(t)?;
+        Some(transition(DefectKind::Freeze, edge, self.metrics()))
+    }
+
+    fn metrics(&self) -> Metrics {
+        let mut m = Metrics::new();
+        put(
+            &mut m,
+            "diff_max_db",
+            Metric::Num(to_db(f64::from(self.max_diff))),
+        );
+        put(&mut m, "noise_db", Metric::Num(self.cfg.noise_db));
+        put(&mut m, "frames", Metric::Int(i64::from(self.frames)));
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::tests::thumb_from_fn;
+    use crate::detect::Phase;
+
+    fn moving(i: usize) -> Thumb {
+        thumb_from_fn(320, 180, false, move |x, y| {
+            ((x * 3 + y + i * 5) % 220 + 20) as u8
+        })
+    }
+
+    fn run(frames: impl Iterator<Item = (f64, Thumb, bool)>) -> Vec<Transition> {
+        let mut d = FreezeDetector::new(FreezeConfig::default());
+        let mut last = 0.0;
+        let mut v = vec![];
+        for (t, th, black) in frames {
+            last = t;
+            v.extend(d.observe(t, &th, black));
+        }
+        v.extend(d.finish(last + 0.04));
+        v
+    }
+
+    #[test]
+    fn freeze_window_with_reencoding_noise_is_one_event() {
+        let frozen = moving(74);
+        let trs = run((0..250).map(|i| {
+            let t = i as f64 * 0.04;
+            if (75..175).contains(&i) {
+                // Re-encoded at a GOP boundary: +-1 LSB noise on part of the picture.
+                let mut th = frozen.clone();
+                if i % 50 == 0 {
+                    for g in th.grid.iter_mut().step_by(3) {
+                        *g = g.saturating_add(1);
+                    }
+                }
+                (t, th, false)
+            } else {
+                (t, moving(i), false)
+            }
+        }));
+        assert_eq!(trs.len(), 2, "{trs:?}");
+        assert_eq!(trs[0].phase, Phase::Start);
+        assert!((trs[0].start_s - 3.0).abs() < 1e-9, "{}", trs[0].start_s);
+        assert!((trs[1].end_s.unwrap() - 7.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn black_is_not_freeze() {
+        let black = thumb_from_fn(320, 180, false, |_, _| 16);
+        let trs = run((0..250).map(|i| {
+            let t = i as f64 * 0.04;
+            if (75..175).contains(&i) {
+                (t, black.clone(), true)
+            } else {
+                (t, moving(i), false)
+            }
+        }));
+        assert!(trs.is_empty(), "{trs:?}");
+    }
+
+    #[test]
+    fn slow_motion_is_not_freeze() {
+        // One pixel of motion per frame on a sharp pattern.
+        let trs = run((0..250).map(|i| {
+            let th = thumb_from_fn(640, 360, false, move |x, y| {
+                if ((x + i) / 16 + y / 16) % 2 == 0 {
+                    40
+                } else {
+                    200
+                }
+            });
+            (i as f64 * 0.04, th, false)
+        }));
+        assert!(trs.is_empty(), "{trs:?}");
+    }
+
+    #[test]
+    fn resolution_change_resets_reference() {
+        let a = thumb_from_fn(320, 180, false, |_, _| 80);
+        let b = thumb_from_fn(640, 360, false, |_, _| 80);
+        let mut d = FreezeDetector::new(FreezeConfig::default());
+        assert!(d.observe(0.0, &a, false).is_none());
+        assert!(d.observe(0.04, &b, false).is_none());
+        assert!(d.observe(3.0, &b, false).is_none());
+        assert!(d.observe(3.04, &b, false).is_none());
+        // frozen since 0.04? No: 0.04 was a new reference, frozen since 3.0.
+        assert!(d.observe(5.1, &b, false).is_some());
+    }
+}

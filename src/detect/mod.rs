@@ -1,0 +1,377 @@
+//! Detectors: pure, I/O-free state machines over per-frame summaries.
+//!
+//! Each detector turns a per-sample verdict ("this frame is black") into defect
+//! intervals with the same [`Hysteresis`]: a defect is *confirmed* once it has lasted
+//! `min_duration`, but its `start_s` is the onset; it *ends* at the first clean sample
+//! after which the picture/sound stayed clean for `clear_duration`. All state is fixed
+//! size; nothing allocates per sample.
+//!
+//! Calling contract: feed samples in media-time order (a sample older than the last one
+//! is clamped to the last time); call `finish(t)` once at the end of the input, which
+//! closes any confirmed defect at `t`.
+//!
+//! ```
+//! use vqprobe::detect::{Hysteresis, Edge};
+//! let mut h = Hysteresis::new(2.0, 0.0);
+//! assert_eq!(h.step(0.0, false), None);
+//! assert_eq!(h.step(1.0, true), None);            // onset, not yet confirmed
+//! assert_eq!(h.step(3.0, true), Some(Edge::Confirmed { onset: 1.0 }));
+//! assert_eq!(h.step(4.0, false), Some(Edge::Ended { onset: 1.0, end: 4.0 }));
+//! ```
+
+pub mod black;
+pub mod corruption;
+pub mod freeze;
+pub mod silence;
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of defect vqprobe reports. The wire name is the snake_case form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefectKind {
+    Black,
+    Freeze,
+    Corruption,
+    Silence,
+    UnsupportedCodec,
+}
+
+impl DefectKind {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefectKind::Black => "black",
+            DefectKind::Freeze => "freeze",
+            DefectKind::Corruption => "corruption",
+            DefectKind::Silence => "silence",
+            DefectKind::UnsupportedCodec => "unsupported_codec",
+        }
+    }
+}
+
+/// Whether a transition opens or closes a defect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Start,
+    End,
+}
+
+/// One piece of evidence attached to a transition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    Num(f64),
+    Int(i64),
+    Str(&'static str),
+}
+
+/// A small, fixed-capacity list of named evidence values.
+pub type Metrics = heapless::Vec<(&'static str, Metric), 8>;
+
+/// Adds a metric, silently keeping the first 8 (capacity is a compile-time choice:
+/// every detector here reports fewer).
+pub(crate) fn put(m: &mut Metrics, name: &'static str, v: Metric) {
+    let _ = m.push((name, v));
+}
+
+/// What a detector reports: a defect confirmed (start) or over (end).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub kind: DefectKind,
+    pub phase: Phase,
+    /// Media time of the onset (seconds since the stream's first timestamp).
+    pub start_s: f64,
+    /// Media time the defect ended (end transitions only).
+    pub end_s: Option<f64>,
+    pub metrics: Metrics,
+}
+
+/// An edge of the hysteresis state machine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Edge {
+    /// The defect has lasted `min_duration` since `onset`.
+    Confirmed { onset: f64 },
+    /// A confirmed defect is over: clean since `end`.
+    Ended { onset: f64, end: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum HState {
+    Idle,
+    Pending { onset: f64 },
+    Active { onset: f64 },
+    Clearing { onset: f64, clean_since: f64 },
+}
+
+/// The shared confirm/clear state machine (see module docs).
+#[derive(Debug, Clone)]
+pub struct Hysteresis {
+    min_on: f64,
+    min_off: f64,
+    state: HState,
+    last_t: f64,
+}
+
+impl Hysteresis {
+    /// `min_on`: seconds a defect must last to be confirmed (0 = at once);
+    /// `min_off`: seconds the input must stay clean to end it (0 = at once).
+    pub fn new(min_on: f64, min_off: f64) -> Self {
+        Hysteresis {
+            min_on: min_on.max(0.0),
+            min_off: min_off.max(0.0),
+            state: HState::Idle,
+            last_t: f64::NEG_INFINITY,
+        }
+    }
+
+    /// True while a defect is confirmed (including while it is clearing).
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, HState::Active { .. } | HState::Clearing { .. })
+    }
+
+    /// Onset of the defect being tracked (pending or confirmed).
+    pub fn onset(&self) -> Option<f64> {
+        match self.state {
+            HState::Idle => None,
+            HState::Pending { onset }
+            | HState::Active { onset }
+            | HState::Clearing { onset, .. } => Some(onset),
+        }
+    }
+
+    /// Feeds one sample at media time `t`.
+    pub fn step(&mut self, t: f64, defect: bool) -> Option<Edge> {
+        let t = if t.is_finite() {
+            t.max(self.last_t)
+        } else {
+            self.last_t
+        };
+        if !t.is_finite() {
+            return None;
+        }
+        self.last_t = t;
+        match (self.state, defect) {
+            (HState::Idle, false) => None,
+            (HState::Idle, true) => {
+                if self.min_on <= 0.0 {
+                    self.state = HState::Active { onset: t };
+                    Some(Edge::Confirmed { onset: t })
+                } else {
+                    self.state = HState::Pending { onset: t };
+                    None
+                }
+            }
+            (HState::Pending { onset }, true) => {
+                if t - onset >= self.min_on {
+                    self.state = HState::Active { onset };
+                    Some(Edge::Confirmed { onset })
+                } else {
+                    None
+                }
+            }
+            (HState::Pending { .. }, false) => {
+                self.state = HState::Idle;
+                None
+            }
+            (HState::Active { .. }, true) => None,
+            (HState::Active { onset }, false) => {
+                if self.min_off <= 0.0 {
+                    self.state = HState::Idle;
+                    Some(Edge::Ended { onset, end: t })
+                } else {
+                    self.state = HState::Clearing {
+                        onset,
+                        clean_since: t,
+                    };
+                    None
+                }
+            }
+            (HState::Clearing { onset, .. }, true) => {
+                self.state = HState::Active { onset };
+                None
+            }
+            (HState::Clearing { onset, clean_since }, false) => {
+                if t - clean_since >= self.min_off {
+                    self.state = HState::Idle;
+                    Some(Edge::Ended {
+                        onset,
+                        end: clean_since,
+                    })
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// End of input at media time `t`: closes a confirmed defect, forgets a pending one.
+    pub fn finish(&mut self, t: f64) -> Option<Edge> {
+        let t = if t.is_finite() {
+            t.max(self.last_t)
+        } else {
+            self.last_t
+        };
+        let state = std::mem::replace(&mut self.state, HState::Idle);
+        match state {
+            HState::Active { onset } => Some(Edge::Ended {
+                onset,
+                end: t.max(onset),
+            }),
+            HState::Clearing { onset, clean_since } => Some(Edge::Ended {
+                onset,
+                end: clean_since,
+            }),
+            HState::Idle | HState::Pending { .. } => None,
+        }
+    }
+
+    /// Forgets any pending or active defect without reporting it (used on a track reset
+    /// when the caller reports the end itself).
+    pub fn reset(&mut self) {
+        self.state = HState::Idle;
+    }
+}
+
+/// Turns an [`Edge`] into a [`Transition`] of `kind` with the given metrics.
+pub(crate) fn transition(kind: DefectKind, edge: Edge, metrics: Metrics) -> Transition {
+    match edge {
+        Edge::Confirmed { onset } => Transition {
+            kind,
+            phase: Phase::Start,
+            start_s: onset,
+            end_s: None,
+            metrics,
+        },
+        Edge::Ended { onset, end } => Transition {
+            kind,
+            phase: Phase::End,
+            start_s: onset,
+            end_s: Some(end),
+            metrics,
+        },
+    }
+}
+
+/// Converts an amplitude ratio to decibels, with a floor for zero.
+pub fn to_db(ratio: f64) -> f64 {
+    if ratio <= 1e-10 {
+        -200.0
+    } else {
+        20.0 * ratio.log10()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn short_defects_are_not_reported() {
+        let mut h = Hysteresis::new(2.0, 0.0);
+        for i in 0..40 {
+            let t = f64::from(i) * 0.04;
+            assert_eq!(h.step(t, (10..50).contains(&i)), None);
+        }
+        assert_eq!(h.finish(2.0), None);
+    }
+
+    #[test]
+    fn onset_is_reported_not_confirmation_time() {
+        let mut h = Hysteresis::new(2.0, 0.0);
+        let mut edges = vec![];
+        for i in 0..250 {
+            let t = f64::from(i) * 0.04;
+            if let Some(e) = h.step(t, (75..150).contains(&i)) {
+                edges.push((t, e));
+            }
+        }
+        assert_eq!(edges.len(), 2);
+        assert!((edges[0].0 - 5.0).abs() < 1e-9, "confirmed at 3.0+2.0");
+        assert_eq!(edges[0].1, Edge::Confirmed { onset: 3.0 });
+        assert_eq!(
+            edges[1].1,
+            Edge::Ended {
+                onset: 3.0,
+                end: 6.0
+            }
+        );
+    }
+
+    #[test]
+    fn clear_duration_merges_blips_and_ends_at_first_clean_sample() {
+        let mut h = Hysteresis::new(0.0, 0.5);
+        assert_eq!(h.step(1.0, true), Some(Edge::Confirmed { onset: 1.0 }));
+        assert_eq!(h.step(1.2, false), None);
+        assert_eq!(h.step(1.4, true), None, "blip shorter than clear_duration");
+        assert_eq!(h.step(2.0, false), None);
+        assert_eq!(h.step(2.4, false), None);
+        assert_eq!(
+            h.step(2.5, false),
+            Some(Edge::Ended {
+                onset: 1.0,
+                end: 2.0
+            })
+        );
+    }
+
+    #[test]
+    fn finish_closes_confirmed_defects_only() {
+        let mut h = Hysteresis::new(1.0, 0.0);
+        h.step(0.0, true);
+        h.step(1.5, true);
+        assert_eq!(
+            h.finish(3.0),
+            Some(Edge::Ended {
+                onset: 0.0,
+                end: 3.0
+            })
+        );
+        assert_eq!(h.finish(4.0), None);
+        let mut h = Hysteresis::new(1.0, 0.0);
+        h.step(0.0, true);
+        assert_eq!(h.finish(0.5), None);
+    }
+
+    #[test]
+    fn time_going_backwards_is_clamped() {
+        let mut h = Hysteresis::new(1.0, 0.0);
+        h.step(5.0, true);
+        assert_eq!(h.step(4.0, true), None);
+        assert_eq!(h.step(f64::NAN, true), None);
+        assert_eq!(h.step(6.0, true), Some(Edge::Confirmed { onset: 5.0 }));
+    }
+
+    proptest! {
+        /// Whatever the input, edges alternate Confirmed/Ended, an end never precedes
+        /// its onset, and finish leaves nothing open.
+        #[test]
+        fn edges_alternate(min_on in 0.0f64..3.0, min_off in 0.0f64..1.0,
+                           steps in proptest::collection::vec((0.0f64..0.5, any::<bool>()), 0..400)) {
+            let mut h = Hysteresis::new(min_on, min_off);
+            let mut t = 0.0;
+            let mut open: Option<f64> = None;
+            for (dt, d) in steps {
+                t += dt;
+                match h.step(t, d) {
+                    Some(Edge::Confirmed { onset }) => {
+                        prop_assert!(open.is_none());
+                        prop_assert!(onset <= t);
+                        open = Some(onset);
+                    }
+                    Some(Edge::Ended { onset, end }) => {
+                        prop_assert_eq!(open.take(), Some(onset));
+                        prop_assert!(end >= onset);
+                    }
+                    None => {}
+                }
+            }
+            match h.finish(t + 1.0) {
+                Some(Edge::Ended { onset, .. }) => prop_assert_eq!(open.take(), Some(onset)),
+                Some(e) => prop_assert!(false, "finish gave {:?}", e),
+                None => prop_assert!(open.is_none()),
+            }
+        }
+    }
+}

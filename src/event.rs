@@ -1,0 +1,269 @@
+//! The event wire schema, version 1 (documented in `docs/events.md`).
+//!
+//! Every defect is a `start`/`end` pair sharing a `defect_id`; each event has its own
+//! `id` (`{defect_id}-start` / `{defect_id}-end`), so at-least-once delivery can be
+//! de-duplicated downstream by `id`.
+
+use std::hash::{Hash, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::{DefectKind, Metric, Phase, Transition};
+
+/// Schema version carried in `v`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How bad a defect is for a viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// The viewer sees or hears nothing useful (black, frozen, source down).
+    Critical,
+    /// Clearly visible or audible damage (corruption, silence).
+    Major,
+    /// Degraded or unmonitorable, not necessarily visible (unsupported codec).
+    Warning,
+}
+
+impl DefectKind {
+    /// Default severity of a kind.
+    pub fn severity(self) -> Severity {
+        match self {
+            DefectKind::Black | DefectKind::Freeze => Severity::Critical,
+            DefectKind::Corruption | DefectKind::Silence => Severity::Major,
+            DefectKind::UnsupportedCodec => Severity::Warning,
+        }
+    }
+}
+
+/// Why an `end` was emitted other than the defect clearing by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The input ended (end of file, VOD playlist, `--duration` reached).
+    EndOfInput,
+    /// The probe is shutting down (signal).
+    Shutdown,
+}
+
+/// One defect event, exactly as published (JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version (1).
+    pub v: u32,
+    /// Unique id of this event.
+    pub id: String,
+    /// Id shared by the `start` and `end` of one defect.
+    pub defect_id: String,
+    /// The probe that saw it.
+    pub probe: String,
+    /// The stream it concerns.
+    pub stream: String,
+    pub kind: DefectKind,
+    pub state: Phase,
+    /// Onset, media seconds since the stream's first timestamp.
+    pub start_s: f64,
+    /// End, media seconds (on `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_s: Option<f64>,
+    /// `end_s - start_s` (on `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// Wall-clock time the event was emitted, RFC 3339 UTC.
+    pub at: String,
+    pub severity: Severity,
+    /// Set on an `end` that was forced rather than observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<EndReason>,
+    /// Evidence: a few named values (see `docs/events.md` per kind).
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Event {
+    /// The JSON line (no trailing newline).
+    pub fn to_json(&self) -> String {
+        // Serialising this struct cannot fail: all keys are strings, all floats are
+        // finite (rounded in `EventFactory`).
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Makes events for one stream: assigns ids, wall-clock time and rounding.
+#[derive(Debug, Clone)]
+pub struct EventFactory {
+    probe: String,
+    stream: String,
+    /// Distinguishes this run from earlier ones of the same stream.
+    run: u64,
+    seq: u64,
+    /// defect_id of each kind's open defect (at most one open defect per kind).
+    open: heapless::Vec<(DefectKind, String), 8>,
+}
+
+impl EventFactory {
+    pub fn new(probe: &str, stream: &str) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        probe.hash(&mut h);
+        stream.hash(&mut h);
+        std::process::id().hash(&mut h);
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            .hash(&mut h);
+        EventFactory {
+            probe: probe.to_string(),
+            stream: stream.to_string(),
+            run: h.finish(),
+            seq: 0,
+            open: heapless::Vec::new(),
+        }
+    }
+
+    /// Kinds with an open (started, not ended) defect.
+    pub fn open_kinds(&self) -> impl Iterator<Item = DefectKind> + '_ {
+        self.open.iter().map(|(k, _)| *k)
+    }
+
+    /// Turns a detector transition into an event.
+    pub fn make(&mut self, t: &Transition, reason: Option<EndReason>) -> Event {
+        let defect_id = match t.phase {
+            Phase::Start => {
+                self.seq += 1;
+                let id = format!("{:016x}-{}", self.run, self.seq);
+                // Replace a stale open entry of the same kind (cannot happen with a
+                // well-behaved detector; keeps the table bounded regardless).
+                self.open.retain(|(k, _)| *k != t.kind);
+                let _ = self.open.push((t.kind, id.clone()));
+                id
+            }
+            Phase::End => match self.open.iter().position(|(k, _)| *k == t.kind) {
+                Some(i) => self.open.swap_remove(i).1,
+                None => {
+                    self.seq += 1;
+                    format!("{:016x}-{}", self.run, self.seq)
+                }
+            },
+        };
+        let suffix = match t.phase {
+            Phase::Start => "start",
+            Phase::End => "end",
+        };
+        let mut metrics = serde_json::Map::new();
+        for (name, v) in &t.metrics {
+            let value = match *v {
+                Metric::Num(x) => serde_json::json!(round3(x)),
+                Metric::Int(i) => serde_json::json!(i),
+                Metric::Str(s) => serde_json::json!(s),
+            };
+            metrics.insert((*name).to_string(), value);
+        }
+        let start_s = round3(t.start_s);
+        let end_s = t.end_s.map(round3);
+        Event {
+            v: SCHEMA_VERSION,
+            id: format!("{defect_id}-{suffix}"),
+            defect_id,
+            probe: self.probe.clone(),
+            stream: self.stream.clone(),
+            kind: t.kind,
+            state: t.phase,
+            start_s,
+            end_s,
+            duration_s: end_s.map(|e| round3((e - start_s).max(0.0))),
+            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            severity: t.kind.severity(),
+            reason,
+            metrics,
+        }
+    }
+}
+
+/// Rounds to milliseconds; non-finite values become 0 (JSON has no NaN).
+fn round3(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Metrics;
+
+    fn tr(kind: DefectKind, phase: Phase, start: f64, end: Option<f64>) -> Transition {
+        let mut m = Metrics::new();
+        let _ = m.push(("frames", Metric::Int(7)));
+        let _ = m.push(("luma", Metric::Num(f64::NAN)));
+        Transition {
+            kind,
+            phase,
+            start_s: start,
+            end_s: end,
+            metrics: m,
+        }
+    }
+
+    #[test]
+    fn start_and_end_share_defect_id_and_schema_is_exact() {
+        let mut f = EventFactory::new("edge-1", "cam1");
+        let s = f.make(&tr(DefectKind::Black, Phase::Start, 3.00049, None), None);
+        let e = f.make(
+            &tr(DefectKind::Black, Phase::End, 3.0, Some(6.0)),
+            Some(EndReason::EndOfInput),
+        );
+        assert_eq!(s.defect_id, e.defect_id);
+        assert_ne!(s.id, e.id);
+        assert!(s.id.ends_with("-start") && e.id.ends_with("-end"));
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "at",
+                "defect_id",
+                "duration_s",
+                "end_s",
+                "id",
+                "kind",
+                "metrics",
+                "probe",
+                "reason",
+                "severity",
+                "start_s",
+                "state",
+                "stream",
+                "v"
+            ]
+        );
+        assert_eq!(v["kind"], "black");
+        assert_eq!(v["state"], "end");
+        assert_eq!(v["duration_s"], 3.0);
+        assert_eq!(v["reason"], "end_of_input");
+        assert_eq!(v["severity"], "critical");
+        assert_eq!(v["metrics"]["frames"], 7);
+        assert_eq!(v["metrics"]["luma"], 0.0);
+        let sv: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        assert_eq!(sv["start_s"], 3.0);
+        assert!(sv.get("end_s").is_none());
+        let back: Event = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn ids_are_unique_across_defects_and_factories() {
+        let mut f = EventFactory::new("p", "s");
+        let a = f.make(&tr(DefectKind::Freeze, Phase::Start, 1.0, None), None);
+        let _ = f.make(&tr(DefectKind::Freeze, Phase::End, 1.0, Some(2.0)), None);
+        let b = f.make(&tr(DefectKind::Freeze, Phase::Start, 5.0, None), None);
+        assert_ne!(a.defect_id, b.defect_id);
+        let mut g = EventFactory::new("p", "s2");
+        let c = g.make(&tr(DefectKind::Freeze, Phase::Start, 1.0, None), None);
+        assert_ne!(a.defect_id, c.defect_id);
+    }
+}

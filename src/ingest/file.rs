@@ -1,0 +1,111 @@
+//! Local MPEG-TS file ingest: read → demux → bounded channel to the decode thread.
+//!
+//! Overflow policy: *block*. A file is not live, so when decode is slower than the disk
+//! the reader simply waits; nothing is dropped.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::ts::{DemuxOutput, TsDemuxer, TsLimits, TsStats};
+use super::IngestMsg;
+use crate::error::{Error, Result};
+use crate::event::EndReason;
+
+/// How much of a file is read before deciding it is not MPEG-TS.
+const SNIFF_BYTES: u64 = 1 << 20;
+/// Read size.
+const CHUNK: usize = 188 * 1024;
+
+/// Options of a file run.
+#[derive(Debug, Clone, Default)]
+pub struct FileOptions {
+    /// Stop after this many media seconds.
+    pub max_media_s: Option<f64>,
+}
+
+/// Resolves `file://` URLs and plain paths.
+pub fn path_of(input: &str) -> PathBuf {
+    PathBuf::from(input.strip_prefix("file://").unwrap_or(input))
+}
+
+/// Reads `path` to the end (or the media-time limit), sending programs and packets to
+/// `tx`, then [`IngestMsg::End`]. Returns the transport counters.
+///
+/// Errors: the file cannot be opened or read; it is not MPEG-TS; it has no program map;
+/// its program has neither video nor audio.
+pub async fn run(path: &Path, tx: mpsc::Sender<IngestMsg>, opts: &FileOptions) -> Result<TsStats> {
+    let display = path.display().to_string();
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let mut demux = TsDemuxer::new(TsLimits::default());
+    let mut buf = vec![0u8; CHUNK];
+    let mut outs: Vec<DemuxOutput> = Vec::with_capacity(64);
+    let mut origin: Option<i64> = None;
+    loop {
+        let n = file.read(&mut buf).await.map_err(io)?;
+        if n == 0 {
+            demux.finish(&mut |o| outs.push(o));
+        } else {
+            demux.push(&buf[..n], &mut |o| outs.push(o));
+        }
+        for o in outs.drain(..) {
+            let msg = match o {
+                DemuxOutput::Program(p) => {
+                    if p.video.is_none() && p.audio.is_none() {
+                        return Err(Error::bad_input(
+                            display,
+                            format!(
+                                "no video and no audio track (the program lists {} other streams)",
+                                p.other_streams
+                            ),
+                        ));
+                    }
+                    IngestMsg::Program(p)
+                }
+                DemuxOutput::Packet(p) => {
+                    if let (Some(limit), Some(pts)) = (opts.max_media_s, p.pts) {
+                        let o = *origin.get_or_insert(pts);
+                        if (pts - o) as f64 / 90_000.0 >= limit {
+                            let _ = tx.send(IngestMsg::End(EndReason::EndOfInput)).await;
+                            return Ok(*demux.stats());
+                        }
+                    }
+                    IngestMsg::Packet(p)
+                }
+            };
+            if tx.send(msg).await.is_err() {
+                // The decode thread is gone (shutdown): stop reading.
+                return Ok(*demux.stats());
+            }
+        }
+        let st = *demux.stats();
+        if st.packets == 0 && (st.bytes >= SNIFF_BYTES || n == 0) {
+            return Err(Error::bad_input(
+                display,
+                if st.bytes == 0 {
+                    "empty file".to_string()
+                } else {
+                    format!(
+                        "not an MPEG-TS (no 188-byte packet sync in the first {} bytes)",
+                        st.bytes
+                    )
+                },
+            ));
+        }
+        if n == 0 {
+            if demux.program().is_none() {
+                return Err(Error::bad_input(
+                    display,
+                    "no program map (PAT/PMT) found in the transport stream",
+                ));
+            }
+            let _ = tx.send(IngestMsg::End(EndReason::EndOfInput)).await;
+            return Ok(st);
+        }
+    }
+}

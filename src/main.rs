@@ -1,0 +1,145 @@
+//! The `vqprobe` binary: parses the command line and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vqprobe::app::{self, check, demo};
+use vqprobe::config::DetectConfig;
+use vqprobe::publish::OutputFormat;
+
+#[derive(Parser, Debug)]
+#[command(name = "vqprobe", version = vqprobe::VERSION, about = "Watches video streams like a viewer and reports black, frozen, corrupt and silent pictures")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Analyse one input and print one line per defect event, then exit.
+    Check {
+        /// A local MPEG-TS file (path or file:// URL).
+        input: String,
+        /// Output format: human-readable text, or JSON lines exactly as published.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Analyse at most this many seconds of media.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// TOML file with detector settings (the `[detect]` reference in docs/config.md).
+        #[arg(long, value_name = "PATH")]
+        detect_config: Option<PathBuf>,
+        /// Stream id put in events (default: the input's file name).
+        #[arg(long)]
+        stream_id: Option<String>,
+        /// Probe id put in events (default: the host name).
+        #[arg(long)]
+        probe_id: Option<String>,
+    },
+    /// Run the built-in synthetic stream with scripted defects (no camera, no broker).
+    Demo {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Pace the stream at real time (25 s) instead of as fast as possible.
+        #[arg(long)]
+        realtime: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vqprobe: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vqprobe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
+    let mut stdout = std::io::stdout();
+    match cmd {
+        Command::Check {
+            input,
+            format,
+            duration,
+            detect_config,
+            stream_id,
+            probe_id,
+        } => {
+            if duration.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+                return Err(vqprobe::Error::Config(
+                    "--duration must be a positive number of seconds".into(),
+                ));
+            }
+            let detect = match detect_config {
+                Some(p) => load_detect(&p)?,
+                None => DetectConfig::default(),
+            };
+            let stream_id = stream_id.unwrap_or_else(|| {
+                let path = vqprobe::ingest::file::path_of(&input);
+                path.file_name()
+                    .map_or_else(|| "input".to_string(), |n| n.to_string_lossy().into_owned())
+            });
+            let opts = check::CheckOptions {
+                input,
+                format,
+                duration,
+                detect,
+                probe_id: probe_id.unwrap_or_else(app::hostname),
+                stream_id,
+            };
+            check::run(&opts, &mut stdout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { format, realtime } => {
+            let report = demo::run(
+                &demo::DemoOptions { format, realtime },
+                &app::hostname(),
+                &mut stdout,
+            )
+            .await?;
+            match format {
+                OutputFormat::Text => println!("{}", report.summary()),
+                OutputFormat::Json => eprintln!("{}", report.summary()),
+            }
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn load_detect(path: &std::path::Path) -> vqprobe::Result<DetectConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| vqprobe::Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let cfg: DetectConfig = toml::from_str(&text).map_err(|e| {
+        vqprobe::Error::Config(format!("{}: {e}(see docs/config.md)", path.display()))
+    })?;
+    cfg.validate()
+        .map_err(|e| vqprobe::Error::Config(format!("{}: {e}", path.display())))?;
+    Ok(cfg)
+}

@@ -1,0 +1,459 @@
+//! The per-stream analysis pipeline: decoders + detectors + event factory, driven on
+//! the stream's own decode thread.
+//!
+//! [`Analyzer`] is synchronous and owns everything a stream needs after ingest:
+//! `handle(IngestMsg)` decodes, reduces, detects and hands out [`Event`]s. The same
+//! analyzer serves files, the demo and (later) live sources. [`spawn_decode_thread`]
+//! runs one on a named OS thread between two bounded channels.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::config::DetectConfig;
+use crate::decode::audio::{AudioDecoder, AudioFormat, AudioStats};
+use crate::decode::video::{VideoDecoder, VideoOut, VideoStats};
+use crate::decode::AudioLevel;
+use crate::detect::black::BlackDetector;
+use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
+use crate::detect::freeze::FreezeDetector;
+use crate::detect::silence::SilenceDetector;
+use crate::detect::{put, DefectKind, Metric, Metrics, Phase, Transition};
+use crate::error::Result;
+use crate::event::{EndReason, Event, EventFactory};
+use crate::ingest::{Codec, IngestMsg, Packet, ProgramInfo, Track};
+
+/// Counters of one stream's analysis.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnalyzerStats {
+    pub video: VideoStats,
+    pub audio: AudioStats,
+    /// Time spent inside openh264 (ns).
+    pub decode_ns: u64,
+    /// Time spent reducing pictures to thumbs (ns).
+    pub reduce_ns: u64,
+    /// Time spent in the video and audio detectors (ns).
+    pub detect_ns: u64,
+    /// Events emitted.
+    pub events: u64,
+    /// Media seconds analysed.
+    pub media_s: f64,
+}
+
+/// `codec` name of the `unsupported_codec` event for an SPS above `max_pixels`.
+const REFUSED_CODEC: &str = "h264_above_max_resolution";
+
+/// An open `unsupported_codec` defect: which track and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Unsupported {
+    track: Track,
+    start_s: f64,
+    codec: &'static str,
+    stream_type: i64,
+    width: i64,
+    height: i64,
+}
+
+/// Decoders and detectors of one stream. See the module docs.
+pub struct Analyzer {
+    cfg: DetectConfig,
+    events: EventFactory,
+    /// PTS (90 kHz) that media time 0 refers to: the first timestamp seen.
+    origin: Option<i64>,
+    video: Option<VideoDecoder>,
+    audio: Option<AudioDecoder>,
+    black: BlackDetector,
+    freeze: FreezeDetector,
+    corruption: CorruptionDetector,
+    silence: SilenceDetector,
+    unsupported: heapless::Vec<Unsupported, 2>,
+    /// End of the media analysed so far (seconds): last sample time + its duration.
+    media_end: f64,
+    last_frame_t: Option<f64>,
+    frame_dur: f64,
+    detect_ns: u64,
+    emitted: u64,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Analyzer {
+    /// An analyzer for stream `stream` of probe `probe`.
+    pub fn new(probe: &str, stream: &str, cfg: DetectConfig) -> Result<Self> {
+        cfg.validate().map_err(crate::error::Error::Config)?;
+        Ok(Analyzer {
+            events: EventFactory::new(probe, stream),
+            origin: None,
+            video: None,
+            audio: None,
+            black: BlackDetector::new(cfg.black.clone()),
+            freeze: FreezeDetector::new(cfg.freeze.clone()),
+            corruption: CorruptionDetector::new(cfg.corruption.clone()),
+            silence: SilenceDetector::new(cfg.silence.clone()),
+            unsupported: heapless::Vec::new(),
+            media_end: 0.0,
+            last_frame_t: None,
+            frame_dur: 0.04,
+            detect_ns: 0,
+            emitted: 0,
+            cfg,
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> AnalyzerStats {
+        let video = self.video.as_ref().map(|v| v.stats).unwrap_or_default();
+        AnalyzerStats {
+            video,
+            audio: self.audio.as_ref().map(|a| a.stats).unwrap_or_default(),
+            decode_ns: video.decode_ns,
+            reduce_ns: video.reduce_ns,
+            detect_ns: self.detect_ns,
+            events: self.emitted,
+            media_s: self.media_end,
+        }
+    }
+
+    /// Media seconds of a 90 kHz timestamp.
+    fn secs(&self, pts: i64) -> f64 {
+        (pts - self.origin.unwrap_or(pts)) as f64 / 90_000.0
+    }
+
+    /// Handles one message from ingest; events go to `out` as they are detected.
+    pub fn handle(&mut self, msg: IngestMsg, out: &mut dyn FnMut(Event)) {
+        match msg {
+            IngestMsg::Program(p) => self.program(&p, out),
+            IngestMsg::Packet(p) => self.packet(&p, out),
+            IngestMsg::End(reason) => self.finish(reason, out),
+        }
+    }
+
+    fn emit(&mut self, t: &Transition, reason: Option<EndReason>, out: &mut dyn FnMut(Event)) {
+        let ev = self.events.make(t, reason);
+        self.emitted += 1;
+        tracing::info!(
+            stream = %ev.stream, kind = ev.kind.as_str(), state = ?ev.state,
+            start_s = ev.start_s, end_s = ?ev.end_s, "defect"
+        );
+        out(ev);
+    }
+
+    fn program(&mut self, p: &ProgramInfo, out: &mut dyn FnMut(Event)) {
+        let t = self.media_end;
+        // Video track.
+        match p.video.as_ref().map(|v| (v.codec, v.stream_type)) {
+            Some((Codec::H264, _)) => {
+                self.close_unsupported(Track::Video, t, None, out);
+                if self.video.is_none() {
+                    match VideoDecoder::new(self.cfg.max_pixels) {
+                        Ok(d) => self.video = Some(d),
+                        Err(e) => tracing::error!(error = %e, "video decoder unavailable"),
+                    }
+                }
+            }
+            Some((codec, stream_type)) => {
+                self.video = None;
+                self.open_unsupported(
+                    Track::Video,
+                    t,
+                    codec.name(),
+                    i64::from(stream_type),
+                    (0, 0),
+                    out,
+                );
+            }
+            None => {
+                self.video = None;
+                self.close_unsupported(Track::Video, t, None, out);
+            }
+        }
+        // Audio track.
+        let format = match p.audio.as_ref().map(|a| a.codec) {
+            Some(Codec::Aac) => Some(AudioFormat::AacAdts),
+            Some(Codec::PcmS16le {
+                sample_rate,
+                channels,
+            }) => Some(AudioFormat::PcmS16le {
+                sample_rate,
+                channels,
+            }),
+            _ => None,
+        };
+        match (format, p.audio.as_ref()) {
+            (Some(f), _) => {
+                self.close_unsupported(Track::Audio, t, None, out);
+                if self.audio.as_ref().map(|a| a.format()) != Some(f) {
+                    self.audio = Some(AudioDecoder::new(f));
+                }
+            }
+            (None, Some(a)) => {
+                self.audio = None;
+                self.open_unsupported(
+                    Track::Audio,
+                    t,
+                    a.codec.name(),
+                    i64::from(a.stream_type),
+                    (0, 0),
+                    out,
+                );
+            }
+            (None, None) => {
+                self.audio = None;
+                self.close_unsupported(Track::Audio, t, None, out);
+            }
+        }
+    }
+
+    fn open_unsupported(
+        &mut self,
+        track: Track,
+        t: f64,
+        codec: &'static str,
+        stream_type: i64,
+        (width, height): (i64, i64),
+        out: &mut dyn FnMut(Event),
+    ) {
+        if self.unsupported.iter().any(|u| u.track == track) {
+            return;
+        }
+        let u = Unsupported {
+            track,
+            start_s: t,
+            codec,
+            stream_type,
+            width,
+            height,
+        };
+        // Capacity 2 = one per track; the check above guarantees room.
+        let _ = self.unsupported.push(u);
+        let tr = unsupported_transition(&u, Phase::Start, None);
+        self.emit(&tr, None, out);
+    }
+
+    fn close_unsupported(
+        &mut self,
+        track: Track,
+        t: f64,
+        reason: Option<EndReason>,
+        out: &mut dyn FnMut(Event),
+    ) {
+        if let Some(i) = self.unsupported.iter().position(|u| u.track == track) {
+            let u = self.unsupported.swap_remove(i);
+            let tr = unsupported_transition(&u, Phase::End, Some(t.max(u.start_s)));
+            self.emit(&tr, reason, out);
+        }
+    }
+
+    fn packet(&mut self, p: &Packet, out: &mut dyn FnMut(Event)) {
+        let Some(pts) = p.pts.or(p.dts) else {
+            // Without any timestamp a packet cannot be placed on the timeline; AAC PES
+            // without PTS continue from the previous one inside the audio decoder.
+            if p.track == Track::Audio {
+                self.audio_packet(None, &p.data, out);
+            }
+            return;
+        };
+        if self.origin.is_none() {
+            self.origin = Some(pts);
+        }
+        match p.track {
+            Track::Video => self.video_packet(pts, p.key, &p.data, out),
+            Track::Audio => self.audio_packet(Some(pts), &p.data, out),
+        }
+    }
+
+    fn video_packet(&mut self, pts: i64, key: bool, data: &[u8], out: &mut dyn FnMut(Event)) {
+        let Some(mut dec) = self.video.take() else {
+            return;
+        };
+        let mut transitions: heapless::Vec<Transition, 8> = heapless::Vec::new();
+        let mut refused = None;
+        let origin = self.origin.unwrap_or(pts);
+        dec.decode(pts, key, data, &mut |o| match o {
+            VideoOut::Frame(th) => {
+                let t = (th.pts - origin) as f64 / 90_000.0;
+                if let Some(last) = self.last_frame_t {
+                    let d = t - last;
+                    if d > 0.001 && d < 1.0 {
+                        self.frame_dur = d;
+                    }
+                }
+                self.last_frame_t = Some(t);
+                self.media_end = self.media_end.max(t + self.frame_dur);
+                tracing::trace!(
+                    t,
+                    luma = th.luma_mean,
+                    black_share = th.share_below(40),
+                    edge_ratio = th.edge_ratio,
+                    edge_step = th.edge_boundary,
+                    "frame"
+                );
+                let d0 = Instant::now();
+                let black = self.black.is_black(th);
+                for tr in [
+                    self.black.observe(t, th),
+                    self.freeze.observe(t, th, black),
+                    self.corruption.observe(t, CorruptionSample::Frame(th)),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let _ = transitions.push(tr);
+                }
+                self.detect_ns += d0.elapsed().as_nanos() as u64;
+            }
+            VideoOut::Error { pts: epts, .. } => {
+                let t = (epts - origin) as f64 / 90_000.0;
+                self.media_end = self.media_end.max(t);
+                if let Some(tr) = self.corruption.observe(t, CorruptionSample::DecodeError) {
+                    let _ = transitions.push(tr);
+                }
+            }
+            VideoOut::Refused { width, height } => refused = Some((width, height)),
+        });
+        self.video = Some(dec);
+        for tr in &transitions {
+            self.emit(tr, None, out);
+        }
+        if let Some((w, h)) = refused {
+            let t = self.secs(pts);
+            self.open_unsupported(
+                Track::Video,
+                t,
+                REFUSED_CODEC,
+                0x1B,
+                (i64::from(w), i64::from(h)),
+                out,
+            );
+        } else if !self.video.as_ref().is_some_and(VideoDecoder::is_refusing)
+            && self.unsupported.iter().any(|u| u.codec == REFUSED_CODEC)
+        {
+            let t = self.secs(pts);
+            self.close_unsupported(Track::Video, t, None, out);
+        }
+    }
+
+    fn audio_packet(&mut self, pts: Option<i64>, data: &[u8], out: &mut dyn FnMut(Event)) {
+        let Some(mut dec) = self.audio.take() else {
+            return;
+        };
+        let origin = self.origin.unwrap_or(0);
+        let mut transitions: heapless::Vec<Transition, 4> = heapless::Vec::new();
+        dec.decode(pts, data, &mut |lvl: AudioLevel| {
+            let t = (lvl.pts - origin) as f64 / 90_000.0;
+            self.media_end = self.media_end.max(t + lvl.duration as f64 / 90_000.0);
+            let d0 = Instant::now();
+            if let Some(tr) = self.silence.observe(t, &lvl) {
+                let _ = transitions.push(tr);
+            }
+            self.detect_ns += d0.elapsed().as_nanos() as u64;
+        });
+        self.audio = Some(dec);
+        for tr in &transitions {
+            self.emit(tr, None, out);
+        }
+    }
+
+    /// Ends the analysis: flushes the decoder and closes every open defect at the end
+    /// of the media seen, marking the `end` events with `reason`.
+    pub fn finish(&mut self, reason: EndReason, out: &mut dyn FnMut(Event)) {
+        if let Some(mut dec) = self.video.take() {
+            let origin = self.origin.unwrap_or(0);
+            let mut transitions: heapless::Vec<Transition, 64> = heapless::Vec::new();
+            dec.flush(&mut |o| {
+                if let VideoOut::Frame(th) = o {
+                    let t = (th.pts - origin) as f64 / 90_000.0;
+                    self.media_end = self.media_end.max(t + self.frame_dur);
+                    let black = self.black.is_black(th);
+                    for tr in [
+                        self.black.observe(t, th),
+                        self.freeze.observe(t, th, black),
+                        self.corruption.observe(t, CorruptionSample::Frame(th)),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        let _ = transitions.push(tr);
+                    }
+                }
+            });
+            self.video = Some(dec);
+            for tr in &transitions {
+                self.emit(tr, None, out);
+            }
+        }
+        let t = self.media_end;
+        let ends = [
+            self.black.finish(t),
+            self.freeze.finish(t),
+            self.corruption.finish(t),
+            self.silence.finish(t),
+        ];
+        for tr in ends.into_iter().flatten() {
+            self.emit(&tr, Some(reason), out);
+        }
+        self.close_unsupported(Track::Video, t, Some(reason), out);
+        self.close_unsupported(Track::Audio, t, Some(reason), out);
+    }
+}
+
+fn unsupported_transition(u: &Unsupported, phase: Phase, end: Option<f64>) -> Transition {
+    let mut m = Metrics::new();
+    put(
+        &mut m,
+        "track",
+        Metric::Str(match u.track {
+            Track::Video => "video",
+            Track::Audio => "audio",
+        }),
+    );
+    put(&mut m, "codec", Metric::Str(u.codec));
+    put(&mut m, "stream_type", Metric::Int(u.stream_type));
+    if u.width > 0 {
+        put(&mut m, "width", Metric::Int(u.width));
+        put(&mut m, "height", Metric::Int(u.height));
+    }
+    Transition {
+        kind: DefectKind::UnsupportedCodec,
+        phase,
+        start_s: u.start_s,
+        end_s: end,
+        metrics: m,
+    }
+}
+
+/// Runs `analyzer` on a new OS thread named `name`: reads `rx` until it closes or an
+/// [`IngestMsg::End`] arrives, sends events to `tx` (blocking when full: events are
+/// never dropped), and returns the analyzer for its final stats.
+pub fn spawn_decode_thread(
+    name: String,
+    mut analyzer: Analyzer,
+    mut rx: mpsc::Receiver<IngestMsg>,
+    tx: mpsc::Sender<Event>,
+) -> std::io::Result<std::thread::JoinHandle<Analyzer>> {
+    std::thread::Builder::new().name(name).spawn(move || {
+        let mut send = |ev: Event| {
+            // The receiver is gone only when the process is shutting down.
+            let _ = tx.blocking_send(ev);
+        };
+        let mut ended = false;
+        while let Some(msg) = rx.blocking_recv() {
+            let end = matches!(msg, IngestMsg::End(_));
+            analyzer.handle(msg, &mut send);
+            if end {
+                ended = true;
+                break;
+            }
+        }
+        if !ended {
+            analyzer.finish(EndReason::EndOfInput, &mut send);
+        }
+        analyzer
+    })
+}

@@ -1,0 +1,59 @@
+//! Publish: where events go. `check` and `demo` print them ([`LinePrinter`]); the agent
+//! (later) sends them over MQTT through a bounded, spooled outbox.
+
+use crate::detect::Phase;
+use crate::event::Event;
+
+/// Output format of printed events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, exactly as published over MQTT.
+    Json,
+}
+
+/// Formats events as lines.
+#[derive(Debug, Clone, Copy)]
+pub struct LinePrinter {
+    pub format: OutputFormat,
+}
+
+impl LinePrinter {
+    /// The line for one event (no newline).
+    pub fn line(&self, ev: &Event) -> String {
+        match self.format {
+            OutputFormat::Json => ev.to_json(),
+            OutputFormat::Text => {
+                let interval = match (ev.state, ev.end_s) {
+                    (Phase::End, Some(end)) => format!(
+                        "{:>9.3}s → {:>9.3}s ({:.3}s)",
+                        ev.start_s,
+                        end,
+                        ev.duration_s.unwrap_or(0.0)
+                    ),
+                    _ => format!("{:>9.3}s", ev.start_s),
+                };
+                let state = match ev.state {
+                    Phase::Start => "START",
+                    Phase::End => "END",
+                };
+                let mut metrics = String::new();
+                for (k, v) in &ev.metrics {
+                    metrics.push_str(&format!(" {k}={v}"));
+                }
+                let reason = ev
+                    .reason
+                    .map(|r| format!(" reason={}", serde_json::json!(r).as_str().unwrap_or("")))
+                    .unwrap_or_default();
+                format!(
+                    "{:<18} {:<5} {interval}  [{}]{metrics}{reason}",
+                    ev.kind.as_str(),
+                    state,
+                    serde_json::json!(ev.severity).as_str().unwrap_or("")
+                )
+            }
+        }
+    }
+}

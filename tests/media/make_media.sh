@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Generate the vqprobe ground-truth MPEG-TS corpus into OUTDIR (see README.md).
+#
+#   tests/media/make_media.sh OUTDIR
+#
+# Idempotent: exits at once if OUTDIR/truth.json exists and OUTDIR/.version holds
+# the sha256 of this script and its two Python helpers. Every clip is checked
+# after generation (ffprobe structure, ffmpeg blackdetect/freezedetect/
+# silencedetect, luma statistics, clean-vs-corrupt decode diff); any failed
+# check aborts with a non-zero exit status. A summary goes to OUTDIR/verify.log.
+#
+# Media time = seconds since the first PTS in the file. All filter graphs start
+# at t=0, the AAC priming packet (1024 samples, PTS -21.3 ms) is dropped with the
+# `noise` bitstream filter so that audio and video start at the same PTS; hence
+# filter time t == media time t for both audio and video.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUT=${1:?usage: make_media.sh OUTDIR}
+PY=/usr/bin/python3
+TOOLS=("$PY" "$HERE/media_tools.py")
+VERSION=$(cat "$HERE/make_media.sh" "$HERE/corrupt_ts.py" "$HERE/media_tools.py" | sha256sum | cut -d' ' -f1)
+
+up_to_date() {
+    [[ -f $OUT/truth.json && -f $OUT/.version && "$(cat "$OUT/.version")" == "$VERSION" ]]
+}
+up_to_date && exit 0
+
+for tool in ffmpeg ffprobe "$PY" flock; do
+    command -v "$tool" >/dev/null || { echo "make_media: $tool not found" >&2; exit 1; }
+done
+ENCODERS=$(ffmpeg -hide_banner -encoders 2>/dev/null)
+for enc in libx264 libx265 aac; do
+    grep -qw "$enc" <<<"$ENCODERS" || { echo "make_media: ffmpeg lacks the $enc encoder" >&2; exit 1; }
+done
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+exec 9>"$OUT/.lock"
+flock 9                       # parallel test runners: one generates, the others wait
+up_to_date && exit 0
+rm -f "$OUT/truth.json" "$OUT/.version"
+WORK=$OUT/.work
+rm -rf "$WORK" && mkdir -p "$WORK"
+# keep the intermediates (detector logs, framemd5, clean corrupt source) when a step fails
+trap 'if [[ $? -eq 0 ]]; then rm -rf "$WORK"; else echo "make_media: FAILED, see $WORK" >&2; fi' EXIT
+: >"$OUT/verify.log"
+
+# ---------------------------------------------------------------- common settings
+FF=(ffmpeg -hide_banner -nostdin -loglevel error -y)
+FPS=25
+X264=(-c:v libx264 -preset veryfast -g 50 -keyint_min 50 -sc_threshold 0 -pix_fmt yuv420p)
+X265=(-c:v libx265 -preset ultrafast -pix_fmt yuv420p
+      -x265-params log-level=error:keyint=50:min-keyint=50:scenecut=0)
+# drop the AAC encoder-delay packet so audio and video share the first PTS
+AAC=(-c:a aac -b:a 128k -ar 48000 -ac 2 -bsf:a 'noise=drop=eq(n\,0)')
+TS=(-f mpegts)
+TONE_GAIN=1.07dB              # sine default amplitude 1/8 (-21.07 dBFS RMS) -> -20 dBFS RMS
+QUIET_GAIN=-23.93dB           # -> -45 dBFS RMS
+PINK_AMPLITUDE=0.029          # anoisesrc pink noise at about -45 dBFS RMS
+STEREO='pan=stereo|c0=c0|c1=c0'
+
+log() { echo "$*" | tee -a "$OUT/verify.log"; }
+check() { "$@" | tee -a "$OUT/verify.log"; }
+
+# testsrc2: colour bars with a moving gradient line, moving squares and a timer
+vsrc() { echo "testsrc2=s=$1x$2:r=$FPS:d=$3,format=yuv420p"; }
+
+# 440 Hz tone, identical on both channels (pan, not -ac 2: that would attenuate by
+# 3 dB), in 1024-sample frames (the AAC frame size: smaller frames from the graph
+# make ffmpeg 5.1 zero-pad the first AAC frame, delaying all audio by ~11 ms).
+# Optional digital silence over [$3, $4) with a per-sample mask.
+tone() {
+    local dur=$1 gain=${2:-$TONE_GAIN}
+    local g="sine=frequency=440:sample_rate=48000:samples_per_frame=1024:duration=$dur,volume=$gain"
+    if [[ $# -ge 4 ]]; then
+        g+=",aeval=exprs='val(0)*(1-gte(t,$3-1e-5)*lt(t,$4-1e-5))'"
+    fi
+    echo "$g,$STEREO"
+}
+
+# encode OUTFILE VIDEO_GRAPH AUDIO_GRAPH [extra output options...]
+encode() {
+    local out=$1 vg=$2 ag=$3
+    shift 3
+    "${FF[@]}" -filter_complex "$vg[v];$ag[a]" -map '[v]' -map '[a]' "${X264[@]}" "$@" "${AAC[@]}" "${TS[@]}" "$out"
+}
+
+# detectors FILE NAME [media_tools detect options...]: ffmpeg's own detectors with defaults
+detectors() {
+    local file=$1 name=$2 graph maps ran
+    shift 2
+    if [[ -n $(ffprobe -v error -select_streams v -show_entries stream=index -of csv=p=0 "$file") ]]; then
+        graph="[0:v:0]blackdetect,freezedetect[vo];[0:a:0]silencedetect,astats=measure_perchannel=none:measure_overall=RMS_level[ao]"
+        maps=(-map '[vo]' -map '[ao]')
+        ran=black,freeze,silence
+    else
+        graph="[0:a:0]silencedetect,astats=measure_perchannel=none:measure_overall=RMS_level[ao]"
+        maps=(-map '[ao]')
+        ran=silence
+    fi
+    ffmpeg -hide_banner -nostdin -nostats -loglevel info -i "$file" -filter_complex "$graph" \
+        "${maps[@]}" -f null - 2>"$WORK/$name.detect.log"
+    check "${TOOLS[@]}" detect "$WORK/$name.detect.log" --name "$name" --ran "$ran" "$@"
+}
+
+# raw 8-bit luma of every STEP-th decoded frame on stdout
+luma_frames() {
+    ffmpeg -hide_banner -nostdin -loglevel error -i "$1" -map 0:v:0 \
+        -vf "select='not(mod(n\,$2))',extractplanes=y" -fps_mode passthrough -f rawvideo -
+}
+
+# ---------------------------------------------------------------- defect clips
+clip_black_high_360p() {
+    local f=$OUT/black_high_360p.ts
+    # frames 75..149 = [3.0, 6.0): full-frame fill, Y=16 U=V=128
+    encode "$f" "$(vsrc 640 360 12),drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(n,75,149)'" \
+        "$(tone 12)" -profile:v high -bf 3
+    check "${TOOLS[@]}" probe "$f" --profile High --width 640 --height 360 --duration 12 --gop 2 --bframes yes
+    luma_frames "$f" 1 | check "${TOOLS[@]}" luma 640 360 --black 3 6
+    # a black picture is also a still picture: ffmpeg's freezedetect reports it too
+    detectors "$f" black_high_360p --expect black:3:6 --allow freeze:3:6
+}
+
+clip_freeze_main_720p() {
+    local f=$OUT/freeze_main_720p.ts
+    # frames 75..174 ([3.0, 7.0)) replaced by frame 74 (shown at 2.96 s); IDRs at 4.0 and 6.0
+    encode "$f" "$(vsrc 1280 720 10),split[f0][f1];[f0][f1]freezeframes=first=75:last=174:replace=74" \
+        "$(tone 10)" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 1280 --height 720 --duration 10 --gop 2
+    detectors "$f" freeze_main_720p --expect freeze:3:7
+    # informational: a stricter noise threshold sees the IDR re-encode at 4.0 s
+    log "freeze_main_720p: freezedetect n=-70dB -> $(ffmpeg -hide_banner -nostdin -nostats -i "$f" -map 0:v \
+        -vf freezedetect=n=-70dB -f null - 2>&1 | grep -E 'freeze_(start|end)' | awk '{print $(NF-1), $NF}' | tr '\n' ' ')"
+}
+
+clip_corrupt_baseline_1080p() {
+    local f=$OUT/corrupt_baseline_1080p.ts src=$WORK/corrupt_src.ts
+    encode "$src" "$(vsrc 1920 1080 10)" "$(tone 10)" -profile:v baseline
+    "$PY" "$HERE/corrupt_ts.py" "$src" "$f" --start 4.2 --end 4.6 --seed 7 2>"$WORK/corrupt.log" \
+        || { cat "$WORK/corrupt.log" >&2; exit 1; }
+    tee -a "$OUT/verify.log" <"$WORK/corrupt.log"
+    [[ $(grep -c 'hit video PES' "$WORK/corrupt.log") -eq 10 ]] || { echo "expected 10 PES hit" >&2; exit 1; }
+    [[ $(stat -c %s "$src") -eq $(stat -c %s "$f") ]] || { echo "corrupt_ts changed the size" >&2; exit 1; }
+    check "${TOOLS[@]}" probe "$f" --profile "Constrained Baseline" --width 1920 --height 1080 \
+        --duration 10 --gop 2 --bframes no
+    # decoded frames must differ from the clean decode exactly on [4.2, 6.0)
+    local x
+    for x in src f; do
+        ffmpeg -hide_banner -nostdin -loglevel error -i "${!x}" -map 0:v:0 -fps_mode passthrough \
+            -f framemd5 "$WORK/corrupt_$x.md5" 2>"$WORK/corrupt_$x.err"
+    done
+    [[ ! -s $WORK/corrupt_src.err ]] || { cat "$WORK/corrupt_src.err" >&2; exit 1; }
+    ! grep -v '^\[h264 @' "$WORK/corrupt_f.err" >&2 || { echo "corrupt clip: non-H.264 errors" >&2; exit 1; }
+    check "${TOOLS[@]}" framediff "$WORK/corrupt_src.md5" "$WORK/corrupt_f.md5" --start 4.2 --end 6.0
+    log "ffmpeg h264 decoder: $(grep -c 'error while decoding MB' "$WORK/corrupt_f.err" || true) 'error while decoding MB' on the corrupt clip, none on the clean source"
+    detectors "$f" corrupt_baseline_1080p
+}
+
+clip_silence_high_720p() {
+    local f=$OUT/silence_high_720p.ts
+    encode "$f" "$(vsrc 1280 720 10)" "$(tone 10 "$TONE_GAIN" 4 7)" -profile:v high -bf 2
+    check "${TOOLS[@]}" probe "$f" --profile High --width 1280 --height 720 --duration 10 --gop 2 --bframes yes
+    detectors "$f" silence_high_720p --expect silence:4:7
+}
+
+clip_multi_main_360p() {
+    local f=$OUT/multi_main_360p.ts
+    # black frames 50..124 = [2, 5); frozen frames 200..274 = [8, 11) show frame 199 (7.96 s)
+    encode "$f" "$(vsrc 640 360 20),drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(n,50,124)',split[f0][f1];[f0][f1]freezeframes=first=200:last=274:replace=199" \
+        "$(tone 20 "$TONE_GAIN" 14 17)" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 20 --gop 2
+    detectors "$f" multi_main_360p --expect black:2:5 --expect freeze:8:11 --expect silence:14:17 --allow freeze:2:5
+}
+
+# ---------------------------------------------------------------- clean clips
+clip_clean_dark_720p() {
+    local f=$OUT/clean_dark_720p.ts
+    # luma squeezed to 16..51 (x0.18 above black), chroma desaturated: dark, never black
+    encode "$f" "$(vsrc 1280 720 10),lutyuv=y='16+(val-16)*0.18':u='128+(val-128)*0.4':v='128+(val-128)*0.4'" \
+        "$(tone 10)" -profile:v high -bf 3
+    check "${TOOLS[@]}" probe "$f" --profile High --width 1280 --height 720 --duration 10 --gop 2 --bframes yes
+    luma_frames "$f" 5 | check "${TOOLS[@]}" luma 1280 720 --step 5 --dark
+    detectors "$f" clean_dark_720p
+}
+
+clip_clean_slow_1080p() {
+    local f=$OUT/clean_slow_1080p.ts
+    # one still testsrc2 picture (2176 px wide), panned right-to-left by exactly 1 px per frame:
+    # the only motion in the clip
+    encode "$f" "testsrc2=s=2176x1080:r=$FPS:d=0.04,format=yuv444p,loop=loop=249:size=1,settb=1/$FPS,setpts=N,crop=1920:1080:x=n:y=0:exact=1,format=yuv420p" \
+        "$(tone 10 "$QUIET_GAIN")" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 1920 --height 1080 --duration 10 --gop 2
+    detectors "$f" clean_slow_1080p
+}
+
+clip_clean_quiet_360p() {
+    local f=$OUT/clean_quiet_360p.ts
+    encode "$f" "$(vsrc 640 360 10)" \
+        "anoisesrc=color=pink:amplitude=$PINK_AMPLITUDE:seed=42:sample_rate=48000:nb_samples=1024:duration=10,$STEREO" \
+        -profile:v baseline
+    check "${TOOLS[@]}" probe "$f" --profile "Constrained Baseline" --width 640 --height 360 --duration 10 --gop 2 --bframes no
+    detectors "$f" clean_quiet_360p
+}
+
+clip_reschange_360p_720p() {
+    local f=$OUT/reschange_360p_720p.ts
+    # two video-only encodes with identical settings, joined by the concat demuxer
+    # (timestamps offset by exactly 5.0 s), muxed with one continuous 10 s tone
+    "${FF[@]}" -filter_complex "$(vsrc 640 360 5)[v]" -map '[v]' "${X264[@]}" -profile:v main "${TS[@]}" "$WORK/rc_a.ts"
+    "${FF[@]}" -filter_complex "$(vsrc 1280 720 10),trim=start_frame=125,setpts=PTS-STARTPTS[v]" -map '[v]' \
+        "${X264[@]}" -profile:v main "${TS[@]}" "$WORK/rc_b.ts"
+    printf "file '%s'\nduration 5.0\nfile '%s'\nduration 5.0\n" "$WORK/rc_a.ts" "$WORK/rc_b.ts" >"$WORK/rc.txt"
+    "${FF[@]}" -f concat -safe 0 -i "$WORK/rc.txt" -filter_complex "$(tone 10)[a]" -map 0:v -map '[a]' \
+        -c:v copy "${AAC[@]}" "${TS[@]}" "$f"
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 10 --keyframes 0,2,4,5,7,9
+    check "${TOOLS[@]}" frames "$f" --change-at 5.0
+    detectors "$f" reschange_360p_720p
+}
+
+# ---------------------------------------------------------------- bad inputs
+bad_truncated() {
+    head -c 300100 "$OUT/silence_high_720p.ts" >"$OUT/truncated.ts"
+    local n
+    n=$(stat -c %s "$OUT/truncated.ts")
+    (( n == 300100 && n % 188 != 0 )) || { echo "truncated.ts: bad size $n" >&2; exit 1; }
+    log "truncated.ts: $n bytes = $((n / 188)) packets + $((n % 188)) bytes, from silence_high_720p.ts"
+}
+
+bad_random() {
+    check "${TOOLS[@]}" random "$OUT/random.bin" --size 1048576 --seed 11
+}
+
+bad_audio_only() {
+    local f=$OUT/audio_only.ts
+    "${FF[@]}" -filter_complex "$(tone 6)[a]" -map '[a]' "${AAC[@]}" "${TS[@]}" "$f"
+    check "${TOOLS[@]}" probe "$f" --codec none --duration 6
+    detectors "$f" audio_only
+}
+
+bad_hevc() {
+    local f=$OUT/hevc.ts
+    "${FF[@]}" -filter_complex "$(vsrc 640 360 6)[v];$(tone 6)[a]" -map '[v]' -map '[a]' \
+        "${X265[@]}" "${AAC[@]}" "${TS[@]}" "$f"
+    check "${TOOLS[@]}" probe "$f" --codec hevc --profile Main --width 640 --height 360 --duration 6 --gop 2
+    detectors "$f" hevc
+}
+
+bad_empty_pmt() {
+    local f=$OUT/empty_pmt.ts types
+    check "${TOOLS[@]}" data-ts "$f" --seconds 4
+    types=$(ffprobe -v error -show_entries stream=codec_type -of csv=p=0 "$f" | grep . | sort -u | tr '\n' ' ')
+    [[ $types == "data " ]] || { echo "empty_pmt.ts: ffprobe sees stream types '$types'" >&2; exit 1; }
+    log "empty_pmt.ts: ffprobe stream types: $types"
+}
+
+write_truth() {
+    cat >"$OUT/truth.json" <<'EOF'
+{"clips": [
+  {"file": "black_high_360p.ts", "profile": "high", "width": 640, "height": 360, "duration_s": 12.0,
+   "events": [{"kind": "black", "start_s": 3.0, "end_s": 6.0}]},
+  {"file": "freeze_main_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 10.0,
+   "events": [{"kind": "freeze", "start_s": 3.0, "end_s": 7.0}]},
+  {"file": "corrupt_baseline_1080p.ts", "profile": "baseline", "width": 1920, "height": 1080, "duration_s": 10.0,
+   "events": [{"kind": "corruption", "start_s": 4.2, "end_s": 6.0}]},
+  {"file": "silence_high_720p.ts", "profile": "high", "width": 1280, "height": 720, "duration_s": 10.0,
+   "events": [{"kind": "silence", "start_s": 4.0, "end_s": 7.0}]},
+  {"file": "multi_main_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 20.0,
+   "events": [{"kind": "black", "start_s": 2.0, "end_s": 5.0},
+              {"kind": "freeze", "start_s": 8.0, "end_s": 11.0},
+              {"kind": "silence", "start_s": 14.0, "end_s": 17.0}]},
+  {"file": "clean_dark_720p.ts", "profile": "high", "width": 1280, "height": 720, "duration_s": 10.0, "events": []},
+  {"file": "clean_slow_1080p.ts", "profile": "main", "width": 1920, "height": 1080, "duration_s": 10.0, "events": []},
+  {"file": "clean_quiet_360p.ts", "profile": "baseline", "width": 640, "height": 360, "duration_s": 10.0, "events": []},
+  {"file": "reschange_360p_720p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0, "events": []}
+ ],
+ "bad": [
+  {"file": "truncated.ts", "expect": "no_panic"},
+  {"file": "random.bin", "expect": "error", "message_contains": "not an MPEG-TS"},
+  {"file": "audio_only.ts", "expect": "events", "events": []},
+  {"file": "hevc.ts", "expect": "events", "events": [{"kind": "unsupported_codec"}]},
+  {"file": "empty_pmt.ts", "expect": "error", "message_contains": "no video and no audio"}
+ ]}
+EOF
+    "$PY" -m json.tool "$OUT/truth.json" >/dev/null
+}
+
+# ---------------------------------------------------------------- main
+START=$SECONDS
+for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_1080p \
+            clip_silence_high_720p clip_multi_main_360p clip_clean_dark_720p \
+            clip_clean_slow_1080p clip_clean_quiet_360p clip_reschange_360p_720p \
+            bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt; do
+    t0=$SECONDS
+    "$step"
+    log "== $step done ($((SECONDS - t0)) s)"
+done
+write_truth
+echo "$VERSION" >"$OUT/.version"
+log "make_media: corpus ready in $OUT ($((SECONDS - START)) s)"

@@ -1,0 +1,415 @@
+#!/usr/bin/python3
+"""Helpers for make_media.sh (stdlib only).
+
+Sub-commands:
+  random OUT --size N --seed S      deterministic pseudo-random bytes, no 0x47 at all
+  data-ts OUT --seconds S           MPEG-TS whose PMT carries only a private-data PES stream
+  probe FILE ...                    ffprobe-based structural checks (codec, size, GOP, first PTS)
+  frames FILE --change-at T         resolution change + PTS continuity check
+  luma W H ...                      luma statistics of raw gray8 frames read from stdin
+  detect LOG ...                    parse ffmpeg black/freeze/silencedetect output and check it
+  framediff A B ...                 compare two framemd5 files (clean vs corrupt decode)
+
+Every check prints a one-line summary and exits non-zero on failure.
+"""
+import argparse
+import json
+import random
+import re
+import struct
+import subprocess
+import sys
+
+TS_PACKET = 188
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+# --------------------------------------------------------------------------- random
+
+
+def cmd_random(a):
+    rng = random.Random(a.seed)
+    data = bytearray(rng.getrandbits(8) for _ in range(a.size))
+    # No 0x47 byte anywhere, so there can be no run of sync bytes at any packet
+    # spacing (188, 192, 204): a TS probe can never lock onto this file.
+    data = data.replace(b"\x47", b"\x46")
+    with open(a.out, "wb") as f:
+        f.write(data)
+    print(f"random: {a.out} {len(data)} bytes, seed {a.seed}, 0x47 count {data.count(0x47)}")
+
+
+# --------------------------------------------------------------------------- data-only TS
+
+
+def crc32_mpeg2(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else (crc << 1)
+            crc &= 0xFFFFFFFF
+    return crc
+
+
+def psi_packet(pid, table, cc):
+    section = table + struct.pack(">I", crc32_mpeg2(table))
+    payload = b"\x00" + section  # pointer_field = 0
+    payload += b"\xff" * (TS_PACKET - 4 - len(payload))
+    hdr = struct.pack(">BHB", 0x47, 0x4000 | pid, 0x10 | (cc & 0xF))
+    return hdr + payload
+
+
+def pes_packets(pid, pts, body, cc):
+    """One PES (stream_id 0xBD private_stream_1, PTS only) split into TS packets."""
+    p = pts & ((1 << 33) - 1)
+    pts_bytes = bytes([
+        0x21 | ((p >> 29) & 0x0E),
+        (p >> 22) & 0xFF, 0x01 | ((p >> 14) & 0xFE),
+        (p >> 7) & 0xFF, 0x01 | ((p << 1) & 0xFE),
+    ])
+    hdr = b"\x80\x80\x05" + pts_bytes
+    pes = b"\x00\x00\x01\xbd" + struct.pack(">H", len(hdr) + len(body)) + hdr + body
+    out = []
+    first = True
+    while pes:
+        chunk = pes[:184]
+        pes = pes[184:]
+        pusi = 0x4000 if first else 0
+        first = False
+        if len(chunk) < 184:
+            # pad with an adaptation field of stuffing bytes
+            af_len = 183 - len(chunk)
+            af = bytes([af_len]) + ((b"\x00" + b"\xff" * (af_len - 1)) if af_len > 0 else b"")
+            hdr4 = struct.pack(">BHB", 0x47, pusi | pid, 0x30 | (cc & 0xF))
+            pkt = hdr4 + af + chunk
+        else:
+            hdr4 = struct.pack(">BHB", 0x47, pusi | pid, 0x10 | (cc & 0xF))
+            pkt = hdr4 + chunk
+        assert len(pkt) == TS_PACKET, len(pkt)
+        out.append(pkt)
+        cc += 1
+    return out, cc
+
+
+def cmd_data_ts(a):
+    pmt_pid, data_pid = 0x1000, 0x0100
+    # PAT: program 1 -> PMT PID
+    pat_body = struct.pack(">HH", 1, 0xE000 | pmt_pid)
+    pat = struct.pack(">BHHBBB", 0x00, 0xB000 | (5 + len(pat_body) + 4), 1, 0xC1, 0, 0) + pat_body
+    # PMT: PCR on the data PID, one stream: type 0x06 (PES private data)
+    es = struct.pack(">BHH", 0x06, 0xE000 | data_pid, 0xF000)
+    pmt_fixed = struct.pack(">HBBBHH", 1, 0xC1, 0, 0, 0xE000 | data_pid, 0xF000)
+    pmt = struct.pack(">BH", 0x02, 0xB000 | (len(pmt_fixed) + len(es) + 4)) + pmt_fixed + es
+    cc = {0: 0, pmt_pid: 0, data_pid: 0}
+    rng = random.Random(1234)
+    pkts = []
+    n_pes = int(a.seconds * 10)  # 10 data PES per second
+    for i in range(n_pes):
+        if i % 4 == 0:  # PAT/PMT every 0.4 s
+            pkts.append(psi_packet(0, pat, cc[0]))
+            cc[0] += 1
+            pkts.append(psi_packet(pmt_pid, pmt, cc[pmt_pid]))
+            cc[pmt_pid] += 1
+        body = bytes(rng.getrandbits(8) for _ in range(300)).replace(b"\x47", b"\x46")
+        new, cc[data_pid] = pes_packets(data_pid, 126000 + i * 9000, body, cc[data_pid])
+        pkts.extend(new)
+    with open(a.out, "wb") as f:
+        f.write(b"".join(pkts))
+    print(f"data-ts: {a.out} {len(pkts)} packets, PMT with one stream_type 0x06 PID 0x{data_pid:x}")
+
+
+# --------------------------------------------------------------------------- ffprobe checks
+
+
+def ffprobe_json(path, *args):
+    cmd = ["ffprobe", "-v", "error", "-of", "json", *args, path]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        fail(f"ffprobe {path}: {res.stderr.strip()}")
+    return json.loads(res.stdout)
+
+
+def cmd_probe(a):
+    info = ffprobe_json(a.file, "-show_entries",
+                        "stream=index,codec_type,codec_name,profile,width,height,has_b_frames,"
+                        "start_time,duration,sample_rate,channels:format=start_time,duration,format_name")
+    fmt = info["format"]
+    if fmt.get("format_name") != "mpegts":
+        fail(f"{a.file}: format {fmt.get('format_name')}")
+    streams = info["streams"]
+    video = [s for s in streams if s["codec_type"] == "video"]
+    audio = [s for s in streams if s["codec_type"] == "audio"]
+    if len(audio) != 1 or audio[0]["codec_name"] != "aac" or audio[0]["sample_rate"] != "48000":
+        fail(f"{a.file}: expected one 48 kHz AAC stream, got {audio}")
+    starts = {"audio": float(audio[0]["start_time"])}
+    msg = []
+    if a.codec == "none":
+        if video:
+            fail(f"{a.file}: unexpected video stream")
+    else:
+        if len(video) != 1:
+            fail(f"{a.file}: expected one video stream, got {len(video)}")
+        v = video[0]
+        starts["video"] = float(v["start_time"])
+        if v["codec_name"] != a.codec:
+            fail(f"{a.file}: codec {v['codec_name']} != {a.codec}")
+        if a.profile and v.get("profile") != a.profile:
+            fail(f"{a.file}: profile {v.get('profile')!r} != {a.profile!r}")
+        if a.width and (v["width"], v["height"]) != (a.width, a.height):
+            fail(f"{a.file}: size {v['width']}x{v['height']} != {a.width}x{a.height}")
+        if a.bframes is not None and (int(v.get("has_b_frames", 0)) > 0) != a.bframes:
+            fail(f"{a.file}: has_b_frames={v.get('has_b_frames')} but expected bframes={a.bframes}")
+        msg.append(f"{v['codec_name']}/{v.get('profile')} {v['width']}x{v['height']} "
+                   f"has_b_frames={v.get('has_b_frames')}")
+        if a.gop or a.keyframes:
+            pk = ffprobe_json(a.file, "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags")
+            keys = sorted(round(float(p["pts_time"]) - starts["video"], 3)
+                          for p in pk["packets"] if "K" in p["flags"])
+            if a.keyframes:
+                want = [float(k) for k in a.keyframes.split(",")]
+            else:
+                want = [round(i * a.gop, 3) for i in range(len(keys))]
+            if keys != want:
+                fail(f"{a.file}: keyframes at {keys}, expected {want}")
+            msg.append("keyframes at " + ",".join(f"{k:g}" for k in keys))
+    if abs(starts.get("video", starts["audio"]) - starts["audio"]) > 0.0401:
+        fail(f"{a.file}: audio/video first PTS differ: {starts}")
+    dur = float(fmt["duration"])
+    if a.duration and abs(dur - a.duration) > 0.1:
+        fail(f"{a.file}: duration {dur} != {a.duration}")
+    msg.append("first PTS " + " ".join(f"{k}={t:.6f}s" for k, t in starts.items()))
+    msg.append(f"duration {dur:.3f}s")
+    print(f"probe {a.file.split('/')[-1]}: " + "; ".join(msg))
+
+
+def cmd_frames(a):
+    info = ffprobe_json(a.file, "-select_streams", "v:0", "-show_entries", "frame=pts_time,width,height")
+    frames = info["frames"]
+    t0 = float(frames[0]["pts_time"])
+    ts = [float(f["pts_time"]) - t0 for f in frames]
+    gaps = {round(y - x, 4) for x, y in zip(ts, ts[1:])}
+    if gaps != {round(1 / a.fps, 4)}:
+        fail(f"{a.file}: PTS not continuous, frame gaps {sorted(gaps)}")
+    sizes = [(f["width"], f["height"]) for f in frames]
+    changes = [(round(ts[i], 3), sizes[i - 1], sizes[i]) for i in range(1, len(sizes)) if sizes[i] != sizes[i - 1]]
+    if len(changes) != 1 or abs(changes[0][0] - a.change_at) > 1e-6:
+        fail(f"{a.file}: resolution changes {changes}, expected one at {a.change_at}")
+    t, old, new = changes[0]
+    print(f"frames {a.file.split('/')[-1]}: {len(frames)} frames, constant {1 / a.fps:g} s spacing, "
+          f"{old[0]}x{old[1]} -> {new[0]}x{new[1]} at media time {t:g} s")
+
+
+# --------------------------------------------------------------------------- luma statistics
+
+
+def frame_stats(f):
+    n = len(f)
+    above = lambda th: len(f.translate(None, bytes(range(th + 1))))  # pixels > th
+    return {
+        "mean": sum(f) / n, "min": min(f), "max": max(f),
+        "gt45": above(45) / n,
+        # blackdetect default pix_th=0.10 in limited range: 16 + 0.10 * 219 = 37.9
+        "bd_black": 1 - above(37) / n,
+    }
+
+
+def cmd_luma(a):
+    fs = a.width * a.height
+    data = sys.stdin.buffer.read()
+    if not data or len(data) % fs:
+        fail(f"luma: got {len(data)} bytes, not a multiple of {fs}")
+    stats = [frame_stats(data[i:i + fs]) for i in range(0, len(data), fs)]
+    step = a.step
+    if a.black:
+        b0, b1 = a.black
+        inside = [s for i, s in enumerate(stats) if b0 <= i * step / a.fps < b1 - 1e-9]
+        outside = [s for i, s in enumerate(stats) if not (b0 <= i * step / a.fps < b1 - 1e-9)]
+        lo = min(s["min"] for s in inside)
+        hi = max(s["max"] for s in inside)
+        if hi > 17 or lo < 15:
+            fail(f"luma: black section has Y in [{lo},{hi}], not ~16")
+        brightest_outside = min(s["mean"] for s in outside)
+        if brightest_outside < 60:
+            fail(f"luma: a non-black frame has mean Y {brightest_outside:.1f}")
+        print(f"luma: {len(inside)} frames in [{b0},{b1}) have Y in [{lo},{hi}] "
+              f"(mean {sum(s['mean'] for s in inside) / len(inside):.2f}); "
+              f"other {len(outside)} frames mean Y >= {brightest_outside:.1f}")
+    if a.dark:
+        means = [s["mean"] for s in stats]
+        gt45 = [s["gt45"] for s in stats]
+        bd = [s["bd_black"] for s in stats]
+        if not (25 <= min(means) and max(means) <= 40):
+            fail(f"luma: dark clip mean Y range [{min(means):.1f},{max(means):.1f}] outside 25..40")
+        if min(gt45) < 0.05:
+            fail(f"luma: dark clip has a frame with only {min(gt45):.3f} of pixels above Y=45")
+        if max(bd) >= 0.9:
+            fail(f"luma: dark clip frame with {max(bd):.3f} pixels under blackdetect pix_th")
+        print(f"luma: {len(stats)} sampled frames, mean Y {min(means):.1f}..{max(means):.1f}, "
+              f"max Y {max(s['max'] for s in stats)}, pixels >45: {min(gt45):.1%}..{max(gt45):.1%}, "
+              f"pixels under blackdetect pix_th (Y<=37): {min(bd):.1%}..{max(bd):.1%} (black frame needs >=98%)")
+
+
+# --------------------------------------------------------------------------- detector output
+
+
+def parse_detectors(text):
+    ev = {"black": [], "freeze": [], "silence": []}
+    open_ = {}
+    for line in text.splitlines():
+        m = re.search(r"black_start:(\S+) black_end:(\S+)", line)
+        if m:
+            ev["black"].append((float(m.group(1)), float(m.group(2))))
+            continue
+        m = re.search(r"\] lavfi\.freezedetect\.freeze_(start|end): (\S+)", line)
+        if m:
+            if m.group(1) == "start":
+                open_["freeze"] = float(m.group(2))
+            else:
+                ev["freeze"].append((open_.pop("freeze"), float(m.group(2))))
+            continue
+        m = re.search(r"silence_start: (\S+)", line)
+        if m:
+            open_["silence"] = float(m.group(1))
+            continue
+        m = re.search(r"silence_end: (\S+)", line)
+        if m:
+            ev["silence"].append((open_.pop("silence"), float(m.group(1))))
+    for k, s in open_.items():  # still open at end of stream
+        ev[k].append((s, None))
+    return ev
+
+
+def fmt_events(evs):
+    return "[" + ", ".join(f"{s:.3f}-{'EOF' if e is None else f'{e:.3f}'}" for s, e in evs) + "]"
+
+
+def cmd_detect(a):
+    """Every reported event must be explained by an --expect or --allow window.
+
+    --expect KIND:S:E  the events of KIND overlapping [S, E] must span S..E (+-tol)
+    --allow  KIND:S:E  events of KIND inside [S-tol, E+tol] are tolerated (known
+                       ffmpeg behaviour, e.g. freezedetect also fires on black)
+    """
+    text = open(a.log, errors="replace").read()
+    ev = parse_detectors(text)
+    summary = " ".join(f"{k}detect={fmt_events(v)}" for k, v in ev.items() if k in a.ran.split(","))
+    rms = re.findall(r"RMS level dB: (\S+)", text)
+    if rms:
+        summary += f" audio_rms={float(rms[-1]):.1f}dBFS"
+    print(f"detect {a.name}: {summary}")
+    explained = set()
+    for spec in a.expect:
+        kind, s, e = spec.split(":")
+        s, e = float(s), float(e)
+        got = [x for x in ev[kind] if x[0] <= e + a.tol and (x[1] is None or x[1] >= s - a.tol)]
+        if not got:
+            fail(f"{a.name}: {kind}detect reported nothing for {s}-{e}")
+        gs = min(x for x, _ in got)
+        ge = max(float("inf") if y is None else y for _, y in got)
+        if abs(gs - s) > a.tol or abs(ge - e) > a.tol:
+            fail(f"{a.name}: {kind}detect {fmt_events(got)} does not match {s}-{e} (tol {a.tol})")
+        if a.single and len(got) != 1:
+            fail(f"{a.name}: {kind}detect split the event: {fmt_events(got)}")
+        explained.update((kind, x) for x in got)
+    for spec in a.allow:
+        kind, s, e = spec.split(":")
+        s, e = float(s), float(e)
+        explained.update((kind, x) for x in ev[kind]
+                         if x[0] >= s - a.tol and x[1] is not None and x[1] <= e + a.tol)
+    for kind, evs in ev.items():
+        extra = [x for x in evs if (kind, x) not in explained]
+        if extra:
+            fail(f"{a.name}: unexpected {kind}detect events {fmt_events(extra)}")
+
+
+# --------------------------------------------------------------------------- framemd5 diff
+
+
+def read_framemd5(path):
+    out = {}
+    tb = None
+    for line in open(path):
+        if line.startswith("#tb 0:"):
+            num, den = line.split(":")[1].strip().split("/")
+            tb = int(num) / int(den)
+        if line.startswith("#") or not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if parts[0] != "0":
+            continue
+        out[round(int(parts[2]) * tb, 4)] = parts[5]
+    return out
+
+
+def cmd_framediff(a):
+    ref, bad = read_framemd5(a.ref), read_framemd5(a.bad)
+    t0 = min(ref)
+    ref = {round(t - t0, 4): h for t, h in ref.items()}
+    bad = {round(t - t0, 4): h for t, h in bad.items()}
+    differ = sorted(t for t in ref if bad.get(t) != ref[t])
+    missing = sorted(t for t in ref if t not in bad)
+    if not differ:
+        fail("framediff: corrupt decode is identical to the clean decode")
+    want = sorted(t for t in ref if a.start - 1e-6 <= t < a.end - 1e-6)
+    print(f"framediff: {len(differ)} of {len(ref)} decoded frames differ, "
+          f"first {differ[0]:g} s, last {differ[-1]:g} s; {len(missing)} frames missing; "
+          f"frames {a.end:g} s onward identical: {all(bad.get(t) == ref[t] for t in ref if t >= a.end - 1e-6)}")
+    if differ != want:
+        fail(f"framediff: differing frames {differ} != expected [{a.start}, {a.end})")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("random")
+    s.add_argument("out")
+    s.add_argument("--size", type=int, default=1 << 20)
+    s.add_argument("--seed", type=int, default=11)
+    s = sub.add_parser("data-ts")
+    s.add_argument("out")
+    s.add_argument("--seconds", type=float, default=4.0)
+    s = sub.add_parser("probe")
+    s.add_argument("file")
+    s.add_argument("--codec", default="h264")
+    s.add_argument("--profile")
+    s.add_argument("--width", type=int)
+    s.add_argument("--height", type=int)
+    s.add_argument("--duration", type=float)
+    s.add_argument("--gop", type=float, help="keyframes expected every GOP seconds from 0")
+    s.add_argument("--keyframes", help="comma-separated list of expected keyframe times")
+    s.add_argument("--bframes", type=lambda v: v == "yes")
+    s = sub.add_parser("frames")
+    s.add_argument("file")
+    s.add_argument("--change-at", type=float, required=True)
+    s.add_argument("--fps", type=float, default=25.0)
+    s = sub.add_parser("luma")
+    s.add_argument("width", type=int)
+    s.add_argument("height", type=int)
+    s.add_argument("--fps", type=float, default=25.0)
+    s.add_argument("--step", type=int, default=1, help="frames were sampled every STEP frames")
+    s.add_argument("--black", type=float, nargs=2)
+    s.add_argument("--dark", action="store_true")
+    s = sub.add_parser("detect")
+    s.add_argument("log")
+    s.add_argument("--name", required=True)
+    s.add_argument("--ran", default="black,freeze,silence")
+    s.add_argument("--expect", action="append", default=[], help="KIND:START:END")
+    s.add_argument("--allow", action="append", default=[], help="KIND:START:END tolerated")
+    s.add_argument("--tol", type=float, default=0.1)
+    s.add_argument("--single", action="store_true", help="each expected kind must be one event")
+    s = sub.add_parser("framediff")
+    s.add_argument("ref")
+    s.add_argument("bad")
+    s.add_argument("--start", type=float, required=True)
+    s.add_argument("--end", type=float, required=True)
+    a = p.parse_args()
+    {"random": cmd_random, "data-ts": cmd_data_ts, "probe": cmd_probe, "frames": cmd_frames,
+     "luma": cmd_luma, "detect": cmd_detect, "framediff": cmd_framediff}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
