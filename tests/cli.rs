@@ -1,0 +1,136 @@
+//! The command line: `demo`, errors for bad invocations and inputs, text output.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn demo_finds_every_scripted_defect_and_nothing_else() {
+    let out = vqprobe(&["demo", "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ends = paired_ends(&events);
+    assert_intervals(
+        "demo",
+        &ends,
+        &[
+            ("black".into(), 3.0, 6.0),
+            ("freeze".into(), 9.0, 12.0),
+            ("corruption".into(), 15.2, 16.0),
+            ("silence".into(), 19.0, 22.0),
+        ],
+        0.5,
+    );
+    assert!(
+        stderr.contains("4/4 scripted defects found, 0 unexpected"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_text_output_ends_with_the_comparison() {
+    let out = vqprobe(&["demo"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap();
+    assert!(
+        last.starts_with("demo: 4/4 scripted defects found, 0 unexpected"),
+        "{last}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("black ")).count(),
+        2
+    );
+}
+
+#[test]
+fn missing_file_is_a_one_line_error() {
+    let out = vqprobe(&["check", "/nonexistent/clip.ts"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/clip.ts") && stderr.contains("No such file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unreadable_input_is_an_error() {
+    // A directory cannot be read as a file.
+    let dir = std::env::temp_dir();
+    let out = vqprobe(&["check", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn empty_file_is_an_error() {
+    let p = std::env::temp_dir().join(format!("vqprobe-empty-{}.ts", std::process::id()));
+    std::fs::write(&p, b"").unwrap();
+    let (ok, events, stderr) = check_json(&p, &[]);
+    std::fs::remove_file(&p).ok();
+    assert!(!ok && events.is_empty());
+    assert!(stderr.contains("empty file"), "{stderr}");
+}
+
+#[test]
+fn network_urls_are_refused_without_leaking_credentials() {
+    let out = vqprobe(&["check", "rtsp://admin:hunter2@127.0.0.1:1/cam"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("hunter2") && !stderr.contains("admin"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rtsp://***@127.0.0.1:1/cam"), "{stderr}");
+}
+
+#[test]
+fn detector_config_errors_name_the_field() {
+    let p = std::env::temp_dir().join(format!("vqprobe-detect-{}.toml", std::process::id()));
+    std::fs::write(&p, "[freeze]\nnoise_dbb = -45\n").unwrap();
+    let out = vqprobe(&["check", "/dev/null", "--detect-config", p.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("noise_dbb") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    std::fs::write(&p, "[silence]\nthreshold_dbfs = 3\n").unwrap();
+    let out = vqprobe(&["check", "/dev/null", "--detect-config", p.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("silence.threshold_dbfs"), "{stderr}");
+    std::fs::remove_file(&p).ok();
+}
+
+#[test]
+fn detector_config_changes_the_outcome() {
+    // With a 4 s minimum, the 3 s black window of the clip is no longer a defect.
+    let p = std::env::temp_dir().join(format!("vqprobe-detect2-{}.toml", std::process::id()));
+    std::fs::write(&p, "[black]\nmin_duration = 4.0\n").unwrap();
+    let (ok, events, _) = check_json(
+        &media_dir().join("black_high_360p.ts"),
+        &["--detect-config", p.to_str().unwrap()],
+    );
+    std::fs::remove_file(&p).ok();
+    assert!(ok);
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
+fn version_names_commit_and_target() {
+    let out = vqprobe(&["--version"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.starts_with(&format!("vqprobe {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{s}"
+    );
+    assert!(s.contains("linux"), "{s}");
+}
