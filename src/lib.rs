@@ -8,13 +8,13 @@
 //! file / RTSP / HLS                               openh264, AAC                            pure state machines      schema v1           stdout / MQTT
 //! ```
 //!
-//! * [`ingest`]: sources → timestamped elementary packets; never decodes.
-//! * [`decode`]: decoders → small fixed-size summaries, once per frame.
-//! * [`detect`]: I/O-free detectors with hysteresis.
-//! * [`event`]: the wire schema.
-//! * [`publish`]: delivery.
-//! * [`pipeline`]: decode + detect for one stream on its own thread.
-//! * [`app`]: the commands.
+//! * [`ingest`] — sources → timestamped elementary packets; never decodes.
+//! * [`decode`] — decoders → small fixed-size summaries, once per frame.
+//! * [`detect`] — I/O-free detectors with hysteresis.
+//! * [`event`] — the wire schema.
+//! * [`publish`] — delivery.
+//! * [`pipeline`] — decode + detect for one stream on its own thread.
+//! * [`app`] — the commands.
 
 pub mod app;
 pub mod config;

@@ -122,11 +122,10 @@ impl Reducer {
         height: usize,
         out: &mut Thumb,
     ) {
-        let height = if stride == 0 {
-            0
-        } else {
-            height.min(y.len() / stride)
-        };
+        let height = y
+            .len()
+            .checked_div(stride)
+            .map_or(0, |rows| height.min(rows));
         let width = width.min(stride);
         out.width = width.min(usize::from(u16::MAX)) as u16;
         out.height = height.min(usize::from(u16::MAX)) as u16;
@@ -157,7 +156,7 @@ impl Reducer {
         out.samples = samples;
         out.luma_mean = (total as f64 / f64::from(samples.max(1))) as f32;
         for ((g, &s), &c) in out.grid.iter_mut().zip(&self.sums).zip(&self.cell_count) {
-            *g = if c == 0 { 0 } else { (s / c) as u8 };
+            *g = s.checked_div(c).map_or(0, |v| v as u8);
         }
         let (b, i) = block_edges(y, stride, width, height);
         out.edge_boundary = b;

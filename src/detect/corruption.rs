@@ -174,10 +174,9 @@ mod tests {
         for i in 0..250usize {
             let t = i as f64 * 0.04;
             let th = natural(i);
+            // Errors, with sporadic clean-looking output between them (every third).
             let s = if (105..150).contains(&i) && i % 3 != 0 {
                 CorruptionSample::DecodeError
-            } else if (105..150).contains(&i) {
-                CorruptionSample::Frame(&th) // sporadic clean-looking output between errors
             } else {
                 CorruptionSample::Frame(&th)
             };

@@ -375,3 +375,85 @@ mod tests {
         }
     }
 }
+
+/// Every detector, driven with arbitrary inputs, emits strictly alternating start/end
+/// transitions with consistent onsets, and `finish` closes what is open.
+#[cfg(test)]
+mod detector_properties {
+    use super::black::BlackDetector;
+    use super::corruption::{CorruptionDetector, CorruptionSample};
+    use super::freeze::FreezeDetector;
+    use super::silence::SilenceDetector;
+    use super::*;
+    use crate::config::{BlackConfig, CorruptionConfig, FreezeConfig, SilenceConfig};
+    use crate::decode::tests::thumb_from_fn;
+    use crate::decode::AudioLevel;
+    use proptest::prelude::*;
+
+    fn check_sequence(trs: &[Transition]) -> Result<(), TestCaseError> {
+        let mut open: Option<f64> = None;
+        for t in trs {
+            match t.phase {
+                Phase::Start => {
+                    prop_assert!(open.is_none(), "two starts: {:?}", trs);
+                    open = Some(t.start_s);
+                }
+                Phase::End => {
+                    prop_assert_eq!(open.take(), Some(t.start_s));
+                    prop_assert!(t.end_s.unwrap() >= t.start_s);
+                }
+            }
+        }
+        prop_assert!(open.is_none(), "left open: {:?}", trs);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn video_detectors_alternate(frames in proptest::collection::vec((0u8..4, 0u8..3, 0.0f64..0.3), 1..300)) {
+            // A small palette of pictures: black, two moving patterns, a blocky one.
+            let pics = [
+                thumb_from_fn(128, 96, false, |_, _| 16),
+                thumb_from_fn(128, 96, false, |x, y| ((x + y) % 200 + 30) as u8),
+                thumb_from_fn(128, 96, false, |x, y| ((x * 3 + y) % 180 + 40) as u8),
+                thumb_from_fn(128, 96, false, |x, y| ((x / 8 * 37 + y / 8 * 91) % 200 + 20) as u8),
+            ];
+            let cfg = |d: f64| (d, d / 4.0);
+            let (on, off) = cfg(1.0);
+            let mut black = BlackDetector::new(BlackConfig { min_duration: on, clear_duration: off, ..Default::default() });
+            let mut freeze = FreezeDetector::new(FreezeConfig { min_duration: on, clear_duration: off, ..Default::default() });
+            let mut corr = CorruptionDetector::new(CorruptionConfig::default());
+            let (mut b, mut f, mut c) = (vec![], vec![], vec![]);
+            let mut t = 0.0;
+            for (pic, what, dt) in frames {
+                t += dt;
+                let th = &pics[pic as usize];
+                let is_black = black.is_black(th);
+                b.extend(black.observe(t, th));
+                f.extend(freeze.observe(t, th, is_black));
+                let s = if what == 0 { CorruptionSample::DecodeError } else { CorruptionSample::Frame(th) };
+                c.extend(corr.observe(t, s));
+            }
+            b.extend(black.finish(t));
+            f.extend(freeze.finish(t));
+            c.extend(corr.finish(t));
+            check_sequence(&b)?;
+            check_sequence(&f)?;
+            check_sequence(&c)?;
+        }
+
+        #[test]
+        fn silence_detector_alternates(levels in proptest::collection::vec((-200.0f32..0.0, 0.0f64..0.5), 1..400)) {
+            let mut d = SilenceDetector::new(SilenceConfig { min_duration: 0.5, clear_duration: 0.1, ..Default::default() });
+            let mut v = vec![];
+            let mut t = 0.0;
+            for (db, dt) in levels {
+                t += dt;
+                v.extend(d.observe(t, &AudioLevel { pts: 0, duration: 1920, rms_dbfs: db, peak_dbfs: db }));
+            }
+            v.extend(d.finish(t));
+            check_sequence(&v)?;
+        }
+    }
+}
