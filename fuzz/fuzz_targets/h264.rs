@@ -1,0 +1,92 @@
+//! H.264 decoder (openh264 + SPS inspection + frame reducer) under arbitrary bytes.
+//!
+//! Input: an Annex B byte stream (a raw .h264 file is a valid input). It is cut into
+//! access units before every access unit delimiter (00 00 01 09), or used whole when it
+//! has none. Access unit i gets PTS i*3600; the first is fed with key=true, later ones
+//! with key = "contains an IDR slice", as the TS demuxer marks them. Then the decoder
+//! is flushed. max_pixels is 1280*720, so an SPS announcing more is refused before
+//! openh264 allocates for it.
+//!
+//! Invariants: no panic and no memory error (ASan) anywhere, openh264's C++ included as
+//! far as the Rust side can observe; every Frame's Thumb is self-consistent (samples =
+//! sum of the histogram, 0 <= luma_mean <= 255, finite edge statistics, non-zero size);
+//! every Error carries a non-zero state; a Refused size is above max_pixels; the
+//! decoder's counters match the outputs seen.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vqprobe::decode::video::{VideoDecoder, VideoOut};
+use vqprobe::ingest::h264_has_idr;
+
+const MAX_PIXELS: u64 = 1280 * 720;
+
+/// Splits before each `00 00 01 09` (AUD), keeping a preceding zero byte of a 4-byte
+/// start code with the unit it starts.
+fn access_units(data: &[u8]) -> Vec<&[u8]> {
+    let mut cuts = vec![0];
+    let mut i = 1;
+    while i + 3 < data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 && data[i + 3] & 0x1F == 9 {
+            let at = if data[i - 1] == 0 { i - 1 } else { i };
+            if at > *cuts.last().unwrap() {
+                cuts.push(at);
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    cuts.push(data.len());
+    cuts.windows(2)
+        .map(|w| &data[w[0]..w[1]])
+        .filter(|au| !au.is_empty())
+        .collect()
+}
+
+#[derive(Default)]
+struct Seen {
+    frames: u64,
+    errors: u64,
+}
+
+fn check(o: VideoOut<'_>, seen: &mut Seen) {
+    match o {
+        VideoOut::Frame(t) => {
+            seen.frames += 1;
+            assert!(t.width > 0 && t.height > 0, "{t:?}");
+            let sum: u64 = t.hist.iter().map(|&c| u64::from(c)).sum();
+            assert_eq!(sum, u64::from(t.samples), "{t:?}");
+            assert!(t.samples > 0, "{t:?}");
+            assert!((0.0..=255.0).contains(&t.luma_mean), "{t:?}");
+            assert!(
+                t.edge_boundary.is_finite() && t.edge_boundary >= 0.0,
+                "{t:?}"
+            );
+            assert!(t.edge_ratio.is_finite() && t.edge_ratio > 0.0, "{t:?}");
+        }
+        VideoOut::Error { state, .. } => {
+            seen.errors += 1;
+            assert_ne!(state, 0);
+        }
+        VideoOut::Refused { width, height } => {
+            assert!(
+                u64::from(width) * u64::from(height) > MAX_PIXELS,
+                "{width}x{height}"
+            );
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut dec = VideoDecoder::new(MAX_PIXELS).expect("openh264 init");
+    let mut seen = Seen::default();
+    let aus = access_units(data);
+    for (i, au) in aus.iter().enumerate() {
+        let key = i == 0 || h264_has_idr(au);
+        dec.decode(i as i64 * 3600, key, au, &mut |o| check(o, &mut seen));
+    }
+    dec.flush(&mut |o| check(o, &mut seen));
+    assert_eq!(dec.stats.packets, aus.len() as u64);
+    assert_eq!(dec.stats.frames, seen.frames);
+    assert_eq!(dec.stats.errors, seen.errors);
+});
