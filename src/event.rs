@@ -32,7 +32,13 @@ impl DefectKind {
         match self {
             DefectKind::Black | DefectKind::Freeze => Severity::Critical,
             DefectKind::Corruption | DefectKind::Silence => Severity::Major,
-            DefectKind::UnsupportedCodec => Severity::Warning,
+            DefectKind::UnsupportedCodec | DefectKind::SlowDownload => Severity::Warning,
+            DefectKind::Stall | DefectKind::SourceDown | DefectKind::PlaylistStale => {
+                Severity::Critical
+            }
+            DefectKind::PacketLoss | DefectKind::SegmentError | DefectKind::TsError => {
+                Severity::Major
+            }
         }
     }
 }
@@ -97,8 +103,8 @@ pub struct EventFactory {
     /// Distinguishes this run from earlier ones of the same stream.
     run: u64,
     seq: u64,
-    /// defect_id of each kind's open defect (at most one open defect per kind).
-    open: heapless::Vec<(DefectKind, String), 8>,
+    /// defect_id and onset of each kind's open defect (at most one per kind).
+    open: heapless::Vec<(DefectKind, String, f64), 16>,
 }
 
 impl EventFactory {
@@ -122,8 +128,8 @@ impl EventFactory {
     }
 
     /// Kinds with an open (started, not ended) defect.
-    pub fn open_kinds(&self) -> impl Iterator<Item = DefectKind> + '_ {
-        self.open.iter().map(|(k, _)| *k)
+    pub fn open_defects(&self) -> impl Iterator<Item = (DefectKind, f64)> + '_ {
+        self.open.iter().map(|(k, _, s)| (*k, *s))
     }
 
     /// Turns a detector transition into an event.
@@ -134,11 +140,11 @@ impl EventFactory {
                 let id = format!("{:016x}-{}", self.run, self.seq);
                 // Replace a stale open entry of the same kind (cannot happen with a
                 // well-behaved detector; keeps the table bounded regardless).
-                self.open.retain(|(k, _)| *k != t.kind);
-                let _ = self.open.push((t.kind, id.clone()));
+                self.open.retain(|(k, _, _)| *k != t.kind);
+                let _ = self.open.push((t.kind, id.clone(), t.start_s));
                 id
             }
-            Phase::End => match self.open.iter().position(|(k, _)| *k == t.kind) {
+            Phase::End => match self.open.iter().position(|(k, _, _)| *k == t.kind) {
                 Some(i) => self.open.swap_remove(i).1,
                 None => {
                     self.seq += 1;
@@ -152,10 +158,11 @@ impl EventFactory {
         };
         let mut metrics = serde_json::Map::new();
         for (name, v) in &t.metrics {
-            let value = match *v {
-                Metric::Num(x) => serde_json::json!(round3(x)),
+            let value = match v {
+                Metric::Num(x) => serde_json::json!(round3(*x)),
                 Metric::Int(i) => serde_json::json!(i),
                 Metric::Str(s) => serde_json::json!(s),
+                Metric::Text(s) => serde_json::json!(&**s),
             };
             metrics.insert((*name).to_string(), value);
         }

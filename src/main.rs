@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vqprobe::app::{self, check, demo};
 use vqprobe::config::DetectConfig;
+use vqprobe::ingest::rtsp::RtspTransport;
 use vqprobe::publish::OutputFormat;
 
 #[derive(Parser, Debug)]
@@ -19,14 +20,19 @@ struct Cli {
 enum Command {
     /// Analyse one input and print one line per defect event, then exit.
     Check {
-        /// A local MPEG-TS file (path or file:// URL).
+        /// A local MPEG-TS file (path or file:// URL) or an rtsp:// URL
+        /// (credentials as rtsp://user:password@host/...; never printed).
         input: String,
         /// Output format: human-readable text, or JSON lines exactly as published.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
-        /// Analyse at most this many seconds of media.
+        /// Files: analyse at most this many seconds of media. Live sources: run this
+        /// many seconds by the wall clock (default: until Ctrl-C).
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
+        /// RTP transport for rtsp:// inputs.
+        #[arg(long, value_enum, default_value_t = RtspTransport::Tcp)]
+        rtsp_transport: RtspTransport,
         /// TOML file with detector settings (the `[detect]` reference in docs/config.md).
         #[arg(long, value_name = "PATH")]
         detect_config: Option<PathBuf>,
@@ -82,6 +88,7 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             input,
             format,
             duration,
+            rtsp_transport,
             detect_config,
             stream_id,
             probe_id,
@@ -105,6 +112,8 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                 format,
                 duration,
                 detect,
+                live: vqprobe::ingest::live::LiveConfig::default(),
+                rtsp_transport,
                 probe_id: probe_id.unwrap_or_else(app::hostname),
                 stream_id,
             };

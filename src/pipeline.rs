@@ -130,6 +130,7 @@ impl Analyzer {
         match msg {
             IngestMsg::Program(p) => self.program(&p, out),
             IngestMsg::Packet(p) => self.packet(&p, out),
+            IngestMsg::Delivery(t, reason) => self.emit(&t, reason, out),
             IngestMsg::End(reason) => self.finish(reason, out),
         }
     }
@@ -400,6 +401,19 @@ impl Analyzer {
         }
         self.close_unsupported(Track::Video, t, Some(reason), out);
         self.close_unsupported(Track::Audio, t, Some(reason), out);
+        // Safety net: a source that ended without closing its delivery defects (it
+        // should close them itself, with its own clock) still gets its ends.
+        let open: heapless::Vec<(DefectKind, f64), 16> = self.events.open_defects().collect();
+        for (kind, start_s) in open {
+            let tr = Transition {
+                kind,
+                phase: Phase::End,
+                start_s,
+                end_s: Some(start_s),
+                metrics: Metrics::new(),
+            };
+            self.emit(&tr, Some(reason), out);
+        }
     }
 }
 

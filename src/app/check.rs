@@ -1,12 +1,15 @@
 //! `vqprobe check INPUT`: analyse one input, print one line per event, exit.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::config::DetectConfig;
 use crate::error::{Error, Result};
-use crate::event::{EndReason, Event};
+use crate::event::Event;
+use crate::ingest::live::{LiveConfig, LiveSink, LiveStats, Shutdown};
+use crate::ingest::rtsp::{RtspSource, RtspTransport};
 use crate::ingest::{file, IngestMsg};
 use crate::pipeline::{spawn_decode_thread, Analyzer, AnalyzerStats};
 use crate::publish::{LinePrinter, OutputFormat};
@@ -22,9 +25,12 @@ pub const EVENT_QUEUE: usize = 256;
 pub struct CheckOptions {
     pub input: String,
     pub format: OutputFormat,
-    /// Analyse at most this many media seconds.
+    /// Files: analyse at most this many media seconds. Live sources: run this many
+    /// seconds by the wall clock (default: until Ctrl-C).
     pub duration: Option<f64>,
     pub detect: DetectConfig,
+    pub live: LiveConfig,
+    pub rtsp_transport: RtspTransport,
     pub probe_id: String,
     pub stream_id: String,
 }
@@ -34,34 +40,66 @@ pub struct CheckOptions {
 pub struct CheckReport {
     pub events: Vec<Event>,
     pub stats: AnalyzerStats,
+    /// Live sources only.
+    pub live: Option<LiveStats>,
+}
+
+/// The kinds of input `check` understands.
+#[derive(Debug)]
+pub enum Input {
+    File(std::path::PathBuf),
+    Rtsp(RtspSource),
+}
+
+impl Input {
+    /// Classifies an input string (a path, `file://`, `rtsp://`).
+    pub fn parse(input: &str, transport: RtspTransport) -> Result<Input> {
+        if input.starts_with("rtsp://") {
+            return Ok(Input::Rtsp(RtspSource::parse(input, None, transport)?));
+        }
+        if input.contains("://") && !input.starts_with("file://") {
+            return Err(Error::bad_input(
+                redact_url(input),
+                "unsupported input: use a local MPEG-TS file (path or file://) or rtsp://",
+            ));
+        }
+        Ok(Input::File(file::path_of(input)))
+    }
 }
 
 /// Runs `check`, writing event lines to `out` as they are detected.
 pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport> {
-    let input = opts.input.as_str();
-    if input.contains("://") && !input.starts_with("file://") {
-        return Err(Error::bad_input(
-            redact_url(input),
-            "only local MPEG-TS files (path or file://) are supported by this build",
-        ));
-    }
-    let path = file::path_of(input);
+    let input = Input::parse(&opts.input, opts.rtsp_transport)?;
     let analyzer = Analyzer::new(&opts.probe_id, &opts.stream_id, opts.detect.clone())?;
     let (tx, rx) = mpsc::channel::<IngestMsg>(PACKET_QUEUE);
     let (etx, mut erx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let decode = spawn_decode_thread(format!("decode-{}", opts.stream_id), analyzer, rx, etx)
         .map_err(|e| Error::Other(format!("cannot start decode thread: {e}")))?;
-    let fopts = file::FileOptions {
-        max_media_s: opts.duration,
-    };
-    // A second sender, kept only while ingest runs, to deliver a Ctrl-C shutdown.
-    let mut stop = Some(tx.clone());
-    let mut ingest = tokio::spawn(async move { file::run(&path, tx, &fopts).await });
+    let (stop, shutdown) = Shutdown::new();
+    let duration = opts.duration;
+    let live_cfg = opts.live.clone();
+    let mut ingest = tokio::spawn(async move {
+        match input {
+            Input::File(path) => {
+                let fopts = file::FileOptions {
+                    max_media_s: duration,
+                };
+                file::run(&path, tx, &fopts, &shutdown).await.map(|_| None)
+            }
+            Input::Rtsp(src) => {
+                let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
+                let mut sink = LiveSink::new(tx, live_cfg);
+                let reason = crate::ingest::rtsp::run(&src, &mut sink, shutdown, deadline).await;
+                Ok(Some(sink.finish(reason).await))
+            }
+        }
+    });
     let printer = LinePrinter {
         format: opts.format,
     };
     let mut events = Vec::new();
     let mut ingest_result = None;
+    let mut interrupted = false;
     loop {
         tokio::select! {
             biased;
@@ -73,19 +111,14 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
                 }
                 None => break,
             },
-            r = &mut ingest, if ingest_result.is_none() => {
-                ingest_result = Some(r);
-                stop = None; // ingest is done: let the decode thread see the channel close
-            }
-            _ = tokio::signal::ctrl_c(), if stop.is_some() => {
-                ingest.abort();
-                if let Some(s) = stop.take() {
-                    let _ = s.send(IngestMsg::End(EndReason::Shutdown)).await;
-                }
+            r = &mut ingest, if ingest_result.is_none() => ingest_result = Some(r),
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                tracing::info!("interrupted: closing open defects");
+                let _ = stop.send(true);
             }
         }
     }
-    drop(stop);
     let analyzer = decode
         .join()
         .map_err(|_| Error::Other("decode thread panicked".into()))?;
@@ -93,14 +126,23 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
         Some(r) => r,
         None => ingest.await,
     };
-    match result {
-        Ok(Ok(_stats)) => {}
+    let live = match result {
+        Ok(Ok(live)) => live,
         Ok(Err(e)) => return Err(e),
-        Err(e) if e.is_cancelled() => {}
         Err(e) => return Err(Error::Other(format!("ingest task failed: {e}"))),
+    };
+    if let Some(l) = &live {
+        if l.dropped_queue_full + l.dropped_until_key > 0 {
+            tracing::warn!(
+                dropped_queue_full = l.dropped_queue_full,
+                dropped_until_key = l.dropped_until_key,
+                "packets dropped because decoding fell behind the live source"
+            );
+        }
     }
     Ok(CheckReport {
         events,
         stats: analyzer.stats(),
+        live,
     })
 }

@@ -35,6 +35,14 @@ pub enum DefectKind {
     Corruption,
     Silence,
     UnsupportedCodec,
+    // Delivery defects (timed on the stream's session clock, see docs/events.md).
+    Stall,
+    SourceDown,
+    PacketLoss,
+    PlaylistStale,
+    SegmentError,
+    SlowDownload,
+    TsError,
 }
 
 impl DefectKind {
@@ -46,7 +54,29 @@ impl DefectKind {
             DefectKind::Corruption => "corruption",
             DefectKind::Silence => "silence",
             DefectKind::UnsupportedCodec => "unsupported_codec",
+            DefectKind::Stall => "stall",
+            DefectKind::SourceDown => "source_down",
+            DefectKind::PacketLoss => "packet_loss",
+            DefectKind::PlaylistStale => "playlist_stale",
+            DefectKind::SegmentError => "segment_error",
+            DefectKind::SlowDownload => "slow_download",
+            DefectKind::TsError => "ts_error",
         }
+    }
+
+    /// Delivery kinds are timed by the wall clock (seconds since monitoring of the
+    /// stream began), picture and sound kinds by media time.
+    pub fn is_delivery(self) -> bool {
+        matches!(
+            self,
+            DefectKind::Stall
+                | DefectKind::SourceDown
+                | DefectKind::PacketLoss
+                | DefectKind::PlaylistStale
+                | DefectKind::SegmentError
+                | DefectKind::SlowDownload
+                | DefectKind::TsError
+        )
     }
 }
 
@@ -59,11 +89,14 @@ pub enum Phase {
 }
 
 /// One piece of evidence attached to a transition.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Metric {
     Num(f64),
     Int(i64),
     Str(&'static str),
+    /// Text decided at run time (an error message); allocated, so only for rare
+    /// delivery events, never per frame. Must not contain secrets.
+    Text(std::sync::Arc<str>),
 }
 
 /// A small, fixed-capacity list of named evidence values.

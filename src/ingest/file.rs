@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+use super::live::Shutdown;
 use super::ts::{DemuxOutput, TsDemuxer, TsLimits, TsStats};
 use super::IngestMsg;
 use crate::error::{Error, Result};
@@ -35,7 +36,12 @@ pub fn path_of(input: &str) -> PathBuf {
 ///
 /// Errors: the file cannot be opened or read; it is not MPEG-TS; it has no program map;
 /// its program has neither video nor audio.
-pub async fn run(path: &Path, tx: mpsc::Sender<IngestMsg>, opts: &FileOptions) -> Result<TsStats> {
+pub async fn run(
+    path: &Path,
+    tx: mpsc::Sender<IngestMsg>,
+    opts: &FileOptions,
+    shutdown: &Shutdown,
+) -> Result<TsStats> {
     let display = path.display().to_string();
     let io = |source| Error::Io {
         path: path.to_path_buf(),
@@ -47,6 +53,10 @@ pub async fn run(path: &Path, tx: mpsc::Sender<IngestMsg>, opts: &FileOptions) -
     let mut outs: Vec<DemuxOutput> = Vec::with_capacity(64);
     let mut origin: Option<i64> = None;
     loop {
+        if shutdown.is_set() {
+            let _ = tx.send(IngestMsg::End(EndReason::Shutdown)).await;
+            return Ok(*demux.stats());
+        }
         let n = file.read(&mut buf).await.map_err(io)?;
         if n == 0 {
             demux.finish(&mut |o| outs.push(o));

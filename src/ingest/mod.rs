@@ -6,6 +6,8 @@
 //! decode thread.
 
 pub mod file;
+pub mod live;
+pub mod rtsp;
 pub mod ts;
 
 /// Which elementary stream a packet belongs to.
@@ -133,6 +135,9 @@ pub enum IngestMsg {
     Program(ProgramInfo),
     /// One elementary packet.
     Packet(Packet),
+    /// A delivery defect opened or closed by the source (stall, source_down, ...).
+    /// A forced `end` (source finishing) carries its reason.
+    Delivery(crate::detect::Transition, Option<crate::event::EndReason>),
     /// The source is over; the decode thread closes open defects with this reason.
     End(crate::event::EndReason),
 }

@@ -1,0 +1,405 @@
+//! RTSP ingest with `retina`: H.264 video as Annex B and AAC audio as ADTS
+//! (`FrameFormat::SIMPLE`), over TCP interleaved (default) or UDP.
+//!
+//! The source runs `run_once` (DESCRIBE → SETUP → PLAY → frames) inside a reconnect loop
+//! with capped exponential backoff and jitter until shutdown. A session that fails or
+//! ends opens `source_down` (a live stream that ends is a defect); media flowing again
+//! closes it. Credentials come from the URL (or config) and are handed to retina
+//! separately: the URL retina sees, and every URL we print, has none.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use retina::client::{
+    Credentials, PlayOptions, SessionGroup, SessionOptions, SetupOptions, Transport,
+};
+use retina::codec::{CodecItem, FrameFormat};
+use url::Url;
+
+use super::live::{Backoff, LiveSink, Shutdown};
+use super::{Codec, Elementary, Packet, ProgramInfo, Track};
+use crate::detect::{put, DefectKind, Metric, Metrics};
+use crate::error::{Error, Result};
+use crate::event::EndReason;
+use crate::redact::redact_url;
+
+/// RTP transport.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP TCP connection (robust through NAT and firewalls).
+    #[default]
+    Tcp,
+    /// RTP over UDP (retina: experimental, no reordering).
+    Udp,
+}
+
+/// A parsed RTSP source: the URL without credentials, and the credentials.
+#[derive(Clone)]
+pub struct RtspSource {
+    url: Url,
+    creds: Option<Credentials>,
+    pub transport: RtspTransport,
+}
+
+impl std::fmt::Debug for RtspSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtspSource")
+            .field("url", &self.url.as_str())
+            .field("creds", &self.creds.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl RtspSource {
+    /// Parses `rtsp://[user[:password]@]host[:port]/path`; `creds` from config win over
+    /// the URL's.
+    pub fn parse(
+        input: &str,
+        creds: Option<(String, String)>,
+        transport: RtspTransport,
+    ) -> Result<Self> {
+        let mut url = Url::parse(input)
+            .map_err(|e| Error::bad_input(redact_url(input), format!("bad RTSP URL: {e}")))?;
+        if url.scheme() != "rtsp" {
+            return Err(Error::bad_input(redact_url(input), "not an rtsp:// URL"));
+        }
+        let from_url = if url.username().is_empty() {
+            None
+        } else {
+            let user = percent_decode(url.username());
+            let pass = url.password().map(percent_decode).unwrap_or_default();
+            Some((user, pass))
+        };
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let creds = creds
+            .or(from_url)
+            .map(|(username, password)| Credentials { username, password });
+        Ok(RtspSource {
+            url,
+            creds,
+            transport,
+        })
+    }
+
+    /// The URL as it may be printed (no credentials).
+    pub fn display_url(&self) -> &str {
+        self.url.as_str()
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    Shutdown,
+    Deadline,
+    /// The server ended the stream (EOS, TEARDOWN, connection closed).
+    Ended(String),
+}
+
+/// Runs the source until shutdown or `deadline`, reconnecting as needed.
+pub async fn run(
+    src: &RtspSource,
+    sink: &mut LiveSink,
+    mut shutdown: Shutdown,
+    deadline: Option<Instant>,
+) -> EndReason {
+    let cfg = sink.config().clone();
+    let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
+    // PTS continue across reconnects: each session's timestamps start at 0.
+    let mut clock = PtsClock::default();
+    let group = std::sync::Arc::new(SessionGroup::default());
+    loop {
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.wait() => return EndReason::Shutdown,
+            r = run_once(src, sink, &mut backoff, &mut clock, group.clone(), deadline) => r,
+        };
+        let reason = match result {
+            Ok(SessionEnd::Shutdown) => return EndReason::Shutdown,
+            Ok(SessionEnd::Deadline) => return EndReason::EndOfInput,
+            Ok(SessionEnd::Ended(why)) => why,
+            Err(e) => redact(&e.to_string(), src),
+        };
+        let attempt = backoff.attempt() + 1;
+        tracing::warn!(url = src.display_url(), attempt, reason = %reason, "RTSP source down");
+        sink.source_down(&reason, attempt).await;
+        let delay = backoff.next_delay();
+        let delay = match deadline {
+            Some(d) => delay.min(d.saturating_duration_since(Instant::now())),
+            None => delay,
+        };
+        if !sleep_ticking(sink, &mut shutdown, delay).await {
+            return EndReason::Shutdown;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return EndReason::EndOfInput;
+        }
+    }
+}
+
+/// Sleeps `d`, returning false on shutdown.
+async fn sleep_ticking(_sink: &mut LiveSink, shutdown: &mut Shutdown, d: Duration) -> bool {
+    shutdown.sleep(d).await
+}
+
+/// First line of an error message (retina appends connection context on further
+/// lines), with anything that looks like the credentials removed.
+fn redact(msg: &str, src: &RtspSource) -> String {
+    let mut m = msg.lines().next().unwrap_or("").trim().to_string();
+    if let Some(c) = &src.creds {
+        for secret in [&c.password, &c.username] {
+            if secret.len() >= 2 {
+                m = m.replace(secret.as_str(), "***");
+            }
+        }
+    }
+    m
+}
+
+/// Maps session-relative timestamps onto one continuous 90 kHz timeline.
+#[derive(Debug, Default)]
+struct PtsClock {
+    /// Added to this session's elapsed time.
+    base: i64,
+    /// Largest PTS handed out, and when (for the gap across a reconnect).
+    last: Option<(i64, Instant)>,
+}
+
+impl PtsClock {
+    fn new_session(&mut self) {
+        if let Some((last, at)) = self.last {
+            self.base = last + (at.elapsed().as_secs_f64() * 90_000.0) as i64;
+        }
+    }
+
+    fn pts(&mut self, elapsed: i64, clock_rate: u32) -> i64 {
+        let p = self.base + elapsed.saturating_mul(90_000) / i64::from(clock_rate.max(1));
+        if self.last.is_none_or(|(l, _)| p > l) {
+            self.last = Some((p, Instant::now()));
+        }
+        p
+    }
+}
+
+async fn run_once(
+    src: &RtspSource,
+    sink: &mut LiveSink,
+    backoff: &mut Backoff,
+    clock: &mut PtsClock,
+    group: std::sync::Arc<SessionGroup>,
+    deadline: Option<Instant>,
+) -> Result<SessionEnd> {
+    let cfg = sink.config().clone();
+    let connect = Duration::from_secs_f64(cfg.connect_timeout.max(0.1));
+    let rtsp_err = |what: &str, e: retina::Error| {
+        Error::Other(format!("RTSP {what}: {}", redact(&e.to_string(), src)))
+    };
+    let options = SessionOptions::default()
+        .creds(src.creds.clone())
+        .user_agent(format!("vqprobe/{}", env!("CARGO_PKG_VERSION")))
+        .session_group(group);
+    let mut session = tokio::time::timeout(
+        connect,
+        retina::client::Session::describe(src.url.clone(), options),
+    )
+    .await
+    .map_err(|_| {
+        Error::Other(format!(
+            "RTSP DESCRIBE: no answer within {:.0} s",
+            connect.as_secs_f64()
+        ))
+    })?
+    .map_err(|e| rtsp_err("DESCRIBE", e))?;
+    let video_i = session
+        .streams()
+        .iter()
+        .position(|s| s.media() == "video" && s.encoding_name().eq_ignore_ascii_case("h264"));
+    let audio_i = session.streams().iter().position(|s| {
+        s.media() == "audio" && s.encoding_name().eq_ignore_ascii_case("mpeg4-generic")
+    });
+    let other_video = session
+        .streams()
+        .iter()
+        .find(|s| s.media() == "video")
+        .map(|s| s.encoding_name().to_string());
+    let transport = match src.transport {
+        RtspTransport::Tcp => Transport::Tcp(Default::default()),
+        RtspTransport::Udp => Transport::Udp(Default::default()),
+    };
+    for i in [video_i, audio_i].into_iter().flatten() {
+        let setup = SetupOptions::default()
+            .transport(transport.clone())
+            .frame_format(FrameFormat::SIMPLE);
+        tokio::time::timeout(connect, session.setup(i, setup))
+            .await
+            .map_err(|_| Error::Other("RTSP SETUP: no answer".into()))?
+            .map_err(|e| rtsp_err("SETUP", e))?;
+    }
+    if video_i.is_none() && audio_i.is_none() {
+        return Err(Error::Other(match other_video {
+            Some(enc) => format!("RTSP: unsupported video encoding {enc} and no AAC audio"),
+            None => "RTSP: the server offers no H.264 video and no AAC audio".into(),
+        }));
+    }
+    let playing = tokio::time::timeout(connect, session.play(PlayOptions::default()))
+        .await
+        .map_err(|_| Error::Other("RTSP PLAY: no answer".into()))?
+        .map_err(|e| rtsp_err("PLAY", e))?;
+    let mut demuxed = playing.demuxed().map_err(|e| rtsp_err("demux", e))?;
+    clock.new_session();
+    let program = ProgramInfo {
+        video: video_i.map(|_| Elementary {
+            pid: 0,
+            stream_type: 0x1B,
+            codec: Codec::H264,
+        }),
+        audio: audio_i.map(|_| Elementary {
+            pid: 1,
+            stream_type: 0x0F,
+            codec: Codec::Aac,
+        }),
+        other_streams: 0,
+    };
+    if !sink.program(program).await {
+        return Ok(SessionEnd::Shutdown);
+    }
+    // A new session starts decoding at a key frame.
+    let mut need_key = true;
+    let mut loss_total: u64 = 0;
+    let mut last_loss: Option<Instant> = None;
+    let read_timeout = Duration::from_secs_f64(cfg.read_timeout.max(0.5));
+    let mut last_item = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            item = demuxed.next() => {
+                let item = match item {
+                    None => return Ok(SessionEnd::Ended("the server ended the stream".into())),
+                    Some(Err(e)) => return Err(rtsp_err("stream", e)),
+                    Some(Ok(i)) => i,
+                };
+                last_item = Instant::now();
+                let (loss, packet) = match item {
+                    CodecItem::VideoFrame(f) => {
+                        let key = f.is_random_access_point();
+                        let ts = f.timestamp();
+                        let loss = f.loss();
+                        if need_key && !key {
+                            continue;
+                        }
+                        need_key = false;
+                        let pts = clock.pts(ts.elapsed(), ts.clock_rate().get());
+                        (loss, Packet { track: Track::Video, pts: Some(pts), dts: None, key, damaged: loss > 0, data: f.into_data() })
+                    }
+                    CodecItem::AudioFrame(f) => {
+                        let ts = f.timestamp();
+                        let pts = clock.pts(ts.elapsed(), ts.clock_rate().get());
+                        (f.loss(), Packet { track: Track::Audio, pts: Some(pts), dts: None, key: true, damaged: f.loss() > 0, data: f.data().to_vec() })
+                    }
+                    _ => continue,
+                };
+                backoff.reset();
+                if loss > 0 {
+                    loss_total += u64::from(loss);
+                    last_loss = Some(Instant::now());
+                    if sink.is_open(DefectKind::PacketLoss) {
+                        sink.update(DefectKind::PacketLoss, |m| set_int(m, "lost_packets", loss_total as i64));
+                    } else {
+                        let mut m = Metrics::new();
+                        put(&mut m, "lost_packets", Metric::Int(loss_total as i64));
+                        sink.open(DefectKind::PacketLoss, m).await;
+                    }
+                }
+                sink.packet(packet).await;
+            }
+            _ = tick.tick() => {
+                sink.tick().await;
+                if sink.is_closed() {
+                    return Ok(SessionEnd::Shutdown);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(SessionEnd::Deadline);
+                }
+                if last_item.elapsed() >= read_timeout {
+                    return Ok(SessionEnd::Ended(format!("no data from the server for {:.0} s", read_timeout.as_secs_f64())));
+                }
+                if let Some(l) = last_loss {
+                    if l.elapsed().as_secs_f64() >= cfg.clear_after && sink.is_open(DefectKind::PacketLoss) {
+                        sink.close(DefectKind::PacketLoss, Metrics::new()).await;
+                        loss_total = 0;
+                        last_loss = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn set_int(m: &mut Metrics, name: &'static str, v: i64) {
+    match m.iter_mut().find(|(n, _)| *n == name) {
+        Some(slot) => slot.1 = Metric::Int(v),
+        None => put(m, name, Metric::Int(v)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_split_from_the_url() {
+        let s = RtspSource::parse(
+            "rtsp://admin:p%40ss@127.0.0.1:8554/cam",
+            None,
+            RtspTransport::Tcp,
+        )
+        .unwrap();
+        assert_eq!(s.display_url(), "rtsp://127.0.0.1:8554/cam");
+        let c = s.creds.as_ref().unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("admin", "p@ss")
+        );
+        assert!(!format!("{s:?}").contains("p@ss"));
+        let s = RtspSource::parse(
+            "rtsp://h/x",
+            Some(("u".into(), "pw".into())),
+            RtspTransport::Udp,
+        )
+        .unwrap();
+        assert_eq!(s.creds.as_ref().unwrap().username, "u");
+        let e = RtspSource::parse("http://user:secret@h/x", None, RtspTransport::Tcp).unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn pts_clock_continues_across_sessions() {
+        let mut c = PtsClock::default();
+        c.new_session();
+        assert_eq!(c.pts(0, 90_000), 0);
+        assert_eq!(c.pts(90_000, 90_000), 90_000);
+        assert_eq!(c.pts(48_000, 48_000), 90_000);
+        c.new_session();
+        let p = c.pts(0, 90_000);
+        assert!(p >= 90_000, "{p}");
+    }
+}
