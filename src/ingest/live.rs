@@ -240,6 +240,20 @@ impl LiveSink {
         }
     }
 
+    /// Hands one media packet over, waiting for room (overflow policy *block*): for
+    /// sources that are not live, such as a VOD playlist, where nothing may be dropped.
+    pub async fn packet_wait(&mut self, p: Packet) {
+        self.last_media = Some(Instant::now());
+        self.stats.bytes += p.data.len() as u64;
+        if self.is_open(DefectKind::Stall) || self.is_open(DefectKind::SourceDown) {
+            self.close(DefectKind::Stall, Metrics::new()).await;
+            self.close(DefectKind::SourceDown, Metrics::new()).await;
+        }
+        if self.tx.send(IngestMsg::Packet(p)).await.is_ok() {
+            self.stats.packets += 1;
+        }
+    }
+
     /// Whether a delivery defect of `kind` is open.
     pub fn is_open(&self, kind: DefectKind) -> bool {
         self.open.iter().any(|o| o.kind == kind)
