@@ -207,13 +207,7 @@ impl LiveSink {
     /// Offers one media packet. Never waits: see the overflow policy. Media arriving
     /// also ends an open `stall` or `source_down`.
     pub async fn packet(&mut self, p: Packet) {
-        let now = Instant::now();
-        self.last_media = Some(now);
-        self.stats.bytes += p.data.len() as u64;
-        if self.is_open(DefectKind::Stall) || self.is_open(DefectKind::SourceDown) {
-            self.close(DefectKind::Stall, Metrics::new()).await;
-            self.close(DefectKind::SourceDown, Metrics::new()).await;
-        }
+        self.arrived(p.data.len()).await;
         if p.track == Track::Video && self.dropping_video {
             if !p.key {
                 self.stats.dropped_until_key += 1;
@@ -243,14 +237,19 @@ impl LiveSink {
     /// Hands one media packet over, waiting for room (overflow policy *block*): for
     /// sources that are not live, such as a VOD playlist, where nothing may be dropped.
     pub async fn packet_wait(&mut self, p: Packet) {
+        self.arrived(p.data.len()).await;
+        if self.tx.send(IngestMsg::Packet(p)).await.is_ok() {
+            self.stats.packets += 1;
+        }
+    }
+
+    /// Media arrived: note it, and end an open `stall` or `source_down`.
+    async fn arrived(&mut self, bytes: usize) {
         self.last_media = Some(Instant::now());
-        self.stats.bytes += p.data.len() as u64;
+        self.stats.bytes += bytes as u64;
         if self.is_open(DefectKind::Stall) || self.is_open(DefectKind::SourceDown) {
             self.close(DefectKind::Stall, Metrics::new()).await;
             self.close(DefectKind::SourceDown, Metrics::new()).await;
-        }
-        if self.tx.send(IngestMsg::Packet(p)).await.is_ok() {
-            self.stats.packets += 1;
         }
     }
 
