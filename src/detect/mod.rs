@@ -23,6 +23,7 @@ pub mod black;
 pub mod corruption;
 pub mod freeze;
 pub mod silence;
+pub mod transport;
 
 use serde::{Deserialize, Serialize};
 

@@ -11,13 +11,16 @@ use tokio::sync::mpsc;
 use super::live::Shutdown;
 use super::ts::{DemuxOutput, TsDemuxer, TsLimits, TsStats};
 use super::IngestMsg;
+use crate::detect::transport::TsErrorDetector;
 use crate::error::{Error, Result};
 use crate::event::EndReason;
 
 /// How much of a file is read before deciding it is not MPEG-TS.
 const SNIFF_BYTES: u64 = 1 << 20;
-/// Read size.
-const CHUNK: usize = 188 * 1024;
+/// Seconds of clean transport that end a `ts_error` interval in a file (media time).
+const TS_ERROR_CLEAR_S: f64 = 2.0;
+/// Read size: small enough that transport errors are timed to ~0.1 s of media.
+const CHUNK: usize = 188 * 64;
 
 /// Options of a file run.
 #[derive(Debug, Clone, Default)]
@@ -52,9 +55,10 @@ pub async fn run(
     let mut buf = vec![0u8; CHUNK];
     let mut outs: Vec<DemuxOutput> = Vec::with_capacity(64);
     let mut origin: Option<i64> = None;
+    let mut ts_errors = TsErrorDetector::new(TS_ERROR_CLEAR_S);
     loop {
         if shutdown.is_set() {
-            let _ = tx.send(IngestMsg::End(EndReason::Shutdown)).await;
+            end(&tx, &demux, &mut ts_errors, EndReason::Shutdown).await;
             return Ok(*demux.stats());
         }
         let n = file.read(&mut buf).await.map_err(io)?;
@@ -81,7 +85,7 @@ pub async fn run(
                     if let (Some(limit), Some(pts)) = (opts.max_media_s, p.pts) {
                         let o = *origin.get_or_insert(pts);
                         if (pts - o) as f64 / 90_000.0 >= limit {
-                            let _ = tx.send(IngestMsg::End(EndReason::EndOfInput)).await;
+                            end(&tx, &demux, &mut ts_errors, EndReason::EndOfInput).await;
                             return Ok(*demux.stats());
                         }
                     }
@@ -94,6 +98,9 @@ pub async fn run(
             }
         }
         let st = *demux.stats();
+        if let Some(tr) = demux.media_time().and_then(|t| ts_errors.observe(t, &st)) {
+            let _ = tx.send(IngestMsg::Delivery(tr, None)).await;
+        }
         if st.packets == 0 && (st.bytes >= SNIFF_BYTES || n == 0) {
             return Err(Error::bad_input(
                 display,
@@ -114,8 +121,21 @@ pub async fn run(
                     "no program map (PAT/PMT) found in the transport stream",
                 ));
             }
-            let _ = tx.send(IngestMsg::End(EndReason::EndOfInput)).await;
+            end(&tx, &demux, &mut ts_errors, EndReason::EndOfInput).await;
             return Ok(st);
         }
     }
+}
+
+/// Closes an open `ts_error` at the transport's clock and sends the end of input.
+async fn end(
+    tx: &mpsc::Sender<IngestMsg>,
+    demux: &TsDemuxer,
+    ts_errors: &mut TsErrorDetector,
+    reason: EndReason,
+) {
+    if let Some(tr) = demux.media_time().and_then(|t| ts_errors.finish(t)) {
+        let _ = tx.send(IngestMsg::Delivery(tr, Some(reason))).await;
+    }
+    let _ = tx.send(IngestMsg::End(reason)).await;
 }

@@ -78,7 +78,14 @@ pub struct TsStats {
     pub truncated_bytes: u64,
     /// Video PES dropped at the end because the input was cut inside them.
     pub truncated_pes: u64,
+    /// Times more than 0.5 s of media passed without a PAT (TR 101 290 1.3).
+    pub pat_missing: u64,
+    /// Times more than 0.5 s of media passed without the PMT (TR 101 290 1.5).
+    pub pmt_missing: u64,
 }
+
+/// TR 101 290: PAT and PMT must recur at least every 0.5 s (90 kHz ticks).
+const PSI_MAX_GAP: i64 = 45_000;
 
 /// What the demuxer reports.
 #[derive(Debug)]
@@ -128,6 +135,14 @@ pub struct TsDemuxer {
     audio: PesAssembler,
     /// Last raw and unwrapped timestamp, for 33-bit wrap handling.
     last_ts: Option<(i64, i64)>,
+    /// The transport's clock: the latest PTS seen (unwrapped), and the first.
+    clock: Option<i64>,
+    first_pts: Option<i64>,
+    /// Clock at the last PAT / PMT, and whether the current gap was counted.
+    last_pat_at: Option<i64>,
+    last_pmt_at: Option<i64>,
+    pat_late: bool,
+    pmt_late: bool,
 }
 
 const CC_UNSEEN: u8 = 0xFF;
@@ -148,6 +163,41 @@ impl TsDemuxer {
             video: PesAssembler::default(),
             audio: PesAssembler::default(),
             last_ts: None,
+            clock: None,
+            first_pts: None,
+            last_pat_at: None,
+            last_pmt_at: None,
+            pat_late: false,
+            pmt_late: false,
+        }
+    }
+
+    /// Media seconds of the transport clock (latest PTS) since the first PTS.
+    pub fn media_time(&self) -> Option<f64> {
+        Some((self.clock? - self.first_pts?) as f64 / 90_000.0)
+    }
+
+    /// Advances the transport clock and counts PAT/PMT gaps longer than 0.5 s.
+    fn advance_clock(&mut self, pts: i64) {
+        if self.first_pts.is_none() {
+            self.first_pts = Some(pts);
+        }
+        let c = self.clock.map_or(pts, |c| c.max(pts));
+        self.clock = Some(c);
+        // PSI seen before the first timestamp counts as seen at it.
+        if self.stats.pat_count > 0 && self.last_pat_at.is_none() {
+            self.last_pat_at = Some(c);
+        }
+        if self.stats.pmt_count > 0 && self.last_pmt_at.is_none() {
+            self.last_pmt_at = Some(c);
+        }
+        if self.last_pat_at.is_some_and(|l| c - l > PSI_MAX_GAP) && !self.pat_late {
+            self.pat_late = true;
+            self.stats.pat_missing += 1;
+        }
+        if self.last_pmt_at.is_some_and(|l| c - l > PSI_MAX_GAP) && !self.pmt_late {
+            self.pmt_late = true;
+            self.stats.pmt_missing += 1;
         }
     }
 
@@ -391,6 +441,10 @@ impl TsDemuxer {
             return;
         }
         self.stats.pat_count += 1;
+        if self.clock.is_some() {
+            self.last_pat_at = self.clock;
+        }
+        self.pat_late = false;
         // Program loop: from byte 8 to before the CRC.
         let body = &sec[8..sec.len() - 4];
         for entry in body.chunks_exact(4) {
@@ -414,6 +468,10 @@ impl TsDemuxer {
             return;
         }
         self.stats.pmt_count += 1;
+        if self.clock.is_some() {
+            self.last_pmt_at = self.clock;
+        }
+        self.pmt_late = false;
         let program_info_len = ((usize::from(sec[10]) & 0x0F) << 8) | usize::from(sec[11]);
         let end = sec.len() - 4;
         let mut i = 12 + program_info_len;
@@ -543,6 +601,9 @@ impl TsDemuxer {
                 }
                 let pts = h.pts.map(|raw| self.unwrap_ts(raw));
                 let dts = h.dts.map(|raw| self.unwrap_ts(raw));
+                if let Some(p) = dts.or(pts) {
+                    self.advance_clock(p);
+                }
                 let mut data = buf;
                 data.truncate(end);
                 data.drain(..h.payload_start);
@@ -898,6 +959,25 @@ pub(crate) mod tests {
         assert_eq!(pts, vec![Some(0)]);
         assert_eq!(d.stats().truncated_pes, 1);
         assert_eq!(d.stats().truncated_bytes, 88);
+    }
+
+    #[test]
+    fn psi_gaps_over_half_a_second_are_counted() {
+        // PAT/PMT once at the start, then 2 s of video every 40 ms: one gap each.
+        let frames: Vec<(Track, i64, Vec<u8>)> = (0..50)
+            .map(|i| (Track::Video, i * 3600, idr(i as u8)))
+            .collect();
+        let ts = build_ts(&frames);
+        let mut d = TsDemuxer::new(TsLimits::default());
+        collect(&mut d, &ts, 188 * 7);
+        assert_eq!(d.stats().pat_missing, 1);
+        assert_eq!(d.stats().pmt_missing, 1);
+        assert!((d.media_time().unwrap() - 49.0 * 0.04).abs() < 1e-9);
+        // A short input is fine.
+        let ts = build_ts(&frames[..10]);
+        let mut d = TsDemuxer::new(TsLimits::default());
+        collect(&mut d, &ts, 188);
+        assert_eq!((d.stats().pat_missing, d.stats().pmt_missing), (0, 0));
     }
 
     #[test]
