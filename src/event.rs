@@ -103,8 +103,8 @@ pub struct EventFactory {
     /// Distinguishes this run from earlier ones of the same stream.
     run: u64,
     seq: u64,
-    /// defect_id and onset of each kind's open defect (at most one per kind).
-    open: heapless::Vec<(DefectKind, String, f64), 16>,
+    /// Open defects: (kind, slot), defect_id and onset; at most one per (kind, slot).
+    open: heapless::Vec<((DefectKind, u8), String, f64), 16>,
 }
 
 impl EventFactory {
@@ -128,8 +128,8 @@ impl EventFactory {
     }
 
     /// Kinds with an open (started, not ended) defect.
-    pub fn open_defects(&self) -> impl Iterator<Item = (DefectKind, f64)> + '_ {
-        self.open.iter().map(|(k, _, s)| (*k, *s))
+    pub fn open_defects(&self) -> impl Iterator<Item = (DefectKind, u8, f64)> + '_ {
+        self.open.iter().map(|((k, slot), _, s)| (*k, *slot, *s))
     }
 
     /// Turns a detector transition into an event.
@@ -140,11 +140,16 @@ impl EventFactory {
                 let id = format!("{:016x}-{}", self.run, self.seq);
                 // Replace a stale open entry of the same kind (cannot happen with a
                 // well-behaved detector; keeps the table bounded regardless).
-                self.open.retain(|(k, _, _)| *k != t.kind);
-                let _ = self.open.push((t.kind, id.clone(), t.start_s));
+                let key = (t.kind, t.slot);
+                self.open.retain(|(k, _, _)| *k != key);
+                let _ = self.open.push((key, id.clone(), t.start_s));
                 id
             }
-            Phase::End => match self.open.iter().position(|(k, _, _)| *k == t.kind) {
+            Phase::End => match self
+                .open
+                .iter()
+                .position(|(k, _, _)| *k == (t.kind, t.slot))
+            {
                 Some(i) => self.open.swap_remove(i).1,
                 None => {
                     self.seq += 1;
@@ -211,7 +216,26 @@ mod tests {
             start_s: start,
             end_s: end,
             metrics: m,
+            slot: 0,
         }
+    }
+
+    #[test]
+    fn two_open_defects_of_one_kind_in_different_slots() {
+        let mut f = EventFactory::new("p", "s");
+        let mut v = tr(DefectKind::UnsupportedCodec, Phase::Start, 0.0, None);
+        let mut a = v.clone();
+        a.slot = 1;
+        let vs = f.make(&v, None);
+        let as_ = f.make(&a, None);
+        v.phase = Phase::End;
+        a.phase = Phase::End;
+        let ve = f.make(&v, None);
+        let ae = f.make(&a, None);
+        assert_eq!(vs.defect_id, ve.defect_id);
+        assert_eq!(as_.defect_id, ae.defect_id);
+        assert_ne!(vs.defect_id, as_.defect_id);
+        assert_eq!(f.open_defects().count(), 0);
     }
 
     #[test]

@@ -403,14 +403,15 @@ impl Analyzer {
         self.close_unsupported(Track::Audio, t, Some(reason), out);
         // Safety net: a source that ended without closing its delivery defects (it
         // should close them itself, with its own clock) still gets its ends.
-        let open: heapless::Vec<(DefectKind, f64), 16> = self.events.open_defects().collect();
-        for (kind, start_s) in open {
+        let open: heapless::Vec<(DefectKind, u8, f64), 16> = self.events.open_defects().collect();
+        for (kind, slot, start_s) in open {
             let tr = Transition {
                 kind,
                 phase: Phase::End,
                 start_s,
                 end_s: Some(start_s),
                 metrics: Metrics::new(),
+                slot,
             };
             self.emit(&tr, Some(reason), out);
         }
@@ -439,6 +440,10 @@ fn unsupported_transition(u: &Unsupported, phase: Phase, end: Option<f64>) -> Tr
         start_s: u.start_s,
         end_s: end,
         metrics: m,
+        slot: match u.track {
+            Track::Video => 0,
+            Track::Audio => 1,
+        },
     }
 }
 

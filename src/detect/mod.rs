@@ -119,6 +119,9 @@ pub struct Transition {
     /// Media time the defect ended (end transitions only).
     pub end_s: Option<f64>,
     pub metrics: Metrics,
+    /// Tells apart defects of one kind that may be open at the same time on one
+    /// stream (`unsupported_codec`: 0 video, 1 audio). 0 for every other kind.
+    pub slot: u8,
 }
 
 /// An edge of the hysteresis state machine.
@@ -276,6 +279,7 @@ pub(crate) fn transition(kind: DefectKind, edge: Edge, metrics: Metrics) -> Tran
             start_s: onset,
             end_s: None,
             metrics,
+            slot: 0,
         },
         Edge::Ended { onset, end } => Transition {
             kind,
@@ -283,6 +287,7 @@ pub(crate) fn transition(kind: DefectKind, edge: Edge, metrics: Metrics) -> Tran
             start_s: onset,
             end_s: Some(end),
             metrics,
+            slot: 0,
         },
     }
 }

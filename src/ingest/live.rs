@@ -271,6 +271,7 @@ impl LiveSink {
             start_s,
             end_s: None,
             metrics: metrics.clone(),
+            slot: 0,
         };
         // Capacity 8 ≥ the number of delivery kinds: at most one open per kind.
         let _ = self.open.push(Open {
@@ -325,6 +326,7 @@ impl LiveSink {
             start_s: o.start_s,
             end_s: Some(end_s.max(o.start_s)),
             metrics,
+            slot: 0,
         };
         let _ = self.tx.send(IngestMsg::Delivery(t, reason)).await;
     }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -46,11 +48,25 @@ pub fn vqprobe(args: &[&str]) -> Output {
         .expect("run vqprobe")
 }
 
-/// Runs `vqprobe check FILE --format json` and returns (exit success, events, stderr).
-pub fn check_json(file: &Path, extra: &[&str]) -> (bool, Vec<Value>, String) {
-    let mut args = vec!["check", file.to_str().unwrap(), "--format", "json"];
-    args.extend_from_slice(extra);
-    let out = vqprobe(&args);
+/// Starts the vqprobe binary with `args` in the background, stdout and stderr piped.
+pub fn spawn_vqprobe(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_vqprobe"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn vqprobe")
+}
+
+/// Waits for a `spawn_vqprobe` child and parses its JSON lines:
+/// (exit success, events, stderr).
+pub fn json_output(child: std::process::Child) -> (bool, Vec<Value>, String) {
+    let out = child.wait_with_output().expect("wait for vqprobe");
+    parse_output(&out)
+}
+
+fn parse_output(out: &Output) -> (bool, Vec<Value>, String) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!stderr.contains("panicked"), "vqprobe panicked: {stderr}");
@@ -60,6 +76,13 @@ pub fn check_json(file: &Path, extra: &[&str]) -> (bool, Vec<Value>, String) {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     (out.status.success(), events, stderr)
+}
+
+/// Runs `vqprobe check FILE --format json` and returns (exit success, events, stderr).
+pub fn check_json(file: &Path, extra: &[&str]) -> (bool, Vec<Value>, String) {
+    let mut args = vec!["check", file.to_str().unwrap(), "--format", "json"];
+    args.extend_from_slice(extra);
+    parse_output(&vqprobe(&args))
 }
 
 /// Checks the start/end pairing of a run's events and returns the `end` events.

@@ -1,0 +1,197 @@
+//! `vqprobe check rtsp://…` against GStreamer's RTSP server (a real peer on 127.0.0.1):
+//! the same picture/sound intervals as the file, and the delivery defects a viewer would
+//! suffer (stall, source down), with credentials never printed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::peers::RtspServer;
+use common::*;
+use serde_json::Value;
+
+fn clip(name: &str) -> String {
+    format!("file:{}", media_dir().join(name).display())
+}
+
+fn kinds(ends: &[Value]) -> Vec<String> {
+    ends.iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn rtsp_tcp_gives_the_same_intervals_as_the_file() {
+    let server = RtspServer::start(&[("/clip", &clip("multi_main_360p.ts"))], None);
+    // The clip is 20 s; stop before the stall that follows its end.
+    let (ok, events, stderr) = check_json_url(&server.url("/clip"), &["--duration", "19.5"]);
+    assert!(ok, "{stderr}");
+    let ends = paired_ends(&events);
+    assert_intervals(
+        "rtsp tcp",
+        &ends,
+        &[
+            ("black".into(), 2.0, 5.0),
+            ("freeze".into(), 8.0, 11.0),
+            ("silence".into(), 14.0, 17.0),
+        ],
+        0.5,
+    );
+}
+
+#[test]
+fn rtsp_udp_transport_works() {
+    let server = RtspServer::start(&[("/clip", &clip("black_high_360p.ts"))], None);
+    let (ok, events, stderr) = check_json_url(
+        &server.url("/clip"),
+        &["--duration", "8", "--rtsp-transport", "udp"],
+    );
+    assert!(ok, "{stderr}");
+    let ends = paired_ends(&events);
+    assert_intervals("rtsp udp", &ends, &[("black".into(), 3.0, 6.0)], 0.5);
+}
+
+#[test]
+fn sigstop_of_the_server_is_a_stall_by_the_wall_clock() {
+    let server = RtspServer::start(&[("/live", "live")], None);
+    let t0 = Instant::now();
+    let child = spawn_vqprobe(&[
+        "check",
+        &server.url("/live"),
+        "--format",
+        "json",
+        "--duration",
+        "11",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped = t0.elapsed().as_secs_f64();
+    server.stop();
+    std::thread::sleep(Duration::from_secs(4));
+    let resumed = t0.elapsed().as_secs_f64();
+    server.cont();
+    let (ok, events, stderr) = json_output(child);
+    assert!(ok, "{stderr}");
+    let ends = paired_ends(&events);
+    assert_eq!(kinds(&ends), ["stall"], "{ends:#?}");
+    let stall = &ends[0];
+    // Session clock starts when vqprobe starts (≈ t0); ±1 s wall time.
+    let (s, e) = (
+        stall["start_s"].as_f64().unwrap(),
+        stall["end_s"].as_f64().unwrap(),
+    );
+    assert!(
+        (s - stopped).abs() <= 1.0,
+        "stall start {s} vs SIGSTOP at {stopped}"
+    );
+    assert!(
+        (e - resumed).abs() <= 1.0,
+        "stall end {e} vs SIGCONT at {resumed}"
+    );
+    assert_eq!(stall["severity"], "critical");
+}
+
+#[test]
+fn killed_server_is_source_down_until_it_is_back() {
+    let mut server = RtspServer::start(&[("/live", "live")], None);
+    let t0 = Instant::now();
+    let child = spawn_vqprobe(&[
+        "check",
+        &server.url("/live"),
+        "--format",
+        "json",
+        "--duration",
+        "12",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let killed = t0.elapsed().as_secs_f64();
+    server.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    server.restart();
+    let back = t0.elapsed().as_secs_f64();
+    let (ok, events, stderr) = json_output(child);
+    assert!(ok, "{stderr}");
+    let ends = paired_ends(&events);
+    let down: Vec<&Value> = ends.iter().filter(|e| e["kind"] == "source_down").collect();
+    assert_eq!(down.len(), 1, "{ends:#?}");
+    let d = down[0];
+    let (s, e) = (d["start_s"].as_f64().unwrap(), d["end_s"].as_f64().unwrap());
+    assert!((s - killed).abs() <= 1.0, "down at {s} vs kill at {killed}");
+    // Reconnect backoff is capped exponential from 0.5 s: back within a few seconds.
+    assert!(
+        e >= back - 0.5 && e <= back + 4.0,
+        "up at {e} vs restart at {back}"
+    );
+    assert!(d["metrics"]["attempts"].as_i64().unwrap() >= 2, "{d}");
+    assert!(d.get("reason").is_none(), "it recovered by itself: {d}");
+    // Nothing but the outage (a stall may not also be reported for the same gap).
+    assert!(ends.iter().all(|e| e["kind"] == "source_down"), "{ends:#?}");
+}
+
+#[test]
+fn wrong_password_is_source_down_with_a_clear_reason_and_no_secret() {
+    let server = RtspServer::start(
+        &[("/cam", "live")],
+        Some(("/cam", "viewer", "Right-Pass-42")),
+    );
+    let url = server.url_with_credentials("/cam", "viewer", "Wrong-Pass-17");
+    let (ok, events, stderr) = check_json_url(&url, &["--duration", "3"]);
+    assert!(ok, "{stderr}");
+    let all = format!("{events:?}{stderr}");
+    assert!(
+        !all.contains("Wrong-Pass-17") && !all.contains("Right-Pass-42"),
+        "secret leaked: {all}"
+    );
+    let ends = paired_ends(&events);
+    assert_eq!(kinds(&ends), ["source_down"], "{ends:#?}");
+    let reason = ends[0]["metrics"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("401") || reason.to_lowercase().contains("unauthorized"),
+        "{reason}"
+    );
+    assert_eq!(ends[0]["reason"], "end_of_input");
+    // The right password: media flows, nothing to report.
+    let url = server.url_with_credentials("/cam", "viewer", "Right-Pass-42");
+    let (ok, events, stderr) = check_json_url(&url, &["--duration", "4"]);
+    assert!(ok, "{stderr}");
+    assert!(events.is_empty(), "{events:#?}");
+    assert!(!stderr.contains("Right-Pass-42"));
+}
+
+#[test]
+fn a_stream_without_audio_is_normal() {
+    let server = RtspServer::start(&[("/v", "live-noaudio")], None);
+    let (ok, events, stderr) = check_json_url(&server.url("/v"), &["--duration", "4"]);
+    assert!(ok, "{stderr}");
+    assert!(events.is_empty(), "{events:#?}");
+}
+
+#[test]
+fn nothing_listening_is_source_down_for_the_whole_run() {
+    // A port nobody listens on: bind, learn the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (ok, events, _) = check_json_url(
+        &format!("rtsp://127.0.0.1:{port}/x"),
+        &["--duration", "2.5"],
+    );
+    assert!(ok);
+    let ends = paired_ends(&events);
+    assert_eq!(kinds(&ends), ["source_down"]);
+    let e = &ends[0];
+    assert!(
+        e["metrics"]["attempts"].as_i64().unwrap() >= 2,
+        "retried with backoff: {e}"
+    );
+    assert!(e["start_s"].as_f64().unwrap() < 0.5);
+    assert!((e["end_s"].as_f64().unwrap() - 2.5).abs() < 0.6, "{e}");
+    assert_eq!(e["reason"], "end_of_input");
+}
+
+fn check_json_url(url: &str, extra: &[&str]) -> (bool, Vec<Value>, String) {
+    let mut args = vec!["check", url, "--format", "json"];
+    args.extend_from_slice(extra);
+    json_output(spawn_vqprobe(&args))
+}
