@@ -30,6 +30,13 @@ enum Command {
         /// many seconds by the wall clock (default: until Ctrl-C).
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
+        /// Live sources: seconds without media before a `stall` is reported.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+        stall_after: f64,
+        /// Live sources: seconds allowed to connect (and for each request) before the
+        /// source counts as down.
+        #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+        connect_timeout: f64,
         /// RTP transport for rtsp:// inputs.
         #[arg(long, value_enum, default_value_t = RtspTransport::Tcp)]
         rtsp_transport: RtspTransport,
@@ -88,6 +95,8 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             input,
             format,
             duration,
+            stall_after,
+            connect_timeout,
             rtsp_transport,
             detect_config,
             stream_id,
@@ -112,7 +121,11 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                 format,
                 duration,
                 detect,
-                live: vqprobe::ingest::live::LiveConfig::default(),
+                live: vqprobe::ingest::live::LiveConfig {
+                    stall_after,
+                    connect_timeout,
+                    ..Default::default()
+                },
                 rtsp_transport,
                 probe_id: probe_id.unwrap_or_else(app::hostname),
                 stream_id,

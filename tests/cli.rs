@@ -134,3 +134,32 @@ fn version_names_commit_and_target() {
     );
     assert!(s.contains("linux"), "{s}");
 }
+
+#[test]
+fn pictures_above_max_pixels_are_refused_not_decoded() {
+    let p = std::env::temp_dir().join(format!("vqprobe-maxpix-{}.toml", std::process::id()));
+    std::fs::write(&p, "max_pixels = 1000000\n").unwrap();
+    let (ok, events, stderr) = check_json(
+        &media_dir().join("corrupt_baseline_1080p.ts"),
+        &["--detect-config", p.to_str().unwrap()],
+    );
+    std::fs::remove_file(&p).ok();
+    assert!(ok, "{stderr}");
+    let ends = paired_ends(&events);
+    // Not decoded: no corruption is seen, only the refusal, for the whole input.
+    assert_eq!(ends.len(), 1, "{ends:#?}");
+    let e = &ends[0];
+    assert_eq!(e["kind"], "unsupported_codec");
+    assert_eq!(e["metrics"]["codec"], "h264_above_max_resolution");
+    assert_eq!(
+        (
+            e["metrics"]["width"].as_i64(),
+            e["metrics"]["height"].as_i64()
+        ),
+        (Some(1920), Some(1080))
+    );
+    assert!(
+        e["start_s"].as_f64().unwrap() < 0.1 && e["end_s"].as_f64().unwrap() > 9.5,
+        "{e}"
+    );
+}

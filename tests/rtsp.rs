@@ -195,3 +195,62 @@ fn check_json_url(url: &str, extra: &[&str]) -> (bool, Vec<Value>, String) {
     args.extend_from_slice(extra);
     json_output(spawn_vqprobe(&args))
 }
+
+#[test]
+fn a_server_that_accepts_and_never_answers_is_source_down() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold connections open, never writing a byte.
+    let holder = std::thread::spawn(move || {
+        let mut held = vec![];
+        listener.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < until {
+            if let Ok((s, _)) = listener.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        held.len()
+    });
+    let (ok, events, stderr) = check_json_url(
+        &format!("rtsp://127.0.0.1:{port}/x"),
+        &["--duration", "4", "--connect-timeout", "1"],
+    );
+    assert!(ok, "{stderr}");
+    let ends = paired_ends(&events);
+    assert_eq!(kinds(&ends), ["source_down"], "{ends:#?}");
+    let reason = ends[0]["metrics"]["reason"].as_str().unwrap();
+    assert!(reason.contains("no answer"), "{reason}");
+    assert!(holder.join().unwrap() >= 2, "it retried");
+}
+
+#[test]
+fn garbage_rtsp_responses_are_source_down_not_a_crash() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(20) {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"RTSP/1.0 200 OK\r\nCSeq: banana\r\nContent-Length: 99999999999\r\n\r\n\x00\xff garbage \x01\x02");
+        }
+    });
+    let (ok, events, stderr) = check_json_url(
+        &format!("rtsp://127.0.0.1:{port}/x"),
+        &["--duration", "2", "--connect-timeout", "1"],
+    );
+    assert!(ok, "{stderr}");
+    let ends = paired_ends(&events);
+    assert_eq!(kinds(&ends), ["source_down"], "{ends:#?}");
+    assert!(
+        ends[0]["metrics"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("RTSP"),
+        "{}",
+        ends[0]
+    );
+}
