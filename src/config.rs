@@ -13,6 +13,7 @@ pub struct DetectConfig {
     pub freeze: FreezeConfig,
     pub corruption: CorruptionConfig,
     pub silence: SilenceConfig,
+    pub low_fps: LowFpsConfig,
     /// Largest picture (width × height) decoded; a larger SPS is refused and reported
     /// as `unsupported_codec` instead of being allocated. Default 4096 × 2304.
     pub max_pixels: u64,
@@ -73,6 +74,9 @@ impl DetectConfig {
                 self.silence.threshold_dbfs
             ));
         }
+        unit("low_fps.ratio", self.low_fps.ratio)?;
+        dur("low_fps.min_duration", self.low_fps.min_duration)?;
+        dur("low_fps.clear_duration", self.low_fps.clear_duration)?;
         if self.max_pixels == 0 {
             return Err("max_pixels must be positive".into());
         }
@@ -189,6 +193,29 @@ impl Default for SilenceConfig {
     }
 }
 
+/// Low frame rate detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LowFpsConfig {
+    /// Low when the rate (mean of the last 5 frame intervals, from timestamps) is below
+    /// this share of the best rate the stream sustained. 0.8.
+    pub ratio: f64,
+    /// Seconds the rate must stay low to be reported. 2.0.
+    pub min_duration: f64,
+    /// Seconds the rate must stay normal to end the event. 0.0.
+    pub clear_duration: f64,
+}
+
+impl Default for LowFpsConfig {
+    fn default() -> Self {
+        LowFpsConfig {
+            ratio: 0.8,
+            min_duration: 2.0,
+            clear_duration: 0.0,
+        }
+    }
+}
+
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
@@ -196,6 +223,7 @@ impl Default for DetectConfig {
             freeze: FreezeConfig::default(),
             corruption: CorruptionConfig::default(),
             silence: SilenceConfig::default(),
+            low_fps: LowFpsConfig::default(),
             max_pixels: 4096 * 2304,
         }
     }

@@ -36,9 +36,10 @@ impl DefectKind {
             DefectKind::Stall | DefectKind::SourceDown | DefectKind::PlaylistStale => {
                 Severity::Critical
             }
-            DefectKind::PacketLoss | DefectKind::SegmentError | DefectKind::TsError => {
-                Severity::Major
-            }
+            DefectKind::PacketLoss
+            | DefectKind::SegmentError
+            | DefectKind::TsError
+            | DefectKind::LowFps => Severity::Major,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::decode::video::{VideoDecoder, VideoOut, VideoStats};
 use crate::decode::AudioLevel;
 use crate::detect::black::BlackDetector;
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
+use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
 use crate::detect::silence::SilenceDetector;
 use crate::detect::{put, DefectKind, Metric, Metrics, Phase, Transition};
@@ -66,6 +67,7 @@ pub struct Analyzer {
     freeze: FreezeDetector,
     corruption: CorruptionDetector,
     silence: SilenceDetector,
+    low_fps: LowFpsDetector,
     unsupported: heapless::Vec<Unsupported, 2>,
     /// End of the media analysed so far (seconds): last sample time + its duration.
     media_end: f64,
@@ -96,6 +98,7 @@ impl Analyzer {
             freeze: FreezeDetector::new(cfg.freeze.clone()),
             corruption: CorruptionDetector::new(cfg.corruption.clone()),
             silence: SilenceDetector::new(cfg.silence.clone()),
+            low_fps: LowFpsDetector::new(cfg.low_fps.clone()),
             unsupported: heapless::Vec::new(),
             media_end: 0.0,
             last_frame_t: None,
@@ -301,6 +304,7 @@ impl Analyzer {
                     self.black.observe(t, th),
                     self.freeze.observe(t, th, black),
                     self.corruption.observe(t, CorruptionSample::Frame(th)),
+                    self.low_fps.observe(t),
                 ]
                 .into_iter()
                 .flatten()
@@ -312,7 +316,14 @@ impl Analyzer {
             VideoOut::Error { pts: epts, .. } => {
                 let t = (epts - origin) as f64 / 90_000.0;
                 self.media_end = self.media_end.max(t);
-                if let Some(tr) = self.corruption.observe(t, CorruptionSample::DecodeError) {
+                // A rejected picture still was a picture on the timeline.
+                for tr in [
+                    self.corruption.observe(t, CorruptionSample::DecodeError),
+                    self.low_fps.observe(t),
+                ]
+                .into_iter()
+                .flatten()
+                {
                     let _ = transitions.push(tr);
                 }
             }
@@ -376,6 +387,7 @@ impl Analyzer {
                         self.black.observe(t, th),
                         self.freeze.observe(t, th, black),
                         self.corruption.observe(t, CorruptionSample::Frame(th)),
+                        self.low_fps.observe(t),
                     ]
                     .into_iter()
                     .flatten()
@@ -395,6 +407,7 @@ impl Analyzer {
             self.freeze.finish(t),
             self.corruption.finish(t),
             self.silence.finish(t),
+            self.low_fps.finish(t),
         ];
         for tr in ends.into_iter().flatten() {
             self.emit(&tr, Some(reason), out);

@@ -92,3 +92,51 @@ fn dropped_video_packets_give_ts_error_and_corruption() {
         0.5,
     );
 }
+
+#[test]
+fn frames_missing_from_the_timeline_are_low_fps() {
+    // 25 fps, but only one frame in three from 4 s to 7 s (timestamps kept).
+    let dir = std::env::temp_dir().join(format!("vqprobe-lowfps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lowfps.ts");
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=640x360:r=25",
+            "-t",
+            "10",
+        ])
+        .args([
+            "-vf",
+            "select='not(between(t\\,4\\,7)*mod(n\\,3))'",
+            "-fps_mode",
+            "passthrough",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-f", "mpegts",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    let (ok, events, stderr) = check_json(&path, &[]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(ok, "{stderr}");
+    let ends = paired_ends(&events);
+    assert_intervals("lowfps", &ends, &[("low_fps".into(), 4.0, 7.0)], 0.5);
+    let e = &ends[0];
+    assert!(
+        (e["metrics"]["fps_nominal"].as_f64().unwrap() - 25.0).abs() < 0.5,
+        "{e}"
+    );
+    assert!(
+        (e["metrics"]["fps_min"].as_f64().unwrap() - 25.0 / 3.0).abs() < 0.5,
+        "{e}"
+    );
+}

@@ -21,6 +21,7 @@
 
 pub mod black;
 pub mod corruption;
+pub mod fps;
 pub mod freeze;
 pub mod silence;
 pub mod transport;
@@ -36,6 +37,7 @@ pub enum DefectKind {
     Corruption,
     Silence,
     UnsupportedCodec,
+    LowFps,
     // Delivery defects (timed on the stream's session clock, see docs/events.md).
     Stall,
     SourceDown,
@@ -55,6 +57,7 @@ impl DefectKind {
             DefectKind::Corruption => "corruption",
             DefectKind::Silence => "silence",
             DefectKind::UnsupportedCodec => "unsupported_codec",
+            DefectKind::LowFps => "low_fps",
             DefectKind::Stall => "stall",
             DefectKind::SourceDown => "source_down",
             DefectKind::PacketLoss => "packet_loss",
