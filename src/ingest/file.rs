@@ -99,7 +99,7 @@ pub async fn run(
         }
         let st = *demux.stats();
         if let Some(tr) = demux.media_time().and_then(|t| ts_errors.observe(t, &st)) {
-            let _ = tx.send(IngestMsg::Delivery(tr, None)).await;
+            let _ = tx.send(IngestMsg::Delivery(Box::new(tr), None)).await;
         }
         if st.packets == 0 && (st.bytes >= SNIFF_BYTES || n == 0) {
             return Err(Error::bad_input(
@@ -135,7 +135,7 @@ async fn end(
     reason: EndReason,
 ) {
     if let Some(tr) = demux.media_time().and_then(|t| ts_errors.finish(t)) {
-        let _ = tx.send(IngestMsg::Delivery(tr, Some(reason))).await;
+        let _ = tx.send(IngestMsg::Delivery(Box::new(tr), Some(reason))).await;
     }
     let _ = tx.send(IngestMsg::End(reason)).await;
 }

@@ -279,7 +279,7 @@ impl LiveSink {
             start_s,
             metrics,
         });
-        let _ = self.tx.send(IngestMsg::Delivery(t, None)).await;
+        let _ = self.tx.send(IngestMsg::Delivery(Box::new(t), None)).await;
     }
 
     /// Opens a delivery defect starting now.
@@ -328,7 +328,7 @@ impl LiveSink {
             metrics,
             slot: 0,
         };
-        let _ = self.tx.send(IngestMsg::Delivery(t, reason)).await;
+        let _ = self.tx.send(IngestMsg::Delivery(Box::new(t), reason)).await;
     }
 
     /// Stall detection, called at least every few hundred ms by the source's loop:
