@@ -3,17 +3,12 @@
 //! Clients here are ffprobe, curl and a std TcpStream, never vqprobe.
 
 mod common;
-// Also reachable as `common::peers` once tests/common/mod.rs declares it; included directly
-// here so this test does not depend on that line.
-#[allow(dead_code)]
-#[path = "common/peers.rs"]
-mod peers;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use peers::{make_hls, make_test_ca, HlsServer, LiveHls, RtspServer, TempDir};
+use common::peers::{self, make_hls, make_test_ca, HlsServer, LiveHls, RtspServer, TempDir};
 use serde_json::{json, Value};
 
 fn clip(name: &str) -> PathBuf {

@@ -82,10 +82,23 @@ class State:
             self.rules[key] = rule
             self.frozen = {k: v for k, v in self.frozen.items() if k[0] != key}
             if rule.get("freeze"):
-                full = self.resolve(key)
-                if full and os.path.isfile(full):
-                    with open(full, "rb") as f:
-                        self.frozen[(key, key)] = f.read()
+                # Snapshot now every file the rule matches ("index.m3u8" may be in subdirs).
+                for rel in self.files_matching(key):
+                    try:
+                        with open(os.path.join(self.root, rel), "rb") as f:
+                            self.frozen[(key, rel)] = f.read()
+                    except OSError:
+                        pass
+
+    def files_matching(self, key):
+        """Paths (relative to the root, "/"-separated) of files that rule `key` matches."""
+        found = []
+        for d, _dirs, files in os.walk(self.root):
+            for name in files:
+                rel = os.path.relpath(os.path.join(d, name), self.root).replace(os.sep, "/")
+                if rel == key or rel.endswith("/" + key):
+                    found.append(rel)
+        return found
 
     def match(self, rel):
         """(rule path, rule) of the longest rule matching `rel`, counting down `times`."""
@@ -108,9 +121,8 @@ class State:
 
     def frozen_body(self, key, rel, full):
         with self.lock:
-            for k in ((key, rel), (key, key)):
-                if k in self.frozen:
-                    return self.frozen[k]
+            if (key, rel) in self.frozen:
+                return self.frozen[(key, rel)]
             if full and os.path.isfile(full):
                 with open(full, "rb") as f:
                     data = f.read()
