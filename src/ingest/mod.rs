@@ -6,7 +6,9 @@
 //! decode thread.
 
 pub mod file;
+pub mod hls;
 pub mod live;
+pub mod mp4;
 pub mod rtsp;
 pub mod ts;
 

@@ -1,0 +1,433 @@
+//! HLS ingest against real peers on 127.0.0.1 (tests/peers/hls_server.py serving renditions
+//! made by ffmpeg, and ffmpeg writing a live sliding window): VOD over TS and fMP4 gives the
+//! same picture/sound intervals as the file, and the delivery defects come out as pairs with
+//! their evidence. Driven through the library (`ingest::hls::run` → LiveSink → the decode
+//! thread), the way `check` runs a live source.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::peers::{make_hls, make_test_ca, HlsServer, LiveHls, TempDir};
+use common::*;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use vqprobe::config::DetectConfig;
+use vqprobe::ingest::hls::{self, HlsOptions, HlsSource, VariantChoice};
+use vqprobe::ingest::live::{LiveConfig, LiveSink, LiveStats, Shutdown};
+use vqprobe::pipeline::{spawn_decode_thread, Analyzer};
+
+const TOL: f64 = 0.5;
+
+/// VOD renditions of the ground-truth clip with black 2-5 s, freeze 8-11 s, silence 14-17 s.
+fn renditions() -> PathBuf {
+    let out = media_dir()
+        .parent()
+        .expect("media dir has a parent")
+        .join("test-hls-multi");
+    make_hls(&out, &media_dir().join("multi_main_360p.ts"));
+    out
+}
+
+fn expected() -> Vec<(String, f64, f64)> {
+    vec![
+        ("black".into(), 2.0, 5.0),
+        ("freeze".into(), 8.0, 11.0),
+        ("silence".into(), 14.0, 17.0),
+    ]
+}
+
+/// Runs the HLS source into an analyzer for at most `secs` (wall clock); returns the
+/// events as JSON and the live counters.
+fn run_hls(input: &str, opts: HlsOptions, cfg: LiveConfig, secs: f64) -> (Vec<Value>, LiveStats) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let src = HlsSource::parse(input, opts).expect("HLS source parses");
+        let analyzer = Analyzer::new("test", "hls", DetectConfig::default()).unwrap();
+        let (tx, rx) = mpsc::channel(vqprobe::app::check::PACKET_QUEUE);
+        let (etx, mut erx) = mpsc::channel(256);
+        let decode = spawn_decode_thread("decode-hls".into(), analyzer, rx, etx).unwrap();
+        let collector = tokio::spawn(async move {
+            let mut v = vec![];
+            while let Some(e) = erx.recv().await {
+                v.push(e);
+            }
+            v
+        });
+        let (_stop, shutdown) = Shutdown::new();
+        let mut sink = LiveSink::new(tx, cfg);
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let reason = hls::run(&src, &mut sink, shutdown, Some(deadline)).await;
+        let stats = sink.finish(reason).await;
+        let events = collector.await.unwrap();
+        decode.join().expect("decode thread");
+        let events = events
+            .iter()
+            .map(|e| serde_json::from_str(&e.to_json()).unwrap())
+            .collect();
+        (events, stats)
+    })
+}
+
+fn of_kind<'a>(ends: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    ends.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+fn is_delivery(kind: &str) -> bool {
+    matches!(
+        kind,
+        "stall"
+            | "source_down"
+            | "packet_loss"
+            | "playlist_stale"
+            | "segment_error"
+            | "slow_download"
+            | "ts_error"
+    )
+}
+
+/// Media (picture and sound) ends only.
+fn media_ends(ends: &[Value]) -> Vec<Value> {
+    ends.iter()
+        .filter(|e| !is_delivery(e["kind"].as_str().unwrap()))
+        .cloned()
+        .collect()
+}
+
+fn assert_file_intervals(what: &str, events: &[Value], stats: &LiveStats) {
+    let ends = paired_ends(events);
+    let delivery: Vec<&Value> = ends
+        .iter()
+        .filter(|e| is_delivery(e["kind"].as_str().unwrap()))
+        .collect();
+    assert!(
+        delivery.is_empty(),
+        "{what}: delivery defects {delivery:#?}"
+    );
+    assert_intervals(what, &media_ends(&ends), &expected(), TOL);
+    assert_eq!(
+        stats.dropped_queue_full + stats.dropped_until_key,
+        0,
+        "{what}: {stats:?}"
+    );
+    assert!(stats.packets > 500, "{what}: {stats:?}");
+}
+
+#[test]
+fn vod_ts_over_http_and_from_disk_gives_the_file_intervals() {
+    let dir = renditions();
+    let server = HlsServer::start(&dir, None);
+    let (events, stats) = run_hls(
+        &server.url("vod_ts/index.m3u8?token=abc"),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    assert_file_intervals("vod ts http", &events, &stats);
+    // The same playlist from disk.
+    let path = dir.join("vod_ts/index.m3u8");
+    let (events, stats) = run_hls(
+        path.to_str().unwrap(),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    assert_file_intervals("vod ts disk", &events, &stats);
+}
+
+#[test]
+fn vod_fmp4_over_http_gives_the_file_intervals() {
+    let server = HlsServer::start(&renditions(), None);
+    let (events, stats) = run_hls(
+        &server.url("vod_fmp4/index.m3u8"),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    assert_file_intervals("vod fmp4", &events, &stats);
+}
+
+#[test]
+fn master_playlist_picks_a_variant() {
+    let server = HlsServer::start(&renditions(), None);
+    // The half-size variant (index 1, lower bandwidth) through the bandwidth limit: the
+    // same defects in a re-encode.
+    let opts = HlsOptions {
+        variant: VariantChoice::MaxBandwidth(600_000),
+        ..HlsOptions::default()
+    };
+    let (events, stats) = run_hls(
+        &server.url("master.m3u8"),
+        opts,
+        LiveConfig::default(),
+        60.0,
+    );
+    assert_file_intervals("master lo", &events, &stats);
+    let asked: Vec<String> = server
+        .requests()
+        .iter()
+        .filter_map(|r| r["path"].as_str().map(String::from))
+        .collect();
+    assert!(asked.iter().any(|p| p.starts_with("/lo/")), "{asked:?}");
+    assert!(!asked.iter().any(|p| p.starts_with("/hi/")), "{asked:?}");
+}
+
+#[test]
+fn a_404_segment_is_one_segment_error_pair_with_its_status() {
+    let server = HlsServer::start(&renditions(), None);
+    server.fault(json!({"path": "vod_ts/seg3.ts", "status": 404}));
+    let (events, _) = run_hls(
+        &server.url("vod_ts/index.m3u8?sig=s3cret"),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    let ends = paired_ends(&events);
+    let errs = of_kind(&ends, "segment_error");
+    assert_eq!(errs.len(), 1, "{ends:#?}");
+    let e = errs[0];
+    assert_eq!(e["metrics"]["status"], 404, "{e}");
+    assert_eq!(e["metrics"]["reason"], "HTTP 404", "{e}");
+    assert!(
+        e["metrics"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/vod_ts/seg3.ts"),
+        "{e}"
+    );
+    assert!(e.get("reason").is_none(), "closed by the next segment: {e}");
+    for ev in &events {
+        assert!(
+            !ev.to_string().contains("s3cret"),
+            "query string leaked: {ev}"
+        );
+    }
+    // The media before and after the hole is still analysed.
+    assert!(!of_kind(&ends, "black").is_empty(), "{ends:#?}");
+}
+
+#[test]
+fn slow_and_truncated_segments() {
+    let server = HlsServer::start(&renditions(), None);
+    server.fault(json!({"path": "vod_fmp4/seg1.m4s", "delay_s": 3}));
+    server.fault(json!({"path": "vod_fmp4/seg4.m4s", "truncate": 1000}));
+    let (events, _) = run_hls(
+        &server.url("vod_fmp4/index.m3u8"),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    let ends = paired_ends(&events);
+    let slow = of_kind(&ends, "slow_download");
+    assert_eq!(slow.len(), 1, "{ends:#?}");
+    let ratio = slow[0]["metrics"]["ratio"].as_f64().unwrap();
+    assert!(
+        (1.2..3.0).contains(&ratio),
+        "3 s for a 2 s segment: {}",
+        slow[0]
+    );
+    assert!(slow[0].get("reason").is_none(), "{}", slow[0]);
+    let errs = of_kind(&ends, "segment_error");
+    assert_eq!(errs.len(), 1, "{ends:#?}");
+    let reason = errs[0]["metrics"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("truncated"), "{reason}");
+}
+
+#[test]
+fn frozen_live_playlist_is_playlist_stale_until_it_moves_again() {
+    let dir = TempDir::new("hls-live");
+    let _live = LiveHls::start(dir.path());
+    let server = HlsServer::start(dir.path(), None);
+    let url = server.url("index.m3u8");
+    let (events, stats) = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            server.fault(json!({"path": "index.m3u8", "freeze": true}));
+            std::thread::sleep(Duration::from_secs(4));
+            server.clear_faults();
+        });
+        run_hls(&url, HlsOptions::default(), LiveConfig::default(), 11.0)
+    });
+    let ends = paired_ends(&events);
+    let stale = of_kind(&ends, "playlist_stale");
+    assert_eq!(stale.len(), 1, "{ends:#?}");
+    let e = stale[0];
+    assert!(
+        e.get("reason").is_none(),
+        "ended by the playlist moving again: {e}"
+    );
+    let d = e["duration_s"].as_f64().unwrap();
+    assert!((2.0..6.0).contains(&d), "frozen for 4 s: {e}");
+    assert_eq!(e["metrics"]["target_duration"], 1.0, "{e}");
+    assert!(
+        e["metrics"]["seconds_unchanged"].as_f64().unwrap() > 1.5,
+        "{e}"
+    );
+    assert!(e["metrics"]["media_sequence"].as_i64().is_some(), "{e}");
+    assert!(of_kind(&ends, "segment_error").is_empty(), "{ends:#?}");
+    assert!(of_kind(&ends, "source_down").is_empty(), "{ends:#?}");
+    assert!(stats.packets > 100, "{stats:?}");
+}
+
+#[test]
+fn unreachable_origins_are_source_down_with_a_clear_reason() {
+    let dir = renditions();
+    let mut server = HlsServer::start(&dir, None);
+    let fast = LiveConfig {
+        connect_timeout: 1.0,
+        read_timeout: 1.0,
+        backoff_initial: 0.2,
+        backoff_max: 0.5,
+        ..LiveConfig::default()
+    };
+    let reason_of = |events: &[Value]| -> String {
+        let ends = paired_ends(events);
+        let down = of_kind(&ends, "source_down");
+        assert_eq!(down.len(), 1, "{ends:#?}");
+        down[0]["metrics"]["reason"].as_str().unwrap().to_string()
+    };
+
+    server.fault(json!({"path": "vod_ts/index.m3u8", "redirect_loop": true}));
+    let (events, _) = run_hls(
+        &server.url("vod_ts/index.m3u8"),
+        HlsOptions::default(),
+        fast.clone(),
+        1.5,
+    );
+    let r = reason_of(&events);
+    assert!(r.contains("too many redirects (limit 5)"), "{r}");
+    server.clear_faults();
+
+    let (events, _) = run_hls(
+        &server.url("nope/index.m3u8"),
+        HlsOptions::default(),
+        fast.clone(),
+        1.0,
+    );
+    let r = reason_of(&events);
+    assert!(r.contains("HTTP 404"), "{r}");
+
+    // Accepts connections (the kernel does), never answers.
+    server.stop();
+    let t0 = Instant::now();
+    let (events, _) = run_hls(
+        &server.url("vod_ts/index.m3u8"),
+        HlsOptions::default(),
+        fast.clone(),
+        3.0,
+    );
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    let r = reason_of(&events);
+    assert!(r.contains("timeout"), "{r}");
+    server.cont();
+
+    server.kill();
+    let (events, _) = run_hls(
+        &server.url("vod_ts/index.m3u8"),
+        HlsOptions::default(),
+        fast,
+        1.0,
+    );
+    let r = reason_of(&events);
+    assert!(r.contains("connection failed"), "{r}");
+}
+
+#[test]
+fn https_verifies_the_certificate_and_takes_an_extra_ca() {
+    let ca_dir = TempDir::new("hls-ca");
+    let (ca, cert, key) = make_test_ca(ca_dir.path());
+    let server = HlsServer::start(&renditions(), Some((&cert, &key)));
+    let url = server.url("vod_fmp4/index.m3u8");
+    assert!(url.starts_with("https://"));
+    // Unknown issuer: fail closed.
+    let (events, _) = run_hls(&url, HlsOptions::default(), LiveConfig::default(), 1.5);
+    let ends = paired_ends(&events);
+    let down = of_kind(&ends, "source_down");
+    assert_eq!(down.len(), 1, "{ends:#?}");
+    let r = down[0]["metrics"]["reason"].as_str().unwrap();
+    assert!(r.contains("certificate"), "{r}");
+    // With the CA: the stream plays.
+    let opts = HlsOptions {
+        ca_file: Some(ca),
+        ..HlsOptions::default()
+    };
+    let (events, stats) = run_hls(&url, opts, LiveConfig::default(), 60.0);
+    assert_file_intervals("https fmp4", &events, &stats);
+}
+
+/// Rewrites a TS file keeping only the 188-byte packets `keep` accepts (index, PID).
+fn filter_ts(path: &std::path::Path, keep: impl Fn(usize, u16) -> bool) {
+    let b = std::fs::read(path).unwrap();
+    let out: Vec<u8> = b
+        .chunks(188)
+        .enumerate()
+        .filter(|(i, p)| p.len() < 4 || keep(*i, (u16::from(p[1] & 0x1F) << 8) | u16::from(p[2])))
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn lost_ts_packets_and_a_segment_without_pat_are_ts_error() {
+    let src = renditions().join("vod_ts");
+    let dir = TempDir::new("hls-tserr");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    // 20 packets of seg2 lost in the middle; seg5 without its PAT.
+    filter_ts(&dir.path().join("seg2.ts"), |i, _| !(300..320).contains(&i));
+    filter_ts(&dir.path().join("seg5.ts"), |_, pid| pid != 0);
+    let (events, _) = run_hls(
+        dir.path().join("index.m3u8").to_str().unwrap(),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    let ends = paired_ends(&events);
+    let ts = of_kind(&ends, "ts_error");
+    assert_eq!(ts.len(), 1, "{ends:#?}");
+    let m = &ts[0]["metrics"];
+    assert!(m["cc_errors"].as_i64().unwrap() >= 1, "{}", ts[0]);
+    assert_eq!(m["pat_missing"], 1, "{}", ts[0]);
+    assert_eq!(m["pmt_missing"], 0, "{}", ts[0]);
+}
+
+#[test]
+fn ts_segments_without_psi_take_it_from_a_ts_init_section() {
+    let src = renditions().join("vod_ts");
+    let dir = TempDir::new("hls-tsinit");
+    // ffmpeg's PMT is on PID 0x1000: PAT + PMT of seg0 make the init section.
+    let seg0 = std::fs::read(src.join("seg0.ts")).unwrap();
+    let init: Vec<u8> = seg0
+        .chunks(188)
+        .filter(|p| {
+            let pid = (u16::from(p[1] & 0x1F) << 8) | u16::from(p[2]);
+            pid == 0 || pid == 0x1000
+        })
+        .take(2)
+        .flatten()
+        .copied()
+        .collect();
+    assert_eq!(init.len(), 376);
+    std::fs::write(dir.path().join("init.ts"), init).unwrap();
+    let mut playlist = std::fs::read_to_string(src.join("index.m3u8")).unwrap();
+    playlist = playlist.replacen("#EXTINF", "#EXT-X-MAP:URI=\"init.ts\"\n#EXTINF", 1);
+    std::fs::write(dir.path().join("index.m3u8"), playlist).unwrap();
+    for i in 0..10 {
+        let name = format!("seg{i}.ts");
+        std::fs::copy(src.join(&name), dir.path().join(&name)).unwrap();
+        filter_ts(&dir.path().join(&name), |_, pid| pid != 0 && pid != 0x1000);
+    }
+    let (events, stats) = run_hls(
+        dir.path().join("index.m3u8").to_str().unwrap(),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    assert_file_intervals("ts init", &events, &stats);
+}
