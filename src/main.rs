@@ -20,8 +20,9 @@ struct Cli {
 enum Command {
     /// Analyse one input and print one line per defect event, then exit.
     Check {
-        /// A local MPEG-TS file (path or file:// URL) or an rtsp:// URL
-        /// (credentials as rtsp://user:password@host/...; never printed).
+        /// A local MPEG-TS file (path or file:// URL), an rtsp:// URL (credentials as
+        /// rtsp://user:password@host/...; never printed), or an HLS playlist
+        /// (http(s)://…/index.m3u8 or a local .m3u8).
         input: String,
         /// Output format: human-readable text, or JSON lines exactly as published.
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -37,6 +38,14 @@ enum Command {
         /// source counts as down.
         #[arg(long, value_name = "SECS", default_value_t = 10.0)]
         connect_timeout: f64,
+        /// HLS over https://: extra trusted CA certificates (PEM). Certificates are
+        /// always verified.
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<PathBuf>,
+        /// HLS master playlists: the highest-bandwidth variant at or below this many
+        /// bits/s (default: the highest bandwidth).
+        #[arg(long, value_name = "BPS")]
+        max_bandwidth: Option<u64>,
         /// RTP transport for rtsp:// inputs.
         #[arg(long, value_enum, default_value_t = RtspTransport::Tcp)]
         rtsp_transport: RtspTransport,
@@ -68,6 +77,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -97,6 +107,8 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             duration,
             stall_after,
             connect_timeout,
+            ca_file,
+            max_bandwidth,
             rtsp_transport,
             detect_config,
             stream_id,
@@ -111,10 +123,19 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                 Some(p) => load_detect(&p)?,
                 None => DetectConfig::default(),
             };
+            // Default stream id: the input's last path segment, without query string or
+            // credentials (tokens must not end up in events).
             let stream_id = stream_id.unwrap_or_else(|| {
-                let path = vqprobe::ingest::file::path_of(&input);
-                path.file_name()
-                    .map_or_else(|| "input".to_string(), |n| n.to_string_lossy().into_owned())
+                let no_query = input.split(['?', '#']).next().unwrap_or("");
+                let name = no_query
+                    .rsplit('/')
+                    .find(|s| !s.is_empty())
+                    .unwrap_or("input");
+                if name.contains('@') || name.contains(':') {
+                    "input".to_string()
+                } else {
+                    name.to_string()
+                }
             });
             let opts = check::CheckOptions {
                 input,
@@ -127,6 +148,14 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                     ..Default::default()
                 },
                 rtsp_transport,
+                hls: vqprobe::ingest::hls::HlsOptions {
+                    ca_file,
+                    variant: match max_bandwidth {
+                        Some(b) => vqprobe::ingest::hls::VariantChoice::MaxBandwidth(b),
+                        None => vqprobe::ingest::hls::VariantChoice::HighestBandwidth,
+                    },
+                    ..Default::default()
+                },
                 probe_id: probe_id.unwrap_or_else(app::hostname),
                 stream_id,
             };

@@ -431,3 +431,27 @@ fn ts_segments_without_psi_take_it_from_a_ts_init_section() {
     );
     assert_file_intervals("ts init", &events, &stats);
 }
+
+#[test]
+fn check_binary_takes_http_and_local_playlists_without_leaking_tokens() {
+    let dir = renditions();
+    let server = HlsServer::start(&dir, None);
+    for input in [
+        server.url("vod_fmp4/index.m3u8?token=TopSecret99"),
+        dir.join("vod_ts/index.m3u8").display().to_string(),
+    ] {
+        let child = spawn_vqprobe(&["check", &input, "--format", "json", "--duration", "60"]);
+        let (ok, events, stderr) = json_output(child);
+        assert!(ok, "{input}: {stderr}");
+        assert!(
+            !format!("{events:?}{stderr}").contains("TopSecret99"),
+            "token leaked"
+        );
+        let ends = paired_ends(&events);
+        assert_intervals(&input, &ends, &expected(), TOL);
+        assert!(
+            events.iter().all(|e| e["stream"] == "index.m3u8"),
+            "{events:?}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use crate::config::DetectConfig;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::ingest::hls::{HlsOptions, HlsSource};
 use crate::ingest::live::{LiveConfig, LiveSink, LiveStats, Shutdown};
 use crate::ingest::rtsp::{RtspSource, RtspTransport};
 use crate::ingest::{file, IngestMsg};
@@ -31,6 +32,7 @@ pub struct CheckOptions {
     pub detect: DetectConfig,
     pub live: LiveConfig,
     pub rtsp_transport: RtspTransport,
+    pub hls: HlsOptions,
     pub probe_id: String,
     pub stream_id: String,
 }
@@ -49,18 +51,23 @@ pub struct CheckReport {
 pub enum Input {
     File(std::path::PathBuf),
     Rtsp(RtspSource),
+    Hls(HlsSource),
 }
 
 impl Input {
-    /// Classifies an input string (a path, `file://`, `rtsp://`).
-    pub fn parse(input: &str, transport: RtspTransport) -> Result<Input> {
+    /// Classifies an input string (a path, `file://`, `rtsp://`, `http(s)://`, `.m3u8`).
+    pub fn parse(input: &str, transport: RtspTransport, hls: &HlsOptions) -> Result<Input> {
         if input.starts_with("rtsp://") {
             return Ok(Input::Rtsp(RtspSource::parse(input, None, transport)?));
+        }
+        // Before the file fallback: a local `.m3u8` is a playlist, not a TS file.
+        if HlsSource::is_hls_input(input) {
+            return Ok(Input::Hls(HlsSource::parse(input, hls.clone())?));
         }
         if input.contains("://") && !input.starts_with("file://") {
             return Err(Error::bad_input(
                 redact_url(input),
-                "unsupported input: use a local MPEG-TS file (path or file://) or rtsp://",
+                "unsupported input: use an MPEG-TS file, rtsp://, http(s)://…m3u8 or a local .m3u8",
             ));
         }
         Ok(Input::File(file::path_of(input)))
@@ -69,7 +76,7 @@ impl Input {
 
 /// Runs `check`, writing event lines to `out` as they are detected.
 pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport> {
-    let input = Input::parse(&opts.input, opts.rtsp_transport)?;
+    let input = Input::parse(&opts.input, opts.rtsp_transport, &opts.hls)?;
     let analyzer = Analyzer::new(&opts.probe_id, &opts.stream_id, opts.detect.clone())?;
     let (tx, rx) = mpsc::channel::<IngestMsg>(PACKET_QUEUE);
     let (etx, mut erx) = mpsc::channel::<Event>(EVENT_QUEUE);
@@ -90,6 +97,12 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
                 let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
                 let mut sink = LiveSink::new(tx, live_cfg);
                 let reason = crate::ingest::rtsp::run(&src, &mut sink, shutdown, deadline).await;
+                Ok(Some(sink.finish(reason).await))
+            }
+            Input::Hls(src) => {
+                let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
+                let mut sink = LiveSink::new(tx, live_cfg);
+                let reason = crate::ingest::hls::run(&src, &mut sink, shutdown, deadline).await;
                 Ok(Some(sink.finish(reason).await))
             }
         }

@@ -17,8 +17,10 @@ pub const GRID_W: usize = 64;
 pub const GRID_H: usize = 36;
 /// Cells in the grid.
 pub const GRID_LEN: usize = GRID_W * GRID_H;
-/// Sampling step (in pixels, both directions) for the histogram and the grid.
-const SAMPLE_STEP: usize = 4;
+/// About this many pixels are sampled per picture for the histogram and the grid,
+/// whatever the resolution: the cost of a summary stays flat while decoding cost grows
+/// with the picture (2 px step at 360p, 4 at 720p, 7 at 1080p).
+const TARGET_SAMPLES: usize = 40_000;
 
 /// The per-frame summary every video detector works from (about 3.4 KiB, fixed).
 #[derive(Clone)]
@@ -101,12 +103,16 @@ impl Thumb {
 #[derive(Debug, Default)]
 pub struct Reducer {
     dims: (usize, usize),
-    /// Grid column of every sampled column.
-    col_cell: Vec<u16>,
+    /// Sampling step in both directions at this resolution.
+    step: usize,
     /// Grid row of every sampled row.
     row_cell: Vec<u16>,
+    /// Pixel column where each grid column's samples start (sampled columns only),
+    /// plus the end: GRID_W + 1 entries.
+    col_start: Vec<usize>,
     /// Sampled pixels per grid cell at this resolution.
     cell_count: Vec<u32>,
+    samples: u32,
     sums: Vec<u32>,
 }
 
@@ -142,19 +148,25 @@ impl Reducer {
             self.rebuild(width, height);
         }
         self.sums.iter_mut().for_each(|s| *s = 0);
+        let step = self.step;
         let mut total: u64 = 0;
-        for (ri, yy) in (0..height).step_by(SAMPLE_STEP).enumerate() {
+        for (ri, yy) in (0..height).step_by(step).enumerate() {
             let row = &y[yy * stride..yy * stride + width];
             let base = usize::from(self.row_cell[ri]) * GRID_W;
-            for (ci, &v) in row.iter().step_by(SAMPLE_STEP).enumerate() {
-                out.hist[usize::from(v)] += 1;
-                self.sums[base + usize::from(self.col_cell[ci])] += u32::from(v);
-                total += u64::from(v);
+            // Runs of sampled columns per grid column: one add per cell, not per pixel.
+            for c in 0..GRID_W {
+                let (x0, x1) = (self.col_start[c], self.col_start[c + 1]);
+                let mut cell: u32 = 0;
+                for &v in row[x0..x1].iter().step_by(step) {
+                    out.hist[usize::from(v)] += 1;
+                    cell += u32::from(v);
+                }
+                self.sums[base + c] += cell;
+                total += u64::from(cell);
             }
         }
-        let samples: u32 = self.cell_count.iter().sum();
-        out.samples = samples;
-        out.luma_mean = (total as f64 / f64::from(samples.max(1))) as f32;
+        out.samples = self.samples;
+        out.luma_mean = (total as f64 / f64::from(self.samples.max(1))) as f32;
         for ((g, &s), &c) in out.grid.iter_mut().zip(&self.sums).zip(&self.cell_count) {
             *g = s.checked_div(c).map_or(0, |v| v as u8);
         }
@@ -165,26 +177,39 @@ impl Reducer {
 
     fn rebuild(&mut self, width: usize, height: usize) {
         self.dims = (width, height);
-        self.col_cell = (0..width)
-            .step_by(SAMPLE_STEP)
-            .map(|x| (x * GRID_W / width) as u16)
-            .collect();
+        let ideal = ((width * height) as f64 / TARGET_SAMPLES as f64)
+            .sqrt()
+            .round() as usize;
+        self.step = ideal.clamp(2, 16);
+        let step = self.step;
         self.row_cell = (0..height)
-            .step_by(SAMPLE_STEP)
+            .step_by(step)
             .map(|y| (y * GRID_H / height) as u16)
+            .collect();
+        // First sampled column (a multiple of `step`) whose cell is c.
+        self.col_start = (0..=GRID_W)
+            .map(|c| {
+                let x = (c * width).div_ceil(GRID_W);
+                x.div_ceil(step) * step
+            })
+            .map(|x| x.min(width))
             .collect();
         self.cell_count = vec![0; GRID_LEN];
         for &r in &self.row_cell {
-            for &c in &self.col_cell {
-                self.cell_count[usize::from(r) * GRID_W + usize::from(c)] += 1;
+            for c in 0..GRID_W {
+                let (x0, x1) = (self.col_start[c], self.col_start[c + 1]);
+                let n = if x1 > x0 { (x1 - x0).div_ceil(step) } else { 0 };
+                self.cell_count[usize::from(r) * GRID_W + c] += n as u32;
             }
         }
+        self.samples = self.cell_count.iter().sum();
         self.sums = vec![0; GRID_LEN];
     }
 }
 
 /// Mean absolute luma step across 8-pixel block boundaries and in the middle of
-/// blocks, sampled on every 8th row and column (horizontal and vertical edges).
+/// blocks (vertical and horizontal edges). Samples one block row / column in
+/// `height / 360` (at least every one), so the cost stays flat with resolution.
 fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f32) {
     let mut bsum: u64 = 0;
     let mut isum: u64 = 0;
@@ -192,8 +217,10 @@ fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f3
     if width < 16 || height < 16 {
         return (0.0, 0.0);
     }
-    // Vertical edges (steps along x), on rows 3, 11, 19, ...
-    for yy in (3..height).step_by(8) {
+    let row_step = 8 * (height / 360).max(1);
+    let col_step = 8 * (width / 640).max(1);
+    // Vertical edges (steps along x), on rows 3, 3 + row_step, ...
+    for yy in (3..height).step_by(row_step) {
         let row = &y[yy * stride..yy * stride + width];
         let mut x = 8;
         while x + 4 < width {
@@ -203,14 +230,14 @@ fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f3
             x += 8;
         }
     }
-    // Horizontal edges (steps along y), on columns 3, 11, 19, ...
+    // Horizontal edges (steps along y), on columns 3, 3 + col_step, ...
     let mut yy = 8;
     while yy + 4 < height {
         let r0 = &y[(yy - 1) * stride..];
         let r1 = &y[yy * stride..];
         let r3 = &y[(yy + 3) * stride..];
         let r4 = &y[(yy + 4) * stride..];
-        for x in (3..width).step_by(8) {
+        for x in (3..width).step_by(col_step) {
             bsum += u64::from(r1[x].abs_diff(r0[x]));
             isum += u64::from(r4[x].abs_diff(r3[x]));
             n += 1;
@@ -297,7 +324,9 @@ pub(crate) mod tests {
     #[test]
     fn reduce_flat_plane() {
         let t = thumb_from_fn(1280, 720, false, |_, _| 100);
-        assert_eq!(t.samples, 320 * 180);
+        // 720p: step 5 (sqrt(921600 / 40000) ≈ 4.8): 256 × 144 samples.
+        assert_eq!(t.samples, 256 * 144);
+        assert_eq!(t.hist[100], t.samples);
         assert!((t.luma_mean - 100.0).abs() < 1e-3);
         assert!(t.grid.iter().all(|&g| g == 100));
         assert_eq!(t.share_below(100), 0.0);
