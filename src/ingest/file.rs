@@ -135,7 +135,9 @@ async fn end(
     reason: EndReason,
 ) {
     if let Some(tr) = demux.media_time().and_then(|t| ts_errors.finish(t)) {
-        let _ = tx.send(IngestMsg::Delivery(Box::new(tr), Some(reason))).await;
+        let _ = tx
+            .send(IngestMsg::Delivery(Box::new(tr), Some(reason)))
+            .await;
     }
     let _ = tx.send(IngestMsg::End(reason)).await;
 }

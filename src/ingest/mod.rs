@@ -139,7 +139,10 @@ pub enum IngestMsg {
     Packet(Packet),
     /// A delivery defect opened or closed by the source (stall, source_down, ...).
     /// A forced `end` (source finishing) carries its reason.
-    Delivery(Box<crate::detect::Transition>, Option<crate::event::EndReason>),
+    Delivery(
+        Box<crate::detect::Transition>,
+        Option<crate::event::EndReason>,
+    ),
     /// The source is over; the decode thread closes open defects with this reason.
     End(crate::event::EndReason),
 }
