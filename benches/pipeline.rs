@@ -229,9 +229,12 @@ struct InProcess {
 fn run_in_process(path: &Path, warmup: u64) -> InProcess {
     let t0 = Instant::now();
     let mut file = File::open(path).expect("open clip");
-    let mut demux = TsDemuxer::new(TsLimits::default());
+    // As `vqprobe check` does: packet buffers circulate between demuxer and analyzer.
+    let pool = vqprobe::ingest::pool::BufPool::new(72, TsLimits::default().max_video_pes);
+    let mut demux = TsDemuxer::new(TsLimits::default()).with_pool(pool.clone());
     let mut analyzer =
         Analyzer::new("bench", "clip", DetectConfig::default()).expect("default config");
+    analyzer.set_pool(pool);
     let mut buf = vec![0u8; CHUNK];
     let mut outs: Vec<DemuxOutput> = Vec::with_capacity(64);
     let mut sink = |_ev: Event| {};

@@ -75,6 +75,8 @@ pub struct Analyzer {
     frame_dur: f64,
     detect_ns: u64,
     emitted: u64,
+    /// Where packet buffers go back to after decoding (see `ingest::pool`).
+    pool: Option<crate::ingest::pool::BufPool>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -105,8 +107,14 @@ impl Analyzer {
             frame_dur: 0.04,
             detect_ns: 0,
             emitted: 0,
+            pool: None,
             cfg,
         })
+    }
+
+    /// Hands decoded packets' buffers back to `pool` for ingest to reuse.
+    pub fn set_pool(&mut self, pool: crate::ingest::pool::BufPool) {
+        self.pool = Some(pool);
     }
 
     /// Counters so far.
@@ -132,7 +140,12 @@ impl Analyzer {
     pub fn handle(&mut self, msg: IngestMsg, out: &mut dyn FnMut(Event)) {
         match msg {
             IngestMsg::Program(p) => self.program(&p, out),
-            IngestMsg::Packet(p) => self.packet(&p, out),
+            IngestMsg::Packet(p) => {
+                self.packet(&p, out);
+                if let Some(pool) = &self.pool {
+                    pool.give(p.data);
+                }
+            }
             IngestMsg::Delivery(t, reason) => self.emit(&t, reason, out),
             IngestMsg::End(reason) => self.finish(reason, out),
         }

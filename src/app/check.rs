@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::ingest::hls::{HlsOptions, HlsSource};
 use crate::ingest::live::{LiveConfig, LiveSink, LiveStats, Shutdown};
+use crate::ingest::pool::BufPool;
 use crate::ingest::rtsp::{RtspSource, RtspTransport};
+use crate::ingest::ts::TsLimits;
 use crate::ingest::{file, IngestMsg};
 use crate::pipeline::{spawn_decode_thread, Analyzer, AnalyzerStats};
 use crate::publish::{LinePrinter, OutputFormat};
@@ -77,7 +79,11 @@ impl Input {
 /// Runs `check`, writing event lines to `out` as they are detected.
 pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport> {
     let input = Input::parse(&opts.input, opts.rtsp_transport, &opts.hls)?;
-    let analyzer = Analyzer::new(&opts.probe_id, &opts.stream_id, opts.detect.clone())?;
+    let mut analyzer = Analyzer::new(&opts.probe_id, &opts.stream_id, opts.detect.clone())?;
+    // Packet buffers circulate between ingest and the decode thread: a few more than
+    // the queue holds, each up to the largest PES kept.
+    let pool = BufPool::new(PACKET_QUEUE + 8, TsLimits::default().max_video_pes);
+    analyzer.set_pool(pool.clone());
     let (tx, rx) = mpsc::channel::<IngestMsg>(PACKET_QUEUE);
     let (etx, mut erx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let decode = spawn_decode_thread(format!("decode-{}", opts.stream_id), analyzer, rx, etx)
@@ -90,6 +96,7 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
             Input::File(path) => {
                 let fopts = file::FileOptions {
                     max_media_s: duration,
+                    pool: Some(pool),
                 };
                 file::run(&path, tx, &fopts, &shutdown).await.map(|_| None)
             }

@@ -59,6 +59,8 @@ pub struct VideoDecoder {
     refused: Option<(u32, u32)>,
     /// False until the first key frame: nothing before it can decode.
     started: bool,
+    /// The last SPS parsed (raw NAL bytes): an unchanged SPS is not parsed again.
+    last_sps: Vec<u8>,
     pub stats: VideoStats,
 }
 
@@ -87,6 +89,7 @@ impl VideoDecoder {
             max_pixels,
             refused: None,
             started: false,
+            last_sps: Vec::new(),
             stats: VideoStats::default(),
         })
     }
@@ -162,6 +165,12 @@ impl VideoDecoder {
             if nal.first().map(|h| h & 0x1F) != Some(7) {
                 continue;
             }
+            // Streams repeat the same SPS on every key frame: parse only a new one.
+            if nal == self.last_sps.as_slice() {
+                return;
+            }
+            self.last_sps.clear();
+            self.last_sps.extend_from_slice(nal);
             let Ok(rbsp) = h264_reader::rbsp::decode_nal(nal) else {
                 continue;
             };

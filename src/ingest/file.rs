@@ -27,6 +27,8 @@ const CHUNK: usize = 188 * 64;
 pub struct FileOptions {
     /// Stop after this many media seconds.
     pub max_media_s: Option<f64>,
+    /// Packet buffers to reuse (the decode thread gives them back).
+    pub pool: Option<super::pool::BufPool>,
 }
 
 /// Resolves `file://` URLs and plain paths.
@@ -52,6 +54,9 @@ pub async fn run(
     };
     let mut file = tokio::fs::File::open(path).await.map_err(io)?;
     let mut demux = TsDemuxer::new(TsLimits::default());
+    if let Some(p) = &opts.pool {
+        demux = demux.with_pool(p.clone());
+    }
     let mut buf = vec![0u8; CHUNK];
     let mut outs: Vec<DemuxOutput> = Vec::with_capacity(64);
     let mut origin: Option<i64> = None;

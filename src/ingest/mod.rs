@@ -9,6 +9,7 @@ pub mod file;
 pub mod hls;
 pub mod live;
 pub mod mp4;
+pub mod pool;
 pub mod rtsp;
 pub mod ts;
 

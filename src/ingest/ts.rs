@@ -143,6 +143,8 @@ pub struct TsDemuxer {
     last_pmt_at: Option<i64>,
     pat_late: bool,
     pmt_late: bool,
+    /// Where PES buffers come from (and, via the decode thread, go back to).
+    pool: Option<super::pool::BufPool>,
 }
 
 const CC_UNSEEN: u8 = 0xFF;
@@ -169,7 +171,15 @@ impl TsDemuxer {
             last_pmt_at: None,
             pat_late: false,
             pmt_late: false,
+            pool: None,
         }
+    }
+
+    /// Takes PES buffers from `pool` (the decode thread gives them back), so that steady
+    /// state does not allocate per packet.
+    pub fn with_pool(mut self, pool: super::pool::BufPool) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// Media seconds of the transport clock (latest PTS) since the first PTS.
@@ -543,12 +553,20 @@ impl TsDemuxer {
     ) {
         if pusi {
             self.flush_pes(track, out);
+            // The flushed PES took its buffer along: get a recycled one.
+            let fresh = match self.assembler(track).0.buf.capacity() {
+                0 => self.pool.as_ref().map(super::pool::BufPool::take),
+                _ => None,
+            };
             let (asm, _) = self.assembler(track);
             asm.active = true;
             asm.overflowed = false;
             asm.damaged = lost;
             asm.random_access = random_access;
             asm.buf.clear();
+            if let Some(b) = fresh {
+                asm.buf = b;
+            }
         }
         let (asm, cap) = self.assembler(track);
         if !asm.active {
