@@ -83,16 +83,30 @@ fn empty_file_is_an_error() {
 #[test]
 fn credentials_in_urls_never_reach_the_output() {
     // Nothing listens on port 1: source_down for the run, with the URL redacted.
-    let out = vqprobe(&["check", "rtsp://admin:hunter2@127.0.0.1:1/cam", "--format", "json", "--duration", "1.5"]);
+    let out = vqprobe(&[
+        "check",
+        "rtsp://admin:hunter2@127.0.0.1:1/cam",
+        "--format",
+        "json",
+        "--duration",
+        "1.5",
+    ]);
     assert!(out.status.success());
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!all.contains("hunter2") && !all.contains("admin"), "{all}");
     assert!(all.contains("source_down"), "{all}");
     // Unknown schemes are refused, redacted too.
     let out = vqprobe(&["check", "srt://admin:hunter2@127.0.0.1:1/cam"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("hunter2") && stderr.contains("srt://***@127.0.0.1:1/cam"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2") && stderr.contains("srt://***@127.0.0.1:1/cam"),
+        "{stderr}"
+    );
 }
 
 #[test]
