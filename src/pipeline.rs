@@ -285,6 +285,46 @@ impl Analyzer {
         }
     }
 
+    /// Runs the video detectors on one decoded picture.
+    fn observe_frame(
+        &mut self,
+        th: &crate::decode::Thumb,
+        origin: i64,
+        found: &mut dyn FnMut(Transition),
+    ) {
+        let t = (th.pts - origin) as f64 / 90_000.0;
+        if let Some(last) = self.last_frame_t {
+            let d = t - last;
+            if d > 0.001 && d < 1.0 {
+                self.frame_dur = d;
+            }
+        }
+        self.last_frame_t = Some(t);
+        self.media_end = self.media_end.max(t + self.frame_dur);
+        tracing::trace!(
+            t,
+            luma = th.luma_mean,
+            black_share = th.share_below(40),
+            edge_ratio = th.edge_ratio,
+            edge_step = th.edge_boundary,
+            "frame"
+        );
+        let d0 = Instant::now();
+        let black = self.black.is_black(th);
+        for tr in [
+            self.black.observe(t, th),
+            self.freeze.observe(t, th, black),
+            self.corruption.observe(t, CorruptionSample::Frame(th)),
+            self.low_fps.observe(t),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            found(tr);
+        }
+        self.detect_ns += d0.elapsed().as_nanos() as u64;
+    }
+
     fn video_packet(&mut self, pts: i64, key: bool, data: &[u8], out: &mut dyn FnMut(Event)) {
         let Some(mut dec) = self.video.take() else {
             return;
@@ -293,39 +333,9 @@ impl Analyzer {
         let mut refused = None;
         let origin = self.origin.unwrap_or(pts);
         dec.decode(pts, key, data, &mut |o| match o {
-            VideoOut::Frame(th) => {
-                let t = (th.pts - origin) as f64 / 90_000.0;
-                if let Some(last) = self.last_frame_t {
-                    let d = t - last;
-                    if d > 0.001 && d < 1.0 {
-                        self.frame_dur = d;
-                    }
-                }
-                self.last_frame_t = Some(t);
-                self.media_end = self.media_end.max(t + self.frame_dur);
-                tracing::trace!(
-                    t,
-                    luma = th.luma_mean,
-                    black_share = th.share_below(40),
-                    edge_ratio = th.edge_ratio,
-                    edge_step = th.edge_boundary,
-                    "frame"
-                );
-                let d0 = Instant::now();
-                let black = self.black.is_black(th);
-                for tr in [
-                    self.black.observe(t, th),
-                    self.freeze.observe(t, th, black),
-                    self.corruption.observe(t, CorruptionSample::Frame(th)),
-                    self.low_fps.observe(t),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    let _ = transitions.push(tr);
-                }
-                self.detect_ns += d0.elapsed().as_nanos() as u64;
-            }
+            VideoOut::Frame(th) => self.observe_frame(th, origin, &mut |tr| {
+                let _ = transitions.push(tr);
+            }),
             VideoOut::Error { pts: epts, .. } => {
                 let t = (epts - origin) as f64 / 90_000.0;
                 self.media_end = self.media_end.max(t);
@@ -393,20 +403,9 @@ impl Analyzer {
             let mut transitions: heapless::Vec<Transition, 64> = heapless::Vec::new();
             dec.flush(&mut |o| {
                 if let VideoOut::Frame(th) = o {
-                    let t = (th.pts - origin) as f64 / 90_000.0;
-                    self.media_end = self.media_end.max(t + self.frame_dur);
-                    let black = self.black.is_black(th);
-                    for tr in [
-                        self.black.observe(t, th),
-                        self.freeze.observe(t, th, black),
-                        self.corruption.observe(t, CorruptionSample::Frame(th)),
-                        self.low_fps.observe(t),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    {
+                    self.observe_frame(th, origin, &mut |tr| {
                         let _ = transitions.push(tr);
-                    }
+                    });
                 }
             });
             self.video = Some(dec);
