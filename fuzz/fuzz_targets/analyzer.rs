@@ -10,9 +10,10 @@
 //!
 //! Invariants on the event stream:
 //!   * no panic (including arithmetic overflow: run with --debug-assertions);
-//!   * at most one open defect per kind: a `start` never arrives while a defect of the
-//!     same kind is open;
-//!   * every `end` closes the open defect of its kind: same defect_id, same start_s,
+//!   * at most one open defect per kind and track (`unsupported_codec` may be open for
+//!     the video and the audio track at once): a `start` never arrives while a defect
+//!     of the same kind and track is open;
+//!   * every `end` closes the open defect of its kind and track: same defect_id, same start_s,
 //!     end_s present and >= start_s, duration_s = end_s - start_s >= 0;
 //!   * every `start` opens a new defect_id; ids are `{defect_id}-start|end`;
 //!   * after finish no defect is open (every start has exactly one end);
@@ -62,8 +63,8 @@ fn config(profile: u8) -> DetectConfig {
 
 #[derive(Default)]
 struct Checker {
-    /// kind -> (defect_id, start_s) of the open defect.
-    open: HashMap<DefectKind, (String, f64)>,
+    /// (kind, track) -> (defect_id, start_s) of the open defect.
+    open: HashMap<(DefectKind, String), (String, f64)>,
     ids: HashSet<String>,
     n: usize,
 }
@@ -83,6 +84,12 @@ fn ignored(kind: DefectKind) -> bool {
         .any(|k| k == kind.as_str())
 }
 
+/// Open defects are told apart by kind and, for `unsupported_codec`, by track.
+fn key(ev: &Event) -> (DefectKind, String) {
+    let track = ev.metrics.get("track").and_then(|t| t.as_str()).unwrap_or("");
+    (ev.kind, track.to_string())
+}
+
 impl Checker {
     fn event(&mut self, ev: &Event) {
         self.n += 1;
@@ -98,7 +105,7 @@ impl Checker {
                     ev.end_s.is_none() && ev.duration_s.is_none(),
                     "start with an end: {ev:?}"
                 );
-                if let Some((id, _)) = self.open.get(&ev.kind) {
+                if let Some((id, _)) = self.open.get(&key(ev)) {
                     panic!(
                         "second open {:?} defect: {} still open, new start {ev:?}",
                         ev.kind, id
@@ -109,11 +116,11 @@ impl Checker {
                     "defect_id reused: {ev:?}"
                 );
                 self.open
-                    .insert(ev.kind, (ev.defect_id.clone(), ev.start_s));
+                    .insert(key(ev), (ev.defect_id.clone(), ev.start_s));
             }
             Phase::End => {
                 assert_eq!(ev.id, format!("{}-end", ev.defect_id));
-                let Some((id, start_s)) = self.open.remove(&ev.kind) else {
+                let Some((id, start_s)) = self.open.remove(&key(ev)) else {
                     panic!("end without an open {:?} defect: {ev:?}", ev.kind);
                 };
                 assert_eq!(ev.defect_id, id, "end closes another defect: {ev:?}");

@@ -230,7 +230,8 @@ fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f3
             x += 8;
         }
     }
-    // Horizontal edges (steps along y), on columns 3, 3 + col_step, ...
+    // Horizontal edges (steps along y), on columns 3, 3 + col_step, ..., at every
+    // `row_step`-th block boundary (each one reads four rows: the costly part).
     let mut yy = 8;
     while yy + 4 < height {
         let r0 = &y[(yy - 1) * stride..];
@@ -242,7 +243,7 @@ fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f3
             isum += u64::from(r4[x].abs_diff(r3[x]));
             n += 1;
         }
-        yy += 8;
+        yy += row_step;
     }
     if n == 0 {
         return (0.0, 0.0);
