@@ -66,15 +66,35 @@ enum Command {
         /// Pace the stream at real time (25 s) instead of as fast as possible.
         #[arg(long)]
         realtime: bool,
+        /// Also publish the events to this MQTT broker (mqtt://host:port or
+        /// mqtts://...), on vqprobe/{probe}/demo/events.
+        #[arg(long, value_name = "URL")]
+        mqtt: Option<String>,
+    },
+    /// The agent: watch every stream of the configuration file and publish events over
+    /// MQTT until SIGTERM (SIGHUP reloads the file).
+    Run {
+        /// Configuration file (reference: docs/config.md).
+        #[arg(long, value_name = "PATH", default_value = app::agent::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Only load and validate the configuration, then exit (0 when valid).
+        #[arg(long)]
+        check_config: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The agent logs one line per event and its lifecycle at `info`; the one-shot
+    // commands print events on stdout and keep stderr for problems. RUST_LOG wins.
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -162,16 +182,44 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             check::run(&opts, &mut stdout).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { format, realtime } => {
+        Command::Demo {
+            format,
+            realtime,
+            mqtt,
+        } => {
+            let probe = app::hostname();
+            let publisher = match &mqtt {
+                Some(url) => Some(demo_publisher(url, &probe)?),
+                None => None,
+            };
             let report = demo::run(
                 &demo::DemoOptions { format, realtime },
-                &app::hostname(),
+                &probe,
                 &mut stdout,
+                &mut |ev| {
+                    if let Some((p, _)) = &publisher {
+                        p.event(ev);
+                    }
+                },
             )
             .await?;
             match format {
                 OutputFormat::Text => println!("{}", report.summary()),
                 OutputFormat::Json => eprintln!("{}", report.summary()),
+            }
+            if let Some((p, spool_dir)) = publisher {
+                let offline = serde_json::json!({"v": 1, "status": "offline", "probe": probe, "version": vqprobe::VERSION}).to_string();
+                let r = p
+                    .shutdown(offline.into_bytes(), std::time::Duration::from_secs(10))
+                    .await;
+                if r.pending > 0 {
+                    eprintln!(
+                        "vqprobe: {} events were not acknowledged by the broker within 10 s",
+                        r.pending
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                let _ = std::fs::remove_dir_all(spool_dir);
             }
             Ok(if report.passed() {
                 ExitCode::SUCCESS
@@ -179,7 +227,54 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Run {
+            config,
+            check_config,
+        } => {
+            if check_config {
+                let loaded = app::agent::config::load(&config)?;
+                loaded.mqtt_settings()?;
+                println!(
+                    "{}: valid ({} streams)",
+                    config.display(),
+                    loaded.streams.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            app::agent::run(&config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `demo --mqtt`: a publisher with a throw-away spool.
+fn demo_publisher(
+    url: &str,
+    probe: &str,
+) -> vqprobe::Result<(vqprobe::publish::mqtt::Publisher, PathBuf)> {
+    let settings = app::agent::config::settings_for_url(url, probe)?;
+    let dir = std::env::temp_dir().join(format!("vqprobe-demo-spool-{}", std::process::id()));
+    let spool = vqprobe::publish::spool::Spool::open(vqprobe::publish::spool::SpoolOptions {
+        dir: dir.clone(),
+        max_bytes: 1 << 20,
+        segment_bytes: 1 << 20,
+    })
+    .map_err(|source| vqprobe::Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let status = |s: &str| {
+        serde_json::json!({"v": 1, "status": s, "probe": probe, "version": vqprobe::VERSION, "streams": ["demo"]})
+            .to_string()
+            .into_bytes()
+    };
+    let p = vqprobe::publish::mqtt::Publisher::start(
+        settings,
+        spool,
+        status("online"),
+        status("offline"),
+    )?;
+    Ok((p, dir))
 }
 
 fn load_detect(path: &std::path::Path) -> vqprobe::Result<DetectConfig> {

@@ -477,11 +477,44 @@ fn unsupported_transition(u: &Unsupported, phase: Phase, end: Option<f64>) -> Tr
 /// never dropped), and returns the analyzer for its final stats.
 pub fn spawn_decode_thread(
     name: String,
+    analyzer: Analyzer,
+    rx: mpsc::Receiver<IngestMsg>,
+    tx: mpsc::Sender<Event>,
+) -> std::io::Result<std::thread::JoinHandle<Analyzer>> {
+    spawn_decode_thread_shared(name, analyzer, rx, tx, None)
+}
+
+/// Counters a decode thread shares with a stats reporter (the agent), refreshed every
+/// [`SHARE_EVERY`] messages and at the end.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    pub analyzer: AnalyzerStats,
+    /// Elementary-stream bytes handed to the decoders.
+    pub media_bytes: u64,
+}
+
+/// Messages between two refreshes of [`SharedStats`].
+pub const SHARE_EVERY: u64 = 16;
+
+/// [`spawn_decode_thread`] that also keeps `shared` up to date.
+pub fn spawn_decode_thread_shared(
+    name: String,
     mut analyzer: Analyzer,
     mut rx: mpsc::Receiver<IngestMsg>,
     tx: mpsc::Sender<Event>,
+    shared: Option<std::sync::Arc<std::sync::Mutex<SharedStats>>>,
 ) -> std::io::Result<std::thread::JoinHandle<Analyzer>> {
     std::thread::Builder::new().name(name).spawn(move || {
+        let mut media_bytes = 0u64;
+        let mut n = 0u64;
+        let share = |analyzer: &Analyzer, media_bytes: u64| {
+            if let Some(s) = &shared {
+                if let Ok(mut s) = s.lock() {
+                    s.analyzer = analyzer.stats();
+                    s.media_bytes = media_bytes;
+                }
+            }
+        };
         let mut send = |ev: Event| {
             // The receiver is gone only when the process is shutting down.
             let _ = tx.blocking_send(ev);
@@ -489,7 +522,14 @@ pub fn spawn_decode_thread(
         let mut ended = false;
         while let Some(msg) = rx.blocking_recv() {
             let end = matches!(msg, IngestMsg::End(_));
+            if let IngestMsg::Packet(p) = &msg {
+                media_bytes += p.data.len() as u64;
+            }
             analyzer.handle(msg, &mut send);
+            n += 1;
+            if n % SHARE_EVERY == 0 {
+                share(&analyzer, media_bytes);
+            }
             if end {
                 ended = true;
                 break;
@@ -498,6 +538,7 @@ pub fn spawn_decode_thread(
         if !ended {
             analyzer.finish(EndReason::EndOfInput, &mut send);
         }
+        share(&analyzer, media_bytes);
         analyzer
     })
 }

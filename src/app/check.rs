@@ -1,20 +1,16 @@
 //! `vqprobe check INPUT`: analyse one input, print one line per event, exit.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
+use super::session::{self, SessionSpec};
 use crate::config::DetectConfig;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::ingest::file;
 use crate::ingest::hls::{HlsOptions, HlsSource};
-use crate::ingest::live::{LiveConfig, LiveSink, LiveStats, Shutdown};
-use crate::ingest::pool::BufPool;
+use crate::ingest::live::{LiveConfig, LiveStats, Shutdown};
 use crate::ingest::rtsp::{RtspSource, RtspTransport};
-use crate::ingest::ts::TsLimits;
-use crate::ingest::{file, IngestMsg};
-use crate::pipeline::{spawn_decode_thread, Analyzer, AnalyzerStats};
+use crate::pipeline::AnalyzerStats;
 use crate::publish::{LinePrinter, OutputFormat};
 use crate::redact::redact_url;
 
@@ -76,93 +72,45 @@ impl Input {
     }
 }
 
-/// Runs `check`, writing event lines to `out` as they are detected.
+/// Runs `check`, writing event lines to `out` as they are detected. Ctrl-C stops a live
+/// source: open defects end with `reason: "shutdown"`.
 pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport> {
-    let input = Input::parse(&opts.input, opts.rtsp_transport, &opts.hls)?;
-    let mut analyzer = Analyzer::new(&opts.probe_id, &opts.stream_id, opts.detect.clone())?;
-    // Packet buffers circulate between ingest and the decode thread: a few more than
-    // the queue holds, each up to the largest PES kept.
-    let pool = BufPool::new(PACKET_QUEUE + 8, TsLimits::default().max_video_pes);
-    analyzer.set_pool(pool.clone());
-    let (tx, rx) = mpsc::channel::<IngestMsg>(PACKET_QUEUE);
-    let (etx, mut erx) = mpsc::channel::<Event>(EVENT_QUEUE);
-    let decode = spawn_decode_thread(format!("decode-{}", opts.stream_id), analyzer, rx, etx)
-        .map_err(|e| Error::Other(format!("cannot start decode thread: {e}")))?;
+    let spec = SessionSpec {
+        input: opts.input.clone(),
+        probe_id: opts.probe_id.clone(),
+        stream_id: opts.stream_id.clone(),
+        detect: opts.detect.clone(),
+        live: opts.live.clone(),
+        rtsp_transport: opts.rtsp_transport,
+        hls: opts.hls.clone(),
+        duration: opts.duration,
+        realtime: false,
+        queue_packets: PACKET_QUEUE,
+    };
     let (stop, shutdown) = Shutdown::new();
-    let duration = opts.duration;
-    let live_cfg = opts.live.clone();
-    let mut ingest = tokio::spawn(async move {
-        match input {
-            Input::File(path) => {
-                let fopts = file::FileOptions {
-                    max_media_s: duration,
-                    pool: Some(pool),
-                };
-                file::run(&path, tx, &fopts, &shutdown).await.map(|_| None)
-            }
-            Input::Rtsp(src) => {
-                let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
-                let mut sink = LiveSink::new(tx, live_cfg);
-                let reason = crate::ingest::rtsp::run(&src, &mut sink, shutdown, deadline).await;
-                Ok(Some(sink.finish(reason).await))
-            }
-            Input::Hls(src) => {
-                let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
-                let mut sink = LiveSink::new(tx, live_cfg);
-                let reason = crate::ingest::hls::run(&src, &mut sink, shutdown, deadline).await;
-                Ok(Some(sink.finish(reason).await))
-            }
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("interrupted: closing open defects");
+            let _ = stop.send(true);
+            // Keep the trigger alive until the session is done.
+            std::future::pending::<()>().await;
         }
     });
     let printer = LinePrinter {
         format: opts.format,
     };
     let mut events = Vec::new();
-    let mut ingest_result = None;
-    let mut interrupted = false;
-    loop {
-        tokio::select! {
-            biased;
-            ev = erx.recv() => match ev {
-                Some(ev) => {
-                    let _ = writeln!(out, "{}", printer.line(&ev));
-                    let _ = out.flush();
-                    events.push(ev);
-                }
-                None => break,
-            },
-            r = &mut ingest, if ingest_result.is_none() => ingest_result = Some(r),
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
-                interrupted = true;
-                tracing::info!("interrupted: closing open defects");
-                let _ = stop.send(true);
-            }
-        }
-    }
-    let analyzer = decode
-        .join()
-        .map_err(|_| Error::Other("decode thread panicked".into()))?;
-    let result = match ingest_result {
-        Some(r) => r,
-        None => ingest.await,
-    };
-    let live = match result {
-        Ok(Ok(live)) => live,
-        Ok(Err(e)) => return Err(e),
-        Err(e) => return Err(Error::Other(format!("ingest task failed: {e}"))),
-    };
-    if let Some(l) = &live {
-        if l.dropped_queue_full + l.dropped_until_key > 0 {
-            tracing::warn!(
-                dropped_queue_full = l.dropped_queue_full,
-                dropped_until_key = l.dropped_until_key,
-                "packets dropped because decoding fell behind the live source"
-            );
-        }
-    }
+    let result = session::run(&spec, shutdown, None, &mut |ev: Event| {
+        let _ = writeln!(out, "{}", printer.line(&ev));
+        let _ = out.flush();
+        events.push(ev);
+    })
+    .await;
+    ctrl_c.abort();
+    let report = result?;
     Ok(CheckReport {
         events,
-        stats: analyzer.stats(),
-        live,
+        stats: report.stats,
+        live: report.live,
     })
 }

@@ -341,8 +341,14 @@ fn produce(tx: mpsc::Sender<IngestMsg>, realtime: bool) -> Result<()> {
     Ok(())
 }
 
-/// Runs the demo, printing events to `out` as they are detected.
-pub async fn run(opts: &DemoOptions, probe_id: &str, out: &mut dyn Write) -> Result<DemoReport> {
+/// Runs the demo, printing events to `out` and handing them to `on_event` (the MQTT
+/// outbox with `demo --mqtt`) as they are detected.
+pub async fn run(
+    opts: &DemoOptions,
+    probe_id: &str,
+    out: &mut dyn Write,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<DemoReport> {
     let analyzer = Analyzer::new(probe_id, "demo", DetectConfig::default())?;
     let (tx, rx) = mpsc::channel::<IngestMsg>(crate::app::check::PACKET_QUEUE);
     let (etx, mut erx) = mpsc::channel::<Event>(crate::app::check::EVENT_QUEUE);
@@ -360,6 +366,7 @@ pub async fn run(opts: &DemoOptions, probe_id: &str, out: &mut dyn Write) -> Res
     while let Some(ev) = erx.recv().await {
         let _ = writeln!(out, "{}", printer.line(&ev));
         let _ = out.flush();
+        on_event(&ev);
         events.push(ev);
     }
     decode

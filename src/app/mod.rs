@@ -1,8 +1,11 @@
 //! Commands: `check` (analyse one input and print its events) and `demo` (the built-in
-//! synthetic stream). The agent (`run`) arrives with the MQTT work.
+//! synthetic stream) print events; `run` (the agent) watches many streams and publishes
+//! over MQTT. A [`session`] is one input analysed once, shared by all of them.
 
+pub mod agent;
 pub mod check;
 pub mod demo;
+pub mod session;
 
 /// This machine's name, used as the default probe id.
 pub fn hostname() -> String {

@@ -29,6 +29,35 @@ pub struct FileOptions {
     pub max_media_s: Option<f64>,
     /// Packet buffers to reuse (the decode thread gives them back).
     pub pool: Option<super::pool::BufPool>,
+    /// Hand packets over at the pace of their timestamps (a file standing in for a
+    /// live source: demos, soak tests, benchmarks) instead of as fast as decode allows.
+    pub realtime: bool,
+}
+
+/// Most a timestamp may run ahead of the wall clock before pacing re-anchors (a PTS
+/// discontinuity must not put the reader to sleep for hours).
+const PACE_MAX_AHEAD_S: f64 = 5.0;
+
+/// Real-time pacing of a file: maps media time onto the wall clock.
+#[derive(Debug, Default)]
+struct Pacer {
+    anchor: Option<(std::time::Instant, i64)>,
+}
+
+impl Pacer {
+    /// How long to wait before handing over a packet with this PTS.
+    fn delay(&mut self, pts: i64) -> std::time::Duration {
+        let now = std::time::Instant::now();
+        let (t0, p0) = *self.anchor.get_or_insert((now, pts));
+        let media = (pts - p0) as f64 / 90_000.0;
+        let wall = now.duration_since(t0).as_secs_f64();
+        if media < -1.0 || media - wall > PACE_MAX_AHEAD_S {
+            // Discontinuity (wrap, splice, loop): start again from here.
+            self.anchor = Some((now, pts));
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_secs_f64((media - wall).max(0.0))
+    }
 }
 
 /// Resolves `file://` URLs and plain paths.
@@ -61,6 +90,8 @@ pub async fn run(
     let mut outs: Vec<DemuxOutput> = Vec::with_capacity(64);
     let mut origin: Option<i64> = None;
     let mut ts_errors = TsErrorDetector::new(TS_ERROR_CLEAR_S);
+    let mut pacer = Pacer::default();
+    let mut pace_shutdown = shutdown.clone();
     loop {
         if shutdown.is_set() {
             end(&tx, &demux, &mut ts_errors, EndReason::Shutdown).await;
@@ -91,6 +122,13 @@ pub async fn run(
                         let o = *origin.get_or_insert(pts);
                         if (pts - o) as f64 / 90_000.0 >= limit {
                             end(&tx, &demux, &mut ts_errors, EndReason::EndOfInput).await;
+                            return Ok(*demux.stats());
+                        }
+                    }
+                    if let (true, Some(pts)) = (opts.realtime, p.pts) {
+                        let d = pacer.delay(pts);
+                        if !d.is_zero() && !pace_shutdown.sleep(d).await {
+                            end(&tx, &demux, &mut ts_errors, EndReason::Shutdown).await;
                             return Ok(*demux.stats());
                         }
                     }

@@ -165,6 +165,8 @@ pub struct LiveSink {
     dropping_video: bool,
     open: heapless::Vec<Open, 8>,
     pub stats: LiveStats,
+    /// Where [`LiveSink::tick`] copies the counters for a stats reporter (agent).
+    shared: Option<std::sync::Arc<std::sync::Mutex<LiveStats>>>,
 }
 
 impl LiveSink {
@@ -177,7 +179,13 @@ impl LiveSink {
             dropping_video: false,
             open: heapless::Vec::new(),
             stats: LiveStats::default(),
+            shared: None,
         }
+    }
+
+    /// Copies the counters into `shared` at every [`LiveSink::tick`].
+    pub fn share_stats(&mut self, shared: std::sync::Arc<std::sync::Mutex<LiveStats>>) {
+        self.shared = Some(shared);
     }
 
     /// The configuration.
@@ -335,6 +343,11 @@ impl LiveSink {
     /// opens `stall` when no media arrived for `stall_after` seconds (onset = the last
     /// arrival), unless the source is already known to be down.
     pub async fn tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            if let Ok(mut s) = shared.lock() {
+                *s = self.stats;
+            }
+        }
         let Some(last) = self.last_media else { return };
         if self.is_open(DefectKind::Stall) || self.is_open(DefectKind::SourceDown) {
             return;

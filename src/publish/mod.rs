@@ -1,5 +1,9 @@
 //! Publish: where events go. `check` and `demo` print them ([`LinePrinter`]); the agent
-//! (later) sends them over MQTT through a bounded, spooled outbox.
+//! sends them over MQTT ([`mqtt::Publisher`]) through a bounded, disk-spooled outbox
+//! ([`spool::Spool`]) from which an event leaves only when the broker acknowledged it.
+
+pub mod mqtt;
+pub mod spool;
 
 use crate::detect::Phase;
 use crate::event::Event;

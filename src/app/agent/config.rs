@@ -1,0 +1,670 @@
+//! The agent's configuration file (TOML). Reference: `docs/config.md`; a commented
+//! example: `packaging/config.toml`.
+//!
+//! Every table rejects unknown fields; every field has a type and a default (except
+//! `probe_id`, `mqtt.url` and each stream's `id` and `url`). Errors name the file, the
+//! line and the field.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::config::DetectConfig;
+use crate::error::{Error, Result};
+use crate::ingest::hls::{HlsOptions, VariantChoice};
+use crate::ingest::live::LiveConfig;
+use crate::ingest::rtsp::RtspTransport;
+use crate::publish::mqtt::{tls_config, MqttSettings};
+use crate::redact::{redact_url, Secret};
+
+/// Default path of the configuration file.
+pub const DEFAULT_PATH: &str = "/etc/vqprobe/config.toml";
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration like \"10s\": {e}")))
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This probe's id in topics and events. Required.
+    pub probe_id: String,
+    /// Period of the stats messages. "10s".
+    #[serde(default = "d_stats", deserialize_with = "de_duration")]
+    pub stats_interval: Duration,
+    /// How long shutdown waits for the broker to acknowledge spooled events. "10s".
+    #[serde(default = "d_shutdown", deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Live-source settings for every stream (`[live]`, see docs/config.md).
+    #[serde(default)]
+    pub live: LiveConfig,
+    /// Detector settings for every stream (`[detect]`); a stream's own `[streams.detect]`
+    /// overrides single fields.
+    #[serde(default)]
+    pub detect: toml::Table,
+    #[serde(default)]
+    pub streams: Vec<toml::Spanned<StreamConfig>>,
+}
+
+fn d_stats() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_shutdown() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` (1883) or `mqtts://host:port` (8883, TLS). Required.
+    pub url: String,
+    /// Client id of the persistent session. Default `vqprobe-{probe_id}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password itself (prefer `password_file`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificates for `mqtts://` (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) and key for brokers that require one.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// First segment of every topic. "vqprobe".
+    #[serde(default = "d_prefix")]
+    pub topic_prefix: String,
+    /// MQTT keepalive. "30s".
+    #[serde(default = "d_keepalive", deserialize_with = "de_duration")]
+    pub keepalive: Duration,
+    /// Time allowed to connect (TCP, TLS, CONNACK). "10s".
+    #[serde(default = "d_connect", deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// Largest reconnect delay (capped exponential backoff with jitter from 0.5 s). "30s".
+    #[serde(default = "d_backoff", deserialize_with = "de_duration")]
+    pub backoff_max: Duration,
+}
+
+fn d_prefix() -> String {
+    "vqprobe".into()
+}
+fn d_keepalive() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_connect() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[spool]`: the outbox on disk.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Directory of the spool (created, mode 0700). "/var/lib/vqprobe/spool".
+    pub dir: PathBuf,
+    /// Bound on undelivered events, bytes (memory and disk). 16 MiB. Overflow policy:
+    /// drop-oldest, counted and reported.
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: PathBuf::from("/var/lib/vqprobe/spool"),
+            max_bytes: 16 << 20,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most streams in one config (each has its own decode thread). 32.
+    pub max_streams: usize,
+    /// Largest picture decoded (width × height); larger SPS are refused with an
+    /// `unsupported_codec` event. 8912896 (4096 × 2176).
+    pub max_pixels: u64,
+    /// Packets queued per stream between ingest and decode. 64.
+    pub queue_packets: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_streams: 32,
+            max_pixels: DetectConfig::default().max_pixels,
+            queue_packets: 64,
+        }
+    }
+}
+
+/// Pace of a `file://` stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Pace {
+    /// At the pace of the timestamps, like a live source.
+    #[default]
+    Realtime,
+    /// As fast as decode allows (tests, batch analysis).
+    Fast,
+}
+
+/// One `[[streams]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Id in topics and events: letters, digits, `-`, `_`, `.`. Required.
+    pub id: String,
+    /// `rtsp://`, `http(s)://…m3u8`, or `file:///…ts`. Required.
+    pub url: String,
+    /// RTP transport of `rtsp://` streams. "tcp".
+    #[serde(default)]
+    pub rtsp_transport: RtspTransport,
+    /// `file://` only: "realtime" (default) or "fast".
+    #[serde(default)]
+    pub pace: Option<Pace>,
+    /// `file://` only: start again at the end. false.
+    #[serde(default, rename = "loop")]
+    pub looped: bool,
+    /// HLS master playlists: the highest variant at or below this many bits/s.
+    #[serde(default)]
+    pub max_bandwidth: Option<u64>,
+    /// HLS over https: extra trusted CA certificates (PEM).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Detector overrides for this stream (fields of `[detect]`).
+    #[serde(default)]
+    pub detect: toml::Table,
+}
+
+/// A stream ready to run: its settings resolved against the global ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamPlan {
+    pub cfg: StreamConfig,
+    pub detect: DetectConfig,
+    pub is_file: bool,
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub cfg: AgentConfig,
+    pub streams: Vec<StreamPlan>,
+    pub password: Option<Secret>,
+}
+
+/// Line (1-based) of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Line of the first `key =` at the start of a line (top-level keys and tables).
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Deep-merges `over` onto `base` (tables merge, other values replace).
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// Reads, parses and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates `text` (read from `path`, used in messages).
+pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
+    let file = path.display().to_string();
+    let err = |line: Option<usize>, field: &str, msg: String| {
+        Error::Config(match line {
+            Some(l) => format!("{file}:{l}: {field}: {msg} (see docs/config.md)"),
+            None => format!("{file}: {field}: {msg} (see docs/config.md)"),
+        })
+    };
+    let cfg: AgentConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        let msg = e.message().to_string();
+        Error::Config(match line {
+            Some(l) => format!("{file}:{l}: {msg} (see docs/config.md)"),
+            None => format!("{file}: {msg} (see docs/config.md)"),
+        })
+    })?;
+    if !valid_id(&cfg.probe_id) {
+        return Err(err(
+            line_of_key(text, "probe_id"),
+            "probe_id",
+            format!(
+                "`{}` must be 1–64 letters, digits, '-', '_' or '.' (it is part of MQTT topics)",
+                cfg.probe_id
+            ),
+        ));
+    }
+    if !valid_id(&cfg.mqtt.topic_prefix.replace('/', "_")) {
+        return Err(err(
+            line_of_key(text, "topic_prefix"),
+            "mqtt.topic_prefix",
+            "must be letters, digits, '-', '_', '.' or '/' (no MQTT wildcards)".into(),
+        ));
+    }
+    if cfg.stats_interval < Duration::from_secs(1) {
+        return Err(err(
+            line_of_key(text, "stats_interval"),
+            "stats_interval",
+            "must be at least 1s".into(),
+        ));
+    }
+    if cfg.spool.max_bytes < 64 * 1024 {
+        return Err(err(
+            line_of_key(text, "max_bytes"),
+            "spool.max_bytes",
+            "must be at least 65536".into(),
+        ));
+    }
+    if cfg.limits.queue_packets < 2 || cfg.limits.queue_packets > 100_000 {
+        return Err(err(
+            line_of_key(text, "queue_packets"),
+            "limits.queue_packets",
+            "must be between 2 and 100000".into(),
+        ));
+    }
+    // MQTT endpoint and credentials.
+    let url_line = line_of_key(text, "url");
+    mqtt_endpoint(&cfg.mqtt.url).map_err(|m| err(url_line, "mqtt.url", m))?;
+    if cfg.mqtt.password.is_some() && cfg.mqtt.password_file.is_some() {
+        return Err(err(
+            line_of_key(text, "password_file"),
+            "mqtt.password_file",
+            "set either mqtt.password or mqtt.password_file, not both".into(),
+        ));
+    }
+    if cfg.mqtt.client_cert.is_some() != cfg.mqtt.client_key.is_some() {
+        return Err(err(
+            line_of_key(text, "client_cert").or(line_of_key(text, "client_key")),
+            "mqtt.client_cert",
+            "client_cert and client_key go together".into(),
+        ));
+    }
+    let password = match (&cfg.mqtt.password, &cfg.mqtt.password_file) {
+        (Some(p), None) => {
+            warn_if_readable(path);
+            Some(Secret::new(p.clone()))
+        }
+        (None, Some(f)) => {
+            let s = std::fs::read_to_string(f).map_err(|e| {
+                err(
+                    line_of_key(text, "password_file"),
+                    "mqtt.password_file",
+                    format!("{}: {e}", f.display()),
+                )
+            })?;
+            warn_if_readable(f);
+            Some(Secret::new(s.lines().next().unwrap_or("").to_string()))
+        }
+        _ => None,
+    };
+    let mut base_detect = cfg.detect.clone();
+    base_detect
+        .entry("max_pixels".to_string())
+        .or_insert(toml::Value::Integer(cfg.limits.max_pixels as i64));
+    let detect_line = line_of_key(text, "[detect]");
+    let global: DetectConfig = toml::Value::Table(base_detect.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| err(detect_line, "detect", e.message().to_string()))?;
+    global
+        .validate()
+        .map_err(|m| err(detect_line, "detect", m))?;
+    if cfg.streams.len() > cfg.limits.max_streams {
+        return Err(err(
+            None,
+            "streams",
+            format!(
+                "{} streams configured, limits.max_streams is {}",
+                cfg.streams.len(),
+                cfg.limits.max_streams
+            ),
+        ));
+    }
+    let mut plans = Vec::with_capacity(cfg.streams.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, sp) in cfg.streams.iter().enumerate() {
+        let line = Some(line_of(text, sp.span().start));
+        let s = sp.get_ref();
+        let field = |f: &str| format!("streams[{i}].{f}");
+        if !valid_id(&s.id) {
+            return Err(err(
+                line,
+                &field("id"),
+                format!(
+                    "`{}` must be 1–64 letters, digits, '-', '_' or '.' (it is part of MQTT topics)",
+                    s.id
+                ),
+            ));
+        }
+        if !seen.insert(s.id.clone()) {
+            return Err(err(line, &field("id"), format!("duplicate stream id `{}`", s.id)));
+        }
+        let is_file = !s.url.contains("://") || s.url.starts_with("file://");
+        if !is_file && (s.pace.is_some() || s.looped) {
+            return Err(err(
+                line,
+                &field("pace"),
+                "pace and loop apply to file:// streams only".into(),
+            ));
+        }
+        // Classify the URL now so that a typo fails at load, not at run time.
+        super::super::check::Input::parse(&s.url, s.rtsp_transport, &hls_options(s))
+            .map_err(|e| err(line, &field("url"), e.to_string()))?;
+        if is_file {
+            let p = crate::ingest::file::path_of(&s.url);
+            if !p.is_file() {
+                tracing::warn!(stream = %s.id, path = %p.display(), "file stream: no such file yet (the stream retries)");
+            }
+        }
+        let mut t = base_detect.clone();
+        merge(&mut t, &s.detect);
+        let detect: DetectConfig = toml::Value::Table(t)
+            .try_into()
+            .map_err(|e: toml::de::Error| err(line, &field("detect"), e.message().to_string()))?;
+        detect.validate().map_err(|m| err(line, &field("detect"), m))?;
+        plans.push(StreamPlan {
+            cfg: s.clone(),
+            detect,
+            is_file,
+        });
+    }
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        cfg,
+        streams: plans,
+        password,
+    })
+}
+
+/// HLS options of a stream.
+pub fn hls_options(s: &StreamConfig) -> HlsOptions {
+    HlsOptions {
+        ca_file: s.ca_file.clone(),
+        variant: match s.max_bandwidth {
+            Some(b) => VariantChoice::MaxBandwidth(b),
+            None => VariantChoice::HighestBandwidth,
+        },
+        ..Default::default()
+    }
+}
+
+/// Host, port and TLS of an `mqtt(s)://` URL, with optional credentials.
+fn mqtt_endpoint(
+    url: &str,
+) -> std::result::Result<(String, u16, bool, Option<(String, Secret)>), String> {
+    let u = url::Url::parse(url).map_err(|e| format!("`{}`: {e}", redact_url(url)))?;
+    let tls = match u.scheme() {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
+        other => {
+            return Err(format!(
+                "`{}`: scheme `{other}` is not supported: use mqtt:// or mqtts://",
+                redact_url(url)
+            ))
+        }
+    };
+    let host = u
+        .host_str()
+        .ok_or_else(|| format!("`{}`: no host", redact_url(url)))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = u.port().unwrap_or(if tls { 8883 } else { 1883 });
+    let creds = if u.username().is_empty() {
+        None
+    } else {
+        let user = percent_decode(u.username());
+        let pass = percent_decode(u.password().unwrap_or(""));
+        Some((user, Secret::new(pass)))
+    };
+    if u.path() != "" && u.path() != "/" {
+        return Err(format!("`{}`: an MQTT URL has no path", redact_url(url)));
+    }
+    Ok((host, port, tls, creds))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Warns when a file holding a secret is readable by other users.
+fn warn_if_readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode();
+            if mode & 0o004 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "this file holds the MQTT password and is readable by every user: chmod 640 (or 600)"
+                );
+            }
+        }
+    }
+}
+
+/// Client settings for a bare broker URL with every other setting at its default
+/// (`vqprobe demo --mqtt URL`).
+pub fn settings_for_url(url: &str, probe_id: &str) -> Result<MqttSettings> {
+    let text = format!(
+        "probe_id = {}\n[mqtt]\nurl = {}\n",
+        serde_json::Value::String(probe_id.to_string()),
+        serde_json::Value::String(url.to_string())
+    );
+    parse(Path::new("--mqtt"), &text)?.mqtt_settings()
+}
+
+impl Loaded {
+    /// The MQTT client settings (builds the TLS configuration).
+    pub fn mqtt_settings(&self) -> Result<MqttSettings> {
+        let m = &self.cfg.mqtt;
+        let (host, port, tls, url_creds) =
+            mqtt_endpoint(&m.url).map_err(|e| Error::Config(format!("mqtt.url: {e}")))?;
+        let tls = if tls {
+            let client = match (&m.client_cert, &m.client_key) {
+                (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                _ => None,
+            };
+            Some(tls_config(m.ca_file.as_deref(), client)?)
+        } else {
+            if m.ca_file.is_some() || m.client_cert.is_some() {
+                tracing::warn!("mqtt.ca_file/client_cert are ignored with mqtt:// (use mqtts://)");
+            }
+            None
+        };
+        let (username, password) = match (&m.username, url_creds) {
+            (Some(u), _) => (Some(u.clone()), self.password.clone()),
+            (None, Some((u, p))) => (Some(u), self.password.clone().or(Some(p))),
+            (None, None) => (None, None),
+        };
+        Ok(MqttSettings {
+            host,
+            port,
+            tls,
+            client_id: m
+                .client_id
+                .clone()
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| format!("vqprobe-{}", self.cfg.probe_id)),
+            username,
+            password,
+            keepalive: m.keepalive,
+            connect_timeout: m.connect_timeout,
+            backoff_initial: 0.5,
+            backoff_max: m.backoff_max.as_secs_f64().max(0.5),
+            prefix: m.topic_prefix.trim_end_matches('/').to_string(),
+            probe_id: self.cfg.probe_id.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Loaded> {
+        parse(Path::new("/etc/vqprobe/config.toml"), text)
+    }
+
+    const MIN: &str = r#"
+probe_id = "edge-fra-01"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[[streams]]
+id = "cam1"
+url = "rtsp://camera.local/stream1"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let l = p(MIN).unwrap();
+        assert_eq!(l.cfg.stats_interval, Duration::from_secs(10));
+        assert_eq!(l.cfg.mqtt.topic_prefix, "vqprobe");
+        assert_eq!(l.cfg.spool.max_bytes, 16 << 20);
+        assert_eq!(l.streams.len(), 1);
+        let s = l.mqtt_settings().unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 1883));
+        assert_eq!(s.client_id, "vqprobe-edge-fra-01");
+        assert_eq!(s.events_topic("cam1"), "vqprobe/edge-fra-01/cam1/events");
+        assert_eq!(s.status_topic(), "vqprobe/edge-fra-01/status");
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let text = MIN.replace("[mqtt]\n", "[mqtt]\nkeep_alive = \"5s\"\n");
+        let e = p(&text).unwrap_err().to_string();
+        assert!(e.contains("/etc/vqprobe/config.toml:4"), "{e}");
+        assert!(e.contains("keep_alive"), "{e}");
+    }
+
+    #[test]
+    fn bad_stream_fields_name_the_stream_line() {
+        let text = format!("{MIN}\n[[streams]]\nid = \"cam1\"\nurl = \"rtsp://x/y\"\n");
+        let e = p(&text).unwrap_err().to_string();
+        assert!(e.contains("config.toml:9") && e.contains("streams[1].id") && e.contains("duplicate"), "{e}");
+        let text = MIN.replace("rtsp://camera.local/stream1", "ftp://user:pw@cam/x");
+        let e = p(&text).unwrap_err().to_string();
+        assert!(e.contains("streams[0].url") && !e.contains("pw"), "{e}");
+        let text = MIN.replace("id = \"cam1\"", "id = \"cam/1\"");
+        assert!(p(&text).unwrap_err().to_string().contains("streams[0].id"));
+        let text = format!("{MIN}pace = \"realtime\"\n");
+        assert!(p(&text).unwrap_err().to_string().contains("file://"));
+    }
+
+    #[test]
+    fn per_stream_detect_overrides_merge_onto_global() {
+        let text = format!(
+            "{MIN}[streams.detect.black]\nmin_duration = 5.0\n\n[detect.black]\npicture_ratio = 0.9\n"
+        );
+        // `[detect.black]` after `[streams.detect...]` is still the top-level table.
+        let l = p(&text).unwrap();
+        assert_eq!(l.streams[0].detect.black.min_duration, 5.0);
+        assert_eq!(l.streams[0].detect.black.picture_ratio, 0.9);
+        let text = format!("{MIN}[streams.detect.black]\nmin_durations = 5.0\n");
+        let e = p(&text).unwrap_err().to_string();
+        assert!(e.contains("streams[0].detect") && e.contains("min_durations"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_url_and_secrets() {
+        let text = MIN.replace("mqtt://127.0.0.1:1883", "mqtt://bob:hunter2@127.0.0.1");
+        let l = p(&text).unwrap();
+        let s = l.mqtt_settings().unwrap();
+        assert_eq!(s.username.as_deref(), Some("bob"));
+        assert_eq!(s.password.as_ref().unwrap().expose(), "hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{:?}", l.password).contains("hunter2"));
+        let text = MIN.replace("mqtt://127.0.0.1:1883", "http://127.0.0.1");
+        assert!(p(&text).unwrap_err().to_string().contains("mqtt.url"));
+        let text = MIN.replace("[mqtt]\n", "[mqtt]\npassword = \"a\"\npassword_file = \"/x\"\n");
+        assert!(p(&text).unwrap_err().to_string().contains("not both"));
+    }
+
+    #[test]
+    fn packaged_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.toml");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            // password_file may not exist on this machine: drop that line only.
+            let text: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("password_file"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            p(&text).unwrap();
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut text = MIN.replace("[[streams]]\nid = \"cam1\"\nurl = \"rtsp://camera.local/stream1\"\n", "[limits]\nmax_streams = 1\n");
+        for i in 0..2 {
+            text.push_str(&format!("[[streams]]\nid = \"s{i}\"\nurl = \"rtsp://h/{i}\"\n"));
+        }
+        assert!(p(&text).unwrap_err().to_string().contains("max_streams"));
+    }
+}
