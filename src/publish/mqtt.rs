@@ -26,7 +26,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+};
 
 use super::spool::{Spool, SpoolStats};
 use crate::error::{Error, Result};
@@ -250,7 +252,12 @@ impl Publisher {
             stop_rx.clone(),
             settings.clone(),
         ));
-        tokio::spawn(feed(client.clone(), shared.clone(), stop_rx, settings.clone()));
+        tokio::spawn(feed(
+            client.clone(),
+            shared.clone(),
+            stop_rx,
+            settings.clone(),
+        ));
         Ok(Publisher {
             shared,
             client,
@@ -266,7 +273,10 @@ impl Publisher {
     /// Queues an event for its stream's `events` topic (spooled; sent when connected).
     pub fn event(&self, ev: &Event) {
         let topic = self.settings.events_topic(&ev.stream);
-        self.shared.lock().spool.push(&topic, ev.to_json().as_bytes());
+        self.shared
+            .lock()
+            .spool
+            .push(&topic, ev.to_json().as_bytes());
         self.shared.wake.notify_one();
     }
 
@@ -337,8 +347,13 @@ impl Publisher {
         let offline_deadline = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
         loop {
             let notified = self.shared.progress.notified();
-            if self.shared.lock().offline_acked {
-                break;
+            {
+                let st = self.shared.lock();
+                // Not connected: the broker publishes the Last Will (`offline`) itself
+                // once it notices; there is nothing to wait for.
+                if st.offline_acked || !st.connected {
+                    break;
+                }
             }
             if tokio::time::timeout_at(offline_deadline, notified)
                 .await
@@ -582,12 +597,11 @@ pub fn tls_config(
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| Error::Config(format!("mqtt.ca_file {}: {e}", path.display())))?;
             for c in certs {
-                let c = c.map_err(|e| {
-                    Error::Config(format!("mqtt.ca_file {}: {e}", path.display()))
-                })?;
-                roots.add(c).map_err(|e| {
-                    Error::Config(format!("mqtt.ca_file {}: {e}", path.display()))
-                })?;
+                let c =
+                    c.map_err(|e| Error::Config(format!("mqtt.ca_file {}: {e}", path.display())))?;
+                roots
+                    .add(c)
+                    .map_err(|e| Error::Config(format!("mqtt.ca_file {}: {e}", path.display())))?;
             }
             if roots.is_empty() {
                 return Err(Error::Config(format!(

@@ -218,10 +218,7 @@ impl Spool {
         }
         // Segments could come back in any order of sequence only if files were renamed
         // by hand; keep the in-memory queue sorted regardless.
-        spool
-            .pending
-            .make_contiguous()
-            .sort_by_key(|p| p.rec.seq);
+        spool.pending.make_contiguous().sort_by_key(|p| p.rec.seq);
         spool.enforce_bound();
         spool.collect_segments();
         Ok(spool)
@@ -383,9 +380,7 @@ impl Spool {
     /// Deletes segments all of whose records are below the head (never the one being
     /// written).
     fn collect_segments(&mut self) {
-        while self.segments.len() > 1
-            || (self.writer.is_none() && !self.segments.is_empty())
-        {
+        while self.segments.len() > 1 || (self.writer.is_none() && !self.segments.is_empty()) {
             let Some(s) = self.segments.front() else {
                 break;
             };
@@ -420,14 +415,9 @@ fn read_segment(path: &Path) -> io::Result<(Vec<Record>, u64, u64)> {
     let mut records = Vec::new();
     let mut off = 0usize;
     while off + HEADER <= data.len() {
-        let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]])
-            as usize;
-        let crc = u32::from_le_bytes([
-            data[off + 4],
-            data[off + 5],
-            data[off + 6],
-            data[off + 7],
-        ]);
+        let len =
+            u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+        let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
         if len > MAX_RECORD || off + HEADER + len > data.len() {
             break;
         }
@@ -568,7 +558,10 @@ mod tests {
                     .starts_with("seg-")
             })
             .count();
-        assert_eq!(files, 1, "only the segment with the last pending record remains");
+        assert_eq!(
+            files, 1,
+            "only the segment with the last pending record remains"
+        );
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod mqtt;
 pub mod peers;
 
 use std::path::{Path, PathBuf};

@@ -72,7 +72,7 @@ impl Drop for TempDir {
 }
 
 /// Sends `sig` (e.g. "STOP", "CONT", "KILL", "INT") to the whole process group `pgid`.
-fn signal_group(pgid: u32, sig: &str) {
+pub fn signal_group(pgid: u32, sig: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg("--")

@@ -386,7 +386,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             ));
         }
         if !seen.insert(s.id.clone()) {
-            return Err(err(line, &field("id"), format!("duplicate stream id `{}`", s.id)));
+            return Err(err(
+                line,
+                &field("id"),
+                format!("duplicate stream id `{}`", s.id),
+            ));
         }
         let is_file = !s.url.contains("://") || s.url.starts_with("file://");
         if !is_file && (s.pace.is_some() || s.looped) {
@@ -410,7 +414,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         let detect: DetectConfig = toml::Value::Table(t)
             .try_into()
             .map_err(|e: toml::de::Error| err(line, &field("detect"), e.message().to_string()))?;
-        detect.validate().map_err(|m| err(line, &field("detect"), m))?;
+        detect
+            .validate()
+            .map_err(|m| err(line, &field("detect"), m))?;
         plans.push(StreamPlan {
             cfg: s.clone(),
             detect,
@@ -606,7 +612,10 @@ url = "rtsp://camera.local/stream1"
     fn bad_stream_fields_name_the_stream_line() {
         let text = format!("{MIN}\n[[streams]]\nid = \"cam1\"\nurl = \"rtsp://x/y\"\n");
         let e = p(&text).unwrap_err().to_string();
-        assert!(e.contains("config.toml:9") && e.contains("streams[1].id") && e.contains("duplicate"), "{e}");
+        assert!(
+            e.contains("config.toml:9") && e.contains("streams[1].id") && e.contains("duplicate"),
+            "{e}"
+        );
         let text = MIN.replace("rtsp://camera.local/stream1", "ftp://user:pw@cam/x");
         let e = p(&text).unwrap_err().to_string();
         assert!(e.contains("streams[0].url") && !e.contains("pw"), "{e}");
@@ -627,7 +636,10 @@ url = "rtsp://camera.local/stream1"
         assert_eq!(l.streams[0].detect.black.picture_ratio, 0.9);
         let text = format!("{MIN}[streams.detect.black]\nmin_durations = 5.0\n");
         let e = p(&text).unwrap_err().to_string();
-        assert!(e.contains("streams[0].detect") && e.contains("min_durations"), "{e}");
+        assert!(
+            e.contains("streams[0].detect") && e.contains("min_durations"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -641,7 +653,10 @@ url = "rtsp://camera.local/stream1"
         assert!(!format!("{:?}", l.password).contains("hunter2"));
         let text = MIN.replace("mqtt://127.0.0.1:1883", "http://127.0.0.1");
         assert!(p(&text).unwrap_err().to_string().contains("mqtt.url"));
-        let text = MIN.replace("[mqtt]\n", "[mqtt]\npassword = \"a\"\npassword_file = \"/x\"\n");
+        let text = MIN.replace(
+            "[mqtt]\n",
+            "[mqtt]\npassword = \"a\"\npassword_file = \"/x\"\n",
+        );
         assert!(p(&text).unwrap_err().to_string().contains("not both"));
     }
 
@@ -661,9 +676,14 @@ url = "rtsp://camera.local/stream1"
 
     #[test]
     fn limits_are_enforced() {
-        let mut text = MIN.replace("[[streams]]\nid = \"cam1\"\nurl = \"rtsp://camera.local/stream1\"\n", "[limits]\nmax_streams = 1\n");
+        let mut text = MIN.replace(
+            "[[streams]]\nid = \"cam1\"\nurl = \"rtsp://camera.local/stream1\"\n",
+            "[limits]\nmax_streams = 1\n",
+        );
         for i in 0..2 {
-            text.push_str(&format!("[[streams]]\nid = \"s{i}\"\nurl = \"rtsp://h/{i}\"\n"));
+            text.push_str(&format!(
+                "[[streams]]\nid = \"s{i}\"\nurl = \"rtsp://h/{i}\"\n"
+            ));
         }
         assert!(p(&text).unwrap_err().to_string().contains("max_streams"));
     }

@@ -130,7 +130,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut current = loaded;
 
     use tokio::signal::unix::{signal, SignalKind};
-    let sig = |k| signal(k).map_err(|e| Error::Other(format!("cannot install signal handler: {e}")));
+    let sig =
+        |k| signal(k).map_err(|e| Error::Other(format!("cannot install signal handler: {e}")));
     let mut sigterm = sig(SignalKind::terminate())?;
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
@@ -296,9 +297,11 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
             st.events.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut open) = st.open.lock() {
                 match ev.state {
-                    Phase::Start => {
-                        open.push((ev.kind.as_str().to_string(), ev.defect_id.clone(), ev.start_s))
-                    }
+                    Phase::Start => open.push((
+                        ev.kind.as_str().to_string(),
+                        ev.defect_id.clone(),
+                        ev.start_s,
+                    )),
                     Phase::End => open.retain(|(_, d, _)| *d != ev.defect_id),
                 }
             }
@@ -394,7 +397,10 @@ fn publish_stats(publisher: &Publisher, streams: &HashMap<String, StreamHandle>,
         "streams": streams.len(),
         "outbox": ob,
     });
-    publisher.best_effort(settings.agent_stats_topic(), payload.to_string().into_bytes());
+    publisher.best_effort(
+        settings.agent_stats_topic(),
+        payload.to_string().into_bytes(),
+    );
 }
 
 fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json::Value {
@@ -412,8 +418,16 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
             Some((f0, b0, t0)) => {
                 let dt = now.duration_since(t0).as_secs_f64().max(1e-3);
                 // A restarted session starts its counters at zero again.
-                let df = if a.video.frames >= f0 { a.video.frames - f0 } else { a.video.frames };
-                let db = if media_bytes >= b0 { media_bytes - b0 } else { media_bytes };
+                let df = if a.video.frames >= f0 {
+                    a.video.frames - f0
+                } else {
+                    a.video.frames
+                };
+                let db = if media_bytes >= b0 {
+                    media_bytes - b0
+                } else {
+                    media_bytes
+                };
                 (df as f64 / dt, db as f64 * 8.0 / dt)
             }
             None => (0.0, 0.0),

@@ -1,0 +1,594 @@
+//! The agent (`vqprobe run`) against a real broker: a private mosquitto per test,
+//! real `mosquitto_sub` subscribers, ground-truth clips as file streams.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::mqtt::{
+    make_client_cert, wait_for, Agent, BrokerOpts, BrokerTls, Mosquitto, Msg, SubOpts, Subscriber,
+};
+use common::peers::{make_test_ca, TempDir};
+use common::{assert_intervals, media_dir, paired_ends, truth};
+use serde_json::Value;
+
+const PROBE: &str = "edge-test-01";
+
+/// Expected (kind, start, end) of a ground-truth clip.
+fn expected(clip: &str) -> Vec<(String, f64, f64)> {
+    truth()["clips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["file"] == clip)
+        .unwrap_or_else(|| panic!("{clip} not in truth.json"))["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["start_s"].as_f64().unwrap(),
+                e["end_s"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A config with `streams` = (id, clip, pace).
+fn config(broker: &str, spool: &Path, streams: &[(&str, &str, &str)], extra_mqtt: &str) -> String {
+    let mut s = format!(
+        "probe_id = \"{PROBE}\"\nstats_interval = \"1s\"\nshutdown_timeout = \"5s\"\n\
+         [mqtt]\nurl = \"{broker}\"\nkeepalive = \"2s\"\nconnect_timeout = \"2s\"\nbackoff_max = \"2s\"\n{extra_mqtt}\n\
+         [spool]\ndir = \"{}\"\n",
+        spool.display()
+    );
+    for (id, clip, pace) in streams {
+        s.push_str(&format!(
+            "[[streams]]\nid = \"{id}\"\nurl = \"file://{}\"\npace = \"{pace}\"\n",
+            media_dir().join(clip).display()
+        ));
+    }
+    s
+}
+
+/// Events of `stream` as received, first copy of each id only (at-least-once).
+fn events_of(msgs: &[Msg], stream: &str) -> Vec<Value> {
+    let topic = format!("vqprobe/{PROBE}/{stream}/events");
+    let mut seen = std::collections::HashSet::new();
+    msgs.iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| {
+            assert_eq!(m.qos, 1, "events are published at QoS 1: {m:?}");
+            assert!(!m.retained, "events are not retained: {m:?}");
+            m.json()
+        })
+        .filter(|e| seen.insert(e["id"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Asserts that the delivered events are exactly the ones the agent logged, in order.
+fn assert_delivered_in_order(agent_ids: &[String], delivered: &[Value], what: &str) {
+    let got: Vec<String> = delivered
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        got, agent_ids,
+        "{what}: delivered ids differ from the ones the agent emitted"
+    );
+}
+
+fn wait_events(sub: &Subscriber, stream: &str, n: usize, secs: u64) -> Vec<Value> {
+    wait_for(Duration::from_secs(secs), || {
+        let e = events_of(&sub.messages(), stream);
+        (e.len() >= n).then_some(e)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{stream}: fewer than {n} events within {secs} s: {:?}",
+            events_of(&sub.messages(), stream)
+        )
+    })
+}
+
+fn status_msgs(sub: &Subscriber) -> Vec<Value> {
+    sub.on("/status").iter().map(|m| m.json()).collect()
+}
+
+#[test]
+fn events_of_two_streams_reach_a_subscriber_with_schema_topics_and_status() {
+    let dir = TempDir::new("agent-basic");
+    let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let sub = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let mut agent = Agent::start(
+        dir.path(),
+        &config(
+            &broker.url(),
+            &dir.path().join("spool"),
+            &[
+                ("multi", "multi_main_360p.ts", "fast"),
+                ("black", "black_high_360p.ts", "fast"),
+            ],
+            "",
+        ),
+    );
+    for (stream, clip) in [
+        ("multi", "multi_main_360p.ts"),
+        ("black", "black_high_360p.ts"),
+    ] {
+        let want = expected(clip);
+        let events = wait_events(&sub, stream, want.len() * 2, 60);
+        for e in &events {
+            assert_eq!(e["probe"], PROBE);
+            assert_eq!(e["stream"], stream);
+            for field in [
+                "id",
+                "defect_id",
+                "kind",
+                "state",
+                "start_s",
+                "at",
+                "severity",
+                "metrics",
+            ] {
+                assert!(e.get(field).is_some(), "{field} missing: {e}");
+            }
+        }
+        let ends = paired_ends(&events);
+        assert_intervals(stream, &ends, &want, 0.5);
+        assert_delivered_in_order(&agent.logged_event_ids(Some(stream)), &events, stream);
+    }
+    // Status: retained `online` with version, start time and streams, for a late subscriber.
+    let late = Subscriber::start(
+        broker.port,
+        &format!("vqprobe/{PROBE}/status"),
+        &SubOpts::default(),
+    );
+    let online = wait_for(Duration::from_secs(5), || {
+        late.on("/status").into_iter().next()
+    })
+    .expect("retained status");
+    assert!(online.retained, "status is retained: {online:?}");
+    let s = online.json();
+    assert_eq!(s["status"], "online");
+    assert!(s["version"]
+        .as_str()
+        .unwrap()
+        .starts_with(env!("CARGO_PKG_VERSION")));
+    assert!(s["started_at"].as_str().is_some());
+    let mut streams: Vec<&str> = s["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    streams.sort();
+    assert_eq!(streams, ["black", "multi"]);
+    // Stats every second per stream, with the counters of a finished file.
+    let stats = wait_for(Duration::from_secs(5), || {
+        sub.on("/multi/stats")
+            .into_iter()
+            .map(|m| m.json())
+            .find(|j| j["events"].as_u64() == Some(6))
+    })
+    .expect("stats of stream multi after its 6 events");
+    assert_eq!(
+        stats["frames"].as_u64(),
+        Some(500),
+        "20 s at 25 fps: {stats}"
+    );
+    assert_eq!(stats["open_defects"].as_array().unwrap().len(), 0);
+    assert_eq!(stats["decode_errors"]["video"], 0);
+    assert!(!sub.on(&format!("{PROBE}/stats")).is_empty(), "agent stats");
+    // SIGKILL: the broker publishes the Last Will, retained `offline`.
+    agent.kill();
+    let off = wait_for(Duration::from_secs(10), || {
+        status_msgs(&sub)
+            .into_iter()
+            .find(|s| s["status"] == "offline")
+    })
+    .expect("offline via the Last Will after SIGKILL");
+    assert_eq!(off["probe"], PROBE);
+    let late = Subscriber::start(
+        broker.port,
+        &format!("vqprobe/{PROBE}/status"),
+        &SubOpts::default(),
+    );
+    let retained = wait_for(Duration::from_secs(5), || {
+        late.on("/status").into_iter().next()
+    })
+    .unwrap();
+    assert_eq!(retained.json()["status"], "offline");
+}
+
+/// Broker down (or frozen) while defects start and end: every event arrives, in order.
+fn outage(freeze: bool) {
+    let dir = TempDir::new(if freeze {
+        "agent-freeze"
+    } else {
+        "agent-outage"
+    });
+    let opts = BrokerOpts {
+        persistence: true,
+        ..Default::default()
+    };
+    let mut broker = Mosquitto::start(&dir.path().join("broker"), &opts);
+    let sub_opts = SubOpts {
+        persistent_id: Some("test-sub".into()),
+        ..Default::default()
+    };
+    let sub1 = Subscriber::start(broker.port, "vqprobe/+/+/events", &sub_opts);
+    let status = Subscriber::start(broker.port, "vqprobe/+/status", &SubOpts::default());
+    let agent = Agent::start(
+        dir.path(),
+        &config(
+            &broker.url(),
+            &dir.path().join("spool"),
+            &[("multi", "multi_main_360p.ts", "realtime")],
+            "",
+        ),
+    );
+    wait_for(Duration::from_secs(10), || {
+        status_msgs(&status)
+            .into_iter()
+            .find(|s| s["status"] == "online")
+    })
+    .expect("agent online");
+    // The clip's defects run from 2 s to 17 s of media: take the broker away now.
+    let outage_began = std::time::Instant::now();
+    if freeze {
+        broker.freeze();
+    } else {
+        broker.stop();
+    }
+    // Wait until the agent has emitted all 6 events (the end of the clip), then keep
+    // the broker away a little longer.
+    wait_for(Duration::from_secs(40), || {
+        (agent.logged_event_ids(Some("multi")).len() >= 6).then_some(())
+    })
+    .unwrap_or_else(|| panic!("agent did not emit 6 events:\n{}", agent.log()));
+    // At least 30 s without a broker in all.
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(outage_began.elapsed()));
+    if !freeze {
+        assert!(
+            agent.log().contains("MQTT broker unreachable"),
+            "the agent noticed the outage"
+        );
+    }
+    let receiver = if freeze {
+        broker.thaw();
+        sub1
+    } else {
+        // The subscriber goes away too (before the broker returns, so that nothing is
+        // delivered to it), and comes back with its persistent session: the broker
+        // kept its queue.
+        drop(sub1);
+        broker.restart();
+        Subscriber::start(broker.port, "vqprobe/+/+/events", &sub_opts)
+    };
+    let logged = agent.logged_event_ids(Some("multi"));
+    assert_eq!(logged.len(), 6, "{logged:?}");
+    let events = wait_events(&receiver, "multi", 6, 30);
+    assert_delivered_in_order(&logged, &events, "after the outage");
+    let ends = paired_ends(&events);
+    assert_intervals("multi", &ends, &expected("multi_main_360p.ts"), 0.5);
+}
+
+#[test]
+fn broker_outage_loses_no_event() {
+    outage(false);
+}
+
+#[test]
+fn frozen_broker_loses_no_event() {
+    outage(true);
+}
+
+#[test]
+fn events_spooled_before_an_agent_crash_are_delivered_after_restart() {
+    let dir = TempDir::new("agent-crash");
+    let spool = dir.path().join("spool");
+    // No broker yet: reserve a port nobody listens on.
+    let port = common::mqtt::free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let mut first = Agent::start(
+        dir.path(),
+        &config(&url, &spool, &[("black", "black_high_360p.ts", "fast")], ""),
+    );
+    wait_for(Duration::from_secs(30), || {
+        (first.logged_event_ids(None).len() >= 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no events:\n{}", first.log()));
+    let logged = first.logged_event_ids(None);
+    first.kill();
+    // A broker on that port, a subscriber, and the agent again with no streams at all:
+    // whatever arrives came from the spool.
+    let broker_dir = dir.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).unwrap();
+    let broker = Mosquitto::start(&broker_dir, &BrokerOpts::default());
+    let sub = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let cfg2 = dir.path().join("second.toml");
+    std::fs::write(&cfg2, config(&broker.url(), &spool, &[], "")).unwrap();
+    let second = Agent::start_with(dir.path(), &cfg2, "second");
+    let events = wait_events(&sub, "black", 2, 20);
+    assert_delivered_in_order(&logged, &events, "from the spool");
+    assert!(second
+        .log()
+        .contains("undelivered events from the previous run"));
+    assert!(second.logged_event_ids(None).is_empty());
+}
+
+#[test]
+fn wrong_password_is_refused_clearly_retried_with_backoff_and_never_printed() {
+    let dir = TempDir::new("agent-auth");
+    let opts = BrokerOpts {
+        auth: Some(("probe".into(), "right-pass".into())),
+        ..Default::default()
+    };
+    let broker = Mosquitto::start(&dir.path().join("broker"), &opts);
+    let pw = dir.path().join("mqtt.password");
+    std::fs::write(&pw, "wrong-secret-XYZ\n").unwrap();
+    let extra = format!(
+        "username = \"probe\"\npassword_file = \"{}\"\n",
+        pw.display()
+    );
+    let mut agent = Agent::start(
+        dir.path(),
+        &config(&broker.url(), &dir.path().join("spool"), &[], &extra),
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    agent.signal("TERM");
+    let st = agent
+        .wait_exit(Duration::from_secs(15))
+        .expect("exits on SIGTERM");
+    assert!(st.success(), "{st:?}");
+    let log = agent.log();
+    assert!(
+        log.contains("bad user name or password") || log.contains("not authorized"),
+        "clear reason:\n{log}"
+    );
+    assert!(
+        !log.contains("wrong-secret-XYZ"),
+        "secret in the log:\n{log}"
+    );
+    // Backoff 0.5, 1, 2, 2 (cap) ... s with jitter: a handful of attempts in 6 s, not a spin.
+    let attempts = log.matches("MQTT broker unreachable").count();
+    assert!(
+        (2..=8).contains(&attempts),
+        "{attempts} attempts in 6 s:\n{log}"
+    );
+    // The right password gets through.
+    std::fs::write(&pw, "right-pass\n").unwrap();
+    let sub = Subscriber::start(
+        broker.port,
+        "vqprobe/#",
+        &SubOpts {
+            auth: Some(("probe".into(), "right-pass".into())),
+            ..Default::default()
+        },
+    );
+    let _agent = Agent::start_with(dir.path(), &agent.config.clone(), "agent2");
+    wait_for(Duration::from_secs(10), || {
+        status_msgs(&sub)
+            .into_iter()
+            .find(|s| s["status"] == "online")
+    })
+    .expect("online with the right password");
+}
+
+#[test]
+fn tls_with_test_ca_and_client_certificate_and_wrong_ca_refused() {
+    let dir = TempDir::new("agent-tls");
+    let (ca, cert, key) = make_test_ca(&dir.path().join("ca"));
+    let (ccert, ckey) = make_client_cert(&dir.path().join("ca"));
+    let (other_ca, _, _) = make_test_ca(&dir.path().join("other-ca"));
+    let opts = BrokerOpts {
+        tls: Some(BrokerTls {
+            ca: ca.clone(),
+            cert,
+            key,
+            require_client_cert: true,
+        }),
+        ..Default::default()
+    };
+    let broker = Mosquitto::start(&dir.path().join("broker"), &opts);
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let sub = Subscriber::start(
+        broker.port,
+        "vqprobe/#",
+        &SubOpts {
+            tls: Some((ca.clone(), Some((ccert.clone(), ckey.clone())))),
+            ..Default::default()
+        },
+    );
+    // Right CA and a client certificate: events flow.
+    let good = format!(
+        "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        ca.display(),
+        ccert.display(),
+        ckey.display()
+    );
+    let d1 = dir.path().join("good");
+    std::fs::create_dir_all(&d1).unwrap();
+    let _agent = Agent::start(
+        &d1,
+        &config(
+            &url,
+            &d1.join("spool"),
+            &[("black", "black_high_360p.ts", "fast")],
+            &good,
+        ),
+    );
+    let events = wait_events(&sub, "black", 2, 30);
+    assert_intervals(
+        "black",
+        &paired_ends(&events),
+        &expected("black_high_360p.ts"),
+        0.5,
+    );
+    // Wrong CA: refused, nothing published.
+    let d2 = dir.path().join("bad-ca");
+    std::fs::create_dir_all(&d2).unwrap();
+    let bad = format!(
+        "probe_id = \"other-probe\"\n[mqtt]\nurl = \"{url}\"\nca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n[spool]\ndir = \"{}\"\n",
+        other_ca.display(),
+        ccert.display(),
+        ckey.display(),
+        d2.join("spool").display()
+    );
+    let bad_agent = Agent::start(&d2, &bad);
+    // No client certificate although the broker requires one: refused too.
+    let d3 = dir.path().join("no-cert");
+    std::fs::create_dir_all(&d3).unwrap();
+    let nocert = format!(
+        "probe_id = \"third-probe\"\n[mqtt]\nurl = \"{url}\"\nca_file = \"{}\"\n[spool]\ndir = \"{}\"\n",
+        ca.display(),
+        d3.join("spool").display()
+    );
+    let nocert_agent = Agent::start(&d3, &nocert);
+    let refused = wait_for(Duration::from_secs(10), || {
+        (bad_agent.log().contains("MQTT broker unreachable")
+            && nocert_agent.log().contains("MQTT broker unreachable"))
+        .then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "bad CA:\n{}\nno cert:\n{}",
+        bad_agent.log(),
+        nocert_agent.log()
+    );
+    assert!(
+        bad_agent.log().to_lowercase().contains("certificate"),
+        "the reason names the certificate:\n{}",
+        bad_agent.log()
+    );
+    let statuses = status_msgs(&sub);
+    assert!(
+        statuses.iter().all(|s| s["probe"] == PROBE),
+        "a refused agent got through: {statuses:?}"
+    );
+}
+
+#[test]
+fn sighup_adds_and_removes_streams_and_sigterm_ends_open_defects_and_flushes() {
+    let dir = TempDir::new("agent-hup");
+    let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let sub = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let spool = dir.path().join("spool");
+    let mut agent = Agent::start(
+        dir.path(),
+        &config(
+            &broker.url(),
+            &spool,
+            &[("multi", "multi_main_360p.ts", "realtime")],
+            "",
+        ),
+    );
+    // multi: black from 2 s, confirmed at 4 s. Remove it while black is open, add `black`.
+    let started = wait_events(&sub, "multi", 1, 30);
+    assert_eq!(started[0]["kind"], "black");
+    std::fs::write(
+        &agent.config,
+        config(
+            &broker.url(),
+            &spool,
+            &[("black", "black_high_360p.ts", "realtime")],
+            "",
+        ),
+    )
+    .unwrap();
+    agent.signal("HUP");
+    let multi = wait_events(&sub, "multi", 2, 15);
+    assert_eq!(multi[1]["state"], "end");
+    assert_eq!(multi[1]["reason"], "shutdown", "{}", multi[1]);
+    // black: black from 3 s, confirmed at 5 s. SIGTERM while it is open.
+    let b = wait_events(&sub, "black", 1, 30);
+    assert_eq!(b[0]["state"], "start");
+    let online: Vec<Value> = status_msgs(&sub)
+        .into_iter()
+        .filter(|s| s["status"] == "online")
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            status_msgs(&sub)
+                .into_iter()
+                .find(|s| s["status"] == "online" && s["streams"] == serde_json::json!(["black"]))
+        })
+        .is_some(),
+        "status lists the new stream set: {online:?}"
+    );
+    agent.signal("TERM");
+    let st = agent
+        .wait_exit(Duration::from_secs(20))
+        .expect("exit after SIGTERM");
+    assert!(st.success(), "{st:?}");
+    let b = wait_events(&sub, "black", 2, 5);
+    assert_eq!(b[1]["state"], "end");
+    assert_eq!(b[1]["reason"], "shutdown");
+    let last = status_msgs(&sub).pop().unwrap();
+    assert_eq!(
+        last["status"], "offline",
+        "clean shutdown publishes offline"
+    );
+    assert!(
+        !agent.log().contains("stay in the spool"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn invalid_config_names_file_line_and_field() {
+    let dir = TempDir::new("agent-badcfg");
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "probe_id = \"p\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nkeep_alive = \"5s\"\n",
+    )
+    .unwrap();
+    let out = common::vqprobe(&["run", "--config", cfg.to_str().unwrap(), "--check-config"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:4") && err.contains("keep_alive"),
+        "{err}"
+    );
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "probe_id = \"p\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = common::vqprobe(&["run", "--config", good.to_str().unwrap(), "--check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn demo_publishes_its_events_over_mqtt() {
+    let dir = TempDir::new("agent-demo");
+    let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let sub = Subscriber::start(broker.port, "vqprobe/+/demo/events", &SubOpts::default());
+    let out = common::vqprobe(&["demo", "--format", "json", "--mqtt", &broker.url()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got = wait_for(Duration::from_secs(5), || {
+        let m = sub.messages();
+        (m.len() >= printed.len()).then_some(m)
+    })
+    .expect("demo events over MQTT");
+    let got: Vec<Value> = got.iter().map(|m| m.json()).collect();
+    assert_eq!(got, printed, "the broker got exactly what demo printed");
+}
