@@ -167,18 +167,22 @@ fn events_of_two_streams_reach_a_subscriber_with_schema_topics_and_status() {
     streams.sort();
     assert_eq!(streams, ["black", "multi"]);
     // Stats every second per stream, with the counters of a finished file.
+    // The stream has ended: its stats settle on the whole clip (20 s at 25 fps).
     let stats = wait_for(Duration::from_secs(5), || {
         sub.on("/multi/stats")
             .into_iter()
             .map(|m| m.json())
-            .find(|j| j["events"].as_u64() == Some(6))
+            .find(|j| j["frames"].as_u64() == Some(500))
     })
-    .expect("stats of stream multi after its 6 events");
-    assert_eq!(
-        stats["frames"].as_u64(),
-        Some(500),
-        "20 s at 25 fps: {stats}"
-    );
+    .unwrap_or_else(|| {
+        panic!(
+            "no stats with all 500 frames: {:?}",
+            sub.on("/multi/stats").last()
+        )
+    });
+    assert_eq!(stats["events"].as_u64(), Some(6), "{stats}");
+    assert_eq!(stats["stream"], "multi");
+    assert!(stats["version"].as_str().is_some());
     assert_eq!(stats["open_defects"].as_array().unwrap().len(), 0);
     assert_eq!(stats["decode_errors"]["video"], 0);
     assert!(!sub.on(&format!("{PROBE}/stats")).is_empty(), "agent stats");

@@ -570,15 +570,15 @@ fn pump(client: &AsyncClient, st: &mut State, status_topic: &str) {
     }
     if let Some(off) = &st.offline {
         // Only once everything else is out (or shutdown gave up waiting).
-        if st.offline_sent_epoch != st.epoch && st.outstanding < WINDOW {
-            if client
+        if st.offline_sent_epoch != st.epoch
+            && st.outstanding < WINDOW
+            && client
                 .try_publish(status_topic, QoS::AtLeastOnce, true, off.clone())
                 .is_ok()
-            {
-                st.fifo.push_back(Slot::Offline);
-                st.outstanding += 1;
-                st.offline_sent_epoch = st.epoch;
-            }
+        {
+            st.fifo.push_back(Slot::Offline);
+            st.outstanding += 1;
+            st.offline_sent_epoch = st.epoch;
         }
     }
 }

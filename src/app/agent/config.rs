@@ -443,10 +443,11 @@ pub fn hls_options(s: &StreamConfig) -> HlsOptions {
     }
 }
 
-/// Host, port and TLS of an `mqtt(s)://` URL, with optional credentials.
-fn mqtt_endpoint(
-    url: &str,
-) -> std::result::Result<(String, u16, bool, Option<(String, Secret)>), String> {
+/// Host, port, TLS and optional credentials of an `mqtt(s)://` URL.
+type Endpoint = (String, u16, bool, Option<(String, Secret)>);
+
+/// Parses an `mqtt(s)://` URL (errors never contain its credentials).
+fn mqtt_endpoint(url: &str) -> std::result::Result<Endpoint, String> {
     let u = url::Url::parse(url).map_err(|e| format!("`{}`: {e}", redact_url(url)))?;
     let tls = match u.scheme() {
         "mqtt" | "tcp" => false,
