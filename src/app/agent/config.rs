@@ -47,6 +47,10 @@ pub struct AgentConfig {
     /// Live-source settings for every stream (`[live]`, see docs/config.md).
     #[serde(default)]
     pub live: LiveConfig,
+    /// HLS settings for every stream (`[hls]`, see docs/config.md); a stream's
+    /// `max_bandwidth` and `ca_file` override `variant` and `ca_file`.
+    #[serde(default)]
+    pub hls: HlsOptions,
     /// Detector settings for every stream (`[detect]`); a stream's own `[streams.detect]`
     /// overrides single fields.
     #[serde(default)]
@@ -201,6 +205,9 @@ pub struct StreamConfig {
 pub struct StreamPlan {
     pub cfg: StreamConfig,
     pub detect: DetectConfig,
+    pub hls: HlsOptions,
+    pub live: LiveConfig,
+    pub queue_packets: usize,
     pub is_file: bool,
 }
 
@@ -266,7 +273,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             None => format!("{file}: {field}: {msg} (see docs/config.md)"),
         })
     };
-    let cfg: AgentConfig = toml::from_str(text).map_err(|e| {
+    let mut cfg: AgentConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         let msg = e.message().to_string();
         Error::Config(match line {
@@ -274,6 +281,23 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             None => format!("{file}: {msg} (see docs/config.md)"),
         })
     })?;
+    // An empty string means "not set" (the packaged example spells defaults that way).
+    let m = &mut cfg.mqtt;
+    for o in [&mut m.client_id, &mut m.username, &mut m.password] {
+        if o.as_deref() == Some("") {
+            *o = None;
+        }
+    }
+    for o in [
+        &mut m.password_file,
+        &mut m.ca_file,
+        &mut m.client_cert,
+        &mut m.client_key,
+    ] {
+        if o.as_deref().is_some_and(|p| p.as_os_str().is_empty()) {
+            *o = None;
+        }
+    }
     if !valid_id(&cfg.probe_id) {
         return Err(err(
             line_of_key(text, "probe_id"),
@@ -401,7 +425,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             ));
         }
         // Classify the URL now so that a typo fails at load, not at run time.
-        super::super::check::Input::parse(&s.url, s.rtsp_transport, &hls_options(s))
+        super::super::check::Input::parse(&s.url, s.rtsp_transport, &hls_options(&cfg.hls, s))
             .map_err(|e| err(line, &field("url"), e.to_string()))?;
         if is_file {
             let p = crate::ingest::file::path_of(&s.url);
@@ -420,6 +444,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         plans.push(StreamPlan {
             cfg: s.clone(),
             detect,
+            hls: hls_options(&cfg.hls, s),
+            live: cfg.live.clone(),
+            queue_packets: cfg.limits.queue_packets,
             is_file,
         });
     }
@@ -431,16 +458,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
     })
 }
 
-/// HLS options of a stream.
-pub fn hls_options(s: &StreamConfig) -> HlsOptions {
-    HlsOptions {
-        ca_file: s.ca_file.clone(),
-        variant: match s.max_bandwidth {
-            Some(b) => VariantChoice::MaxBandwidth(b),
-            None => VariantChoice::HighestBandwidth,
-        },
-        ..Default::default()
+/// HLS options of a stream: the global `[hls]` with the stream's overrides.
+pub fn hls_options(global: &HlsOptions, s: &StreamConfig) -> HlsOptions {
+    let mut o = global.clone();
+    if let Some(b) = s.max_bandwidth {
+        o.variant = VariantChoice::MaxBandwidth(b);
     }
+    if s.ca_file.is_some() {
+        o.ca_file = s.ca_file.clone();
+    }
+    o
 }
 
 /// Host, port, TLS and optional credentials of an `mqtt(s)://` URL.
@@ -662,17 +689,23 @@ url = "rtsp://camera.local/stream1"
     }
 
     #[test]
-    fn packaged_example_config_is_valid() {
+    fn packaged_example_config_is_valid_once_probe_id_is_set() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.toml");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            // password_file may not exist on this machine: drop that line only.
-            let text: String = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("password_file"))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            p(&text).unwrap();
-        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // As shipped, probe_id is commented out on purpose: the service refuses to start
+        // until the operator names the probe.
+        let e = p(&text).unwrap_err().to_string();
+        assert!(e.contains("probe_id"), "{e}");
+        let text = text.replacen("#probe_id = ", "probe_id = ", 1);
+        let l = p(&text).unwrap();
+        // The example spells out the defaults: it must agree with the code.
+        let d = p(MIN).unwrap();
+        assert_eq!(l.cfg.spool, d.cfg.spool);
+        assert_eq!(l.cfg.limits, d.cfg.limits);
+        assert_eq!(l.cfg.stats_interval, d.cfg.stats_interval);
+        assert_eq!(l.cfg.mqtt.keepalive, d.cfg.mqtt.keepalive);
+        assert_eq!(l.cfg.mqtt.topic_prefix, d.cfg.mqtt.topic_prefix);
+        assert!(l.cfg.mqtt.username.is_none() && l.cfg.mqtt.ca_file.is_none());
     }
 
     #[test]

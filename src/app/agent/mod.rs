@@ -29,7 +29,7 @@ use super::session::{self, SessionCounters, SessionSpec};
 use crate::detect::Phase;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::ingest::live::{Backoff, LiveConfig, Shutdown};
+use crate::ingest::live::{Backoff, Shutdown};
 use crate::publish::mqtt::Publisher;
 use crate::publish::spool::{Spool, SpoolOptions};
 use crate::redact::redact_url;
@@ -66,8 +66,6 @@ struct StreamHandle {
 struct Ctx {
     publisher: Publisher,
     probe_id: String,
-    live: LiveConfig,
-    queue_packets: usize,
 }
 
 /// Runs the agent until SIGTERM/SIGINT. Errors: the configuration cannot be loaded,
@@ -119,11 +117,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
         streams = loaded.streams.len(),
         "vqprobe agent starting"
     );
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         publisher: publisher.clone(),
         probe_id: loaded.cfg.probe_id.clone(),
-        live: loaded.cfg.live.clone(),
-        queue_packets: loaded.cfg.limits.queue_packets,
     };
     let mut streams: HashMap<String, StreamHandle> = HashMap::new();
     apply(&ctx, &mut streams, &loaded).await;
@@ -157,8 +153,6 @@ pub async fn run(config_path: &Path) -> Result<()> {
                         {
                             tracing::warn!("SIGHUP: changes to probe_id, [mqtt] or [spool] take effect after a restart");
                         }
-                        ctx.live = new.cfg.live.clone();
-                        ctx.queue_packets = new.cfg.limits.queue_packets;
                         apply(&ctx, &mut streams, &new).await;
                         let mut online = new.clone();
                         online.cfg.probe_id = current.cfg.probe_id.clone();
@@ -279,12 +273,12 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
         probe_id: ctx.probe_id.clone(),
         stream_id: id.clone(),
         detect: plan.detect.clone(),
-        live: ctx.live.clone(),
+        live: plan.live.clone(),
         rtsp_transport: plan.cfg.rtsp_transport,
-        hls: config::hls_options(&plan.cfg),
+        hls: plan.hls.clone(),
         duration: None,
         realtime: plan.is_file && plan.cfg.pace.unwrap_or_default() == Pace::Realtime,
-        queue_packets: ctx.queue_packets,
+        queue_packets: plan.queue_packets,
     };
     let mut backoff = Backoff::new(1.0, 60.0);
     loop {
