@@ -28,6 +28,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+#[path = "common/doc.rs"]
+mod doc;
+
 use vqprobe::config::DetectConfig;
 use vqprobe::event::{EndReason, Event};
 use vqprobe::ingest::ts::{DemuxOutput, TsDemuxer, TsLimits};
@@ -1159,45 +1162,6 @@ fn section(results: &[ClipResult], m: &Machine) -> String {
     s
 }
 
-/// Replaces the `## Detection core` section of `doc` (up to the next `## ` heading), or
-/// appends it; creates the file with a title when it is missing.
-fn splice(doc: Option<String>, section: &str) -> String {
-    let doc = doc.unwrap_or_else(|| {
-        "# Performance\n\nMeasured figures, one `##` section per milestone (detection core, agent mode, \
-         binary size, ...). Each section says how it was produced; tools that refresh one section keep \
-         the others.\n"
-            .to_string()
-    });
-    let heading = "## Detection core";
-    let start = doc
-        .match_indices(heading)
-        .map(|(i, _)| i)
-        .find(|&i| i == 0 || doc[..i].ends_with('\n'));
-    match start {
-        Some(i) => {
-            let after = i + heading.len();
-            let end = doc[after..]
-                .match_indices("\n## ")
-                .next()
-                .map_or(doc.len(), |(j, _)| after + j + 1);
-            let mut out = String::with_capacity(doc.len() + section.len());
-            out.push_str(&doc[..i]);
-            out.push_str(section);
-            if end < doc.len() {
-                out.push('\n');
-            }
-            out.push_str(&doc[end..]);
-            out
-        }
-        None => {
-            let mut out = doc.trim_end().to_string();
-            out.push_str("\n\n");
-            out.push_str(section);
-            out
-        }
-    }
-}
-
 fn main() {
     let secs: f64 = std::env::var("VQPROBE_BENCH_SECS")
         .ok()
@@ -1234,7 +1198,11 @@ fn main() {
     let section = section(&results, &m);
     let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/PERFORMANCE.md");
     std::fs::create_dir_all(doc_path.parent().expect("docs dir")).expect("create docs/");
-    let doc = splice(std::fs::read_to_string(&doc_path).ok(), &section);
+    let doc = doc::splice(
+        std::fs::read_to_string(&doc_path).ok(),
+        "## Detection core",
+        &section,
+    );
     std::fs::write(&doc_path, doc).expect("write docs/PERFORMANCE.md");
     println!("{section}");
     eprintln!("wrote {}", doc_path.display());
