@@ -203,6 +203,13 @@ impl Spool {
             }
             let mut last = first;
             for rec in records {
+                // Sequence numbers only grow; a record that does not (hand-edited or
+                // resurrected files) would be delivered twice or out of order: skip it.
+                if spool.pending.back().is_some_and(|p| rec.seq <= p.rec.seq) || rec.seq == u64::MAX
+                {
+                    tracing::warn!(seq = rec.seq, segment = %path.display(), "spool: record out of sequence; skipped");
+                    continue;
+                }
                 last = last.max(rec.seq);
                 spool.next_seq = spool.next_seq.max(rec.seq + 1);
                 if rec.seq >= spool.head {
@@ -216,9 +223,6 @@ impl Spool {
                 path,
             });
         }
-        // Segments could come back in any order of sequence only if files were renamed
-        // by hand; keep the in-memory queue sorted regardless.
-        spool.pending.make_contiguous().sort_by_key(|p| p.rec.seq);
         spool.enforce_bound();
         spool.collect_segments();
         Ok(spool)
