@@ -596,3 +596,48 @@ fn demo_publishes_its_events_over_mqtt() {
     let got: Vec<Value> = got.iter().map(|m| m.json()).collect();
     assert_eq!(got, printed, "the broker got exactly what demo printed");
 }
+
+#[test]
+fn a_failing_stream_does_not_disturb_the_others() {
+    let dir = TempDir::new("agent-isolation");
+    let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let sub = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let spool = dir.path().join("spool");
+    let mut cfg = config(
+        &broker.url(),
+        &spool,
+        &[("good", "multi_main_360p.ts", "fast")],
+        "",
+    );
+    // Not MPEG-TS at all, and a file that does not exist: both fail every session.
+    for (id, path) in [
+        ("garbage", media_dir().join("random.bin")),
+        ("missing", dir.path().join("nope.ts")),
+    ] {
+        cfg.push_str(&format!(
+            "[[streams]]\nid = \"{id}\"\nurl = \"file://{}\"\npace = \"fast\"\n",
+            path.display()
+        ));
+    }
+    let agent = Agent::start(dir.path(), &cfg);
+    let events = wait_events(&sub, "good", 6, 60);
+    assert_intervals(
+        "good",
+        &paired_ends(&events),
+        &expected("multi_main_360p.ts"),
+        0.5,
+    );
+    for (id, reason) in [("garbage", "not an MPEG-TS"), ("missing", "nope.ts")] {
+        let stats = wait_for(Duration::from_secs(10), || {
+            sub.on(&format!("/{id}/stats"))
+                .into_iter()
+                .map(|m| m.json())
+                .find(|j| j["restarts"].as_u64().unwrap_or(0) >= 2)
+        })
+        .unwrap_or_else(|| panic!("{id}: no stats with restarts:\n{}", agent.log()));
+        let err = stats["last_error"].as_str().unwrap_or("");
+        assert!(err.contains(reason), "{id}: {stats}");
+        assert!(events_of(&sub.messages(), id).is_empty());
+    }
+    assert!(agent.log().contains("stream failed; restarting"));
+}
