@@ -154,7 +154,7 @@ impl Analyzer {
     fn emit(&mut self, t: &Transition, reason: Option<EndReason>, out: &mut dyn FnMut(Event)) {
         let ev = self.events.make(t, reason);
         self.emitted += 1;
-        tracing::info!(
+        tracing::debug!(
             stream = %ev.stream, kind = ev.kind.as_str(), state = ?ev.state,
             start_s = ev.start_s, end_s = ?ev.end_s, "defect"
         );

@@ -364,12 +364,15 @@ fn log_event(ev: &Event) {
     };
     tracing::info!(
         stream = %ev.stream,
-        kind = ev.kind.as_str(),
-        state,
+        kind = %ev.kind.as_str(),
+        state = %state,
         id = %ev.id,
         start_s = ev.start_s,
         end_s = ev.end_s,
-        reason = ev.reason.map(|r| format!("{r:?}")),
+        reason = ev.reason.map(|r| match r {
+            crate::event::EndReason::EndOfInput => "end_of_input",
+            crate::event::EndReason::Shutdown => "shutdown",
+        }),
         "event"
     );
 }
