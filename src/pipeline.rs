@@ -14,6 +14,7 @@ use crate::config::DetectConfig;
 use crate::decode::audio::{AudioDecoder, AudioFormat, AudioStats};
 use crate::decode::video::{VideoDecoder, VideoOut, VideoStats};
 use crate::decode::AudioLevel;
+use crate::detect::avsync::{AvSyncDetector, PtsOffsetEstimator, SyncSource};
 use crate::detect::black::BlackDetector;
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
@@ -68,6 +69,10 @@ pub struct Analyzer {
     corruption: CorruptionDetector,
     silence: SilenceDetector,
     low_fps: LowFpsDetector,
+    /// `av_desync` from audio PTS against video DTS at arrival (TS, HLS) ...
+    av_est: PtsOffsetEstimator,
+    /// ... or from RTCP sender reports once the first one arrives (RTSP).
+    av_sync: AvSyncDetector,
     unsupported: heapless::Vec<Unsupported, 2>,
     /// End of the media analysed so far (seconds): last sample time + its duration.
     media_end: f64,
@@ -101,6 +106,8 @@ impl Analyzer {
             corruption: CorruptionDetector::new(cfg.corruption.clone()),
             silence: SilenceDetector::new(cfg.silence.clone()),
             low_fps: LowFpsDetector::new(cfg.low_fps.clone()),
+            av_est: PtsOffsetEstimator::new(cfg.av_sync.window),
+            av_sync: AvSyncDetector::new(&cfg.av_sync, SyncSource::Pts),
             unsupported: heapless::Vec::new(),
             media_end: 0.0,
             last_frame_t: None,
@@ -148,6 +155,25 @@ impl Analyzer {
             }
             IngestMsg::Delivery(t, reason) => self.emit(&t, reason, out),
             IngestMsg::End(reason) => self.finish(reason, out),
+            IngestMsg::AvSync { pts, offset_s } => self.sender_report(pts, offset_s, out),
+        }
+    }
+
+    /// An A/V offset from RTCP sender reports: from now on they alone feed `av_desync`
+    /// (exact, where the PTS-at-arrival estimate is a statistic).
+    fn sender_report(&mut self, pts: i64, offset_s: f64, out: &mut dyn FnMut(Event)) {
+        if self.origin.is_none() {
+            self.origin = Some(pts);
+        }
+        let t = self.secs(pts);
+        if self.av_sync.source() != SyncSource::RtcpSr {
+            if let Some(tr) = self.av_sync.finish(t) {
+                self.emit(&tr, None, out);
+            }
+            self.av_sync = AvSyncDetector::new(&self.cfg.av_sync, SyncSource::RtcpSr);
+        }
+        if let Some(tr) = self.av_sync.observe(t, offset_s) {
+            self.emit(&tr, None, out);
         }
     }
 
@@ -163,6 +189,8 @@ impl Analyzer {
 
     fn program(&mut self, p: &ProgramInfo, out: &mut dyn FnMut(Event)) {
         let t = self.media_end;
+        // Tracks may have changed: the arrival statistics start over (the baseline stays).
+        self.av_est.reset();
         // Video track.
         match p.video.as_ref().map(|v| (v.codec, v.stream_type)) {
             Some((Codec::H264, _)) => {
@@ -197,6 +225,15 @@ impl Analyzer {
                 sample_rate,
                 channels,
             }) => Some(AudioFormat::PcmS16le {
+                sample_rate,
+                channels,
+            }),
+            Some(Codec::G711 {
+                alaw,
+                sample_rate,
+                channels,
+            }) => Some(AudioFormat::G711 {
+                alaw,
                 sample_rate,
                 channels,
             }),
@@ -280,8 +317,38 @@ impl Analyzer {
             self.origin = Some(pts);
         }
         match p.track {
-            Track::Video => self.video_packet(pts, p.key, &p.data, out),
-            Track::Audio => self.audio_packet(Some(pts), &p.data, out),
+            Track::Video => {
+                self.av_arrival(Track::Video, p.dts.unwrap_or(pts), out);
+                self.video_packet(pts, p.key, &p.data, out);
+            }
+            Track::Audio => {
+                self.audio_packet(Some(pts), &p.data, out);
+                // The end of the packet's sound (where the next one starts): see
+                // `detect::avsync` for why the end and not the PTS.
+                if let Some(end) = self.audio.as_ref().and_then(AudioDecoder::next_pts) {
+                    self.av_arrival(Track::Audio, end, out);
+                }
+            }
+        }
+    }
+
+    /// Feeds the PTS-at-arrival A/V offset estimate (unless sender reports took over):
+    /// `ts` is a video packet's DTS, or the end time of an audio packet's samples.
+    fn av_arrival(&mut self, track: Track, ts: i64, out: &mut dyn FnMut(Event)) {
+        if self.av_sync.source() != SyncSource::Pts {
+            return;
+        }
+        let t = self.secs(ts);
+        match track {
+            Track::Video => self.av_est.video(t),
+            Track::Audio => {
+                if let Some((at, offset)) = self.av_est.audio(t) {
+                    tracing::trace!(at, offset, "A/V offset estimate");
+                    if let Some(tr) = self.av_sync.observe(at, offset) {
+                        self.emit(&tr, None, out);
+                    }
+                }
+            }
         }
     }
 
@@ -420,6 +487,7 @@ impl Analyzer {
             self.corruption.finish(t),
             self.silence.finish(t),
             self.low_fps.finish(t),
+            self.av_sync.finish(t),
         ];
         for tr in ends.into_iter().flatten() {
             self.emit(&tr, Some(reason), out);

@@ -109,7 +109,14 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
             Input::Hls(src) => {
                 let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
                 let mut sink = LiveSink::new(tx, live_cfg);
-                let reason = crate::ingest::hls::run(&src, &mut sink, shutdown, deadline).await;
+                let reason = crate::ingest::hls::run_with_pool(
+                    &src,
+                    &mut sink,
+                    shutdown,
+                    deadline,
+                    Some(pool),
+                )
+                .await;
                 Ok(Some(sink.finish(reason).await))
             }
         }
