@@ -74,6 +74,8 @@ pub struct Analyzer {
     /// ... or from RTCP sender reports once the first one arrives (RTSP).
     av_sync: AvSyncDetector,
     unsupported: heapless::Vec<Unsupported, 2>,
+    /// A `probe_overload` is open: ingest drops packets (see `overload`).
+    overloaded: bool,
     /// End of the media analysed so far (seconds): last sample time + its duration.
     media_end: f64,
     last_frame_t: Option<f64>,
@@ -109,6 +111,7 @@ impl Analyzer {
             av_est: PtsOffsetEstimator::new(cfg.av_sync.window),
             av_sync: AvSyncDetector::new(&cfg.av_sync, SyncSource::Pts),
             unsupported: heapless::Vec::new(),
+            overloaded: false,
             media_end: 0.0,
             last_frame_t: None,
             frame_dur: 0.04,
@@ -153,9 +156,28 @@ impl Analyzer {
                     pool.give(p.data);
                 }
             }
-            IngestMsg::Delivery(t, reason) => self.emit(&t, reason, out),
+            IngestMsg::Delivery(t, reason) => {
+                if t.kind == DefectKind::ProbeOverload {
+                    self.overload(t.phase == Phase::Start, out);
+                }
+                self.emit(&t, reason, out)
+            }
             IngestMsg::End(reason) => self.finish(reason, out),
             IngestMsg::AvSync { pts, offset_s } => self.sender_report(pts, offset_s, out),
+        }
+    }
+
+    /// The probe drops packets (decode is behind a live source) or stopped doing so.
+    /// Frames we dropped ourselves are not the source's frame rate: `low_fps` is not
+    /// judged while the overload lasts, and starts afresh after it.
+    fn overload(&mut self, on: bool, out: &mut dyn FnMut(Event)) {
+        self.overloaded = on;
+        if on {
+            let t = self.last_frame_t.unwrap_or(self.media_end);
+            if let Some(tr) = self.low_fps.finish(t) {
+                self.emit(&tr, None, out);
+            }
+            self.low_fps = LowFpsDetector::new(self.cfg.low_fps.clone());
         }
     }
 
@@ -378,11 +400,16 @@ impl Analyzer {
         );
         let d0 = Instant::now();
         let black = self.black.is_black(th);
+        let overloaded = self.overloaded;
         for tr in [
             self.black.observe(t, th),
             self.freeze.observe(t, th, black),
             self.corruption.observe(t, CorruptionSample::Frame(th)),
-            self.low_fps.observe(t),
+            if overloaded {
+                None
+            } else {
+                self.low_fps.observe(t)
+            },
         ]
         .into_iter()
         .flatten()
@@ -407,9 +434,14 @@ impl Analyzer {
                 let t = (epts - origin) as f64 / 90_000.0;
                 self.media_end = self.media_end.max(t);
                 // A rejected picture still was a picture on the timeline.
+                let overloaded = self.overloaded;
                 for tr in [
                     self.corruption.observe(t, CorruptionSample::DecodeError),
-                    self.low_fps.observe(t),
+                    if overloaded {
+                        None
+                    } else {
+                        self.low_fps.observe(t)
+                    },
                 ]
                 .into_iter()
                 .flatten()
