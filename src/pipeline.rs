@@ -160,7 +160,11 @@ impl Analyzer {
                 if t.kind == DefectKind::ProbeOverload {
                     self.overload(t.phase == Phase::Start, out);
                 }
-                self.emit(&t, reason, out)
+                let reconnected = t.kind == DefectKind::SourceDown && t.phase == Phase::End;
+                self.emit(&t, reason, out);
+                if reconnected {
+                    self.new_av_baseline(out);
+                }
             }
             IngestMsg::End(reason) => self.finish(reason, out),
             IngestMsg::AvSync { pts, offset_s } => self.sender_report(pts, offset_s, out),
@@ -179,6 +183,17 @@ impl Analyzer {
             }
             self.low_fps = LowFpsDetector::new(self.cfg.low_fps.clone());
         }
+    }
+
+    /// A new session (after `source_down`) has new RTP timelines whose A/V offset owes
+    /// nothing to the old one: `av_desync` learns its baseline again.
+    fn new_av_baseline(&mut self, out: &mut dyn FnMut(Event)) {
+        let t = self.media_end;
+        if let Some(tr) = self.av_sync.finish(t) {
+            self.emit(&tr, None, out);
+        }
+        self.av_sync = AvSyncDetector::new(&self.cfg.av_sync, self.av_sync.source());
+        self.av_est.reset();
     }
 
     /// An A/V offset from RTCP sender reports: from now on they alone feed `av_desync`
@@ -600,4 +615,36 @@ pub fn spawn_decode_thread(
         }
         analyzer
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sender_report_offsets_drive_av_desync() {
+        let mut a = Analyzer::new("p", "s", DetectConfig::default()).unwrap();
+        let mut events = vec![];
+        // One report per second; audio 250 ms behind from 4 s to 8 s; the origin is
+        // the first timestamp seen (here the first report's).
+        for i in 0..12i64 {
+            let offset_s = if (4..8).contains(&i) { -0.24 } else { 0.01 };
+            a.handle(
+                IngestMsg::AvSync {
+                    pts: 90_000 + i * 90_000,
+                    offset_s,
+                },
+                &mut |e| events.push(e),
+            );
+        }
+        a.handle(IngestMsg::End(EndReason::EndOfInput), &mut |e| {
+            events.push(e)
+        });
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].kind, DefectKind::AvDesync);
+        assert_eq!((events[1].start_s, events[1].end_s), (4.0, Some(8.0)));
+        assert_eq!(events[1].metrics["source"], "rtcp_sr");
+        assert_eq!(events[1].metrics["offset_ms"], -250.0);
+        assert_eq!(events[1].reason, None, "it ended by itself");
+    }
 }
