@@ -366,8 +366,9 @@ fn decode_behind_a_live_source_drops_until_key_frames_reports_it_and_stays_bound
             "{bad} after drops: {ends:#?}"
         );
     }
-    // Memory is bounded by the queue (64 packets) and the decoder's 4K pictures.
+    // Memory is bounded by the queue (64 packets) and the decoder's 4K pictures: the
+    // same clip decoded from a file (no drops) peaks at ~110 MiB, and so does this run.
     eprintln!("peak RSS {} MiB, dropped {dropped}", peak_kib / 1024);
     assert!(peak_kib > 0);
-    assert!(peak_kib < 400 * 1024, "peak RSS {} MiB", peak_kib / 1024);
+    assert!(peak_kib < 256 * 1024, "peak RSS {} MiB", peak_kib / 1024);
 }
