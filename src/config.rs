@@ -291,5 +291,14 @@ mod tests {
         let c: DetectConfig = toml::from_str("[silence]\nthreshold_dbfs = 5.0\n").unwrap();
         assert!(c.validate().unwrap_err().contains("silence.threshold_dbfs"));
         assert!(DetectConfig::default().validate().is_ok());
+        let c: DetectConfig =
+            toml::from_str("[av_sync]\nthreshold_ms = 250.0\nmin_duration = 4\n").unwrap();
+        assert_eq!(c.av_sync.threshold_ms, 250.0);
+        assert_eq!(c.av_sync.window, 1.0);
+        assert!(c.validate().is_ok());
+        let c: DetectConfig = toml::from_str("[av_sync]\nwindow = 0.01\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("av_sync.window"));
+        let c: DetectConfig = toml::from_str("[av_sync]\nthreshold_ms = 0.0\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("av_sync.threshold_ms"));
     }
 }
