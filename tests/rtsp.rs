@@ -372,3 +372,46 @@ fn decode_behind_a_live_source_drops_until_key_frames_reports_it_and_stays_bound
     assert!(peak_kib > 0);
     assert!(peak_kib < 256 * 1024, "peak RSS {} MiB", peak_kib / 1024);
 }
+
+#[test]
+fn gstreamer_sender_reports_are_measured_and_say_in_sync() {
+    // The RTCP path of av_desync against a real sender: GStreamer's SRs map both
+    // streams' RTP time to one clock, so the measured offset must be ~0 and no
+    // av_desync may be reported. (GStreamer keeps its SRs consistent whatever we did
+    // to its timestamps, so a desync itself is only unit-tested with synthetic SRs.)
+    let server = RtspServer::start(&[("/clip", &clip("multi_main_360p.ts"))], None);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vqprobe"))
+        .args([
+            "check",
+            &server.url("/clip"),
+            "--format",
+            "json",
+            "--duration",
+            "12",
+        ])
+        .env("RUST_LOG", "warn,vqprobe::ingest::rtsp=debug")
+        .output()
+        .expect("run vqprobe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let offsets: Vec<f64> = stderr
+        .lines()
+        .filter(|l| l.contains("RTCP A/V offset"))
+        .filter_map(|l| l.split("offset_ms=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        !offsets.is_empty(),
+        "no sender report pair measured: {stderr}"
+    );
+    assert!(
+        offsets.iter().all(|o: &f64| o.abs() < 1.0),
+        "offsets (ms) {offsets:?}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("av_desync"), "{stdout}");
+    assert!(
+        stdout.contains("\"black\""),
+        "the clip's black is still there: {stdout}"
+    );
+}
