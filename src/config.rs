@@ -14,6 +14,7 @@ pub struct DetectConfig {
     pub corruption: CorruptionConfig,
     pub silence: SilenceConfig,
     pub low_fps: LowFpsConfig,
+    pub av_sync: AvSyncConfig,
     /// Largest picture (width × height) decoded; a larger SPS is refused and reported
     /// as `unsupported_codec` instead of being allocated. Default 4096 × 2304.
     pub max_pixels: u64,
@@ -77,6 +78,22 @@ impl DetectConfig {
         unit("low_fps.ratio", self.low_fps.ratio)?;
         dur("low_fps.min_duration", self.low_fps.min_duration)?;
         dur("low_fps.clear_duration", self.low_fps.clear_duration)?;
+        if !(self.av_sync.threshold_ms.is_finite()
+            && (1.0..=60_000.0).contains(&self.av_sync.threshold_ms))
+        {
+            return Err(format!(
+                "av_sync.threshold_ms must be between 1 and 60000, got {}",
+                self.av_sync.threshold_ms
+            ));
+        }
+        dur("av_sync.min_duration", self.av_sync.min_duration)?;
+        dur("av_sync.clear_duration", self.av_sync.clear_duration)?;
+        if !(self.av_sync.window.is_finite() && (0.2..=10.0).contains(&self.av_sync.window)) {
+            return Err(format!(
+                "av_sync.window must be between 0.2 and 10 seconds, got {}",
+                self.av_sync.window
+            ));
+        }
         if self.max_pixels == 0 {
             return Err("max_pixels must be positive".into());
         }
@@ -216,6 +233,34 @@ impl Default for LowFpsConfig {
     }
 }
 
+/// Audio/video timestamp drift detector (`av_desync`). Measures timestamps, not the
+/// lip-sync of the content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AvSyncConfig {
+    /// Audio and video timestamps are apart when their offset moved more than this many
+    /// milliseconds away from the offset at the stream's start. 100.
+    pub threshold_ms: f64,
+    /// Seconds the offset must stay beyond the threshold to be reported. 2.0.
+    pub min_duration: f64,
+    /// Seconds the offset must stay within the threshold to end the event. 0.0.
+    pub clear_duration: f64,
+    /// MPEG-TS/HLS: seconds of arrivals whose median offset is one estimate (the
+    /// muxer's interleaving makes single packets swing by ±0.35 s). 1.0.
+    pub window: f64,
+}
+
+impl Default for AvSyncConfig {
+    fn default() -> Self {
+        AvSyncConfig {
+            threshold_ms: 100.0,
+            min_duration: 2.0,
+            clear_duration: 0.0,
+            window: 1.0,
+        }
+    }
+}
+
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
@@ -224,6 +269,7 @@ impl Default for DetectConfig {
             corruption: CorruptionConfig::default(),
             silence: SilenceConfig::default(),
             low_fps: LowFpsConfig::default(),
+            av_sync: AvSyncConfig::default(),
             max_pixels: 4096 * 2304,
         }
     }
@@ -245,5 +291,14 @@ mod tests {
         let c: DetectConfig = toml::from_str("[silence]\nthreshold_dbfs = 5.0\n").unwrap();
         assert!(c.validate().unwrap_err().contains("silence.threshold_dbfs"));
         assert!(DetectConfig::default().validate().is_ok());
+        let c: DetectConfig =
+            toml::from_str("[av_sync]\nthreshold_ms = 250.0\nmin_duration = 4\n").unwrap();
+        assert_eq!(c.av_sync.threshold_ms, 250.0);
+        assert_eq!(c.av_sync.window, 1.0);
+        assert!(c.validate().is_ok());
+        let c: DetectConfig = toml::from_str("[av_sync]\nwindow = 0.01\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("av_sync.window"));
+        let c: DetectConfig = toml::from_str("[av_sync]\nthreshold_ms = 0.0\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("av_sync.threshold_ms"));
     }
 }

@@ -32,14 +32,17 @@ impl DefectKind {
         match self {
             DefectKind::Black | DefectKind::Freeze => Severity::Critical,
             DefectKind::Corruption | DefectKind::Silence => Severity::Major,
-            DefectKind::UnsupportedCodec | DefectKind::SlowDownload => Severity::Warning,
+            DefectKind::UnsupportedCodec | DefectKind::SlowDownload | DefectKind::ProbeOverload => {
+                Severity::Warning
+            }
             DefectKind::Stall | DefectKind::SourceDown | DefectKind::PlaylistStale => {
                 Severity::Critical
             }
             DefectKind::PacketLoss
             | DefectKind::SegmentError
             | DefectKind::TsError
-            | DefectKind::LowFps => Severity::Major,
+            | DefectKind::LowFps
+            | DefectKind::AvDesync => Severity::Major,
         }
     }
 }

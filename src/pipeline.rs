@@ -14,6 +14,7 @@ use crate::config::DetectConfig;
 use crate::decode::audio::{AudioDecoder, AudioFormat, AudioStats};
 use crate::decode::video::{VideoDecoder, VideoOut, VideoStats};
 use crate::decode::AudioLevel;
+use crate::detect::avsync::{AvSyncDetector, PtsOffsetEstimator, SyncSource};
 use crate::detect::black::BlackDetector;
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
@@ -68,7 +69,13 @@ pub struct Analyzer {
     corruption: CorruptionDetector,
     silence: SilenceDetector,
     low_fps: LowFpsDetector,
+    /// `av_desync` from audio PTS against video DTS at arrival (TS, HLS) ...
+    av_est: PtsOffsetEstimator,
+    /// ... or from RTCP sender reports once the first one arrives (RTSP).
+    av_sync: AvSyncDetector,
     unsupported: heapless::Vec<Unsupported, 2>,
+    /// A `probe_overload` is open: ingest drops packets (see `overload`).
+    overloaded: bool,
     /// End of the media analysed so far (seconds): last sample time + its duration.
     media_end: f64,
     last_frame_t: Option<f64>,
@@ -101,7 +108,10 @@ impl Analyzer {
             corruption: CorruptionDetector::new(cfg.corruption.clone()),
             silence: SilenceDetector::new(cfg.silence.clone()),
             low_fps: LowFpsDetector::new(cfg.low_fps.clone()),
+            av_est: PtsOffsetEstimator::new(cfg.av_sync.window),
+            av_sync: AvSyncDetector::new(&cfg.av_sync, SyncSource::Pts),
             unsupported: heapless::Vec::new(),
+            overloaded: false,
             media_end: 0.0,
             last_frame_t: None,
             frame_dur: 0.04,
@@ -146,8 +156,61 @@ impl Analyzer {
                     pool.give(p.data);
                 }
             }
-            IngestMsg::Delivery(t, reason) => self.emit(&t, reason, out),
+            IngestMsg::Delivery(t, reason) => {
+                if t.kind == DefectKind::ProbeOverload {
+                    self.overload(t.phase == Phase::Start, out);
+                }
+                let reconnected = t.kind == DefectKind::SourceDown && t.phase == Phase::End;
+                self.emit(&t, reason, out);
+                if reconnected {
+                    self.new_av_baseline(out);
+                }
+            }
             IngestMsg::End(reason) => self.finish(reason, out),
+            IngestMsg::AvSync { pts, offset_s } => self.sender_report(pts, offset_s, out),
+        }
+    }
+
+    /// The probe drops packets (decode is behind a live source) or stopped doing so.
+    /// Frames we dropped ourselves are not the source's frame rate: `low_fps` is not
+    /// judged while the overload lasts, and starts afresh after it.
+    fn overload(&mut self, on: bool, out: &mut dyn FnMut(Event)) {
+        self.overloaded = on;
+        if on {
+            let t = self.last_frame_t.unwrap_or(self.media_end);
+            if let Some(tr) = self.low_fps.finish(t) {
+                self.emit(&tr, None, out);
+            }
+            self.low_fps = LowFpsDetector::new(self.cfg.low_fps.clone());
+        }
+    }
+
+    /// A new session (after `source_down`) has new RTP timelines whose A/V offset owes
+    /// nothing to the old one: `av_desync` learns its baseline again.
+    fn new_av_baseline(&mut self, out: &mut dyn FnMut(Event)) {
+        let t = self.media_end;
+        if let Some(tr) = self.av_sync.finish(t) {
+            self.emit(&tr, None, out);
+        }
+        self.av_sync = AvSyncDetector::new(&self.cfg.av_sync, self.av_sync.source());
+        self.av_est.reset();
+    }
+
+    /// An A/V offset from RTCP sender reports: from now on they alone feed `av_desync`
+    /// (exact, where the PTS-at-arrival estimate is a statistic).
+    fn sender_report(&mut self, pts: i64, offset_s: f64, out: &mut dyn FnMut(Event)) {
+        if self.origin.is_none() {
+            self.origin = Some(pts);
+        }
+        let t = self.secs(pts);
+        if self.av_sync.source() != SyncSource::RtcpSr {
+            if let Some(tr) = self.av_sync.finish(t) {
+                self.emit(&tr, None, out);
+            }
+            self.av_sync = AvSyncDetector::new(&self.cfg.av_sync, SyncSource::RtcpSr);
+        }
+        if let Some(tr) = self.av_sync.observe(t, offset_s) {
+            self.emit(&tr, None, out);
         }
     }
 
@@ -163,6 +226,8 @@ impl Analyzer {
 
     fn program(&mut self, p: &ProgramInfo, out: &mut dyn FnMut(Event)) {
         let t = self.media_end;
+        // Tracks may have changed: the arrival statistics start over (the baseline stays).
+        self.av_est.reset();
         // Video track.
         match p.video.as_ref().map(|v| (v.codec, v.stream_type)) {
             Some((Codec::H264, _)) => {
@@ -197,6 +262,15 @@ impl Analyzer {
                 sample_rate,
                 channels,
             }) => Some(AudioFormat::PcmS16le {
+                sample_rate,
+                channels,
+            }),
+            Some(Codec::G711 {
+                alaw,
+                sample_rate,
+                channels,
+            }) => Some(AudioFormat::G711 {
+                alaw,
                 sample_rate,
                 channels,
             }),
@@ -280,8 +354,38 @@ impl Analyzer {
             self.origin = Some(pts);
         }
         match p.track {
-            Track::Video => self.video_packet(pts, p.key, &p.data, out),
-            Track::Audio => self.audio_packet(Some(pts), &p.data, out),
+            Track::Video => {
+                self.av_arrival(Track::Video, p.dts.unwrap_or(pts), out);
+                self.video_packet(pts, p.key, &p.data, out);
+            }
+            Track::Audio => {
+                self.audio_packet(Some(pts), &p.data, out);
+                // The end of the packet's sound (where the next one starts): see
+                // `detect::avsync` for why the end and not the PTS.
+                if let Some(end) = self.audio.as_ref().and_then(AudioDecoder::next_pts) {
+                    self.av_arrival(Track::Audio, end, out);
+                }
+            }
+        }
+    }
+
+    /// Feeds the PTS-at-arrival A/V offset estimate (unless sender reports took over):
+    /// `ts` is a video packet's DTS, or the end time of an audio packet's samples.
+    fn av_arrival(&mut self, track: Track, ts: i64, out: &mut dyn FnMut(Event)) {
+        if self.av_sync.source() != SyncSource::Pts {
+            return;
+        }
+        let t = self.secs(ts);
+        match track {
+            Track::Video => self.av_est.video(t),
+            Track::Audio => {
+                if let Some((at, offset)) = self.av_est.audio(t) {
+                    tracing::trace!(at, offset, "A/V offset estimate");
+                    if let Some(tr) = self.av_sync.observe(at, offset) {
+                        self.emit(&tr, None, out);
+                    }
+                }
+            }
         }
     }
 
@@ -311,11 +415,16 @@ impl Analyzer {
         );
         let d0 = Instant::now();
         let black = self.black.is_black(th);
+        let overloaded = self.overloaded;
         for tr in [
             self.black.observe(t, th),
             self.freeze.observe(t, th, black),
             self.corruption.observe(t, CorruptionSample::Frame(th)),
-            self.low_fps.observe(t),
+            if overloaded {
+                None
+            } else {
+                self.low_fps.observe(t)
+            },
         ]
         .into_iter()
         .flatten()
@@ -340,9 +449,14 @@ impl Analyzer {
                 let t = (epts - origin) as f64 / 90_000.0;
                 self.media_end = self.media_end.max(t);
                 // A rejected picture still was a picture on the timeline.
+                let overloaded = self.overloaded;
                 for tr in [
                     self.corruption.observe(t, CorruptionSample::DecodeError),
-                    self.low_fps.observe(t),
+                    if overloaded {
+                        None
+                    } else {
+                        self.low_fps.observe(t)
+                    },
                 ]
                 .into_iter()
                 .flatten()
@@ -420,6 +534,7 @@ impl Analyzer {
             self.corruption.finish(t),
             self.silence.finish(t),
             self.low_fps.finish(t),
+            self.av_sync.finish(t),
         ];
         for tr in ends.into_iter().flatten() {
             self.emit(&tr, Some(reason), out);
@@ -541,4 +656,36 @@ pub fn spawn_decode_thread_shared(
         share(&analyzer, media_bytes);
         analyzer
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sender_report_offsets_drive_av_desync() {
+        let mut a = Analyzer::new("p", "s", DetectConfig::default()).unwrap();
+        let mut events = vec![];
+        // One report per second; audio 250 ms behind from 4 s to 8 s; the origin is
+        // the first timestamp seen (here the first report's).
+        for i in 0..12i64 {
+            let offset_s = if (4..8).contains(&i) { -0.24 } else { 0.01 };
+            a.handle(
+                IngestMsg::AvSync {
+                    pts: 90_000 + i * 90_000,
+                    offset_s,
+                },
+                &mut |e| events.push(e),
+            );
+        }
+        a.handle(IngestMsg::End(EndReason::EndOfInput), &mut |e| {
+            events.push(e)
+        });
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].kind, DefectKind::AvDesync);
+        assert_eq!((events[1].start_s, events[1].end_s), (4.0, Some(8.0)));
+        assert_eq!(events[1].metrics["source"], "rtcp_sr");
+        assert_eq!(events[1].metrics["offset_ms"], -250.0);
+        assert_eq!(events[1].reason, None, "it ended by itself");
+    }
 }

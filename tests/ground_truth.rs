@@ -99,6 +99,21 @@ fn resolution_change_mid_stream_is_clean() {
 }
 
 #[test]
+fn audio_timestamps_shifted_by_300ms_are_av_desync() {
+    run_clip("desync_audio_360p.ts");
+    let (_, events, _) = check_json(&media_dir().join("desync_audio_360p.ts"), &[]);
+    let end = events
+        .iter()
+        .find(|e| e["kind"] == "av_desync" && e["state"] == "end")
+        .unwrap();
+    // Audio claims to be 300 ms later than the video it arrives with.
+    let off = end["metrics"]["offset_ms"].as_f64().unwrap();
+    assert!((off - 300.0).abs() <= 30.0, "{end}");
+    assert_eq!(end["metrics"]["source"], "pts");
+    assert_eq!(end["severity"], "major");
+}
+
+#[test]
 fn every_clip_in_truth_json_is_covered() {
     // Guards against a clip added to the corpus without a test above.
     let named = [
@@ -111,6 +126,7 @@ fn every_clip_in_truth_json_is_covered() {
         "clean_slow_1080p.ts",
         "clean_quiet_360p.ts",
         "reschange_360p_720p.ts",
+        "desync_audio_360p.ts",
     ];
     for c in truth()["clips"].as_array().unwrap() {
         assert!(

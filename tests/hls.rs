@@ -47,7 +47,13 @@ fn run_hls(input: &str, opts: HlsOptions, cfg: LiveConfig, secs: f64) -> (Vec<Va
         .unwrap();
     rt.block_on(async {
         let src = HlsSource::parse(input, opts).expect("HLS source parses");
-        let analyzer = Analyzer::new("test", "hls", DetectConfig::default()).unwrap();
+        let mut analyzer = Analyzer::new("test", "hls", DetectConfig::default()).unwrap();
+        // As `check` does: TS packet buffers circulate through a pool.
+        let pool = vqprobe::ingest::pool::BufPool::new(
+            vqprobe::app::check::PACKET_QUEUE + 8,
+            vqprobe::ingest::ts::TsLimits::default().max_video_pes,
+        );
+        analyzer.set_pool(pool.clone());
         let (tx, rx) = mpsc::channel(vqprobe::app::check::PACKET_QUEUE);
         let (etx, mut erx) = mpsc::channel(256);
         let decode = spawn_decode_thread("decode-hls".into(), analyzer, rx, etx).unwrap();
@@ -61,7 +67,8 @@ fn run_hls(input: &str, opts: HlsOptions, cfg: LiveConfig, secs: f64) -> (Vec<Va
         let (_stop, shutdown) = Shutdown::new();
         let mut sink = LiveSink::new(tx, cfg);
         let deadline = Instant::now() + Duration::from_secs_f64(secs);
-        let reason = hls::run(&src, &mut sink, shutdown, Some(deadline)).await;
+        let reason =
+            hls::run_with_pool(&src, &mut sink, shutdown, Some(deadline), Some(pool)).await;
         let stats = sink.finish(reason).await;
         let events = collector.await.unwrap();
         decode.join().expect("decode thread");
@@ -87,6 +94,7 @@ fn is_delivery(kind: &str) -> bool {
             | "segment_error"
             | "slow_download"
             | "ts_error"
+            | "probe_overload"
     )
 }
 
@@ -454,4 +462,60 @@ fn check_binary_takes_http_and_local_playlists_without_leaking_tokens() {
             "{events:?}"
         );
     }
+}
+
+#[test]
+fn audio_timestamps_shifted_inside_ts_segments_are_av_desync() {
+    // The clean 720p clip as VOD TS segments, then the audio PTS of the segments
+    // shifted by +300 ms over [4, 7) s of media time, in place (packets stay where the
+    // muxer put them). A remux would re-interleave the packets by their new timestamps
+    // and leave nothing for a timestamp measure to see; an in-place shift is what a
+    // packager's timestamp error looks like.
+    let dir = media_dir().parent().unwrap().join("test-hls-desync");
+    make_hls(&dir, &media_dir().join("clean_dark_720p.ts"));
+    let shifted = dir.join("vod_ts_desync");
+    std::fs::create_dir_all(&shifted).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/media/shift_pts.py");
+    for entry in std::fs::read_dir(dir.join("vod_ts")).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_owned();
+        if p.extension().is_some_and(|e| e == "ts") {
+            // The clip's first PTS is 1.48 s (media time 0).
+            let o = std::process::Command::new("/usr/bin/python3")
+                .arg(&script)
+                .arg(&p)
+                .arg(shifted.join(&name))
+                .args([
+                    "--origin", "1.48", "--start", "4", "--end", "7", "--shift", "0.3",
+                ])
+                .arg("--allow-none")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        } else {
+            std::fs::copy(&p, shifted.join(&name)).unwrap();
+        }
+    }
+    let (events, stats) = run_hls(
+        shifted.join("index.m3u8").to_str().unwrap(),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    let ends = paired_ends(&events);
+    assert_intervals(
+        "hls desync",
+        &media_ends(&ends),
+        &[("av_desync".into(), 4.0, 7.0)],
+        TOL,
+    );
+    assert!(stats.packets > 300, "{stats:?}");
+    // And the untouched segments give nothing at all.
+    let (events, _) = run_hls(
+        dir.join("vod_ts/index.m3u8").to_str().unwrap(),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    assert!(events.is_empty(), "{events:#?}");
 }

@@ -108,7 +108,14 @@ pub async fn run<F: FnMut(Event)>(
             }
             Input::Hls(src) => {
                 let mut sink = live_sink(tx);
-                let reason = crate::ingest::hls::run(&src, &mut sink, shutdown, deadline).await;
+                let reason = crate::ingest::hls::run_with_pool(
+                    &src,
+                    &mut sink,
+                    shutdown,
+                    deadline,
+                    Some(pool),
+                )
+                .await;
                 Ok(Some(sink.finish(reason).await))
             }
         }

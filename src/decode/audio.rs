@@ -1,5 +1,10 @@
-//! Audio decode: AAC in ADTS (symphonia's pure-Rust AAC-LC decoder) or raw PCM,
-//! reduced to one [`AudioLevel`] per codec frame.
+//! Audio decode: AAC in ADTS (symphonia's pure-Rust AAC-LC decoder), raw PCM or G.711
+//! (μ-law/A-law), reduced to one [`AudioLevel`] per codec frame (per packet for PCM).
+//!
+//! G.711 is decoded here with the two 256-entry tables of ITU-T G.711 rather than
+//! through a crate: the tables are the whole codec (a few lines, computed at compile
+//! time), symphonia's PCM decoder would need its format machinery around every RTP
+//! packet, and one table lookup per sample feeds the same level meter as 16-bit PCM.
 //!
 //! The ADTS header is 7 bytes with fixed fields (ISO/IEC 13818-7 §6.2); it is parsed
 //! here rather than through symphonia's ADTS *format reader*, which wants to own the
@@ -21,7 +26,55 @@ pub enum AudioFormat {
     AacAdts,
     /// Interleaved signed 16-bit little-endian PCM (the built-in demo; RTSP L16 later).
     PcmS16le { sample_rate: u32, channels: u16 },
+    /// G.711 (RTSP PCMU / PCMA): one byte per sample, interleaved.
+    G711 {
+        alaw: bool,
+        sample_rate: u32,
+        channels: u16,
+    },
 }
+
+/// ITU-T G.711 μ-law byte to linear 16-bit (the classic bias-and-shift expansion).
+const fn ulaw_to_linear(u: u8) -> i16 {
+    let u = !u;
+    let mut t = (((u & 0x0F) as i32) << 3) + 0x84;
+    t <<= ((u & 0x70) >> 4) as i32;
+    (if u & 0x80 != 0 { 0x84 - t } else { t - 0x84 }) as i16
+}
+
+/// ITU-T G.711 A-law byte to linear 16-bit.
+const fn alaw_to_linear(a: u8) -> i16 {
+    let a = a ^ 0x55;
+    let mut t = ((a & 0x0F) as i32) << 4;
+    let seg = ((a & 0x70) >> 4) as i32;
+    match seg {
+        0 => t += 8,
+        1 => t += 0x108,
+        _ => {
+            t += 0x108;
+            t <<= seg - 1;
+        }
+    }
+    (if a & 0x80 != 0 { t } else { -t }) as i16
+}
+
+const fn g711_table(alaw: bool) -> [f32; 256] {
+    let mut t = [0f32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let v = if alaw {
+            alaw_to_linear(i as u8)
+        } else {
+            ulaw_to_linear(i as u8)
+        };
+        t[i] = v as f32 / 32768.0;
+        i += 1;
+    }
+    t
+}
+
+static ULAW: [f32; 256] = g711_table(false);
+static ALAW: [f32; 256] = g711_table(true);
 
 /// Counters of the audio decoder.
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,6 +151,12 @@ impl AudioDecoder {
         }
     }
 
+    /// Where the next packet's sound starts (90 kHz): the end of what was decoded so far,
+    /// counted from the last PTS (also past frames that failed to decode).
+    pub fn next_pts(&self) -> Option<i64> {
+        self.next_pts
+    }
+
     /// The format this decoder was made for.
     pub fn format(&self) -> AudioFormat {
         self.format
@@ -115,7 +174,49 @@ impl AudioDecoder {
                 sample_rate,
                 channels,
             } => self.decode_pcm(data, sample_rate, channels, out),
+            AudioFormat::G711 {
+                alaw,
+                sample_rate,
+                channels,
+            } => {
+                let table = if alaw { &ALAW } else { &ULAW };
+                self.decode_g711(data, table, sample_rate, channels, out)
+            }
         }
+    }
+
+    fn decode_g711(
+        &mut self,
+        data: &[u8],
+        table: &[f32; 256],
+        sample_rate: u32,
+        channels: u16,
+        out: &mut dyn FnMut(AudioLevel),
+    ) {
+        let Some(pts) = self.next_pts else { return };
+        if sample_rate == 0 || channels == 0 {
+            self.stats.errors += 1;
+            return;
+        }
+        let mut meter = LevelMeter::default();
+        let mut buf = [0f32; 256];
+        for chunk in data.chunks(256) {
+            for (b, &s) in buf.iter_mut().zip(chunk) {
+                *b = table[usize::from(s)];
+            }
+            meter.add(&buf[..chunk.len()]);
+        }
+        let frames = (data.len() / usize::from(channels)) as i64;
+        let duration = frames * 90_000 / i64::from(sample_rate);
+        let (rms_dbfs, peak_dbfs) = meter.levels();
+        self.stats.frames += 1;
+        self.next_pts = Some(pts + duration);
+        out(AudioLevel {
+            pts,
+            duration,
+            rms_dbfs,
+            peak_dbfs,
+        });
     }
 
     fn decode_pcm(
@@ -284,6 +385,57 @@ mod tests {
         );
         assert_eq!(got[1].pts, 10800);
         assert_eq!(got[1].rms_dbfs, -200.0);
+    }
+
+    #[test]
+    fn g711_tables_match_the_standard() {
+        // Reference values of ITU-T G.711 (Sun's g711.c): silence codes and extremes.
+        assert_eq!(ulaw_to_linear(0xFF), 0);
+        assert_eq!(ulaw_to_linear(0x7F), 0);
+        assert_eq!(ulaw_to_linear(0x00), -32124);
+        assert_eq!(ulaw_to_linear(0x80), 32124);
+        assert_eq!(alaw_to_linear(0xD5), 8);
+        assert_eq!(alaw_to_linear(0x55), -8);
+        assert_eq!(alaw_to_linear(0xAA), 32256);
+        assert_eq!(alaw_to_linear(0x2A), -32256);
+        // Monotonic over each sign half (μ-law codes count down in magnitude).
+        for i in 0x80..0xFFu8 {
+            assert!(ulaw_to_linear(i) >= ulaw_to_linear(i + 1));
+        }
+    }
+
+    #[test]
+    fn g711_levels_and_timing() {
+        let mut d = AudioDecoder::new(AudioFormat::G711 {
+            alaw: false,
+            sample_rate: 8000,
+            channels: 1,
+        });
+        let mut got = vec![];
+        // 20 ms of μ-law silence (0xFF), then 20 ms at ±8316 (-11.9 dBFS square wave).
+        d.decode(Some(0), &[0xFF; 160], &mut |l| got.push(l));
+        let loud: Vec<u8> = (0..160)
+            .map(|i| if i % 2 == 0 { 0x9F } else { 0x1F })
+            .collect();
+        d.decode(None, &loud, &mut |l| got.push(l));
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].pts, got[0].duration), (0, 1800));
+        assert_eq!(got[0].rms_dbfs, -200.0);
+        assert_eq!(got[1].pts, 1800);
+        assert!(
+            (got[1].rms_dbfs - (-11.9)).abs() < 0.2,
+            "{}",
+            got[1].rms_dbfs
+        );
+        // A-law silence is ±8: far below -60 dBFS.
+        let mut a = AudioDecoder::new(AudioFormat::G711 {
+            alaw: true,
+            sample_rate: 8000,
+            channels: 1,
+        });
+        let mut lv = vec![];
+        a.decode(Some(0), &[0xD5; 160], &mut |l| lv.push(l));
+        assert!(lv[0].rms_dbfs < -70.0, "{}", lv[0].rms_dbfs);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! assert_eq!(h.step(4.0, false), Some(Edge::Ended { onset: 1.0, end: 4.0 }));
 //! ```
 
+pub mod avsync;
 pub mod black;
 pub mod corruption;
 pub mod fps;
@@ -38,6 +39,7 @@ pub enum DefectKind {
     Silence,
     UnsupportedCodec,
     LowFps,
+    AvDesync,
     // Delivery defects (timed on the stream's session clock, see docs/events.md).
     Stall,
     SourceDown,
@@ -46,6 +48,7 @@ pub enum DefectKind {
     SegmentError,
     SlowDownload,
     TsError,
+    ProbeOverload,
 }
 
 impl DefectKind {
@@ -58,6 +61,7 @@ impl DefectKind {
             DefectKind::Silence => "silence",
             DefectKind::UnsupportedCodec => "unsupported_codec",
             DefectKind::LowFps => "low_fps",
+            DefectKind::AvDesync => "av_desync",
             DefectKind::Stall => "stall",
             DefectKind::SourceDown => "source_down",
             DefectKind::PacketLoss => "packet_loss",
@@ -65,6 +69,7 @@ impl DefectKind {
             DefectKind::SegmentError => "segment_error",
             DefectKind::SlowDownload => "slow_download",
             DefectKind::TsError => "ts_error",
+            DefectKind::ProbeOverload => "probe_overload",
         }
     }
 
@@ -80,6 +85,7 @@ impl DefectKind {
                 | DefectKind::SegmentError
                 | DefectKind::SlowDownload
                 | DefectKind::TsError
+                | DefectKind::ProbeOverload
         )
     }
 }

@@ -726,6 +726,9 @@ struct Runner<'a> {
     backoff: Backoff,
     // Transport.
     ts: TsDemuxer,
+    /// Packet buffers shared with the decode thread (as for files): every TS demuxer of
+    /// this source takes its PES buffers from here.
+    pool: Option<super::pool::BufPool>,
     /// Counters of the demuxers replaced so far (a demuxer is replaced at gaps).
     ts_done: TsStats,
     ts_errors: TsErrorDetector,
@@ -773,12 +776,14 @@ impl<'a> Runner<'a> {
         cfg: LiveConfig,
         shutdown: Shutdown,
         deadline: Option<Instant>,
+        pool: Option<super::pool::BufPool>,
     ) -> Self {
         Runner {
             src,
             fetch: Fetcher::new(src, &cfg),
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
-            ts: TsDemuxer::new(TsLimits::default()),
+            ts: new_ts(&pool),
+            pool,
             ts_done: TsStats::default(),
             ts_errors: TsErrorDetector::new(cfg.clear_after),
             pat_missing: 0,
@@ -1367,7 +1372,7 @@ impl<'a> Runner<'a> {
         }
         self.outs = outs;
         self.ts_done = self.ts_total();
-        self.ts = TsDemuxer::new(TsLimits::default());
+        self.ts = new_ts(&self.pool);
         r?;
         if let Some(init) = self.ts_init.take() {
             let mut outs = std::mem::take(&mut self.outs);
@@ -1508,16 +1513,39 @@ fn round(x: f64, decimals: i32) -> f64 {
 
 /// Runs the source until shutdown, the deadline, or the end of a VOD playlist,
 /// reconnecting with backoff while the playlist cannot be had.
+/// A TS demuxer taking its buffers from `pool` when there is one.
+fn new_ts(pool: &Option<super::pool::BufPool>) -> TsDemuxer {
+    let d = TsDemuxer::new(TsLimits::default());
+    match pool {
+        Some(p) => d.with_pool(p.clone()),
+        None => d,
+    }
+}
+
+/// Runs the source until shutdown, `deadline` or the end of a VOD playlist (TS
+/// segments demuxed into freshly allocated buffers; see [`run_with_pool`]).
 pub async fn run(
     src: &HlsSource,
     sink: &mut LiveSink,
     shutdown: Shutdown,
     deadline: Option<Instant>,
 ) -> EndReason {
+    run_with_pool(src, sink, shutdown, deadline, None).await
+}
+
+/// [`run`], with TS packet buffers taken from `pool` (give the same pool to the
+/// stream's `Analyzer`, which hands them back after decoding), as the file path does.
+pub async fn run_with_pool(
+    src: &HlsSource,
+    sink: &mut LiveSink,
+    shutdown: Shutdown,
+    deadline: Option<Instant>,
+    pool: Option<super::pool::BufPool>,
+) -> EndReason {
     // reqwest is built without a default crypto provider: use ring (one stack, and it
     // cross-compiles). Installing twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut r = Runner::new(src, sink.config().clone(), shutdown, deadline);
+    let mut r = Runner::new(src, sink.config().clone(), shutdown, deadline, pool);
     loop {
         let reason = match r.session(sink).await {
             Flow::Stop(Stop::Shutdown) => return EndReason::Shutdown,

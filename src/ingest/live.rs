@@ -6,7 +6,9 @@
 //! falls behind a live source, the packet that does not fit is dropped, and so is every
 //! following video packet until the next key frame (a P-frame without its reference is
 //! garbage); audio packets that do not fit are dropped one by one. Every drop is counted
-//! in [`LiveStats`]. Memory stays bounded by the queue length.
+//! in [`LiveStats`] and reported as a `probe_overload` delivery defect (opened at the
+//! first drop, closed after `clear_after` seconds without one, with the drop counts of
+//! the interval in its metrics). Memory stays bounded by the queue length.
 
 use std::time::{Duration, Instant};
 
@@ -163,6 +165,12 @@ pub struct LiveSink {
     started: Instant,
     last_media: Option<Instant>,
     dropping_video: bool,
+    /// Last packet dropped for lack of room (closes `probe_overload` when old enough).
+    last_drop: Option<Instant>,
+    /// A `probe_overload` start waiting for room in the queue (see `dropped`).
+    overload_start: Option<Transition>,
+    /// Drop counters when the open `probe_overload` began (its metrics count from there).
+    drops_at_onset: (u64, u64),
     open: heapless::Vec<Open, 8>,
     pub stats: LiveStats,
     /// Where [`LiveSink::tick`] copies the counters for a stats reporter (agent).
@@ -177,6 +185,9 @@ impl LiveSink {
             started: Instant::now(),
             last_media: None,
             dropping_video: false,
+            last_drop: None,
+            overload_start: None,
+            drops_at_onset: (0, 0),
             open: heapless::Vec::new(),
             stats: LiveStats::default(),
             shared: None,
@@ -216,9 +227,11 @@ impl LiveSink {
     /// also ends an open `stall` or `source_down`.
     pub async fn packet(&mut self, p: Packet) {
         self.arrived(p.data.len()).await;
+        self.flush_overload_start();
         if p.track == Track::Video && self.dropping_video {
             if !p.key {
                 self.stats.dropped_until_key += 1;
+                self.dropped(false).await;
                 return;
             }
             self.dropping_video = false;
@@ -237,9 +250,84 @@ impl LiveSink {
                         "decode is behind the live source: dropping until the next key frame"
                     );
                 }
+                self.dropped(true).await;
             }
             Err(TrySendError::Closed(_)) => {}
         }
+    }
+
+    /// A packet was dropped (`queue_full`: for lack of room; otherwise while waiting
+    /// for a key frame): open `probe_overload` or bring its counts up to date.
+    ///
+    /// The `start` cannot wait for room in the queue that just overflowed (that would
+    /// stall ingest behind decode, and the queue may never drain if decode waits on
+    /// us): it is kept here and sent as soon as there is room, before any later packet.
+    async fn dropped(&mut self, queue_full: bool) {
+        self.last_drop = Some(Instant::now());
+        if self.is_open(DefectKind::ProbeOverload) {
+            let m = self.overload_metrics();
+            self.update(DefectKind::ProbeOverload, |mm| *mm = m);
+            return;
+        }
+        self.drops_at_onset = (
+            self.stats.dropped_queue_full - u64::from(queue_full),
+            self.stats.dropped_until_key - u64::from(!queue_full),
+        );
+        let metrics = self.overload_metrics();
+        let start_s = self.now_s();
+        // Capacity 8 ≥ the number of delivery kinds: at most one open per kind.
+        let _ = self.open.push(Open {
+            kind: DefectKind::ProbeOverload,
+            start_s,
+            metrics: metrics.clone(),
+        });
+        self.overload_start = Some(Transition {
+            kind: DefectKind::ProbeOverload,
+            phase: Phase::Start,
+            start_s,
+            end_s: None,
+            metrics,
+            slot: 0,
+        });
+        self.flush_overload_start();
+    }
+
+    /// Sends a deferred `probe_overload` start if there is room now.
+    fn flush_overload_start(&mut self) {
+        let Some(t) = self.overload_start.take() else {
+            return;
+        };
+        if let Err(TrySendError::Full(IngestMsg::Delivery(t, _))) =
+            self.tx.try_send(IngestMsg::Delivery(Box::new(t), None))
+        {
+            self.overload_start = Some(*t);
+        }
+    }
+
+    fn overload_metrics(&self) -> Metrics {
+        let full = self
+            .stats
+            .dropped_queue_full
+            .saturating_sub(self.drops_at_onset.0);
+        let until_key = self
+            .stats
+            .dropped_until_key
+            .saturating_sub(self.drops_at_onset.1);
+        let mut m = Metrics::new();
+        crate::detect::put(
+            &mut m,
+            "dropped_packets",
+            Metric::Int((full + until_key) as i64),
+        );
+        crate::detect::put(&mut m, "dropped_queue_full", Metric::Int(full as i64));
+        crate::detect::put(&mut m, "dropped_until_key", Metric::Int(until_key as i64));
+        m
+    }
+
+    /// Hands over an A/V offset measured from RTCP sender reports. Never waits: one is
+    /// due every few seconds, and losing one while decode is behind costs nothing.
+    pub fn av_sync(&mut self, pts: i64, offset_s: f64) {
+        let _ = self.tx.try_send(IngestMsg::AvSync { pts, offset_s });
     }
 
     /// Hands one media packet over, waiting for room (overflow policy *block*): for
@@ -319,6 +407,10 @@ impl LiveSink {
         let Some(i) = self.open.iter().position(|o| o.kind == kind) else {
             return;
         };
+        // A start still waiting for room goes first, whatever closes now.
+        if let Some(t) = self.overload_start.take() {
+            let _ = self.tx.send(IngestMsg::Delivery(Box::new(t), None)).await;
+        }
         let o = self.open.swap_remove(i);
         let mut metrics = o.metrics;
         for (k, v) in extra {
@@ -346,6 +438,16 @@ impl LiveSink {
         if let Some(shared) = &self.shared {
             if let Ok(mut s) = shared.lock() {
                 *s = self.stats;
+            }
+        }
+        self.flush_overload_start();
+        if let Some(d) = self.last_drop {
+            if d.elapsed().as_secs_f64() >= self.cfg.clear_after
+                && self.is_open(DefectKind::ProbeOverload)
+            {
+                let m = self.overload_metrics();
+                self.close(DefectKind::ProbeOverload, m).await;
+                self.last_drop = None;
             }
         }
         let Some(last) = self.last_media else { return };
@@ -429,16 +531,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_queue_drops_until_key_frame_and_counts() {
+    async fn full_queue_drops_until_key_frame_counts_and_reports() {
         let (tx, mut rx) = mpsc::channel(2);
-        let mut s = LiveSink::new(tx, LiveConfig::default());
+        let cfg = LiveConfig {
+            clear_after: 0.0,
+            ..LiveConfig::default()
+        };
+        let mut s = LiveSink::new(tx, cfg);
         s.packet(pkt(Track::Video, true)).await;
         s.packet(pkt(Track::Video, false)).await;
         s.packet(pkt(Track::Video, false)).await; // full: dropped, now waiting for a key
         s.packet(pkt(Track::Audio, true)).await; // full: dropped
+        assert!(s.is_open(DefectKind::ProbeOverload));
         rx.recv().await.unwrap();
         rx.recv().await.unwrap();
-        s.packet(pkt(Track::Video, false)).await; // room, but not a key frame: dropped
+        // Room again: the deferred probe_overload start goes first; this packet is not
+        // a key frame: dropped.
+        s.packet(pkt(Track::Video, false)).await;
+        match rx.recv().await.unwrap() {
+            IngestMsg::Delivery(t, None) => {
+                assert_eq!((t.kind, t.phase), (DefectKind::ProbeOverload, Phase::Start))
+            }
+            other => panic!("{other:?}"),
+        }
         s.packet(pkt(Track::Audio, true)).await; // audio passes
         s.packet(pkt(Track::Video, true)).await; // key frame: passes
         assert_eq!(s.stats.packets, 4);
@@ -461,6 +576,23 @@ mod tests {
                 ..
             })
         ));
+        // No drop for clear_after (0 s here): the interval ends with its counts.
+        s.tick().await;
+        match rx.recv().await.unwrap() {
+            IngestMsg::Delivery(t, None) => {
+                assert_eq!((t.kind, t.phase), (DefectKind::ProbeOverload, Phase::End));
+                let get = |k: &str| {
+                    t.metrics
+                        .iter()
+                        .find(|(n, _)| *n == k)
+                        .map(|(_, v)| v.clone())
+                };
+                assert_eq!(get("dropped_packets"), Some(Metric::Int(3)));
+                assert_eq!(get("dropped_queue_full"), Some(Metric::Int(2)));
+                assert_eq!(get("dropped_until_key"), Some(Metric::Int(1)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -483,6 +615,7 @@ mod tests {
                 IngestMsg::Packet(_) => "packet".into(),
                 IngestMsg::End(_) => "end".into(),
                 IngestMsg::Program(_) => "program".into(),
+                IngestMsg::AvSync { .. } => "av_sync".into(),
             })
             .collect();
         assert_eq!(

@@ -38,6 +38,12 @@ pub enum Codec {
         sample_rate: u32,
         channels: u16,
     },
+    /// G.711 (RTSP PCMU/PCMA): 8-bit logarithmic samples, μ-law or A-law.
+    G711 {
+        alaw: bool,
+        sample_rate: u32,
+        channels: u16,
+    },
     Other(u8),
 }
 
@@ -76,6 +82,7 @@ impl Codec {
                 | Codec::Ac3
                 | Codec::Eac3
                 | Codec::PcmS16le { .. }
+                | Codec::G711 { .. }
         )
     }
 
@@ -92,6 +99,8 @@ impl Codec {
             Codec::Ac3 => "ac3",
             Codec::Eac3 => "eac3",
             Codec::PcmS16le { .. } => "pcm_s16le",
+            Codec::G711 { alaw: false, .. } => "pcm_mulaw",
+            Codec::G711 { alaw: true, .. } => "pcm_alaw",
             Codec::Other(_) => "other",
         }
     }
@@ -146,6 +155,10 @@ pub enum IngestMsg {
     ),
     /// The source is over; the decode thread closes open defects with this reason.
     End(crate::event::EndReason),
+    /// RTSP: the sender reports (RTCP SR) say audio timestamps run `offset_s` seconds
+    /// ahead of video timestamps (negative: behind) around video PTS `pts` (90 kHz).
+    /// Rare (one per SR); replaces the PTS-at-arrival estimate for `av_desync`.
+    AvSync { pts: i64, offset_s: f64 },
 }
 
 /// True when an Annex B access unit contains an IDR slice (NAL type 5). Stops at the

@@ -1,5 +1,6 @@
 //! RTSP ingest with `retina`: H.264 video as Annex B and AAC audio as ADTS
-//! (`FrameFormat::SIMPLE`), over TCP interleaved (default) or UDP.
+//! (`FrameFormat::SIMPLE`) or G.711 (PCMU/PCMA), over TCP interleaved (default) or UDP.
+//! RTCP sender reports become A/V offset measurements for `av_desync`.
 //!
 //! The source runs `run_once` (DESCRIBE → SETUP → PLAY → frames) inside a reconnect loop
 //! with capped exponential backoff and jitter until shutdown. A session that fails or
@@ -18,6 +19,7 @@ use url::Url;
 
 use super::live::{Backoff, LiveSink, Shutdown};
 use super::{Codec, Elementary, Packet, ProgramInfo, Track};
+use crate::detect::avsync::{ntp_seconds, SrMapping};
 use crate::detect::{put, DefectKind, Metric, Metrics};
 use crate::error::{Error, Result};
 use crate::event::EndReason;
@@ -232,8 +234,34 @@ async fn run_once(
         .streams()
         .iter()
         .position(|s| s.media() == "video" && s.encoding_name().eq_ignore_ascii_case("h264"));
-    let audio_i = session.streams().iter().position(|s| {
-        s.media() == "audio" && s.encoding_name().eq_ignore_ascii_case("mpeg4-generic")
+    // AAC preferred, then G.711 (μ-law, A-law).
+    let audio_rank = |enc: &str| match enc.to_ascii_lowercase().as_str() {
+        "mpeg4-generic" => Some(0),
+        "pcmu" => Some(1),
+        "pcma" => Some(2),
+        _ => None,
+    };
+    let audio_i = session
+        .streams()
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.media() == "audio")
+        .filter_map(|(i, s)| audio_rank(s.encoding_name()).map(|r| (r, i)))
+        .min()
+        .map(|(_, i)| i);
+    let audio_codec = audio_i.map(|i| {
+        let s = &session.streams()[i];
+        match audio_rank(s.encoding_name()) {
+            Some(0) => (0x0F, Codec::Aac),
+            rank => (
+                0,
+                Codec::G711 {
+                    alaw: rank == Some(2),
+                    sample_rate: s.clock_rate_hz(),
+                    channels: s.channels().map_or(1, |c| c.get()),
+                },
+            ),
+        }
     });
     let other_video = session
         .streams()
@@ -255,8 +283,10 @@ async fn run_once(
     }
     if video_i.is_none() && audio_i.is_none() {
         return Err(Error::Other(match other_video {
-            Some(enc) => format!("RTSP: unsupported video encoding {enc} and no AAC audio"),
-            None => "RTSP: the server offers no H.264 video and no AAC audio".into(),
+            Some(enc) => {
+                format!("RTSP: unsupported video encoding {enc} and no AAC or G.711 audio")
+            }
+            None => "RTSP: the server offers no H.264 video and no AAC or G.711 audio".into(),
         }));
     }
     let playing = tokio::time::timeout(connect, session.play(PlayOptions::default()))
@@ -271,10 +301,10 @@ async fn run_once(
             stream_type: 0x1B,
             codec: Codec::H264,
         }),
-        audio: audio_i.map(|_| Elementary {
+        audio: audio_codec.map(|(stream_type, codec)| Elementary {
             pid: 1,
-            stream_type: 0x0F,
-            codec: Codec::Aac,
+            stream_type,
+            codec,
         }),
         other_streams: 0,
     };
@@ -283,6 +313,10 @@ async fn run_once(
     }
     // A new session starts decoding at a key frame.
     let mut need_key = true;
+    // Sender reports of this session's streams, and the last video PTS handed out
+    // (where an A/V offset measurement is placed on the media timeline).
+    let mut sr = SrMapping::default();
+    let mut last_video_pts: Option<i64> = None;
     let mut loss_total: u64 = 0;
     let mut last_loss: Option<Instant> = None;
     let read_timeout = Duration::from_secs_f64(cfg.read_timeout.max(0.5));
@@ -308,12 +342,32 @@ async fn run_once(
                         }
                         need_key = false;
                         let pts = clock.pts(ts.elapsed(), ts.clock_rate().get());
+                        last_video_pts = Some(pts);
                         (loss, Packet { track: Track::Video, pts: Some(pts), dts: None, key, damaged: loss > 0, data: f.into_data() })
                     }
                     CodecItem::AudioFrame(f) => {
                         let ts = f.timestamp();
                         let pts = clock.pts(ts.elapsed(), ts.clock_rate().get());
                         (f.loss(), Packet { track: Track::Audio, pts: Some(pts), dts: None, key: true, damaged: f.loss() > 0, data: f.data().to_vec() })
+                    }
+                    CodecItem::Rtcp(rtcp) => {
+                        let audio = match rtcp.stream_id() {
+                            i if Some(i) == video_i => false,
+                            i if Some(i) == audio_i => true,
+                            _ => continue,
+                        };
+                        // The SR's RTP time, placed by retina on the stream's timeline.
+                        let Some(ts) = rtcp.rtp_timestamp() else { continue };
+                        let ntp = match rtcp.pkts().next().map(|p| p.as_sender_report()) {
+                            Some(Ok(Some(report))) => report.ntp_timestamp().0,
+                            _ => continue,
+                        };
+                        let offset = sr.report(audio, ntp_seconds(ntp), ts.elapsed_secs());
+                        if let (Some(offset_s), Some(pts)) = (offset, last_video_pts) {
+                            tracing::debug!(offset_ms = offset_s * 1000.0, "RTCP A/V offset");
+                            sink.av_sync(pts, offset_s);
+                        }
+                        continue;
                     }
                     _ => continue,
                 };

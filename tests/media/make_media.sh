@@ -19,7 +19,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${1:?usage: make_media.sh OUTDIR}
 PY=/usr/bin/python3
 TOOLS=("$PY" "$HERE/media_tools.py")
-VERSION=$(cat "$HERE/make_media.sh" "$HERE/corrupt_ts.py" "$HERE/media_tools.py" | sha256sum | cut -d' ' -f1)
+VERSION=$(cat "$HERE/make_media.sh" "$HERE/corrupt_ts.py" "$HERE/media_tools.py" "$HERE/shift_pts.py" | sha256sum | cut -d' ' -f1)
 
 up_to_date() {
     [[ -f $OUT/truth.json && -f $OUT/.version && "$(cat "$OUT/.version")" == "$VERSION" ]]
@@ -173,6 +173,33 @@ clip_multi_main_360p() {
     detectors "$f" multi_main_360p --expect black:2:5 --expect freeze:8:11 --expect silence:14:17 --allow freeze:2:5
 }
 
+clip_desync_audio_360p() {
+    local f=$OUT/desync_audio_360p.ts src=$WORK/desync_src.ts
+    encode "$src" "$(vsrc 640 360 10)" "$(tone 10)" -profile:v main
+    # audio PES with PTS in [4, 7) claim to be 0.3 s later; packets stay where they are.
+    # PES carry ~8 AAC frames: the shifted sound covers [4.096, 7.168) s.
+    "$PY" "$HERE/shift_pts.py" "$src" "$f" --start 4.0 --end 7.0 --shift 0.3 --expect 4.1 7.17 \
+        2>&1 | tee -a "$OUT/verify.log"
+    [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
+    [[ $(stat -c %s "$src") -eq $(stat -c %s "$f") ]] || { echo "shift_pts changed the size" >&2; exit 1; }
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 10 --gop 2
+    # ffmpeg's picture and sound detectors see nothing: only the timestamps moved
+    detectors "$f" desync_audio_360p
+}
+
+# 2160p at 100 fps: ~830 Mpixel/s, about 2.5x what openh264 decodes on one core of a
+# small box (4K50 decodes at ~40 fps here), so a live source of it overflows the queue
+# (backpressure tests). Key frame every 0.5 s. Level 5.2 is written although the rate
+# is above it (x264 would say 6.0, which openh264 refuses). Not in truth.json: what it
+# gives depends on the machine.
+clip_heavy_2160p100() {
+    local f=$OUT/heavy_2160p100.ts
+    "${FF[@]}" -filter_complex "testsrc2=s=3840x2160:r=100:d=5,format=yuv420p[v];$(tone 5)[a]" \
+        -map '[v]' -map '[a]' -c:v libx264 -preset ultrafast -crf 30 -g 50 -keyint_min 50 \
+        -sc_threshold 0 -pix_fmt yuv420p -bf 0 -level:v 5.2 "${AAC[@]}" "${TS[@]}" "$f"
+    check "${TOOLS[@]}" probe "$f" --width 3840 --height 2160 --duration 5
+}
+
 # ---------------------------------------------------------------- clean clips
 clip_clean_dark_720p() {
     local f=$OUT/clean_dark_720p.ts
@@ -272,7 +299,9 @@ write_truth() {
   {"file": "clean_dark_720p.ts", "profile": "high", "width": 1280, "height": 720, "duration_s": 10.0, "events": []},
   {"file": "clean_slow_1080p.ts", "profile": "main", "width": 1920, "height": 1080, "duration_s": 10.0, "events": []},
   {"file": "clean_quiet_360p.ts", "profile": "baseline", "width": 640, "height": 360, "duration_s": 10.0, "events": []},
-  {"file": "reschange_360p_720p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0, "events": []}
+  {"file": "reschange_360p_720p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0, "events": []},
+  {"file": "desync_audio_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0,
+   "events": [{"kind": "av_desync", "start_s": 4.1, "end_s": 7.17}]}
  ],
  "bad": [
   {"file": "truncated.ts", "expect": "events", "events": [], "note": "cut mid-packet after 0.92 s: the incomplete last picture is dropped, no defect"},
@@ -290,6 +319,7 @@ START=$SECONDS
 for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_1080p \
             clip_silence_high_720p clip_multi_main_360p clip_clean_dark_720p \
             clip_clean_slow_1080p clip_clean_quiet_360p clip_reschange_360p_720p \
+            clip_desync_audio_360p clip_heavy_2160p100 \
             bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt; do
     t0=$SECONDS
     "$step"

@@ -14,6 +14,9 @@ Mount specs:
                      real-time pace; the stream ends (EOS, then RTSP session end) with the file.
   loop:/abs/clip.ts  the same file looped forever (ffmpeg -stream_loop -1 -c copy into a pipe),
                      one ffmpeg per client.
+  pcmu:/abs/clip.ts  like file:, with the AAC audio decoded and re-encoded as G.711 μ-law
+                     (8 kHz mono, RTP payload type 0: PCMU); pcma:/abs/clip.ts the same
+                     as A-law (payload type 8: PCMA).
   live               shared live test pattern (ball, 640x360@25, x264 zerolatency, IDR every
                      2 s) plus a 440 Hz AAC tone; runs forever.
   live-noaudio       the same without audio.
@@ -62,6 +65,13 @@ VIDEO_PAY = {
 AUDIO_PAY = {
     "aac": "aacparse ! rtpmp4gpay name=pay{n} pt=97",
 }
+# AAC from the file, transcoded to G.711 (8 kHz mono, as telephony and many cameras send).
+G711_PAY = {
+    "pcmu": ("aacparse ! faad ! audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1 ! "
+             "mulawenc ! rtppcmupay name=pay{n} pt=0"),
+    "pcma": ("aacparse ! faad ! audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1 ! "
+             "alawenc ! rtppcmapay name=pay{n} pt=8"),
+}
 
 
 def probe_codecs(path):
@@ -79,8 +89,9 @@ def probe_codecs(path):
     return video, audio
 
 
-def ts_branches(path):
-    """Launch-string branches hanging off a tsdemux named `d` for the file's streams."""
+def ts_branches(path, audio_as=None):
+    """Launch-string branches hanging off a tsdemux named `d` for the file's streams
+    (`audio_as`: "pcmu" or "pcma" to transcode the AAC audio to G.711)."""
     video, audio = probe_codecs(path)
     parts, n = [], 0
     if video is not None:
@@ -91,16 +102,17 @@ def ts_branches(path):
     if audio is not None:
         if audio not in AUDIO_PAY:
             raise SystemExit(f"{path}: unsupported audio codec {audio}")
-        parts.append("d. ! queue ! " + AUDIO_PAY[audio].format(n=n))
+        pay = G711_PAY[audio_as] if audio_as else AUDIO_PAY[audio]
+        parts.append("d. ! queue ! " + pay.format(n=n))
         n += 1
     if n == 0:
         raise SystemExit(f"{path}: no audio or video stream")
     return " ".join(parts)
 
 
-def file_launch(path):
+def file_launch(path, audio_as=None):
     loc = GLib.strescape(path) if '"' in path else path
-    return f'( filesrc location="{loc}" ! tsdemux name=d {ts_branches(path)} )'
+    return f'( filesrc location="{loc}" ! tsdemux name=d {ts_branches(path, audio_as)} )'
 
 
 def live_launch(audio):
@@ -213,12 +225,12 @@ class MountAuth(GstRtspServer.RTSPAuth):
 
 
 def make_factory(spec):
-    if spec.startswith("file:"):
-        path = spec[len("file:"):]
+    if spec.startswith(("file:", "pcmu:", "pcma:")):
+        kind, _, path = spec.partition(":")
         if not os.path.isfile(path):
             raise SystemExit(f"no such file: {path}")
         f = GstRtspServer.RTSPMediaFactory()
-        f.set_launch(file_launch(path))
+        f.set_launch(file_launch(path, None if kind == "file" else kind))
         f.set_shared(False)
         f.set_eos_shutdown(False)
     elif spec.startswith("loop:"):
