@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the release binary for one Linux target with zig (cargo-zigbuild), checks it, strips it.
 #
-#   cross/build-static.sh TARGET      # e.g. aarch64-unknown-linux-musl, x86_64-unknown-linux-musl
+#   cross/build-static.sh TARGET [--no-build]   # e.g. aarch64-unknown-linux-musl, x86_64-unknown-linux-musl
+#
+# --no-build: check and strip the unstripped binary an earlier build left (no cargo run).
 #
 # The release profile (LTO, one codegen unit) is built with symbols kept
 # (CARGO_PROFILE_RELEASE_STRIP=false) so that this script can prove from the linked binary
@@ -13,7 +15,9 @@
 # Fails loudly: missing assembly, a dynamic section on a musl target, a second C crypto
 # library in the dependency tree.
 set -euo pipefail
-TARGET=${1:?usage: build-static.sh TARGET}
+TARGET=${1:?usage: build-static.sh TARGET [--no-build]}
+NO_BUILD=${2:-}
+[[ -z $NO_BUILD || $NO_BUILD == --no-build ]] || { echo "usage: build-static.sh TARGET [--no-build]" >&2; exit 2; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 TD=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -36,20 +40,27 @@ case $TARGET in
 esac
 
 BIN=$TD/$TARGET/release/vqprobe
-# A binary stripped by an earlier run of this script: make cargo link it again (cargo
-# would otherwise find it fresh and the symbol checks below would see nothing).
-if [[ -e $BIN ]] && ! file -b "$BIN" | grep -q 'not stripped'; then
-  rm -f "$BIN"
+if [[ -n $NO_BUILD ]]; then
+  if [[ ! -x $BIN ]] || ! file -b "$BIN" | grep -q 'not stripped'; then
+    fail "--no-build: no unstripped binary at $BIN"
+  fi
+  log "--no-build: checking $BIN as built earlier"
+else
+  # A binary stripped by an earlier run of this script: make cargo link it again (cargo
+  # would otherwise find it fresh and the symbol checks below would see nothing).
+  if [[ -e $BIN ]] && ! file -b "$BIN" | grep -q 'not stripped'; then
+    rm -f "$BIN"
+  fi
+  started=$(date +%s)
+  log "cargo zigbuild --release --target $TARGET (LTO, symbols kept for the checks below)"
+  if ! CARGO_PROFILE_RELEASE_STRIP=false cargo zigbuild --release --locked --target "$TARGET" \
+    --bin vqprobe >"$OUT/build.log" 2>&1; then
+    tail -n 40 "$OUT/build.log" >&2
+    fail "build failed, see $OUT/build.log"
+  fi
+  [[ -x $BIN ]] || fail "no binary at $BIN"
+  log "built in $(($(date +%s) - started)) s"
 fi
-started=$(date +%s)
-log "cargo zigbuild --release --target $TARGET (LTO, symbols kept for the checks below)"
-if ! CARGO_PROFILE_RELEASE_STRIP=false cargo zigbuild --release --locked --target "$TARGET" \
-  --bin vqprobe >"$OUT/build.log" 2>&1; then
-  tail -n 40 "$OUT/build.log" >&2
-  fail "build failed, see $OUT/build.log"
-fi
-[[ -x $BIN ]] || fail "no binary at $BIN"
-log "built in $(($(date +%s) - started)) s"
 
 # --- openh264's assembly, from the linked binary's own symbols
 "$LLVM_BIN/llvm-nm" --defined-only "$BIN" >"$OUT/symbols.txt"
@@ -61,15 +72,15 @@ case $TARGET in
 esac
 n_asm=$(grep -cE " [Tt] .*$asm_re" "$OUT/symbols.txt" || true)
 ((n_asm >= 50)) || fail "only $n_asm openh264 $kind functions linked (expected hundreds): assembly missing"
-log "openh264 assembly linked: $n_asm $kind functions, e.g. $(grep -E " [Tt] .*$asm_re" "$OUT/symbols.txt" | awk '{print $3}' | grep -m 3 -i 'mc\|deblock\|idct\|pred' | tr '\n' ' ')"
+log "openh264 assembly linked: $n_asm $kind functions, e.g. $(grep -E " [Tt] .*$asm_re" "$OUT/symbols.txt" | awk '{print $3}' | grep -m 3 -i 'mc\|deblock\|idct\|pred' | paste -sd ' ')"
 
 # --- static: no program interpreter, no shared libraries (libc++ and musl inside)
-"$LLVM_BIN/llvm-readelf" --program-headers --dynamic "$BIN" >"$OUT/readelf.txt"
+readelf --program-headers --dynamic --wide "$BIN" >"$OUT/readelf.txt"
 case $TARGET in
   *-musl*)
     grep -q 'INTERP' "$OUT/readelf.txt" && fail "has a program interpreter (dynamically linked)"
     grep -q '(NEEDED)' "$OUT/readelf.txt" && fail "needs shared libraries: $(grep '(NEEDED)' "$OUT/readelf.txt")"
-    file -b "$BIN" | grep -Eq 'static(-pie)? linked' || fail "file(1) does not say static: $(file -b "$BIN")"
+    file -b "$BIN" | grep -Eq 'statically linked|static-pie linked' || fail "file(1) does not say static: $(file -b "$BIN")"
     ;;
   *-gnu*)
     # glibc targets link libc dynamically (zig cannot link glibc statically); nothing else

@@ -45,4 +45,4 @@ for t in "${TARGETS[@]}"; do
 done
 rustup component list --installed | grep -q '^llvm-tools' || rustup component add llvm-tools
 
-echo "install-tools: zig $(python3 -m ziglang version), $(cargo zigbuild --version | head -n 1), $(cargo deb --version), qemu $(qemu-aarch64-static --version | head -n 1 | awk '{print $3}')"
+echo "install-tools: zig $(python3 -m ziglang version), $(cargo-zigbuild --version), $(cargo deb --version), qemu $(qemu-aarch64-static --version | head -n 1 | awk '{print $3}')"

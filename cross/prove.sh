@@ -16,6 +16,7 @@
 #     start_s/end_s within 0.1 s) and match truth.json (within 0.5 s, as tests/ground_truth.rs).
 # A binary built earlier is reused only when build.ok names HEAD, the tree is clean and the
 # checksum matches (or VQPROBE_REUSE_BUILD=1 is set, for iterating on this script).
+# VQPROBE_REF_TARGET_DIR: where the x86_64 reference is built (default: the target dir).
 set -euo pipefail
 TARGET=${1:-aarch64-unknown-linux-musl}
 REF=x86_64-unknown-linux-musl
@@ -23,6 +24,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 TD=${CARGO_TARGET_DIR:-$ROOT/target}
 export CARGO_TARGET_DIR=$TD
+REF_TD=${VQPROBE_REF_TARGET_DIR:-$TD}
 PROOF=$TD/cross-proof
 MEDIA=${VQPROBE_TEST_MEDIA:-$TD/test-media}
 MAX_BYTES=$((6 * 1024 * 1024))
@@ -45,23 +47,24 @@ esac
 bash cross/install-tools.sh
 log "tools ready"
 
-reusable() { # reusable TARGET: build.ok names HEAD of a clean tree (or VQPROBE_REUSE_BUILD=1)
-  local ok=$PROOF/$1/build.ok bin=$TD/$1/release/vqprobe
+reusable() { # reusable TARGET TARGET_DIR: build.ok names HEAD of a clean tree (or VQPROBE_REUSE_BUILD=1)
+  local ok=$2/cross-proof/$1/build.ok bin=$2/$1/release/vqprobe
   [[ -f $ok && -x $bin ]] || return 1
   [[ $(sed -n 's/^sha256 //p' "$ok") == "$(sha256sum "$bin" | cut -d' ' -f1)" ]] || return 1
   [[ ${VQPROBE_REUSE_BUILD:-0} == 1 ]] && return 0
   [[ $(sed -n 's/^commit //p' "$ok") == "$(git rev-parse HEAD)" && -z $(git status --porcelain --untracked-files=no) ]]
 }
-for t in "$REF" "$TARGET"; do
-  if reusable "$t"; then
-    log "reusing $TD/$t/release/vqprobe ($(tr "\n" " " <"$PROOF/$t/build.ok"))"
+for t_td in "$REF:$REF_TD" "$TARGET:$TD"; do
+  t=${t_td%%:*} td=${t_td#*:}
+  if reusable "$t" "$td"; then
+    log "reusing $td/$t/release/vqprobe ($(tr "\n" " " <"$td/cross-proof/$t/build.ok"))"
   else
-    bash cross/build-static.sh "$t"
+    CARGO_TARGET_DIR=$td bash cross/build-static.sh "$t"
     log "built $t"
   fi
 done
 BIN=$TD/$TARGET/release/vqprobe
-REFBIN=$TD/$REF/release/vqprobe
+REFBIN=$REF_TD/$REF/release/vqprobe
 OUT=$PROOF/$TARGET/run
 rm -rf "$OUT" && mkdir -p "$OUT"
 

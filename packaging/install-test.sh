@@ -95,10 +95,11 @@ expect_stat /var/lib/vqprobe 750 vqprobe:vqprobe
 cmp -s packaging/vqprobe.service /usr/lib/systemd/system/vqprobe.service || fail "installed unit differs"
 cmp -s packaging/config.toml /etc/vqprobe/config.toml || fail "installed config differs"
 dpkg-query -W -f='${Conffiles}\n' vqprobe | grep -q '^ /etc/vqprobe/config.toml ' || fail "config.toml not a conffile"
-dpkg-statoverride --list /etc/vqprobe/config.toml | grep -qx 'root vqprobe 0640 /etc/vqprobe/config.toml' ||
+dpkg-statoverride --list /etc/vqprobe/config.toml | grep -Eqx 'root vqprobe 0?640 /etc/vqprobe/config.toml' ||
   fail "no statoverride root vqprobe 0640 for the config"
+built=$(sed -n 's/^commit //p' "$TD/cross-proof/x86_64-unknown-linux-musl/build.ok")
 got=$(/usr/bin/vqprobe --version)
-[[ $got == "vqprobe $version (commit ${commit:0:12}, x86_64-unknown-linux-musl)" ]] || fail "--version: $got"
+[[ $got == "vqprobe $version (commit ${built:0:12}, x86_64-unknown-linux-musl)" ]] || fail "--version: $got"
 
 IFS=: read -r _ _ uid gid _ home shell < <(getent passwd vqprobe)
 ((uid < 1000)) || fail "vqprobe uid $uid is not a system uid"
