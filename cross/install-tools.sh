@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the edge build and packaging need, if missing (idempotent; run as root):
-#   Debian: qemu-user-static (qemu-aarch64-static, qemu-arm-static), file, binutils
+#   Debian: qemu-user-static (qemu-aarch64-static, qemu-arm-static), file, binutils,
+#           libc6-armhf-cross (the armhf glibc for running armv7-gnueabihf under qemu-arm-static)
 #   PyPI:   ziglang (zig as cross C/C++ compiler and linker; musl and libc++ inside)
 #   crates: cargo-zigbuild, cargo-deb (pinned, --locked)
-#   rustup: the Rust std for the proof targets, llvm-tools (llvm-nm, llvm-strip, llvm-readelf)
+#   rustup: the Rust std for the proof targets, llvm-tools (llvm-nm, llvm-strip)
 # Used by .ci/install-deps and by cross/prove-aarch64.sh.
 set -euo pipefail
 
@@ -12,7 +13,7 @@ CARGO_ZIGBUILD_VERSION=0.24.1
 CARGO_DEB_VERSION=3.8.0
 TARGETS=(aarch64-unknown-linux-musl x86_64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
 
-apt_pkgs=(qemu-user-static file binutils)
+apt_pkgs=(qemu-user-static file binutils libc6-armhf-cross)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

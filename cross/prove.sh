@@ -26,7 +26,7 @@ TD=${CARGO_TARGET_DIR:-$ROOT/target}
 export CARGO_TARGET_DIR=$TD
 REF_TD=${VQPROBE_REF_TARGET_DIR:-$TD}
 PROOF=$TD/cross-proof
-MEDIA=${VQPROBE_TEST_MEDIA:-$TD/test-media}
+MEDIA=${VQPROBE_TEST_MEDIA:-$REF_TD/test-media}
 MAX_BYTES=$((6 * 1024 * 1024))
 CLIPS=(multi_main_360p.ts corrupt_baseline_1080p.ts freeze_main_720p.ts black_high_360p.ts silence_high_720p.ts)
 started=$(date +%s)
@@ -75,10 +75,15 @@ log "size $size bytes <= $MAX_BYTES"
 # --version: crate version, git commit, target triple
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 commit=$(git rev-parse --short=12 HEAD)
+if [[ ${VQPROBE_REUSE_BUILD:-0} == 1 ]]; then
+  # reused binaries: the commit they were built from, which must be in our history
+  commit=$("$REFBIN" --version | sed -n 's/.*(commit \([0-9a-f]\{12\}\), .*/\1/p')
+  git cat-file -e "$commit^{commit}" 2>/dev/null || fail "reference binary names no known commit"
+fi
 got=$("${QEMU[@]}" "$BIN" --version)
 echo "$got" | tee "$OUT/version.txt"
 [[ $got == "vqprobe $version (commit "*", $TARGET)" ]] || fail "--version: '$got' lacks version $version or target $TARGET"
-[[ $got == *"commit $commit"* ]] || fail "--version: '$got' does not name HEAD ($commit): stale build?"
+[[ $got == *"commit $commit"* ]] || fail "--version: '$got' does not name commit $commit (HEAD): stale build?"
 refver=$("$REFBIN" --version)
 [[ $refver == "vqprobe $version (commit $commit, $REF)" ]] || fail "x86_64 --version: '$refver'"
 
