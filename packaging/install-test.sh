@@ -36,6 +36,17 @@ absent /etc/vqprobe
 absent /var/lib/vqprobe
 
 bash cross/install-tools.sh >/dev/null
+# the default config is valid TOML with every documented table (the agent's parser is in src/)
+python3 - packaging/config.toml <<'PY' || fail "packaging/config.toml: see above"
+import sys, tomllib
+c = tomllib.load(open(sys.argv[1], "rb"))
+want = {"stats_interval", "mqtt", "spool", "limits"}
+assert want <= c.keys(), f"missing top-level keys {want - c.keys()}"
+assert {"url", "client_id", "username", "ca_file", "client_cert", "client_key", "topic_prefix", "keepalive"} <= c["mqtt"].keys()
+assert {"dir", "max_bytes"} <= c["spool"].keys() and c["spool"]["dir"].startswith("/var/lib/vqprobe/")
+assert {"max_streams", "decode_threads", "max_pixels", "queue_packets"} <= c["limits"].keys()
+assert "probe_id" not in c and "streams" not in c, "the default config must not name a probe or streams"
+PY
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 commit=$(git rev-parse HEAD)
 
