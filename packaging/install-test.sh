@@ -42,9 +42,9 @@ import sys, tomllib
 c = tomllib.load(open(sys.argv[1], "rb"))
 want = {"stats_interval", "mqtt", "spool", "limits"}
 assert want <= c.keys(), f"missing top-level keys {want - c.keys()}"
-assert {"url", "client_id", "username", "ca_file", "client_cert", "client_key", "topic_prefix", "keepalive"} <= c["mqtt"].keys()
+assert {"url", "client_id", "username", "ca_file", "client_cert", "client_key", "topic_prefix", "keepalive", "connect_timeout", "backoff_max"} <= c["mqtt"].keys()
 assert {"dir", "max_bytes"} <= c["spool"].keys() and c["spool"]["dir"].startswith("/var/lib/vqprobe/")
-assert {"max_streams", "decode_threads", "max_pixels", "queue_packets"} <= c["limits"].keys()
+assert {"max_streams", "max_pixels", "queue_packets"} <= c["limits"].keys()
 assert "probe_id" not in c and "streams" not in c, "the default config must not name a probe or streams"
 PY
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use vqprobe::app::{self, check, demo};
 use vqprobe::config::DetectConfig;
 use vqprobe::ingest::rtsp::RtspTransport;
@@ -91,17 +94,29 @@ fn main() -> ExitCode {
         Command::Run { .. } => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // RUST_LOG: `level` or `target=level` directives separated by commas, e.g.
+    // `info,vqprobe::ingest=debug`. (`Targets` rather than `EnvFilter`: no regex engine
+    // in a binary that must stay small; span and field filters are not supported.)
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| match s.parse::<Targets>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("vqprobe: ignoring RUST_LOG={s:?}: {e}");
+                None
+            }
+        })
+        .unwrap_or_else(|| default_level.parse().unwrap_or_default());
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(filter);
     // Under systemd stderr goes to the journal, which stamps every line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        fmt.without_time().init();
+    if journald {
+        registry.with(layer.without_time()).init();
     } else {
-        fmt.init();
+        registry.with(layer).init();
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -145,7 +145,7 @@ pub struct Limits {
     /// Most streams in one config (each has its own decode thread). 32.
     pub max_streams: usize,
     /// Largest picture decoded (width × height); larger SPS are refused with an
-    /// `unsupported_codec` event. 8912896 (4096 × 2176).
+    /// `unsupported_codec` event. 9437184 (4096 × 2304).
     pub max_pixels: u64,
     /// Packets queued per stream between ingest and decode. 64.
     pub queue_packets: usize,
