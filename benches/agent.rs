@@ -159,8 +159,11 @@ impl Drop for Broker {
     }
 }
 
-/// `mosquitto_sub` recording (arrival unix seconds, payload).
-fn subscribe(port: u16, topic: &str) -> (Child, Arc<Mutex<Vec<(f64, String)>>>) {
+/// Messages received: (arrival unix seconds, payload).
+type Received = Arc<Mutex<Vec<(f64, String)>>>;
+
+/// `mosquitto_sub` recording what arrives.
+fn subscribe(port: u16, topic: &str) -> (Child, Received) {
     let mut child = Command::new("mosquitto_sub")
         .args([
             "-h",
