@@ -641,3 +641,35 @@ fn a_failing_stream_does_not_disturb_the_others() {
     }
     assert!(agent.log().contains("stream failed; restarting"));
 }
+
+#[test]
+fn a_looped_file_loops_inside_one_session_with_growing_media_time() {
+    let dir = TempDir::new("agent-loop");
+    let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let sub = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let mut cfg = config(&broker.url(), &dir.path().join("spool"), &[], "");
+    cfg.push_str(&format!(
+        "[[streams]]\nid = \"loop\"\nurl = \"file://{}\"\npace = \"fast\"\nloop = true\n",
+        media_dir().join("black_high_360p.ts").display()
+    ));
+    let _agent = Agent::start(dir.path(), &cfg);
+    // black_high_360p.ts: 12 s, black 3–6 s. Pass k starts at k × (12 s + one frame).
+    let events = wait_events(&sub, "loop", 6, 60);
+    let ends = paired_ends(&events[..6]);
+    let pass = 12.0 + 0.04;
+    let want: Vec<(String, f64, f64)> = (0..3)
+        .map(|k| {
+            (
+                "black".to_string(),
+                3.0 + k as f64 * pass,
+                6.0 + k as f64 * pass,
+            )
+        })
+        .collect();
+    assert_intervals("loop", &ends, &want, 0.5);
+    assert!(ends.iter().all(|e| e.get("reason").is_none()), "{ends:?}");
+    let stats = wait_for(Duration::from_secs(5), || sub.on("/loop/stats").pop())
+        .unwrap()
+        .json();
+    assert_eq!(stats["restarts"], 0, "{stats}");
+}

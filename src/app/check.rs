@@ -85,6 +85,7 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
         hls: opts.hls.clone(),
         duration: opts.duration,
         realtime: false,
+        looped: false,
         queue_packets: PACKET_QUEUE,
     };
     let (stop, shutdown) = Shutdown::new();

@@ -34,6 +34,8 @@ pub struct SessionSpec {
     pub duration: Option<f64>,
     /// Files: hand packets over at the pace of their timestamps.
     pub realtime: bool,
+    /// Files: start again at the end, in the same session.
+    pub looped: bool,
     /// Packets queued between ingest and the decode thread.
     pub queue_packets: usize,
 }
@@ -81,6 +83,7 @@ pub async fn run<F: FnMut(Event)>(
     .map_err(|e| Error::Other(format!("cannot start decode thread: {e}")))?;
     let duration = spec.duration;
     let realtime = spec.realtime;
+    let looped = spec.looped;
     let live_cfg = spec.live.clone();
     let live_shared = counters.map(|c| c.live.clone());
     let mut ingest = tokio::spawn(async move {
@@ -98,6 +101,7 @@ pub async fn run<F: FnMut(Event)>(
                     max_media_s: duration,
                     pool: Some(pool),
                     realtime,
+                    looped,
                 };
                 file::run(&path, tx, &fopts, &shutdown).await.map(|_| None)
             }

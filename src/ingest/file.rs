@@ -32,7 +32,14 @@ pub struct FileOptions {
     /// Hand packets over at the pace of their timestamps (a file standing in for a
     /// live source: demos, soak tests, benchmarks) instead of as fast as decode allows.
     pub realtime: bool,
+    /// At the end, start again from the beginning within the same session: timestamps
+    /// are shifted to continue where the previous pass ended, so decoders, detectors and
+    /// buffers are kept (memory does not churn) and media time keeps growing.
+    pub looped: bool,
 }
+
+/// Gap inserted between two passes of a looped file (one 25 fps frame), 90 kHz.
+const LOOP_GAP: i64 = 3600;
 
 /// Most a timestamp may run ahead of the wall clock before pacing re-anchors (a PTS
 /// discontinuity must not put the reader to sleep for hours).
@@ -92,6 +99,10 @@ pub async fn run(
     let mut ts_errors = TsErrorDetector::new(TS_ERROR_CLEAR_S);
     let mut pacer = Pacer::default();
     let mut pace_shutdown = shutdown.clone();
+    // Looping: PTS shift of this pass, and the first / last raw PTS seen in it.
+    let mut shift: i64 = 0;
+    let mut pass_pts: Option<(i64, i64)> = None;
+    let mut passes: u64 = 0;
     loop {
         if shutdown.is_set() {
             end(&tx, &demux, &mut ts_errors, EndReason::Shutdown).await;
@@ -117,7 +128,16 @@ pub async fn run(
                     }
                     IngestMsg::Program(p)
                 }
-                DemuxOutput::Packet(p) => {
+                DemuxOutput::Packet(mut p) => {
+                    if let Some(pts) = p.pts {
+                        let (lo, hi) = pass_pts.get_or_insert((pts, pts));
+                        *lo = (*lo).min(pts);
+                        *hi = (*hi).max(pts);
+                    }
+                    if shift != 0 {
+                        p.pts = p.pts.map(|v| v + shift);
+                        p.dts = p.dts.map(|v| v + shift);
+                    }
                     if let (Some(limit), Some(pts)) = (opts.max_media_s, p.pts) {
                         let o = *origin.get_or_insert(pts);
                         if (pts - o) as f64 / 90_000.0 >= limit {
@@ -141,7 +161,11 @@ pub async fn run(
             }
         }
         let st = *demux.stats();
-        if let Some(tr) = demux.media_time().and_then(|t| ts_errors.observe(t, &st)) {
+        let shift_s = shift as f64 / 90_000.0;
+        if let Some(tr) = demux
+            .media_time()
+            .and_then(|t| ts_errors.observe(t + shift_s, &st))
+        {
             let _ = tx.send(IngestMsg::Delivery(Box::new(tr), None)).await;
         }
         if st.packets == 0 && (st.bytes >= SNIFF_BYTES || n == 0) {
@@ -163,6 +187,29 @@ pub async fn run(
                     display,
                     "no program map (PAT/PMT) found in the transport stream",
                 ));
+            }
+            if opts.looped && st.packets > 0 {
+                if let Some((lo, hi)) = pass_pts.take() {
+                    // The transport counters start over with a new demuxer: close an
+                    // open `ts_error` at the end of this pass first.
+                    if let Some(tr) = demux
+                        .media_time()
+                        .and_then(|t| ts_errors.finish(t + shift_s))
+                    {
+                        let _ = tx.send(IngestMsg::Delivery(Box::new(tr), None)).await;
+                    }
+                    ts_errors = TsErrorDetector::new(TS_ERROR_CLEAR_S);
+                    shift += hi - lo + LOOP_GAP;
+                    passes += 1;
+                    tracing::debug!(passes, path = %path.display(), "looping the file");
+                    demux = TsDemuxer::new(TsLimits::default());
+                    if let Some(p) = &opts.pool {
+                        demux = demux.with_pool(p.clone());
+                    }
+                    use tokio::io::AsyncSeekExt;
+                    file.seek(std::io::SeekFrom::Start(0)).await.map_err(io)?;
+                    continue;
+                }
             }
             end(&tx, &demux, &mut ts_errors, EndReason::EndOfInput).await;
             return Ok(st);

@@ -278,6 +278,7 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
         hls: plan.hls.clone(),
         duration: None,
         realtime: plan.is_file && plan.cfg.pace.unwrap_or_default() == Pace::Realtime,
+        looped: plan.is_file && plan.cfg.looped,
         queue_packets: plan.queue_packets,
     };
     let mut backoff = Backoff::new(1.0, 60.0);
@@ -315,7 +316,7 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
             return;
         }
         let failure = match result {
-            Ok(Ok(_)) if plan.is_file && plan.cfg.looped => None,
+            // A looped file loops inside its session; it ends only on shutdown.
             Ok(Ok(_)) => {
                 tracing::info!(stream = %id, "stream ended (end of input)");
                 shutdown.wait().await;
