@@ -17,23 +17,15 @@ const PROBE: &str = "edge-test-01";
 
 /// Expected (kind, start, end) of a ground-truth clip.
 fn expected(clip: &str) -> Vec<(String, f64, f64)> {
-    truth()["clips"]
+    let truth = truth();
+    let entry = truth["clips"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["file"] == clip)
-        .unwrap_or_else(|| panic!("{clip} not in truth.json"))["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["kind"].as_str().unwrap().to_string(),
-                e["start_s"].as_f64().unwrap(),
-                e["end_s"].as_f64().unwrap(),
-            )
-        })
-        .collect()
+        .unwrap_or_else(|| panic!("{clip} not in truth.json"))
+        .clone();
+    common::clip_events(&entry)
 }
 
 /// A config with `streams` = (id, clip, pace).

@@ -10,18 +10,7 @@ use serde_json::Value;
 const TOL: f64 = 0.5;
 
 fn expected(clip: &Value) -> Vec<(String, f64, f64)> {
-    clip["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["kind"].as_str().unwrap().to_string(),
-                e["start_s"].as_f64().unwrap(),
-                e["end_s"].as_f64().unwrap(),
-            )
-        })
-        .collect()
+    common::clip_events(clip)
 }
 
 fn clip(name: &str) -> Value {

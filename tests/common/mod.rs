@@ -40,6 +40,22 @@ pub fn truth() -> Value {
     serde_json::from_str(&text).expect("truth.json is JSON")
 }
 
+/// The (kind, start_s, end_s) events a `truth.json` clip entry lists.
+pub fn clip_events(clip: &Value) -> Vec<(String, f64, f64)> {
+    clip["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["start_s"].as_f64().unwrap(),
+                e["end_s"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Runs the vqprobe binary with `args`.
 pub fn vqprobe(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vqprobe"))
