@@ -13,6 +13,10 @@ Control (JSON bodies; answers 200 with the current rules as JSON, 400 on a bad r
                 {"path": "...", "head_delay_s": 5}      wait 5 s before the headers
   POST /__fault {"path": "index.m3u8", "freeze": true}  serve the file as it is now from then on
   POST /__fault {"path": "...", "truncate": 1000}       full Content-Length, 1000 bytes, close
+  POST /__fault {"path": "seg7.ts", "corrupt": 7}       MPEG-TS served with bit flips (seed 7) in the
+                                                        payload of the video packets (the PID with the
+                                                        most packets) that start no PES: TS headers,
+                                                        counters, PES headers and length stay intact
   POST /__fault {"redirect_loop": true}                 every path redirects to itself
                 {"path": "...", "redirect_loop": true}  only that path
   POST /__fault {"path": "...", "times": 2, ...}        the fault applies to 2 requests only
@@ -46,7 +50,37 @@ MIME = {
     ".vtt": "text/vtt",
 }
 KNOWN = {"path", "status", "delay_s", "head_delay_s", "freeze", "truncate", "redirect_loop",
-         "times", "clear"}
+         "times", "clear", "corrupt"}
+
+
+def corrupt_ts(data, seed):
+    """Flips bits in the payload of the busiest PID's packets that start no PES (a slice's
+    middle, for video), keeping sync bytes, headers, continuity counters and lengths."""
+    import random
+    rng = random.Random(int(seed))
+    counts = {}
+    for off in range(0, len(data) - 187, 188):
+        if data[off] == 0x47:
+            pid = ((data[off + 1] & 0x1F) << 8) | data[off + 2]
+            counts[pid] = counts.get(pid, 0) + 1
+    if not counts:
+        return data
+    video = max(counts, key=counts.get)
+    out = bytearray(data)
+    for off in range(0, len(out) - 187, 188):
+        if out[off] != 0x47 or out[off + 1] & 0x40:  # no sync, or payload_unit_start
+            continue
+        pid = ((out[off + 1] & 0x1F) << 8) | out[off + 2]
+        afc = (out[off + 3] >> 4) & 3
+        if pid != video or not afc & 1:
+            continue
+        start = off + 4 + (1 + out[off + 4] if afc == 3 else 0)
+        if start >= off + 188:
+            continue
+        for _ in range(4):
+            i = rng.randrange(start, off + 188)
+            out[i] ^= 1 << rng.randrange(8)
+    return bytes(out)
 
 
 class State:
@@ -225,6 +259,8 @@ def make_handler(state, control_only):
                 except OSError:  # e.g. a live segment deleted under us
                     return self.simple(404, "not found\n", note=note)
 
+            if "corrupt" in rule:
+                data = corrupt_ts(data, rule["corrupt"])
             self.send_response(200)
             ext = os.path.splitext(rel)[1].lower()
             self.send_header("Content-Type", MIME.get(ext, "application/octet-stream"))
