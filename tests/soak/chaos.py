@@ -428,9 +428,19 @@ def main():
     want = {"rtsp_down": {"source_down", "stall"},
             "hls_stale": {"playlist_stale", "stall"},
             "hls_corrupt": {"corruption", "ts_error", "segment_error"}}
+    # The playlist freeze lasts 30 s: only a report lasting at least half of it counts (ffmpeg's
+    # looped h1 briefly stalls its playlist at every loop point, a few seconds, see ROBUSTNESS.md).
+    ends = {e.get("defect_id"): e for e in evs if e.get("state") == "end"}
+
+    def lasting(hits, min_s):
+        return [e for e in hits
+                if (ends.get(e.get("defect_id"), {}).get("duration_s") or 1e9) >= min_s]
+
     for kind, names, t_from, t_to in faults:
         for s in names:
             hit = starts(s, want[kind], t_from, t_to)
+            if kind == "hls_stale":
+                hit = lasting(hit, 15.0)
             check(f"{kind}@{t_from:.0f}s {s}", hit,
                   f"{len(hit)} start(s) of {sorted(want[kind])} in [{t_from:.0f}, {t_to:.0f}] s"
                   + (f": {hit[0]['kind']} at start_s={hit[0].get('start_s')}" if hit else ""))
