@@ -153,6 +153,29 @@ struct State {
     link: LinkStats,
 }
 
+impl State {
+    fn new(spool: Spool, online: Vec<u8>) -> State {
+        let cursor = spool.head();
+        State {
+            spool,
+            connected: false,
+            epoch: 0,
+            fifo: VecDeque::new(),
+            inflight: HashMap::new(),
+            outstanding: 0,
+            cursor,
+            online,
+            online_epoch: 0,
+            offline: None,
+            offline_sent_epoch: 0,
+            offline_acked: false,
+            closing: false,
+            qos0: VecDeque::new(),
+            link: LinkStats::default(),
+        }
+    }
+}
+
 struct Shared {
     st: Mutex<State>,
     /// Wakes the feeder (new record, new connection, an ack freed the window).
@@ -222,25 +245,8 @@ impl Publisher {
         eventloop
             .network_options
             .set_connection_timeout(settings.connect_timeout.as_secs().max(1));
-        let cursor = spool.head();
         let shared = Arc::new(Shared {
-            st: Mutex::new(State {
-                spool,
-                connected: false,
-                epoch: 0,
-                fifo: VecDeque::new(),
-                inflight: HashMap::new(),
-                outstanding: 0,
-                cursor,
-                online,
-                online_epoch: 0,
-                offline: None,
-                offline_sent_epoch: 0,
-                offline_acked: false,
-                closing: false,
-                qos0: VecDeque::new(),
-                link: LinkStats::default(),
-            }),
+            st: Mutex::new(State::new(spool, online)),
             wake: tokio::sync::Notify::new(),
             progress: tokio::sync::Notify::new(),
         });
@@ -421,14 +427,7 @@ async fn drive(
             Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                 {
                     let mut st = shared.lock();
-                    st.connected = true;
-                    st.epoch += 1;
-                    st.fifo.clear();
-                    st.inflight.clear();
-                    st.outstanding = 0;
-                    st.cursor = 0;
-                    st.link.connected = true;
-                    st.link.connects += 1;
+                    on_connack(&mut el, &mut st);
                     tracing::info!(
                         broker = %endpoint,
                         session_present = ack.session_present,
@@ -446,44 +445,17 @@ async fn drive(
                 backoff.reset();
                 shared.wake.notify_one();
             }
-            Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
-                let mut st = shared.lock();
-                if let Some(slot) = st.fifo.pop_front() {
-                    st.inflight.insert(pkid, slot);
+            Ok(ev) => {
+                if on_event(&mut shared.lock(), &ev) {
+                    shared.wake.notify_one();
+                    shared.progress.notify_waiters();
                 }
             }
-            Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
-                {
-                    let mut st = shared.lock();
-                    if let Some(slot) = st.inflight.remove(&ack.pkid) {
-                        st.outstanding = st.outstanding.saturating_sub(1);
-                        st.link.acked += 1;
-                        match slot {
-                            Slot::Record(seq) => st.spool.ack(seq),
-                            Slot::Offline => st.offline_acked = true,
-                            Slot::Online => {}
-                        }
-                    }
-                }
-                shared.wake.notify_one();
-                shared.progress.notify_waiters();
-            }
-            Ok(_) => {}
             Err(e) => {
                 let msg = describe(&e);
                 {
                     let mut st = shared.lock();
-                    // Throw away rumqttc's retransmission queue and any request still
-                    // in its channel: everything unacknowledged is resent from the
-                    // spool after the next CONNACK.
-                    el.clean();
-                    el.pending.clear();
-                    st.connected = false;
-                    st.fifo.clear();
-                    st.inflight.clear();
-                    st.outstanding = 0;
-                    st.link.connected = false;
-                    st.link.connection_errors += 1;
+                    on_connection_error(&mut el, &mut st);
                     st.link.last_error = Some(msg.clone());
                 }
                 if *stop.borrow() || shared.lock().closing {
@@ -507,6 +479,83 @@ async fn drive(
     }
 }
 
+/// A new connection: nothing sent before it is in flight any more.
+fn on_connack(el: &mut EventLoop, st: &mut State) {
+    // Nothing of an earlier connection may pair with this one's packet ids.
+    el.state.events.clear();
+    el.state.collision = None;
+    st.connected = true;
+    st.epoch += 1;
+    st.fifo.clear();
+    st.inflight.clear();
+    st.outstanding = 0;
+    st.cursor = 0;
+    st.link.connected = true;
+    st.link.connects += 1;
+}
+
+/// One event of the current connection. Returns whether an acknowledgement arrived.
+fn on_event(st: &mut State, ev: &MqttEvent) -> bool {
+    match ev {
+        MqttEvent::Outgoing(Outgoing::Publish(pkid)) if *pkid != 0 => {
+            if let Some(slot) = st.fifo.pop_front() {
+                st.inflight.insert(*pkid, slot);
+            }
+            false
+        }
+        MqttEvent::Incoming(Packet::PubAck(ack)) => {
+            if let Some(slot) = st.inflight.remove(&ack.pkid) {
+                st.outstanding = st.outstanding.saturating_sub(1);
+                st.link.acked += 1;
+                match slot {
+                    Slot::Record(seq) => st.spool.ack(seq),
+                    Slot::Offline => st.offline_acked = true,
+                    Slot::Online => {}
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The connection failed (or never came up).
+fn on_connection_error(el: &mut EventLoop, st: &mut State) {
+    // rumqttc's `clean()` keeps `state.events` and `state.collision`. Whatever is still
+    // buffered belongs to the connection that just ended: PUBACKs read in the same batch
+    // as the end of the connection are genuine, so they count now, with this
+    // connection's packet-id mapping; an `Outgoing::Publish` whose write failed must not
+    // survive into the next connection, where it would pair its stale packet id with the
+    // next record sent and shift every acknowledgement by one (a record marked delivered
+    // that the broker never acknowledged).
+    while let Some(ev) = el.state.events.pop_front() {
+        on_event(st, &ev);
+    }
+    el.state.collision = None;
+    el.state.collision_ping_count = 0;
+    // Throw away rumqttc's retransmission queue and any request still in its
+    // channel: everything unacknowledged is resent from the spool after the next
+    // CONNACK.
+    el.clean();
+    el.pending.clear();
+    st.connected = false;
+    st.fifo.clear();
+    st.inflight.clear();
+    st.outstanding = 0;
+    st.link.connected = false;
+    st.link.connection_errors += 1;
+}
+
+/// Debug builds only: `VQPROBE_FAULT=<name>` makes the named place fail on purpose
+/// (the tests use it to prove that the agent notices a dead publisher task).
+#[doc(hidden)]
+pub fn fault(name: &str) -> bool {
+    cfg!(debug_assertions)
+        && std::env::var("VQPROBE_FAULT")
+            .map(|v| v.split(',').any(|f| f == name))
+            .unwrap_or(false)
+}
+
 async fn feed(
     client: AsyncClient,
     shared: Arc<Shared>,
@@ -518,6 +567,9 @@ async fn feed(
         {
             let mut st = shared.lock();
             if st.connected {
+                if fault("feeder_panic") {
+                    panic!("VQPROBE_FAULT=feeder_panic: injected panic in the MQTT feeder");
+                }
                 pump(&client, &mut st, &status_topic);
             }
         }
@@ -641,4 +693,114 @@ pub fn tls_config(
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::spool::SpoolOptions;
+    use rumqttc::{PubAck, Publish};
+
+    fn spool(tag: &str) -> Spool {
+        let dir =
+            std::env::temp_dir().join(format!("vqprobe-mqtt-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Spool::open(SpoolOptions {
+            dir,
+            max_bytes: 1 << 20,
+            segment_bytes: 1 << 16,
+        })
+        .unwrap()
+    }
+
+    fn client() -> EventLoop {
+        AsyncClient::new(MqttOptions::new("unit", "127.0.0.1", 1), 8).1
+    }
+
+    /// What `EventLoop::poll` yields next: the events rumqttc still buffers, then `new`.
+    fn poll_order(el: &mut EventLoop, new: &[MqttEvent]) -> Vec<MqttEvent> {
+        let mut evs: Vec<MqttEvent> = el.state.events.drain(..).collect();
+        evs.extend_from_slice(new);
+        evs
+    }
+
+    fn oldest(st: &State) -> Option<u64> {
+        st.spool.next_from(0).map(|r| r.seq)
+    }
+
+    /// Defect 3: a write that failed leaves its `Outgoing::Publish` in rumqttc's event
+    /// buffer (`state.clean()` keeps it). It must not map a packet id of the next
+    /// connection to the wrong record.
+    #[test]
+    fn a_publish_event_left_by_a_failed_write_does_not_shift_the_next_connection() {
+        let mut sp = spool("shift");
+        let a = sp.push("t/a", b"a");
+        let b = sp.push("t/b", b"b");
+        let mut el = client();
+        let mut st = State::new(sp, b"online".to_vec());
+        // Connection 1: `online` got pkid 1; the write of A (pkid 2) failed after
+        // rumqttc queued its event; the connection ends.
+        on_connack(&mut el, &mut st);
+        st.fifo.extend([Slot::Online, Slot::Record(a)]);
+        on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(1)));
+        el.state
+            .events
+            .push_back(MqttEvent::Outgoing(Outgoing::Publish(2)));
+        el.state.collision = Some(Publish::new("t/x", QoS::AtLeastOnce, "x"));
+        on_connection_error(&mut el, &mut st);
+        // Connection 2: online (3), A (4), B (5) sent; the broker acknowledges only A.
+        on_connack(&mut el, &mut st);
+        st.fifo
+            .extend([Slot::Online, Slot::Record(a), Slot::Record(b)]);
+        let evs = poll_order(
+            &mut el,
+            &[
+                MqttEvent::Outgoing(Outgoing::Publish(3)),
+                MqttEvent::Outgoing(Outgoing::Publish(4)),
+                MqttEvent::Outgoing(Outgoing::Publish(5)),
+                MqttEvent::Incoming(Packet::PubAck(PubAck::new(4))),
+            ],
+        );
+        for ev in &evs {
+            on_event(&mut st, ev);
+        }
+        assert_eq!(
+            oldest(&st),
+            Some(b),
+            "the PUBACK of A must acknowledge A, and B (never acknowledged) must stay pending"
+        );
+        assert_eq!(st.spool.len(), 1);
+        assert!(el.state.collision.is_none(), "stale collision kept");
+    }
+
+    /// Defect 3: PUBACKs rumqttc read in the same batch as the end of the connection are
+    /// genuine: they count (no needless resend) and never leak into the next connection.
+    #[test]
+    fn pubacks_read_just_before_the_connection_ended_are_applied_once() {
+        let mut sp = spool("lastacks");
+        let a = sp.push("t/a", b"a");
+        let b = sp.push("t/b", b"b");
+        let mut el = client();
+        let mut st = State::new(sp, b"online".to_vec());
+        on_connack(&mut el, &mut st);
+        st.fifo
+            .extend([Slot::Online, Slot::Record(a), Slot::Record(b)]);
+        for pk in 1..=3 {
+            on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(pk)));
+        }
+        on_event(
+            &mut st,
+            &MqttEvent::Incoming(Packet::PubAck(PubAck::new(1))),
+        );
+        // The broker acknowledged A, then closed: rumqttc returned the error with the
+        // PUBACK still buffered.
+        el.state
+            .events
+            .push_back(MqttEvent::Incoming(Packet::PubAck(PubAck::new(2))));
+        on_connection_error(&mut el, &mut st);
+        assert!(el.state.events.is_empty(), "stale events kept");
+        assert_eq!(oldest(&st), Some(b), "A's PUBACK was dropped");
+        on_connack(&mut el, &mut st);
+        assert_eq!(st.spool.len(), 1);
+    }
 }

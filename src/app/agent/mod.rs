@@ -132,9 +132,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
     notify(&[sd_notify::NotifyState::Ready]);
-    let mut usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut usec)
-        .then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(100)));
+    let watchdog = watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut stats_tick = tokio::time::interval(current.cfg.stats_interval);
     stats_tick.tick().await;
@@ -240,17 +238,43 @@ async fn stop_streams(streams: &mut HashMap<String, StreamHandle>, ids: &[String
             tasks.push((id.clone(), h.task));
         }
     }
+    stop_tasks(tasks, STOP_TIMEOUT, watchdog_interval(), &mut || {
+        notify(&[sd_notify::NotifyState::Watchdog])
+    })
+    .await;
+}
+
+/// How long stopping streams may take before they are abandoned.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Half of systemd's `WatchdogSec`, when it is set.
+fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0u64;
+    sd_notify::watchdog_enabled(false, &mut usec)
+        .then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
+}
+
+/// Waits for stream tasks that were told to stop; returns the ids of those abandoned.
+async fn stop_tasks(
+    tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
+    timeout: Duration,
+    _watchdog: Option<Duration>,
+    _ping: &mut dyn FnMut(),
+) -> Vec<String> {
+    let mut abandoned = Vec::new();
     for (id, mut task) in tasks {
         // A decode thread stuck in a pathological picture must not hold shutdown
         // forever; the session's end events are then lost, which is logged.
-        match tokio::time::timeout(Duration::from_secs(10), &mut task).await {
+        match tokio::time::timeout(timeout, &mut task).await {
             Ok(_) => {}
             Err(_) => {
                 tracing::error!(stream = %id, "stream did not stop within 10 s; abandoning it");
                 task.abort();
+                abandoned.push(id);
             }
         }
     }
+    abandoned
 }
 
 fn spawn_stream(ctx: Ctx, plan: StreamPlan) -> StreamHandle {
@@ -465,4 +489,37 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
         "events": s.events.load(Ordering::Relaxed),
         "open_defects": open,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect 6: stuck streams are waited for together, under one deadline, and the
+    /// watchdog keeps being pinged meanwhile.
+    #[tokio::test]
+    async fn stuck_streams_share_one_deadline_and_the_watchdog_is_pinged() {
+        let stuck = || tokio::spawn(std::future::pending::<()>());
+        let quick = tokio::spawn(async {});
+        let tasks = vec![
+            ("a".to_string(), stuck()),
+            ("ok".to_string(), quick),
+            ("b".to_string(), stuck()),
+        ];
+        let mut pings = 0u32;
+        let began = std::time::Instant::now();
+        let mut abandoned = stop_tasks(
+            tasks,
+            Duration::from_secs(2),
+            Some(Duration::from_millis(100)),
+            &mut || pings += 1,
+        )
+        .await;
+        let took = began.elapsed();
+        abandoned.sort();
+        assert_eq!(abandoned, ["a", "b"]);
+        // One overall deadline: two stuck streams do not add up to 2 × 2 s.
+        assert!(took < Duration::from_secs(3), "waited {took:?}");
+        assert!(pings >= 5, "watchdog pinged {pings} times while waiting");
+    }
 }
