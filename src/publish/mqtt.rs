@@ -18,6 +18,15 @@
 //! packet ids. With `WINDOW` far below rumqttc's in-flight limit, packet ids never
 //! collide.
 //!
+//! A record the broker refuses by dropping the connection (MQTT 3.1.1 has no other way
+//! to say no: a packet over its size limit, some ACL setups) would otherwise be resent
+//! first after every reconnect and block every stream behind it. When the connection was
+//! closed by the broker [`REJECT_AFTER`] times in a row with the same record as the
+//! oldest one sent and not acknowledged (and nothing after it acknowledged), that record
+//! is set aside: taken out of the spool, counted in `link.rejected`, logged once with
+//! its topic and size (never its payload). A record too large for the client's own
+//! packet limit is set aside at once, unsent.
+//!
 //! The session is persistent (`clean_session = false`, fixed client id); after a
 //! reconnect every unacknowledged record is sent again, so delivery is at least once
 //! and the event `id` lets subscribers drop duplicates.
@@ -40,6 +49,14 @@ use crate::redact::Secret;
 pub const WINDOW: usize = 32;
 /// rumqttc's in-flight limit (packet ids cycle over it; far above `WINDOW`).
 const INFLIGHT: u16 = 512;
+/// Consecutive connections the broker closed with the same record oldest in flight
+/// before that record is set aside as rejected.
+pub const REJECT_AFTER: u32 = 3;
+/// Largest MQTT packet sent or accepted.
+const MAX_PACKET: usize = 1 << 20;
+/// Bytes of a QoS 1 PUBLISH besides topic and payload (fixed header with a 4-byte
+/// remaining length, topic length, packet id), rounded up.
+const PUBLISH_OVERHEAD: usize = 16;
 /// Best-effort (QoS 0) messages, such as stats, queued while waiting for a connection.
 /// Policy: drop-oldest, counted.
 const QOS0_QUEUE: usize = 64;
@@ -121,6 +138,9 @@ pub struct LinkStats {
     pub acked: u64,
     /// Best-effort messages (stats) dropped while the broker was unreachable.
     pub qos0_dropped: u64,
+    /// Events set aside because the broker refused them (it closed the connection each
+    /// time it received one) or they exceed the largest packet (1 MiB).
+    pub rejected: u64,
 }
 
 /// A snapshot for the agent's stats.
@@ -151,6 +171,11 @@ struct State {
     closing: bool,
     qos0: VecDeque<(String, Vec<u8>)>,
     link: LinkStats,
+    /// Highest record acknowledged in the current connection.
+    acked_max: Option<u64>,
+    /// The record oldest in flight when the broker closed the connection, and in how
+    /// many consecutive such closings.
+    suspect: Option<(u64, u32)>,
 }
 
 impl State {
@@ -172,6 +197,8 @@ impl State {
             closing: false,
             qos0: VecDeque::new(),
             link: LinkStats::default(),
+            acked_max: None,
+            suspect: None,
         }
     }
 }
@@ -224,7 +251,7 @@ impl Publisher {
             .set_keep_alive(settings.keepalive.max(Duration::from_secs(1)))
             .set_inflight(INFLIGHT)
             .set_request_channel_capacity(WINDOW + QOS0_QUEUE + 8)
-            .set_max_packet_size(1 << 20, 1 << 20)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
             .set_last_will(LastWill::new(
                 settings.status_topic(),
                 offline.clone(),
@@ -455,7 +482,7 @@ async fn drive(
                 let msg = describe(&e);
                 {
                     let mut st = shared.lock();
-                    on_connection_error(&mut el, &mut st);
+                    on_connection_error(&mut el, &mut st, closed_by_peer(&e));
                     st.link.last_error = Some(msg.clone());
                 }
                 if *stop.borrow() || shared.lock().closing {
@@ -492,6 +519,7 @@ fn on_connack(el: &mut EventLoop, st: &mut State) {
     st.cursor = 0;
     st.link.connected = true;
     st.link.connects += 1;
+    st.acked_max = None;
 }
 
 /// One event of the current connection. Returns whether an acknowledgement arrived.
@@ -508,7 +536,10 @@ fn on_event(st: &mut State, ev: &MqttEvent) -> bool {
                 st.outstanding = st.outstanding.saturating_sub(1);
                 st.link.acked += 1;
                 match slot {
-                    Slot::Record(seq) => st.spool.ack(seq),
+                    Slot::Record(seq) => {
+                        st.spool.ack(seq);
+                        st.acked_max = st.acked_max.max(Some(seq));
+                    }
                     Slot::Offline => st.offline_acked = true,
                     Slot::Online => {}
                 }
@@ -519,8 +550,74 @@ fn on_event(st: &mut State, ev: &MqttEvent) -> bool {
     }
 }
 
+/// Whether the broker ended the connection (rather than a timeout or a refusal).
+fn closed_by_peer(e: &rumqttc::ConnectionError) -> bool {
+    use rumqttc::{ConnectionError as C, StateError as S};
+    use std::io::ErrorKind as K;
+    match e {
+        C::MqttState(S::ConnectionAborted) => true,
+        C::Io(io)
+        | C::MqttState(S::Io(io))
+        | C::MqttState(S::Deserialization(rumqttc::mqttbytes::Error::Io(io))) => matches!(
+            io.kind(),
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// Sets a record aside: out of the spool, counted, logged once (topic and size only).
+fn reject(st: &mut State, seq: u64, why: &str) {
+    if let Some(r) = st.spool.next_from(seq).filter(|r| r.seq == seq) {
+        tracing::warn!(
+            topic = %r.topic,
+            bytes = r.payload.len(),
+            reason = why,
+            "MQTT: the broker does not accept this event; set aside (counted in outbox.link.rejected) so that the others get through"
+        );
+    }
+    st.spool.ack(seq);
+    st.link.rejected += 1;
+    st.suspect = None;
+}
+
+/// Called with the state of the connection that just ended: counts the closing against
+/// the record oldest in flight, and sets that record aside after [`REJECT_AFTER`].
+fn blame(st: &mut State, by_peer: bool) {
+    if !st.connected {
+        return; // no session: a failed connection attempt says nothing about records
+    }
+    let oldest = st
+        .fifo
+        .iter()
+        .chain(st.inflight.values())
+        .filter_map(|s| match s {
+            Slot::Record(q) => Some(*q),
+            _ => None,
+        })
+        .min();
+    match oldest {
+        Some(seq) if by_peer && st.acked_max.is_none_or(|m| m < seq) => {
+            let n = match st.suspect {
+                Some((s, n)) if s == seq => n + 1,
+                _ => 1,
+            };
+            if n >= REJECT_AFTER {
+                reject(
+                    st,
+                    seq,
+                    "the broker closed the connection each time it received it",
+                );
+            } else {
+                st.suspect = Some((seq, n));
+            }
+        }
+        _ => st.suspect = None,
+    }
+}
+
 /// The connection failed (or never came up).
-fn on_connection_error(el: &mut EventLoop, st: &mut State) {
+fn on_connection_error(el: &mut EventLoop, st: &mut State, by_peer: bool) {
     // rumqttc's `clean()` keeps `state.events` and `state.collision`. Whatever is still
     // buffered belongs to the connection that just ended: PUBACKs read in the same batch
     // as the end of the connection are genuine, so they count now, with this
@@ -533,6 +630,7 @@ fn on_connection_error(el: &mut EventLoop, st: &mut State) {
     }
     el.state.collision = None;
     el.state.collision_ping_count = 0;
+    blame(st, by_peer);
     // Throw away rumqttc's retransmission queue and any request still in its
     // channel: everything unacknowledged is resent from the spool after the next
     // CONNACK.
@@ -599,6 +697,12 @@ fn pump(client: &AsyncClient, st: &mut State, status_topic: &str) {
         let Some(rec) = st.spool.next_from(st.cursor) else {
             break;
         };
+        if rec.topic.len() + rec.payload.len() + PUBLISH_OVERHEAD > MAX_PACKET {
+            let seq = rec.seq;
+            reject(st, seq, "larger than the largest MQTT packet (1 MiB)");
+            st.cursor = seq + 1;
+            continue;
+        }
         let (seq, topic, payload) = (rec.seq, rec.topic.clone(), rec.payload.clone());
         if client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
@@ -747,7 +851,7 @@ mod tests {
             .events
             .push_back(MqttEvent::Outgoing(Outgoing::Publish(2)));
         el.state.collision = Some(Publish::new("t/x", QoS::AtLeastOnce, "x"));
-        on_connection_error(&mut el, &mut st);
+        on_connection_error(&mut el, &mut st, false);
         // Connection 2: online (3), A (4), B (5) sent; the broker acknowledges only A.
         on_connack(&mut el, &mut st);
         st.fifo
@@ -797,10 +901,57 @@ mod tests {
         el.state
             .events
             .push_back(MqttEvent::Incoming(Packet::PubAck(PubAck::new(2))));
-        on_connection_error(&mut el, &mut st);
+        on_connection_error(&mut el, &mut st, false);
         assert!(el.state.events.is_empty(), "stale events kept");
         assert_eq!(oldest(&st), Some(b), "A's PUBACK was dropped");
         on_connack(&mut el, &mut st);
         assert_eq!(st.spool.len(), 1);
+    }
+    /// Defect 4: only the broker closing the connection, again and again with the same
+    /// record oldest in flight and nothing after it acknowledged, sets a record aside;
+    /// timeouts and failed connection attempts never do.
+    #[test]
+    fn a_record_is_set_aside_only_after_repeated_closings_by_the_broker() {
+        let mut sp = spool("blame");
+        let a = sp.push("t/a", b"a");
+        let b = sp.push("t/b", b"b");
+        let mut el = client();
+        let mut st = State::new(sp, b"online".to_vec());
+        let session = |el: &mut EventLoop, st: &mut State, by_peer: bool| {
+            on_connack(el, st);
+            st.fifo
+                .extend([Slot::Online, Slot::Record(a), Slot::Record(b)]);
+            on_connection_error(el, st, by_peer);
+            // A failed attempt in between changes nothing.
+            on_connection_error(el, st, true);
+        };
+        // Timeouts (a frozen broker) never count.
+        for _ in 0..5 {
+            session(&mut el, &mut st, false);
+        }
+        assert_eq!(st.link.rejected, 0);
+        session(&mut el, &mut st, true);
+        session(&mut el, &mut st, true);
+        // A timeout breaks the series.
+        session(&mut el, &mut st, false);
+        session(&mut el, &mut st, true);
+        session(&mut el, &mut st, true);
+        assert_eq!(st.link.rejected, 0);
+        assert_eq!(oldest(&st), Some(a));
+        session(&mut el, &mut st, true);
+        assert_eq!(st.link.rejected, 1);
+        assert_eq!(oldest(&st), Some(b), "A set aside, B kept");
+        // B gets through: no suspicion left.
+        on_connack(&mut el, &mut st);
+        st.fifo.extend([Slot::Online, Slot::Record(b)]);
+        on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(100)));
+        on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(101)));
+        on_event(
+            &mut st,
+            &MqttEvent::Incoming(Packet::PubAck(PubAck::new(101))),
+        );
+        on_connection_error(&mut el, &mut st, true);
+        assert!(st.spool.is_empty());
+        assert_eq!(st.link.rejected, 1);
     }
 }
