@@ -226,6 +226,8 @@ pub struct Publisher {
     client: AsyncClient,
     settings: Arc<MqttSettings>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Set when the driver or the feeder ended while no stop was requested.
+    dead: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// What shutdown achieved.
@@ -279,24 +281,62 @@ impl Publisher {
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let settings = Arc::new(settings);
-        tokio::spawn(drive(
+        let driver = tokio::spawn(drive(
             eventloop,
             shared.clone(),
             stop_rx.clone(),
             settings.clone(),
         ));
-        tokio::spawn(feed(
+        let feeder = tokio::spawn(feed(
             client.clone(),
             shared.clone(),
-            stop_rx,
+            stop_rx.clone(),
             settings.clone(),
         ));
+        // Supervision: without the driver or the feeder nothing is delivered any more
+        // while the rest of the agent looks healthy. Whoever holds the publisher learns
+        // of it through `failed()` (the agent then exits with failure: systemd restarts
+        // it, and the spool still holds every undelivered event).
+        let (dead_tx, dead) = tokio::sync::watch::channel(None);
+        let sup_shared = shared.clone();
+        tokio::spawn(async move {
+            let (task, r) = tokio::select! {
+                r = driver => ("driver", r),
+                r = feeder => ("feeder", r),
+            };
+            if *stop_rx.borrow() || sup_shared.lock().closing {
+                return;
+            }
+            let why = match r {
+                Err(e) if e.is_panic() => format!("the MQTT {task} task panicked (a bug)"),
+                Err(_) => format!("the MQTT {task} task was cancelled"),
+                Ok(()) => format!("the MQTT {task} task returned"),
+            };
+            tracing::error!(reason = %why, "MQTT publisher task ended unexpectedly");
+            let _ = dead_tx.send(Some(why));
+        });
         Ok(Publisher {
             shared,
             client,
             settings,
             stop,
+            dead,
         })
+    }
+
+    /// Resolves (with the reason) when the driver or the feeder task ended although no
+    /// shutdown was requested; never resolves otherwise.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.dead.clone();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                // The supervisor ended without a failure: an orderly stop.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     pub fn settings(&self) -> &MqttSettings {

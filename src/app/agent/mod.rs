@@ -137,8 +137,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut stats_tick = tokio::time::interval(current.cfg.stats_interval);
     stats_tick.tick().await;
     let mut sync_tick = tokio::time::interval(SYNC_EVERY);
+    let mut failure = None;
     loop {
         tokio::select! {
+            why = publisher.failed() => {
+                tracing::error!(
+                    reason = %why,
+                    "MQTT publisher task ended unexpectedly: no event can be delivered; exiting with failure so that systemd restarts the agent (undelivered events stay in the spool)"
+                );
+                failure = Some(why);
+                break;
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
@@ -170,6 +179,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(why) = failure {
+        // Streams end their open defects into the spool; the next start delivers them.
+        let ids: Vec<String> = streams.keys().cloned().collect();
+        stop_streams(&mut streams, &ids).await;
+        publisher.sync().await;
+        return Err(Error::Other(format!(
+            "MQTT publisher task ended unexpectedly: {why}"
+        )));
+    }
     // A second signal means "now": the spool already holds every event.
     tokio::spawn(async move {
         tokio::select! {
@@ -254,24 +272,41 @@ fn watchdog_interval() -> Option<Duration> {
         .then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
 }
 
-/// Waits for stream tasks that were told to stop; returns the ids of those abandoned.
+/// Waits for stream tasks that were told to stop, all together under one deadline,
+/// pinging the watchdog meanwhile; returns the ids of those abandoned.
 async fn stop_tasks(
-    tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
+    mut tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
     timeout: Duration,
-    _watchdog: Option<Duration>,
-    _ping: &mut dyn FnMut(),
+    watchdog: Option<Duration>,
+    ping: &mut dyn FnMut(),
 ) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    tick.tick().await;
+    loop {
+        tasks.retain(|(_, t)| !t.is_finished());
+        if tasks.is_empty() {
+            return Vec::new();
+        }
+        let all = futures::future::join_all(tasks.iter_mut().map(|(_, t)| t));
+        tokio::select! {
+            _ = all => return Vec::new(),
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tick.tick(), if watchdog.is_some() => ping(),
+        }
+    }
+    // A decode thread stuck in a pathological picture must not hold shutdown forever;
+    // the session's end events are then lost, which is logged.
     let mut abandoned = Vec::new();
-    for (id, mut task) in tasks {
-        // A decode thread stuck in a pathological picture must not hold shutdown
-        // forever; the session's end events are then lost, which is logged.
-        match tokio::time::timeout(timeout, &mut task).await {
-            Ok(_) => {}
-            Err(_) => {
-                tracing::error!(stream = %id, "stream did not stop within 10 s; abandoning it");
-                task.abort();
-                abandoned.push(id);
-            }
+    for (id, task) in tasks {
+        if !task.is_finished() {
+            tracing::error!(
+                stream = %id,
+                timeout_s = timeout.as_secs_f64(),
+                "stream did not stop in time; abandoning it"
+            );
+            task.abort();
+            abandoned.push(id);
         }
     }
     abandoned
