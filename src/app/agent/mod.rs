@@ -90,6 +90,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
         );
     }
     let settings = loaded.mqtt_settings()?;
+    if settings.password.is_some() && settings.tls.is_none() {
+        if is_loopback(&settings.host) {
+            tracing::info!(
+                "MQTT: the broker password is sent in clear text (mqtt://, loopback only)"
+            );
+        } else {
+            tracing::warn!(
+                broker = %redact_url(&loaded.cfg.mqtt.url),
+                "MQTT: the broker password is sent in clear text over mqtt://: anyone on the network path can read it; use mqtts://"
+            );
+        }
+    }
+    let mut tls_digest = tls_files_digest(&loaded);
     let status = |state: &str, loaded: &Loaded| -> Vec<u8> {
         json!({
             "v": 1,
@@ -154,12 +167,21 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 notify(&[sd_notify::NotifyState::Reloading]);
                 match config::load(config_path) {
                     Ok(new) => {
-                        if new.cfg.mqtt.url != current.cfg.mqtt.url
-                            || new.cfg.probe_id != current.cfg.probe_id
+                        if new.cfg.probe_id != current.cfg.probe_id
                             || new.cfg.spool != current.cfg.spool
                         {
-                            tracing::warn!("SIGHUP: changes to probe_id, [mqtt] or [spool] take effect after a restart");
+                            tracing::warn!("SIGHUP: changes to probe_id or [spool] take effect after a restart");
                         }
+                        let new_digest = tls_files_digest(&new);
+                        let changed = mqtt_changes(&current, &new, tls_digest != new_digest);
+                        if !changed.is_empty() {
+                            tracing::warn!(
+                                changed = %changed.join(", "),
+                                "SIGHUP: changes to [mqtt] ({}) take effect only after a restart (systemctl restart vqprobe); the broker connection keeps its current settings",
+                                changed.join(", ")
+                            );
+                        }
+                        tls_digest = new_digest;
                         apply(&ctx, &mut streams, &new).await;
                         let mut online = new.clone();
                         online.cfg.probe_id = current.cfg.probe_id.clone();
@@ -213,6 +235,60 @@ pub async fn run(config_path: &Path) -> Result<()> {
         "vqprobe agent stopped"
     );
     Ok(())
+}
+
+/// `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A digest of the TLS files' contents (CA, client certificate and key), to notice a
+/// file replaced in place.
+fn tls_files_digest(l: &Loaded) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let m = &l.cfg.mqtt;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in [&m.ca_file, &m.client_cert, &m.client_key] {
+        f.as_ref().map(std::fs::read).map(|r| r.ok()).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// What a reload changed in `[mqtt]` (names only, never values).
+fn mqtt_changes(old: &Loaded, new: &Loaded, tls_files_changed: bool) -> Vec<&'static str> {
+    let (o, n) = (&old.cfg.mqtt, &new.cfg.mqtt);
+    let mut changed = Vec::new();
+    if o.url != n.url {
+        changed.push("broker url");
+    }
+    if o.username != n.username
+        || o.password != n.password
+        || o.password_file != n.password_file
+        || old.password != new.password
+    {
+        changed.push("credentials");
+    }
+    if o.ca_file != n.ca_file
+        || o.client_cert != n.client_cert
+        || o.client_key != n.client_key
+        || tls_files_changed
+    {
+        changed.push("TLS");
+    }
+    if o.client_id != n.client_id
+        || o.topic_prefix != n.topic_prefix
+        || o.keepalive != n.keepalive
+        || o.connect_timeout != n.connect_timeout
+        || o.backoff_max != n.backoff_max
+    {
+        changed.push("connection settings");
+    }
+    changed
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
