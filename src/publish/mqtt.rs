@@ -209,6 +209,8 @@ struct Shared {
     wake: tokio::sync::Notify,
     /// Wakes whoever waits for acknowledgements (shutdown flush).
     progress: tokio::sync::Notify,
+    /// Successful connections so far.
+    connects: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -278,6 +280,7 @@ impl Publisher {
             st: Mutex::new(State::new(spool, online)),
             wake: tokio::sync::Notify::new(),
             progress: tokio::sync::Notify::new(),
+            connects: tokio::sync::watch::Sender::new(0),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let settings = Arc::new(settings);
@@ -337,6 +340,11 @@ impl Publisher {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// The number of successful connections so far; changes on every (re)connection.
+    pub fn connects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.connects.subscribe()
     }
 
     pub fn settings(&self) -> &MqttSettings {
@@ -510,6 +518,7 @@ async fn drive(
                     }
                 }
                 backoff.reset();
+                shared.connects.send_modify(|n| *n += 1);
                 shared.wake.notify_one();
             }
             Ok(ev) => {

@@ -151,8 +151,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
     stats_tick.tick().await;
     let mut sync_tick = tokio::time::interval(SYNC_EVERY);
     let mut failure = None;
+    let mut connects = publisher.connects();
     loop {
         tokio::select! {
+            // After the link dropped and came back, the stats (with the link counters)
+            // go out at once rather than at the next interval.
+            Ok(()) = connects.changed() => {
+                if *connects.borrow_and_update() > 1 {
+                    publish_stats(&publisher, &streams, &current);
+                }
+            }
             why = publisher.failed() => {
                 tracing::error!(
                     reason = %why,
