@@ -18,6 +18,15 @@
 //! packet ids. With `WINDOW` far below rumqttc's in-flight limit, packet ids never
 //! collide.
 //!
+//! A record the broker refuses by dropping the connection (MQTT 3.1.1 has no other way
+//! to say no: a packet over its size limit, some ACL setups) would otherwise be resent
+//! first after every reconnect and block every stream behind it. When the connection was
+//! closed by the broker [`REJECT_AFTER`] times in a row with the same record as the
+//! oldest one sent and not acknowledged (and nothing after it acknowledged), that record
+//! is set aside: taken out of the spool, counted in `link.rejected`, logged once with
+//! its topic and size (never its payload). A record too large for the client's own
+//! packet limit is set aside at once, unsent.
+//!
 //! The session is persistent (`clean_session = false`, fixed client id); after a
 //! reconnect every unacknowledged record is sent again, so delivery is at least once
 //! and the event `id` lets subscribers drop duplicates.
@@ -40,6 +49,14 @@ use crate::redact::Secret;
 pub const WINDOW: usize = 32;
 /// rumqttc's in-flight limit (packet ids cycle over it; far above `WINDOW`).
 const INFLIGHT: u16 = 512;
+/// Consecutive connections the broker closed with the same record oldest in flight
+/// before that record is set aside as rejected.
+pub const REJECT_AFTER: u32 = 3;
+/// Largest MQTT packet sent or accepted.
+const MAX_PACKET: usize = 1 << 20;
+/// Bytes of a QoS 1 PUBLISH besides topic and payload (fixed header with a 4-byte
+/// remaining length, topic length, packet id), rounded up.
+const PUBLISH_OVERHEAD: usize = 16;
 /// Best-effort (QoS 0) messages, such as stats, queued while waiting for a connection.
 /// Policy: drop-oldest, counted.
 const QOS0_QUEUE: usize = 64;
@@ -121,6 +138,9 @@ pub struct LinkStats {
     pub acked: u64,
     /// Best-effort messages (stats) dropped while the broker was unreachable.
     pub qos0_dropped: u64,
+    /// Events set aside because the broker refused them (it closed the connection each
+    /// time it received one) or they exceed the largest packet (1 MiB).
+    pub rejected: u64,
 }
 
 /// A snapshot for the agent's stats.
@@ -151,6 +171,36 @@ struct State {
     closing: bool,
     qos0: VecDeque<(String, Vec<u8>)>,
     link: LinkStats,
+    /// Highest record acknowledged in the current connection.
+    acked_max: Option<u64>,
+    /// The record oldest in flight when the broker closed the connection, and in how
+    /// many consecutive such closings.
+    suspect: Option<(u64, u32)>,
+}
+
+impl State {
+    fn new(spool: Spool, online: Vec<u8>) -> State {
+        let cursor = spool.head();
+        State {
+            spool,
+            connected: false,
+            epoch: 0,
+            fifo: VecDeque::new(),
+            inflight: HashMap::new(),
+            outstanding: 0,
+            cursor,
+            online,
+            online_epoch: 0,
+            offline: None,
+            offline_sent_epoch: 0,
+            offline_acked: false,
+            closing: false,
+            qos0: VecDeque::new(),
+            link: LinkStats::default(),
+            acked_max: None,
+            suspect: None,
+        }
+    }
 }
 
 struct Shared {
@@ -159,6 +209,8 @@ struct Shared {
     wake: tokio::sync::Notify,
     /// Wakes whoever waits for acknowledgements (shutdown flush).
     progress: tokio::sync::Notify,
+    /// Successful connections so far.
+    connects: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -176,6 +228,8 @@ pub struct Publisher {
     client: AsyncClient,
     settings: Arc<MqttSettings>,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Set when the driver or the feeder ended while no stop was requested.
+    dead: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// What shutdown achieved.
@@ -201,7 +255,7 @@ impl Publisher {
             .set_keep_alive(settings.keepalive.max(Duration::from_secs(1)))
             .set_inflight(INFLIGHT)
             .set_request_channel_capacity(WINDOW + QOS0_QUEUE + 8)
-            .set_max_packet_size(1 << 20, 1 << 20)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
             .set_last_will(LastWill::new(
                 settings.status_topic(),
                 offline.clone(),
@@ -222,48 +276,75 @@ impl Publisher {
         eventloop
             .network_options
             .set_connection_timeout(settings.connect_timeout.as_secs().max(1));
-        let cursor = spool.head();
         let shared = Arc::new(Shared {
-            st: Mutex::new(State {
-                spool,
-                connected: false,
-                epoch: 0,
-                fifo: VecDeque::new(),
-                inflight: HashMap::new(),
-                outstanding: 0,
-                cursor,
-                online,
-                online_epoch: 0,
-                offline: None,
-                offline_sent_epoch: 0,
-                offline_acked: false,
-                closing: false,
-                qos0: VecDeque::new(),
-                link: LinkStats::default(),
-            }),
+            st: Mutex::new(State::new(spool, online)),
             wake: tokio::sync::Notify::new(),
             progress: tokio::sync::Notify::new(),
+            connects: tokio::sync::watch::Sender::new(0),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let settings = Arc::new(settings);
-        tokio::spawn(drive(
+        let driver = tokio::spawn(drive(
             eventloop,
             shared.clone(),
             stop_rx.clone(),
             settings.clone(),
         ));
-        tokio::spawn(feed(
+        let feeder = tokio::spawn(feed(
             client.clone(),
             shared.clone(),
-            stop_rx,
+            stop_rx.clone(),
             settings.clone(),
         ));
+        // Supervision: without the driver or the feeder nothing is delivered any more
+        // while the rest of the agent looks healthy. Whoever holds the publisher learns
+        // of it through `failed()` (the agent then exits with failure: systemd restarts
+        // it, and the spool still holds every undelivered event).
+        let (dead_tx, dead) = tokio::sync::watch::channel(None);
+        let sup_shared = shared.clone();
+        tokio::spawn(async move {
+            let (task, r) = tokio::select! {
+                r = driver => ("driver", r),
+                r = feeder => ("feeder", r),
+            };
+            if *stop_rx.borrow() || sup_shared.lock().closing {
+                return;
+            }
+            let why = match r {
+                Err(e) if e.is_panic() => format!("the MQTT {task} task panicked (a bug)"),
+                Err(_) => format!("the MQTT {task} task was cancelled"),
+                Ok(()) => format!("the MQTT {task} task returned"),
+            };
+            tracing::error!(reason = %why, "MQTT publisher task ended unexpectedly");
+            let _ = dead_tx.send(Some(why));
+        });
         Ok(Publisher {
             shared,
             client,
             settings,
             stop,
+            dead,
         })
+    }
+
+    /// Resolves (with the reason) when the driver or the feeder task ended although no
+    /// shutdown was requested; never resolves otherwise.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.dead.clone();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                // The supervisor ended without a failure: an orderly stop.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The number of successful connections so far; changes on every (re)connection.
+    pub fn connects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.connects.subscribe()
     }
 
     pub fn settings(&self) -> &MqttSettings {
@@ -421,14 +502,7 @@ async fn drive(
             Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
                 {
                     let mut st = shared.lock();
-                    st.connected = true;
-                    st.epoch += 1;
-                    st.fifo.clear();
-                    st.inflight.clear();
-                    st.outstanding = 0;
-                    st.cursor = 0;
-                    st.link.connected = true;
-                    st.link.connects += 1;
+                    on_connack(&mut el, &mut st);
                     tracing::info!(
                         broker = %endpoint,
                         session_present = ack.session_present,
@@ -444,46 +518,20 @@ async fn drive(
                     }
                 }
                 backoff.reset();
+                shared.connects.send_modify(|n| *n += 1);
                 shared.wake.notify_one();
             }
-            Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
-                let mut st = shared.lock();
-                if let Some(slot) = st.fifo.pop_front() {
-                    st.inflight.insert(pkid, slot);
+            Ok(ev) => {
+                if on_event(&mut shared.lock(), &ev) {
+                    shared.wake.notify_one();
+                    shared.progress.notify_waiters();
                 }
             }
-            Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => {
-                {
-                    let mut st = shared.lock();
-                    if let Some(slot) = st.inflight.remove(&ack.pkid) {
-                        st.outstanding = st.outstanding.saturating_sub(1);
-                        st.link.acked += 1;
-                        match slot {
-                            Slot::Record(seq) => st.spool.ack(seq),
-                            Slot::Offline => st.offline_acked = true,
-                            Slot::Online => {}
-                        }
-                    }
-                }
-                shared.wake.notify_one();
-                shared.progress.notify_waiters();
-            }
-            Ok(_) => {}
             Err(e) => {
                 let msg = describe(&e);
                 {
                     let mut st = shared.lock();
-                    // Throw away rumqttc's retransmission queue and any request still
-                    // in its channel: everything unacknowledged is resent from the
-                    // spool after the next CONNACK.
-                    el.clean();
-                    el.pending.clear();
-                    st.connected = false;
-                    st.fifo.clear();
-                    st.inflight.clear();
-                    st.outstanding = 0;
-                    st.link.connected = false;
-                    st.link.connection_errors += 1;
+                    on_connection_error(&mut el, &mut st, closed_by_peer(&e));
                     st.link.last_error = Some(msg.clone());
                 }
                 if *stop.borrow() || shared.lock().closing {
@@ -507,6 +555,154 @@ async fn drive(
     }
 }
 
+/// A new connection: nothing sent before it is in flight any more.
+fn on_connack(el: &mut EventLoop, st: &mut State) {
+    // Nothing of an earlier connection may pair with this one's packet ids.
+    el.state.events.clear();
+    el.state.collision = None;
+    st.connected = true;
+    st.epoch += 1;
+    st.fifo.clear();
+    st.inflight.clear();
+    st.outstanding = 0;
+    st.cursor = 0;
+    st.link.connected = true;
+    st.link.connects += 1;
+    st.acked_max = None;
+}
+
+/// One event of the current connection. Returns whether an acknowledgement arrived.
+fn on_event(st: &mut State, ev: &MqttEvent) -> bool {
+    match ev {
+        MqttEvent::Outgoing(Outgoing::Publish(pkid)) if *pkid != 0 => {
+            if let Some(slot) = st.fifo.pop_front() {
+                st.inflight.insert(*pkid, slot);
+            }
+            false
+        }
+        MqttEvent::Incoming(Packet::PubAck(ack)) => {
+            if let Some(slot) = st.inflight.remove(&ack.pkid) {
+                st.outstanding = st.outstanding.saturating_sub(1);
+                st.link.acked += 1;
+                match slot {
+                    Slot::Record(seq) => {
+                        st.spool.ack(seq);
+                        st.acked_max = st.acked_max.max(Some(seq));
+                    }
+                    Slot::Offline => st.offline_acked = true,
+                    Slot::Online => {}
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether the broker ended the connection (rather than a timeout or a refusal).
+fn closed_by_peer(e: &rumqttc::ConnectionError) -> bool {
+    use rumqttc::{ConnectionError as C, StateError as S};
+    use std::io::ErrorKind as K;
+    match e {
+        C::MqttState(S::ConnectionAborted) => true,
+        C::Io(io)
+        | C::MqttState(S::Io(io))
+        | C::MqttState(S::Deserialization(rumqttc::mqttbytes::Error::Io(io))) => matches!(
+            io.kind(),
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// Sets a record aside: out of the spool, counted, logged once (topic and size only).
+fn reject(st: &mut State, seq: u64, why: &str) {
+    if let Some(r) = st.spool.next_from(seq).filter(|r| r.seq == seq) {
+        tracing::warn!(
+            topic = %r.topic,
+            bytes = r.payload.len(),
+            reason = why,
+            "MQTT: the broker does not accept this event; set aside (counted in outbox.link.rejected) so that the others get through"
+        );
+    }
+    st.spool.ack(seq);
+    st.link.rejected += 1;
+    st.suspect = None;
+}
+
+/// Called with the state of the connection that just ended: counts the closing against
+/// the record oldest in flight, and sets that record aside after [`REJECT_AFTER`].
+fn blame(st: &mut State, by_peer: bool) {
+    if !st.connected {
+        return; // no session: a failed connection attempt says nothing about records
+    }
+    let oldest = st
+        .fifo
+        .iter()
+        .chain(st.inflight.values())
+        .filter_map(|s| match s {
+            Slot::Record(q) => Some(*q),
+            _ => None,
+        })
+        .min();
+    match oldest {
+        Some(seq) if by_peer && st.acked_max.is_none_or(|m| m < seq) => {
+            let n = match st.suspect {
+                Some((s, n)) if s == seq => n + 1,
+                _ => 1,
+            };
+            if n >= REJECT_AFTER {
+                reject(
+                    st,
+                    seq,
+                    "the broker closed the connection each time it received it",
+                );
+            } else {
+                st.suspect = Some((seq, n));
+            }
+        }
+        _ => st.suspect = None,
+    }
+}
+
+/// The connection failed (or never came up).
+fn on_connection_error(el: &mut EventLoop, st: &mut State, by_peer: bool) {
+    // rumqttc's `clean()` keeps `state.events` and `state.collision`. Whatever is still
+    // buffered belongs to the connection that just ended: PUBACKs read in the same batch
+    // as the end of the connection are genuine, so they count now, with this
+    // connection's packet-id mapping; an `Outgoing::Publish` whose write failed must not
+    // survive into the next connection, where it would pair its stale packet id with the
+    // next record sent and shift every acknowledgement by one (a record marked delivered
+    // that the broker never acknowledged).
+    while let Some(ev) = el.state.events.pop_front() {
+        on_event(st, &ev);
+    }
+    el.state.collision = None;
+    el.state.collision_ping_count = 0;
+    blame(st, by_peer);
+    // Throw away rumqttc's retransmission queue and any request still in its
+    // channel: everything unacknowledged is resent from the spool after the next
+    // CONNACK.
+    el.clean();
+    el.pending.clear();
+    st.connected = false;
+    st.fifo.clear();
+    st.inflight.clear();
+    st.outstanding = 0;
+    st.link.connected = false;
+    st.link.connection_errors += 1;
+}
+
+/// Debug builds only: `VQPROBE_FAULT=<name>` makes the named place fail on purpose
+/// (the tests use it to prove that the agent notices a dead publisher task).
+#[doc(hidden)]
+pub fn fault(name: &str) -> bool {
+    cfg!(debug_assertions)
+        && std::env::var("VQPROBE_FAULT")
+            .map(|v| v.split(',').any(|f| f == name))
+            .unwrap_or(false)
+}
+
 async fn feed(
     client: AsyncClient,
     shared: Arc<Shared>,
@@ -518,6 +714,9 @@ async fn feed(
         {
             let mut st = shared.lock();
             if st.connected {
+                if fault("feeder_panic") {
+                    panic!("VQPROBE_FAULT=feeder_panic: injected panic in the MQTT feeder");
+                }
                 pump(&client, &mut st, &status_topic);
             }
         }
@@ -547,6 +746,12 @@ fn pump(client: &AsyncClient, st: &mut State, status_topic: &str) {
         let Some(rec) = st.spool.next_from(st.cursor) else {
             break;
         };
+        if rec.topic.len() + rec.payload.len() + PUBLISH_OVERHEAD > MAX_PACKET {
+            let seq = rec.seq;
+            reject(st, seq, "larger than the largest MQTT packet (1 MiB)");
+            st.cursor = seq + 1;
+            continue;
+        }
         let (seq, topic, payload) = (rec.seq, rec.topic.clone(), rec.payload.clone());
         if client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
@@ -641,4 +846,161 @@ pub fn tls_config(
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::spool::SpoolOptions;
+    use rumqttc::{PubAck, Publish};
+
+    fn spool(tag: &str) -> Spool {
+        let dir =
+            std::env::temp_dir().join(format!("vqprobe-mqtt-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Spool::open(SpoolOptions {
+            dir,
+            max_bytes: 1 << 20,
+            segment_bytes: 1 << 16,
+        })
+        .unwrap()
+    }
+
+    fn client() -> EventLoop {
+        AsyncClient::new(MqttOptions::new("unit", "127.0.0.1", 1), 8).1
+    }
+
+    /// What `EventLoop::poll` yields next: the events rumqttc still buffers, then `new`.
+    fn poll_order(el: &mut EventLoop, new: &[MqttEvent]) -> Vec<MqttEvent> {
+        let mut evs: Vec<MqttEvent> = el.state.events.drain(..).collect();
+        evs.extend_from_slice(new);
+        evs
+    }
+
+    fn oldest(st: &State) -> Option<u64> {
+        st.spool.next_from(0).map(|r| r.seq)
+    }
+
+    /// Defect 3: a write that failed leaves its `Outgoing::Publish` in rumqttc's event
+    /// buffer (`state.clean()` keeps it). It must not map a packet id of the next
+    /// connection to the wrong record.
+    #[test]
+    fn a_publish_event_left_by_a_failed_write_does_not_shift_the_next_connection() {
+        let mut sp = spool("shift");
+        let a = sp.push("t/a", b"a");
+        let b = sp.push("t/b", b"b");
+        let mut el = client();
+        let mut st = State::new(sp, b"online".to_vec());
+        // Connection 1: `online` got pkid 1; the write of A (pkid 2) failed after
+        // rumqttc queued its event; the connection ends.
+        on_connack(&mut el, &mut st);
+        st.fifo.extend([Slot::Online, Slot::Record(a)]);
+        on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(1)));
+        el.state
+            .events
+            .push_back(MqttEvent::Outgoing(Outgoing::Publish(2)));
+        el.state.collision = Some(Publish::new("t/x", QoS::AtLeastOnce, "x"));
+        on_connection_error(&mut el, &mut st, false);
+        // Connection 2: online (3), A (4), B (5) sent; the broker acknowledges only A.
+        on_connack(&mut el, &mut st);
+        st.fifo
+            .extend([Slot::Online, Slot::Record(a), Slot::Record(b)]);
+        let evs = poll_order(
+            &mut el,
+            &[
+                MqttEvent::Outgoing(Outgoing::Publish(3)),
+                MqttEvent::Outgoing(Outgoing::Publish(4)),
+                MqttEvent::Outgoing(Outgoing::Publish(5)),
+                MqttEvent::Incoming(Packet::PubAck(PubAck::new(4))),
+            ],
+        );
+        for ev in &evs {
+            on_event(&mut st, ev);
+        }
+        assert_eq!(
+            oldest(&st),
+            Some(b),
+            "the PUBACK of A must acknowledge A, and B (never acknowledged) must stay pending"
+        );
+        assert_eq!(st.spool.len(), 1);
+        assert!(el.state.collision.is_none(), "stale collision kept");
+    }
+
+    /// Defect 3: PUBACKs rumqttc read in the same batch as the end of the connection are
+    /// genuine: they count (no needless resend) and never leak into the next connection.
+    #[test]
+    fn pubacks_read_just_before_the_connection_ended_are_applied_once() {
+        let mut sp = spool("lastacks");
+        let a = sp.push("t/a", b"a");
+        let b = sp.push("t/b", b"b");
+        let mut el = client();
+        let mut st = State::new(sp, b"online".to_vec());
+        on_connack(&mut el, &mut st);
+        st.fifo
+            .extend([Slot::Online, Slot::Record(a), Slot::Record(b)]);
+        for pk in 1..=3 {
+            on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(pk)));
+        }
+        on_event(
+            &mut st,
+            &MqttEvent::Incoming(Packet::PubAck(PubAck::new(1))),
+        );
+        // The broker acknowledged A, then closed: rumqttc returned the error with the
+        // PUBACK still buffered.
+        el.state
+            .events
+            .push_back(MqttEvent::Incoming(Packet::PubAck(PubAck::new(2))));
+        on_connection_error(&mut el, &mut st, false);
+        assert!(el.state.events.is_empty(), "stale events kept");
+        assert_eq!(oldest(&st), Some(b), "A's PUBACK was dropped");
+        on_connack(&mut el, &mut st);
+        assert_eq!(st.spool.len(), 1);
+    }
+    /// Defect 4: only the broker closing the connection, again and again with the same
+    /// record oldest in flight and nothing after it acknowledged, sets a record aside;
+    /// timeouts and failed connection attempts never do.
+    #[test]
+    fn a_record_is_set_aside_only_after_repeated_closings_by_the_broker() {
+        let mut sp = spool("blame");
+        let a = sp.push("t/a", b"a");
+        let b = sp.push("t/b", b"b");
+        let mut el = client();
+        let mut st = State::new(sp, b"online".to_vec());
+        let session = |el: &mut EventLoop, st: &mut State, by_peer: bool| {
+            on_connack(el, st);
+            st.fifo
+                .extend([Slot::Online, Slot::Record(a), Slot::Record(b)]);
+            on_connection_error(el, st, by_peer);
+            // A failed attempt in between changes nothing.
+            on_connection_error(el, st, true);
+        };
+        // Timeouts (a frozen broker) never count.
+        for _ in 0..5 {
+            session(&mut el, &mut st, false);
+        }
+        assert_eq!(st.link.rejected, 0);
+        session(&mut el, &mut st, true);
+        session(&mut el, &mut st, true);
+        // A timeout breaks the series.
+        session(&mut el, &mut st, false);
+        session(&mut el, &mut st, true);
+        session(&mut el, &mut st, true);
+        assert_eq!(st.link.rejected, 0);
+        assert_eq!(oldest(&st), Some(a));
+        session(&mut el, &mut st, true);
+        assert_eq!(st.link.rejected, 1);
+        assert_eq!(oldest(&st), Some(b), "A set aside, B kept");
+        // B gets through: no suspicion left.
+        on_connack(&mut el, &mut st);
+        st.fifo.extend([Slot::Online, Slot::Record(b)]);
+        on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(100)));
+        on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(101)));
+        on_event(
+            &mut st,
+            &MqttEvent::Incoming(Packet::PubAck(PubAck::new(101))),
+        );
+        on_connection_error(&mut el, &mut st, true);
+        assert!(st.spool.is_empty());
+        assert_eq!(st.link.rejected, 1);
+    }
 }

@@ -56,6 +56,8 @@ pub struct BrokerOpts {
     pub tls: Option<BrokerTls>,
     /// Keep sessions and queued messages across restarts (persistence file in the dir).
     pub persistence: bool,
+    /// Extra lines for mosquitto.conf (e.g. `max_packet_size 4096`).
+    pub extra: String,
 }
 
 /// A private mosquitto.
@@ -82,6 +84,8 @@ impl Mosquitto {
         } else {
             conf.push_str("persistence false\n");
         }
+        conf.push_str(&opts.extra);
+        conf.push('\n');
         match &opts.auth {
             Some((u, p)) => {
                 let pw = dir.join("passwd");
@@ -316,9 +320,15 @@ impl Agent {
 
     /// Starts an agent on an existing config file; `tag` names its log file.
     pub fn start_with(dir: &Path, cfg: &Path, tag: &str) -> Agent {
+        Self::start_env(dir, cfg, tag, &[])
+    }
+
+    /// Like `start_with`, with extra environment variables.
+    pub fn start_env(dir: &Path, cfg: &Path, tag: &str, env: &[(&str, &str)]) -> Agent {
         let log = dir.join(format!("{tag}.log"));
         let err = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vqprobe"))
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(cfg)
             .env("RUST_LOG", "info")

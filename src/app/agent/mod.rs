@@ -90,6 +90,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
         );
     }
     let settings = loaded.mqtt_settings()?;
+    if settings.password.is_some() && settings.tls.is_none() {
+        if is_loopback(&settings.host) {
+            tracing::info!(
+                "MQTT: the broker password is sent in clear text (mqtt://, loopback only)"
+            );
+        } else {
+            tracing::warn!(
+                broker = %redact_url(&loaded.cfg.mqtt.url),
+                "MQTT: the broker password is sent in clear text over mqtt://: anyone on the network path can read it; use mqtts://"
+            );
+        }
+    }
+    let mut tls_digest = tls_files_digest(&loaded);
     let status = |state: &str, loaded: &Loaded| -> Vec<u8> {
         json!({
             "v": 1,
@@ -132,27 +145,51 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
     notify(&[sd_notify::NotifyState::Ready]);
-    let mut usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut usec)
-        .then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(100)));
+    let watchdog = watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut stats_tick = tokio::time::interval(current.cfg.stats_interval);
     stats_tick.tick().await;
     let mut sync_tick = tokio::time::interval(SYNC_EVERY);
+    let mut failure = None;
+    let mut connects = publisher.connects();
     loop {
         tokio::select! {
+            // After the link dropped and came back, the stats (with the link counters)
+            // go out at once rather than at the next interval.
+            Ok(()) = connects.changed() => {
+                if *connects.borrow_and_update() > 1 {
+                    publish_stats(&publisher, &streams, &current);
+                }
+            }
+            why = publisher.failed() => {
+                tracing::error!(
+                    reason = %why,
+                    "MQTT publisher task ended unexpectedly: no event can be delivered; exiting with failure so that systemd restarts the agent (undelivered events stay in the spool)"
+                );
+                failure = Some(why);
+                break;
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
                 match config::load(config_path) {
                     Ok(new) => {
-                        if new.cfg.mqtt.url != current.cfg.mqtt.url
-                            || new.cfg.probe_id != current.cfg.probe_id
+                        if new.cfg.probe_id != current.cfg.probe_id
                             || new.cfg.spool != current.cfg.spool
                         {
-                            tracing::warn!("SIGHUP: changes to probe_id, [mqtt] or [spool] take effect after a restart");
+                            tracing::warn!("SIGHUP: changes to probe_id or [spool] take effect after a restart");
                         }
+                        let new_digest = tls_files_digest(&new);
+                        let changed = mqtt_changes(&current, &new, tls_digest != new_digest);
+                        if !changed.is_empty() {
+                            tracing::warn!(
+                                changed = %changed.join(", "),
+                                "SIGHUP: changes to [mqtt] ({}) take effect only after a restart (systemctl restart vqprobe); the broker connection keeps its current settings",
+                                changed.join(", ")
+                            );
+                        }
+                        tls_digest = new_digest;
                         apply(&ctx, &mut streams, &new).await;
                         let mut online = new.clone();
                         online.cfg.probe_id = current.cfg.probe_id.clone();
@@ -172,6 +209,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(why) = failure {
+        // Streams end their open defects into the spool; the next start delivers them.
+        let ids: Vec<String> = streams.keys().cloned().collect();
+        stop_streams(&mut streams, &ids).await;
+        publisher.sync().await;
+        return Err(Error::Other(format!(
+            "MQTT publisher task ended unexpectedly: {why}"
+        )));
+    }
     // A second signal means "now": the spool already holds every event.
     tokio::spawn(async move {
         tokio::select! {
@@ -197,6 +243,60 @@ pub async fn run(config_path: &Path) -> Result<()> {
         "vqprobe agent stopped"
     );
     Ok(())
+}
+
+/// `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A digest of the TLS files' contents (CA, client certificate and key), to notice a
+/// file replaced in place.
+fn tls_files_digest(l: &Loaded) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let m = &l.cfg.mqtt;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in [&m.ca_file, &m.client_cert, &m.client_key] {
+        f.as_ref().map(std::fs::read).map(|r| r.ok()).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// What a reload changed in `[mqtt]` (names only, never values).
+fn mqtt_changes(old: &Loaded, new: &Loaded, tls_files_changed: bool) -> Vec<&'static str> {
+    let (o, n) = (&old.cfg.mqtt, &new.cfg.mqtt);
+    let mut changed = Vec::new();
+    if o.url != n.url {
+        changed.push("broker url");
+    }
+    if o.username != n.username
+        || o.password != n.password
+        || o.password_file != n.password_file
+        || old.password != new.password
+    {
+        changed.push("credentials");
+    }
+    if o.ca_file != n.ca_file
+        || o.client_cert != n.client_cert
+        || o.client_key != n.client_key
+        || tls_files_changed
+    {
+        changed.push("TLS");
+    }
+    if o.client_id != n.client_id
+        || o.topic_prefix != n.topic_prefix
+        || o.keepalive != n.keepalive
+        || o.connect_timeout != n.connect_timeout
+        || o.backoff_max != n.backoff_max
+    {
+        changed.push("connection settings");
+    }
+    changed
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -240,17 +340,60 @@ async fn stop_streams(streams: &mut HashMap<String, StreamHandle>, ids: &[String
             tasks.push((id.clone(), h.task));
         }
     }
-    for (id, mut task) in tasks {
-        // A decode thread stuck in a pathological picture must not hold shutdown
-        // forever; the session's end events are then lost, which is logged.
-        match tokio::time::timeout(Duration::from_secs(10), &mut task).await {
-            Ok(_) => {}
-            Err(_) => {
-                tracing::error!(stream = %id, "stream did not stop within 10 s; abandoning it");
-                task.abort();
-            }
+    stop_tasks(tasks, STOP_TIMEOUT, watchdog_interval(), &mut || {
+        notify(&[sd_notify::NotifyState::Watchdog])
+    })
+    .await;
+}
+
+/// How long stopping streams may take before they are abandoned.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Half of systemd's `WatchdogSec`, when it is set.
+fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0u64;
+    sd_notify::watchdog_enabled(false, &mut usec)
+        .then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(100)))
+}
+
+/// Waits for stream tasks that were told to stop, all together under one deadline,
+/// pinging the watchdog meanwhile; returns the ids of those abandoned.
+async fn stop_tasks(
+    mut tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
+    timeout: Duration,
+    watchdog: Option<Duration>,
+    ping: &mut dyn FnMut(),
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    tick.tick().await;
+    loop {
+        tasks.retain(|(_, t)| !t.is_finished());
+        if tasks.is_empty() {
+            return Vec::new();
+        }
+        let all = futures::future::join_all(tasks.iter_mut().map(|(_, t)| t));
+        tokio::select! {
+            _ = all => return Vec::new(),
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tick.tick(), if watchdog.is_some() => ping(),
         }
     }
+    // A decode thread stuck in a pathological picture must not hold shutdown forever;
+    // the session's end events are then lost, which is logged.
+    let mut abandoned = Vec::new();
+    for (id, task) in tasks {
+        if !task.is_finished() {
+            tracing::error!(
+                stream = %id,
+                timeout_s = timeout.as_secs_f64(),
+                "stream did not stop in time; abandoning it"
+            );
+            task.abort();
+            abandoned.push(id);
+        }
+    }
+    abandoned
 }
 
 fn spawn_stream(ctx: Ctx, plan: StreamPlan) -> StreamHandle {
@@ -465,4 +608,37 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
         "events": s.events.load(Ordering::Relaxed),
         "open_defects": open,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect 6: stuck streams are waited for together, under one deadline, and the
+    /// watchdog keeps being pinged meanwhile.
+    #[tokio::test]
+    async fn stuck_streams_share_one_deadline_and_the_watchdog_is_pinged() {
+        let stuck = || tokio::spawn(std::future::pending::<()>());
+        let quick = tokio::spawn(async {});
+        let tasks = vec![
+            ("a".to_string(), stuck()),
+            ("ok".to_string(), quick),
+            ("b".to_string(), stuck()),
+        ];
+        let mut pings = 0u32;
+        let began = std::time::Instant::now();
+        let mut abandoned = stop_tasks(
+            tasks,
+            Duration::from_secs(2),
+            Some(Duration::from_millis(100)),
+            &mut || pings += 1,
+        )
+        .await;
+        let took = began.elapsed();
+        abandoned.sort();
+        assert_eq!(abandoned, ["a", "b"]);
+        // One overall deadline: two stuck streams do not add up to 2 × 2 s.
+        assert!(took < Duration::from_secs(3), "waited {took:?}");
+        assert!(pings >= 5, "watchdog pinged {pings} times while waiting");
+    }
 }
