@@ -200,7 +200,8 @@ pub struct SpoolStats {
     pub dropped_full: u64,
     /// Records found on disk at start (from a previous run).
     pub recovered: u64,
-    /// Bytes skipped at start because they were truncated or failed their checksum.
+    /// Bytes skipped at start: truncated, failing their checksum, or past the largest
+    /// size a data file can have.
     pub corrupt_bytes: u64,
     /// Corrupt regions skipped at start (each is at least one lost record), and records
     /// out of sequence.
@@ -360,10 +361,13 @@ impl Spool {
             .unwrap_or(0);
 
         let mut stats = SpoolStats::default();
+        // A data file is at most a segment plus one record (twice: rewrites after a
+        // failed fsync go to new files too).
+        let cap = opts.segment_bytes.max(1 << 20) + 2 * (MAX_RECORD + HEADER) as u64;
         let mut all: Vec<Record> = Vec::new();
         let mut files: VecDeque<DataFile> = VecDeque::new();
         for (new, id, path) in found {
-            let scan = read_data_file(&path)?;
+            let scan = read_data_file(&path, cap)?;
             if scan.corrupt_bytes > 0 {
                 tracing::warn!(
                     file = %path.display(),
@@ -998,15 +1002,28 @@ fn record_at(data: &[u8], off: usize) -> Option<(Record, usize)> {
 }
 
 /// Scans a data file: every valid record; a corrupt region is skipped up to the next
-/// offset where a valid record starts.
-fn read_data_file(path: &Path) -> io::Result<Scan> {
+/// offset where a valid record starts. At most `cap` bytes are read (a data file is
+/// never much larger than a segment); the rest counts as corrupt.
+fn read_data_file(path: &Path, cap: u64) -> io::Result<Scan> {
+    let f = File::open(path)?;
+    let len = f.metadata()?.len();
     let mut data = Vec::new();
-    File::open(path)?.read_to_end(&mut data)?;
-    Ok(scan(&data))
+    f.take(cap).read_to_end(&mut data)?;
+    let mut s = scan(&data);
+    let rest = len.saturating_sub(data.len() as u64);
+    if rest > 0 {
+        s.corrupt_bytes += rest;
+        s.corrupt_regions += 1;
+    }
+    Ok(s)
 }
 
 fn scan(data: &[u8]) -> Scan {
     let mut s = Scan::default();
+    // Checksum work allowed while resynchronising (garbage can make every offset look
+    // like the start of a long record): bounded, so a hostile file cannot hang the
+    // start; once spent, the rest of the file counts as corrupt.
+    let mut budget = (data.len() as u64).saturating_mul(256) + (16 << 20);
     let mut off = 0usize;
     while off < data.len() {
         if let Some((rec, n)) = record_at(data, off) {
@@ -1016,7 +1033,21 @@ fn scan(data: &[u8]) -> Scan {
         }
         let start = off;
         off += 1;
-        while off < data.len() && record_at(data, off).is_none() {
+        while off < data.len() {
+            // What record_at will hash here: the claimed body if it fits.
+            let claimed = data
+                .get(off..off + 4)
+                .map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize)
+                .filter(|&n| (MIN_BODY..=MAX_RECORD).contains(&n) && off + HEADER + n <= data.len())
+                .unwrap_or(0);
+            budget = budget.saturating_sub(claimed as u64 + 1);
+            if budget == 0 {
+                off = data.len();
+                break;
+            }
+            if record_at(data, off).is_some() {
+                break;
+            }
             off += 1;
         }
         s.corrupt_bytes += (off - start) as u64;
@@ -1321,6 +1352,39 @@ mod tests {
         drop(s);
         Spool::open(opts(&d, 1 << 20)).unwrap();
         let _ = fs::remove_dir_all(&d);
+    }
+
+    /// Garbage where every offset claims a long record: the scan stays bounded and
+    /// keeps the valid record after it.
+    #[test]
+    fn resync_work_is_bounded() {
+        let good = Record {
+            seq: 7,
+            topic: "t".into(),
+            payload: b"after".to_vec(),
+        }
+        .encode();
+        let mut data = Vec::new();
+        for _ in 0..4096 {
+            data.extend_from_slice(&[0xff, 0xff, 0x0f, 0x00]);
+        }
+        data.extend_from_slice(&good);
+        let t0 = std::time::Instant::now();
+        let s = scan(&data);
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        assert_eq!(s.records.len(), 1);
+        assert_eq!(s.corrupt_bytes, 4096 * 4);
+        // 1 MiB where every 4th offset claims a 512 KiB record that fits: 32 GiB of
+        // checksums without the budget; with it the scan ends quickly, the rest is
+        // counted corrupt.
+        let mut big = Vec::new();
+        for _ in 0..(1 << 18) {
+            big.extend_from_slice(&[0x00, 0x00, 0x08, 0x00]);
+        }
+        let t0 = std::time::Instant::now();
+        let s = scan(&big);
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        assert_eq!(s.corrupt_bytes, big.len() as u64);
     }
 
     proptest::proptest! {
