@@ -396,11 +396,11 @@ fn outbox(dir: &Path, n: usize) -> (f64, f64) {
             prefix: "vqprobe".into(),
             probe_id: "bench".into(),
         };
-        let spool = Spool::open(SpoolOptions {
-            dir: dir.join(tag).join("spool"),
-            max_bytes: 64 << 20,
-            segment_bytes: 1 << 20,
-        })
+        let spool = Spool::open(SpoolOptions::new(
+            dir.join(tag).join("spool"),
+            64 << 20,
+            1 << 20,
+        ))
         .unwrap();
         rt.block_on(async {
             let p =

@@ -273,11 +273,11 @@ fn demo_publisher(
 ) -> vqprobe::Result<(vqprobe::publish::mqtt::Publisher, PathBuf)> {
     let settings = app::agent::config::settings_for_url(url, probe)?;
     let dir = std::env::temp_dir().join(format!("vqprobe-demo-spool-{}", std::process::id()));
-    let spool = vqprobe::publish::spool::Spool::open(vqprobe::publish::spool::SpoolOptions {
-        dir: dir.clone(),
-        max_bytes: 1 << 20,
-        segment_bytes: 1 << 20,
-    })
+    let spool = vqprobe::publish::spool::Spool::open(vqprobe::publish::spool::SpoolOptions::new(
+        dir.clone(),
+        1 << 20,
+        1 << 20,
+    ))
     .map_err(|source| vqprobe::Error::Io {
         path: dir.clone(),
         source,

@@ -1,69 +1,61 @@
-//! Spool recovery under arbitrary bytes: what a crash, a full disk or bit rot can leave in
-//! a segment file.
+//! The spool across several data files and restarts, against the same in-memory model
+//! as the model-based test (`vqprobe::publish::spool::model`).
 //!
-//! Input: the bytes of one segment file, written after one valid record. The spool is
-//! opened on it (a fresh directory per input, under the system temp dir).
+//! Input: a program, one operation per byte (with an argument byte where needed):
+//! push (0-119 payload bytes; 200-byte data files, a 1200-byte bound, so drop-oldest and
+//! many files happen), ack (n-th pending or the oldest), sync, crash (drop without sync,
+//! optionally cutting the newest data file at a byte past what the last sync made
+//! durable), crash with garbage appended to the newest data file, disk full on/off (every
+//! create, write, fsync and rename fails; writes after writing part of the record).
 //!
-//! Invariants: no panic; the valid record before the garbage is always recovered; the
-//! recovered records come out in sequence order, each at most `MAX_RECORD` bytes; the
-//! cut tail plus what was kept equals the file's size; after the cut, a second open
-//! finds no corruption and the same records; pushing and acknowledging still works.
+//! Invariants (checked after every operation): no panic; the pending records are exactly
+//! the model's, in order; the byte bound holds; after every reopen nothing whose
+//! acknowledgement was synced comes back, the order is kept, and every record that a
+//! successful sync made durable and that was not acknowledged is recovered unless
+//! counted in `dropped_full`.
 #![no_main]
 
-use std::io::Write;
-
 use libfuzzer_sys::fuzz_target;
-use vqprobe::publish::spool::{Spool, SpoolOptions, MAX_RECORD};
+use vqprobe::publish::spool::model::{Harness, Op};
+
+fn program(data: &[u8]) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut it = data.iter().copied();
+    while let Some(b) = it.next() {
+        let arg = it.clone().next().unwrap_or(0);
+        let op = match b % 10 {
+            0..=2 => Op::Push(arg % 120),
+            3 => Op::Ack(arg),
+            4 => Op::AckFront,
+            5 => Op::Sync,
+            6 => Op::Crash(None),
+            7 => Op::Crash(Some(u16::from_le_bytes([arg, b]))),
+            8 => Op::DiskFull(arg & 1 == 1),
+            _ => {
+                // Garbage: the next `arg % 32` bytes.
+                let n = (arg % 32) as usize;
+                it.next();
+                let g: Vec<u8> = it.by_ref().take(n).collect();
+                ops.push(Op::CrashAppend(g));
+                continue;
+            }
+        };
+        if !matches!(op, Op::AckFront | Op::Sync | Op::Crash(None)) {
+            it.next();
+        }
+        ops.push(op);
+        if ops.len() >= 400 {
+            break;
+        }
+    }
+    ops
+}
 
 fuzz_target!(|data: &[u8]| {
-    let dir = std::env::temp_dir().join(format!("vqprobe-fuzz-spool-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let opts = SpoolOptions {
-        dir: dir.clone(),
-        max_bytes: 8 << 20,
-        segment_bytes: 1 << 20,
-    };
-    let mut s = Spool::open(opts.clone()).unwrap();
-    let first = s.push("t/a", b"kept");
-    drop(s);
-    let seg = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .unwrap();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&seg)
-        .unwrap()
-        .write_all(data)
-        .unwrap();
-    let size = std::fs::metadata(&seg).unwrap().len();
-    let mut s = Spool::open(opts.clone()).unwrap();
-    let st = s.stats();
-    assert!(st.recovered >= 1);
-    assert_eq!(s.next_from(0).unwrap().seq, first);
-    assert_eq!(s.next_from(0).unwrap().payload, b"kept");
-    let kept = std::fs::metadata(&seg).unwrap().len();
-    assert_eq!(kept + st.corrupt_bytes, size);
-    let mut seqs = Vec::new();
-    let mut from = 0;
-    while let Some(r) = s.next_from(from) {
-        assert!(r.payload.len() + r.topic.len() <= MAX_RECORD);
-        seqs.push(r.seq);
-        from = r.seq + 1;
+    let mut h = Harness::new();
+    for (i, op) in program(data).iter().enumerate() {
+        if let Err(e) = h.step(op) {
+            panic!("step {i} ({op:?}): {e}");
+        }
     }
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-    let n = s.push("t/b", b"new");
-    assert!(n > *seqs.last().unwrap());
-    for q in &seqs {
-        s.ack(*q);
-    }
-    s.sync().unwrap();
-    drop(s);
-    let s = Spool::open(opts).unwrap();
-    assert_eq!(s.stats().corrupt_bytes, 0);
-    assert_eq!(s.len(), 1);
-    assert_eq!(s.next_from(0).unwrap().payload, b"new");
-    drop(s);
-    let _ = std::fs::remove_dir_all(&dir);
 });

@@ -211,6 +211,8 @@ struct Shared {
     progress: tokio::sync::Notify,
     /// Successful connections so far.
     connects: tokio::sync::watch::Sender<u64>,
+    /// One spool sync at a time (its fsyncs run without `st` held).
+    sync_gate: Mutex<()>,
 }
 
 impl Shared {
@@ -281,6 +283,7 @@ impl Publisher {
             wake: tokio::sync::Notify::new(),
             progress: tokio::sync::Notify::new(),
             connects: tokio::sync::watch::Sender::new(0),
+            sync_gate: Mutex::new(()),
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let settings = Arc::new(settings);
@@ -398,13 +401,19 @@ impl Publisher {
         }
     }
 
-    /// Makes spooled records durable (fsync). Called periodically by the agent.
-    pub async fn sync(&self) {
+    /// Makes spooled records durable (fsync). Called periodically by the agent. The
+    /// fsyncs run on a blocking thread without the state lock (publishing and pushing
+    /// go on meanwhile); the spool logs its errors itself, rate-limited.
+    pub async fn sync(&self) -> bool {
         let shared = self.shared.clone();
-        let r = tokio::task::spawn_blocking(move || shared.lock().spool.sync()).await;
-        if let Ok(Err(e)) = r {
-            tracing::error!(error = %e, "spool: sync failed");
-        }
+        let r = tokio::task::spawn_blocking(move || {
+            let _gate = shared.sync_gate.lock().unwrap_or_else(|e| e.into_inner());
+            let job = shared.lock().spool.sync_begin();
+            let done = job.run();
+            shared.lock().spool.sync_end(done)
+        })
+        .await;
+        matches!(r, Ok(Ok(())))
     }
 
     /// Waits until every spooled event is acknowledged or `timeout` passes; then
@@ -443,11 +452,11 @@ impl Publisher {
                 break;
             }
         }
+        if !self.sync().await {
+            tracing::error!("spool: final sync failed");
+        }
         let (pending, offline_published) = {
-            let mut st = self.shared.lock();
-            if let Err(e) = st.spool.sync() {
-                tracing::error!(error = %e, "spool: final sync failed");
-            }
+            let st = self.shared.lock();
             (st.spool.len(), st.offline_acked)
         };
         if offline_published {

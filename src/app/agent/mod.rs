@@ -73,11 +73,13 @@ struct Ctx {
 pub async fn run(config_path: &Path) -> Result<()> {
     let loaded = config::load(config_path)?;
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let spool = Spool::open(SpoolOptions {
-        dir: loaded.cfg.spool.dir.clone(),
-        max_bytes: loaded.cfg.spool.max_bytes,
-        segment_bytes: SPOOL_SEGMENT_BYTES,
-    })
+    // Takes the spool's lock and proves the directory writable: a second agent on the
+    // same spool or an unwritable directory fails here, before READY.
+    let spool = Spool::open(SpoolOptions::new(
+        loaded.cfg.spool.dir.clone(),
+        loaded.cfg.spool.max_bytes,
+        SPOOL_SEGMENT_BYTES,
+    ))
     .map_err(|source| Error::Io {
         path: loaded.cfg.spool.dir.clone(),
         source,
@@ -205,7 +207,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
             _ = stats_tick.tick() => publish_stats(&publisher, &streams, &current),
-            _ = sync_tick.tick() => publisher.sync().await,
+            _ = sync_tick.tick() => { publisher.sync().await; }
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -430,8 +432,10 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
         let publisher = ctx.publisher.clone();
         let st = state.clone();
         let mut on_event = move |ev: Event| {
-            log_event(&ev);
+            // Spooled before it is logged: an event in the log is in the spool, even if
+            // the process is killed right after.
             publisher.event(&ev);
+            log_event(&ev);
             st.events.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut open) = st.open.lock() {
                 match ev.state {
