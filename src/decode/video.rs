@@ -319,4 +319,109 @@ mod tests {
         assert_eq!(d.stats.errors, n_err);
         assert_eq!(d.stats.packets, 200);
     }
+
+    /// An SPS NAL (Baseline, POC type 2, no VUI) with id `id` for `w_mbs` × `h_mbs`
+    /// macroblocks.
+    fn sps(id: u32, w_mbs: u32, h_mbs: u32) -> Vec<u8> {
+        let mut bits: Vec<bool> = vec![];
+        let mut u = |bits: &mut Vec<bool>, n: u32, v: u32| {
+            for i in (0..n).rev() {
+                bits.push((v >> i) & 1 == 1);
+            }
+        };
+        let ue = |bits: &mut Vec<bool>, u: &mut dyn FnMut(&mut Vec<bool>, u32, u32), v: u32| {
+            let x = v + 1;
+            let n = 32 - x.leading_zeros();
+            u(bits, n - 1, 0);
+            u(bits, n, x);
+        };
+        u(&mut bits, 8, 66);
+        u(&mut bits, 8, 0);
+        u(&mut bits, 8, 40);
+        for v in [id, 0, 2, 1] {
+            ue(&mut bits, &mut u, v);
+        }
+        u(&mut bits, 1, 0); // gaps_in_frame_num_allowed
+        ue(&mut bits, &mut u, w_mbs - 1);
+        ue(&mut bits, &mut u, h_mbs - 1);
+        u(&mut bits, 4, 0b1100); // frame_mbs_only, direct_8x8, no cropping, no VUI
+        u(&mut bits, 1, 1); // rbsp stop bit
+        while bits.len() % 8 != 0 {
+            bits.push(false);
+        }
+        let mut nal = vec![0x67];
+        let mut zeros = 0;
+        for c in bits.chunks(8) {
+            let b = c.iter().fold(0u8, |a, &x| (a << 1) | u8::from(x));
+            if zeros >= 2 && b <= 3 {
+                nal.push(3);
+                zeros = 0;
+            }
+            nal.push(b);
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+        }
+        nal
+    }
+
+    fn au(nals: &[&[u8]]) -> Vec<u8> {
+        nals.iter()
+            .flat_map(|n| [&[0, 0, 0, 1][..], n].concat())
+            .collect()
+    }
+
+    /// Feeds (key, access unit) pairs; returns the refusals and the refused count.
+    fn refusals(aus: &[(bool, Vec<u8>)]) -> (Vec<(u32, u32)>, u64) {
+        let mut d = VideoDecoder::new(1280 * 720).unwrap();
+        let mut refused = vec![];
+        for (key, data) in aus {
+            d.decode(0, *key, data, &mut |o| {
+                if let VideoOut::Refused { width, height } = o {
+                    refused.push((width, height));
+                }
+            });
+        }
+        (refused, d.stats.refused)
+    }
+
+    #[test]
+    fn every_sps_of_every_access_unit_is_checked() {
+        let small = sps(0, 80, 45); // 1280x720: at the limit, accepted
+        let huge = sps(0, 256, 144); // 4096x2304
+        let huge1 = sps(1, 256, 144);
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x21, 0xA0];
+        let p: &[u8] = &[0x41, 0x9A, 0x21, 0x6C];
+        let sanity = h264_reader::rbsp::decode_nal(&small).unwrap();
+        let parsed = h264_reader::nal::sps::SeqParameterSet::from_bits(
+            h264_reader::rbsp::BitReader::new(&sanity[..]),
+        )
+        .unwrap();
+        assert_eq!(parsed.pixel_dimensions().unwrap(), (1280, 720));
+        // A clean stream: nothing refused.
+        assert_eq!(
+            refusals(&[(true, au(&[&small, idr])), (false, au(&[p]))]).0,
+            []
+        );
+        // The second SPS of a key frame's access unit is oversized.
+        let (r, _) = refusals(&[(true, au(&[&small, &huge1, idr]))]);
+        assert_eq!(r, [(4096, 2304)]);
+        // An oversized SPS in the middle of the stream, in a non-key access unit: that
+        // access unit and the next are refused.
+        let (r, n) = refusals(&[
+            (true, au(&[&small, idr])),
+            (false, au(&[&huge, p])),
+            (false, au(&[p])),
+        ]);
+        assert_eq!((r, n), (vec![(4096, 2304)], 2));
+        // An SPS that does not parse is refused (0 x 0: size unknown), not accepted.
+        let (r, _) = refusals(&[(true, au(&[&small, idr])), (false, au(&[&[0x67, 0x42], p]))]);
+        assert_eq!(r, [(0, 0)]);
+        // A good SPS for the same id lifts the refusal; one for another id does not.
+        let (r, n) = refusals(&[
+            (true, au(&[&small, &huge1, idr])),
+            (true, au(&[&small, idr])),
+            (true, au(&[&sps(1, 80, 45), idr])),
+            (false, au(&[p])),
+        ]);
+        assert_eq!((r, n), (vec![(4096, 2304)], 2));
+    }
 }

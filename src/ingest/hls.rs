@@ -395,6 +395,55 @@ impl FetchError {
     }
 }
 
+/// Why a redirect was not followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RedirectRefused {
+    /// More than this many redirects.
+    TooMany(usize),
+    /// From `https` to plain `http`.
+    Downgrade,
+}
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedirectRefused::TooMany(n) => write!(f, "too many redirects (limit {n})"),
+            RedirectRefused::Downgrade => {
+                f.write_str("refused a redirect from https:// to http:// (a downgrade)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// Whether a redirect to `next` may be followed after the URLs `previous` (the first
+/// request and every redirect so far).
+/// At most `max` redirects, and never from `https` to plain `http`: once on TLS, a
+/// redirect must not move the request (and the tokens in its URL) into the clear.
+fn redirect_verdict(
+    previous: &[Url],
+    next: &Url,
+    max: usize,
+) -> std::result::Result<(), RedirectRefused> {
+    if next.scheme() != "https" && previous.iter().any(|u| u.scheme() == "https") {
+        return Err(RedirectRefused::Downgrade);
+    }
+    if previous.len() > max {
+        return Err(RedirectRefused::TooMany(max));
+    }
+    Ok(())
+}
+
+fn redirect_policy(max: usize) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(
+        move |a| match redirect_verdict(a.previous(), a.url(), max) {
+            Ok(()) => a.follow(),
+            Err(e) => a.error(e),
+        },
+    )
+}
+
 /// The innermost error message (io, TLS, ...): the useful part, and never a URL.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -440,7 +489,7 @@ impl Fetcher {
                     .use_rustls_tls()
                     .connect_timeout(self.connect)
                     .read_timeout(self.read)
-                    .redirect(reqwest::redirect::Policy::limited(self.max_redirects))
+                    .redirect(redirect_policy(self.max_redirects))
                     .user_agent(concat!("vqprobe/", env!("CARGO_PKG_VERSION")));
                 if let Some(pem) = &self.ca_pem {
                     let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -589,6 +638,13 @@ impl Fetcher {
     fn classify(&self, e: reqwest::Error) -> FetchError {
         let e = e.without_url();
         if e.is_redirect() {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cur {
+                if let Some(RedirectRefused::Downgrade) = c.downcast_ref::<RedirectRefused>() {
+                    return FetchError::Other(RedirectRefused::Downgrade.to_string());
+                }
+                cur = c.source();
+            }
             FetchError::Redirects(self.max_redirects)
         } else if e.is_timeout() {
             FetchError::Timeout(root_cause(&e))
@@ -1588,6 +1644,43 @@ mod tests {
             is_i_frame: iframe,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn redirects_are_limited_and_never_downgrade_to_http() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let https = [u("https://cdn.example/a.m3u8")];
+        assert_eq!(
+            redirect_verdict(&https, &u("http://cdn.example/a.m3u8"), 5),
+            Err(RedirectRefused::Downgrade)
+        );
+        // Once on https, never back to http, whatever came first.
+        let chain = [u("http://a.example/x"), u("https://b.example/x")];
+        assert_eq!(
+            redirect_verdict(&chain, &u("http://c.example/x"), 5),
+            Err(RedirectRefused::Downgrade)
+        );
+        assert_eq!(
+            redirect_verdict(&https, &u("https://other.example/b"), 5),
+            Ok(())
+        );
+        let http = [u("http://a.example/x")];
+        assert_eq!(redirect_verdict(&http, &u("http://b.example/x"), 5), Ok(()));
+        assert_eq!(
+            redirect_verdict(&http, &u("https://b.example/x"), 5),
+            Ok(())
+        );
+        let long: Vec<Url> = (0..6)
+            .map(|i| u(&format!("http://a.example/{i}")))
+            .collect();
+        assert_eq!(
+            redirect_verdict(&long, &u("http://a.example/7"), 5),
+            Err(RedirectRefused::TooMany(5))
+        );
+        assert_eq!(
+            redirect_verdict(&long[..5], &u("http://a.example/7"), 5),
+            Ok(())
+        );
     }
 
     #[test]
