@@ -44,6 +44,8 @@ pub struct AnalyzerStats {
 
 /// `codec` name of the `unsupported_codec` event for an SPS above `max_pixels`.
 const REFUSED_CODEC: &str = "h264_above_max_resolution";
+/// `codec` name of the `unsupported_codec` event for an SPS that does not parse.
+const UNPARSEABLE_SPS: &str = "h264_unparseable_sps";
 
 /// An open `unsupported_codec` defect: which track and why.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -479,7 +481,11 @@ impl Analyzer {
             self.open_unsupported(
                 Track::Video,
                 t,
-                REFUSED_CODEC,
+                if (w, h) == (0, 0) {
+                    UNPARSEABLE_SPS
+                } else {
+                    REFUSED_CODEC
+                },
                 0x1B,
                 (i64::from(w), i64::from(h)),
                 out,
@@ -489,7 +495,7 @@ impl Analyzer {
                 .unsupported
                 .iter()
                 .flatten()
-                .any(|u| u.codec == REFUSED_CODEC)
+                .any(|u| u.codec == REFUSED_CODEC || u.codec == UNPARSEABLE_SPS)
         {
             let t = self.secs(pts);
             self.close_unsupported(Track::Video, t, None, out);
