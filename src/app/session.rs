@@ -38,6 +38,9 @@ pub struct SessionSpec {
     pub looped: bool,
     /// Packets queued between ingest and the decode thread.
     pub queue_packets: usize,
+    /// Network sources never end (the agent): an HLS playlist that ends is
+    /// `source_down` and reloaded with backoff. `check` ends with the input.
+    pub ended_is_down: bool,
 }
 
 /// Counters a session keeps up to date while it runs (for the agent's stats).
@@ -76,7 +79,11 @@ pub async fn run<F: FnMut(Event)>(
                 .ok_or_else(|| Error::Config(format!("duration {d} s is out of range")))?,
         ),
     };
-    let input = Input::parse(&spec.input, spec.rtsp_transport, &spec.hls)?;
+    let hls = crate::ingest::hls::HlsOptions {
+        ended_is_down: spec.ended_is_down,
+        ..spec.hls.clone()
+    };
+    let input = Input::parse(&spec.input, spec.rtsp_transport, &hls)?;
     let mut analyzer = Analyzer::new(&spec.probe_id, &spec.stream_id, spec.detect.clone())?;
     let queue = spec.queue_packets.max(2);
     // Packet buffers circulate between ingest and the decode thread: a few more than

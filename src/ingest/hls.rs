@@ -8,7 +8,10 @@
 //!
 //! * **VOD** (`#EXT-X-ENDLIST` or `PLAYLIST-TYPE:VOD`): every segment in order, as fast as
 //!   the decode thread takes them. Nothing is dropped (overflow policy *block*,
-//!   [`LiveSink::packet_wait`]); the run ends with [`EndReason::EndOfInput`].
+//!   [`LiveSink::packet_wait`]); the run ends with [`EndReason::EndOfInput`] — unless
+//!   [`HlsOptions::ended_is_down`] (the agent): then the end is `source_down` and the
+//!   playlist is reloaded with backoff (new segments are played, a live playlist is
+//!   followed again).
 //! * **Live** (sliding window or EVENT): start three segments from the end (§6.3.3),
 //!   reload after the target duration when the playlist changed and after half of it
 //!   when it did not (§6.3.4), bounded to [0.5 s, 30 s], and fetch each media sequence
@@ -79,6 +82,11 @@ pub struct HlsOptions {
     pub max_redirects: usize,
     /// A live playlist that has not advanced for this many target durations is stale. 1.5.
     pub stale_factor: f64,
+    /// The end of the playlist (VOD, EXT-X-ENDLIST) is an outage, not the end of the
+    /// input: `source_down`, then reload with backoff (the agent; `check` ends). Not a
+    /// config field: the agent sets it for every HLS stream.
+    #[serde(skip)]
+    pub ended_is_down: bool,
 }
 
 impl Default for HlsOptions {
@@ -90,6 +98,7 @@ impl Default for HlsOptions {
             max_segment_bytes: 64 << 20,
             max_redirects: 5,
             stale_factor: 1.5,
+            ended_is_down: false,
         }
     }
 }
@@ -1605,6 +1614,12 @@ pub async fn run_with_pool(
     loop {
         let reason = match r.session(sink).await {
             Flow::Stop(Stop::Shutdown) => return EndReason::Shutdown,
+            Flow::Stop(Stop::EndOfInput) if src.opts.ended_is_down => {
+                // A monitored network stream does not end: its origin stopped serving
+                // it. Reloading picks up new segments, or a live playlist again.
+                r.flush(sink).await;
+                "the playlist ended (VOD or EXT-X-ENDLIST)".to_string()
+            }
             Flow::Stop(Stop::Deadline | Stop::EndOfInput) => {
                 r.flush(sink).await;
                 return EndReason::EndOfInput;
