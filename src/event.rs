@@ -108,7 +108,9 @@ pub struct EventFactory {
     run: u64,
     seq: u64,
     /// Open defects: (kind, slot), defect_id and onset; at most one per (kind, slot).
-    open: heapless::Vec<((DefectKind, u8), String, f64), 16>,
+    /// Two slots per kind (`slot` is 0 or 1, see [`Transition::slot`]); should it ever
+    /// be full, the oldest entry is evicted (its `end` then gets a fresh id) and logged.
+    open: heapless::Vec<((DefectKind, u8), String, f64), { 2 * DefectKind::COUNT }>,
 }
 
 impl EventFactory {
@@ -146,7 +148,15 @@ impl EventFactory {
                 // well-behaved detector; keeps the table bounded regardless).
                 let key = (t.kind, t.slot);
                 self.open.retain(|(k, _, _)| *k != key);
-                let _ = self.open.push((key, id.clone(), t.start_s));
+                if let Err(entry) = self.open.push((key, id.clone(), t.start_s)) {
+                    tracing::error!(
+                        kind = t.kind.as_str(),
+                        "open-defect table full: oldest evicted (a bug)"
+                    );
+                    debug_assert!(false, "open-defect table full");
+                    self.open.remove(0);
+                    let _ = self.open.push(entry);
+                }
                 id
             }
             Phase::End => match self

@@ -153,9 +153,10 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             stream_id,
             probe_id,
         } => {
-            if duration.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+            // At most ten years: any `Instant` computed from it stays in range.
+            if duration.is_some_and(|d| !(d.is_finite() && d > 0.0 && d <= 315_360_000.0)) {
                 return Err(vqprobe::Error::Config(
-                    "--duration must be a positive number of seconds".into(),
+                    "--duration must be a positive number of seconds (at most ten years)".into(),
                 ));
             }
             let detect = match detect_config {
@@ -176,16 +177,23 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                     name.to_string()
                 }
             });
+            let live = vqprobe::ingest::live::LiveConfig {
+                stall_after,
+                connect_timeout,
+                ..Default::default()
+            };
+            live.validate().map_err(|m| {
+                vqprobe::Error::Config(
+                    m.replace("live.stall_after", "--stall-after")
+                        .replace("live.connect_timeout", "--connect-timeout"),
+                )
+            })?;
             let opts = check::CheckOptions {
                 input,
                 format,
                 duration,
                 detect,
-                live: vqprobe::ingest::live::LiveConfig {
-                    stall_after,
-                    connect_timeout,
-                    ..Default::default()
-                },
+                live,
                 rtsp_transport,
                 hls: vqprobe::ingest::hls::HlsOptions {
                     ca_file,

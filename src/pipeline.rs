@@ -44,6 +44,8 @@ pub struct AnalyzerStats {
 
 /// `codec` name of the `unsupported_codec` event for an SPS above `max_pixels`.
 const REFUSED_CODEC: &str = "h264_above_max_resolution";
+/// `codec` name of the `unsupported_codec` event for an SPS that does not parse.
+const UNPARSEABLE_SPS: &str = "h264_unparseable_sps";
 
 /// An open `unsupported_codec` defect: which track and why.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,7 +75,8 @@ pub struct Analyzer {
     av_est: PtsOffsetEstimator,
     /// ... or from RTCP sender reports once the first one arrives (RTSP).
     av_sync: AvSyncDetector,
-    unsupported: heapless::Vec<Unsupported, 2>,
+    /// Open `unsupported_codec` defects, one slot per track ([`track_slot`]).
+    unsupported: [Option<Unsupported>; 2],
     /// A `probe_overload` is open: ingest drops packets (see `overload`).
     overloaded: bool,
     /// End of the media analysed so far (seconds): last sample time + its duration.
@@ -84,6 +87,10 @@ pub struct Analyzer {
     emitted: u64,
     /// Where packet buffers go back to after decoding (see `ingest::pool`).
     pool: Option<crate::ingest::pool::BufPool>,
+    /// Transitions found while a decoder runs, emitted right after it: reused, never
+    /// capped (a PES may carry any number of AAC frames, each able to start or end a
+    /// defect; nothing found may be dropped).
+    pending: Vec<Transition>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -110,7 +117,7 @@ impl Analyzer {
             low_fps: LowFpsDetector::new(cfg.low_fps.clone()),
             av_est: PtsOffsetEstimator::new(cfg.av_sync.window),
             av_sync: AvSyncDetector::new(&cfg.av_sync, SyncSource::Pts),
-            unsupported: heapless::Vec::new(),
+            unsupported: [None, None],
             overloaded: false,
             media_end: 0.0,
             last_frame_t: None,
@@ -118,6 +125,7 @@ impl Analyzer {
             detect_ns: 0,
             emitted: 0,
             pool: None,
+            pending: Vec::with_capacity(8),
             cfg,
         })
     }
@@ -310,7 +318,8 @@ impl Analyzer {
         (width, height): (i64, i64),
         out: &mut dyn FnMut(Event),
     ) {
-        if self.unsupported.iter().any(|u| u.track == track) {
+        let slot = &mut self.unsupported[track_slot(track)];
+        if slot.is_some() {
             return;
         }
         let u = Unsupported {
@@ -321,8 +330,7 @@ impl Analyzer {
             width,
             height,
         };
-        // Capacity 2 = one per track; the check above guarantees room.
-        let _ = self.unsupported.push(u);
+        *slot = Some(u);
         let tr = unsupported_transition(&u, Phase::Start, None);
         self.emit(&tr, None, out);
     }
@@ -334,8 +342,7 @@ impl Analyzer {
         reason: Option<EndReason>,
         out: &mut dyn FnMut(Event),
     ) {
-        if let Some(i) = self.unsupported.iter().position(|u| u.track == track) {
-            let u = self.unsupported.swap_remove(i);
+        if let Some(u) = self.unsupported[track_slot(track)].take() {
             let tr = unsupported_transition(&u, Phase::End, Some(t.max(u.start_s)));
             self.emit(&tr, reason, out);
         }
@@ -438,13 +445,11 @@ impl Analyzer {
         let Some(mut dec) = self.video.take() else {
             return;
         };
-        let mut transitions: heapless::Vec<Transition, 8> = heapless::Vec::new();
+        let mut transitions = std::mem::take(&mut self.pending);
         let mut refused = None;
         let origin = self.origin.unwrap_or(pts);
         dec.decode(pts, key, data, &mut |o| match o {
-            VideoOut::Frame(th) => self.observe_frame(th, origin, &mut |tr| {
-                let _ = transitions.push(tr);
-            }),
+            VideoOut::Frame(th) => self.observe_frame(th, origin, &mut |tr| transitions.push(tr)),
             VideoOut::Error { pts: epts, .. } => {
                 let t = (epts - origin) as f64 / 90_000.0;
                 self.media_end = self.media_end.max(t);
@@ -461,27 +466,36 @@ impl Analyzer {
                 .into_iter()
                 .flatten()
                 {
-                    let _ = transitions.push(tr);
+                    transitions.push(tr);
                 }
             }
             VideoOut::Refused { width, height } => refused = Some((width, height)),
         });
         self.video = Some(dec);
-        for tr in &transitions {
-            self.emit(tr, None, out);
+        for tr in transitions.drain(..) {
+            self.emit(&tr, None, out);
         }
+        self.pending = transitions;
         if let Some((w, h)) = refused {
             let t = self.secs(pts);
             self.open_unsupported(
                 Track::Video,
                 t,
-                REFUSED_CODEC,
+                if (w, h) == (0, 0) {
+                    UNPARSEABLE_SPS
+                } else {
+                    REFUSED_CODEC
+                },
                 0x1B,
                 (i64::from(w), i64::from(h)),
                 out,
             );
         } else if !self.video.as_ref().is_some_and(VideoDecoder::is_refusing)
-            && self.unsupported.iter().any(|u| u.codec == REFUSED_CODEC)
+            && self
+                .unsupported
+                .iter()
+                .flatten()
+                .any(|u| u.codec == REFUSED_CODEC || u.codec == UNPARSEABLE_SPS)
         {
             let t = self.secs(pts);
             self.close_unsupported(Track::Video, t, None, out);
@@ -493,20 +507,21 @@ impl Analyzer {
             return;
         };
         let origin = self.origin.unwrap_or(0);
-        let mut transitions: heapless::Vec<Transition, 4> = heapless::Vec::new();
+        let mut transitions = std::mem::take(&mut self.pending);
         dec.decode(pts, data, &mut |lvl: AudioLevel| {
             let t = (lvl.pts - origin) as f64 / 90_000.0;
             self.media_end = self.media_end.max(t + lvl.duration as f64 / 90_000.0);
             let d0 = Instant::now();
             if let Some(tr) = self.silence.observe(t, &lvl) {
-                let _ = transitions.push(tr);
+                transitions.push(tr);
             }
             self.detect_ns += d0.elapsed().as_nanos() as u64;
         });
         self.audio = Some(dec);
-        for tr in &transitions {
-            self.emit(tr, None, out);
+        for tr in transitions.drain(..) {
+            self.emit(&tr, None, out);
         }
+        self.pending = transitions;
     }
 
     /// Ends the analysis: flushes the decoder and closes every open defect at the end
@@ -514,18 +529,17 @@ impl Analyzer {
     pub fn finish(&mut self, reason: EndReason, out: &mut dyn FnMut(Event)) {
         if let Some(mut dec) = self.video.take() {
             let origin = self.origin.unwrap_or(0);
-            let mut transitions: heapless::Vec<Transition, 64> = heapless::Vec::new();
+            let mut transitions = std::mem::take(&mut self.pending);
             dec.flush(&mut |o| {
                 if let VideoOut::Frame(th) = o {
-                    self.observe_frame(th, origin, &mut |tr| {
-                        let _ = transitions.push(tr);
-                    });
+                    self.observe_frame(th, origin, &mut |tr| transitions.push(tr));
                 }
             });
             self.video = Some(dec);
-            for tr in &transitions {
-                self.emit(tr, None, out);
+            for tr in transitions.drain(..) {
+                self.emit(&tr, None, out);
             }
+            self.pending = transitions;
         }
         let t = self.media_end;
         let ends = [
@@ -543,7 +557,7 @@ impl Analyzer {
         self.close_unsupported(Track::Audio, t, Some(reason), out);
         // Safety net: a source that ended without closing its delivery defects (it
         // should close them itself, with its own clock) still gets its ends.
-        let open: heapless::Vec<(DefectKind, u8, f64), 16> = self.events.open_defects().collect();
+        let open: Vec<(DefectKind, u8, f64)> = self.events.open_defects().collect();
         for (kind, slot, start_s) in open {
             let tr = Transition {
                 kind,
@@ -555,6 +569,14 @@ impl Analyzer {
             };
             self.emit(&tr, Some(reason), out);
         }
+    }
+}
+
+/// Index of a track's `unsupported_codec` slot.
+fn track_slot(track: Track) -> usize {
+    match track {
+        Track::Video => 0,
+        Track::Audio => 1,
     }
 }
 
@@ -661,6 +683,81 @@ pub fn spawn_decode_thread_shared(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::Elementary;
+
+    /// 20 ADTS frames: silence and a tone alternating every two frames.
+    const ALTERNATING_AAC: &[u8] = include_bytes!("../tests/data/aac/alternating.aac");
+
+    fn adts_frames(mut d: &[u8]) -> Vec<&[u8]> {
+        let mut v = vec![];
+        while d.len() >= 7 {
+            let len =
+                (usize::from(d[3] & 3) << 11) | (usize::from(d[4]) << 3) | usize::from(d[5] >> 5);
+            v.push(&d[..len]);
+            d = &d[len..];
+        }
+        v
+    }
+
+    /// Silence events of the clip fed as `packets` (each with its own PTS).
+    fn silence_events(packets: &[(i64, Vec<u8>)]) -> Vec<(Phase, f64, Option<f64>)> {
+        let mut cfg = DetectConfig::default();
+        cfg.silence.min_duration = 0.0;
+        let mut a = Analyzer::new("p", "s", cfg).unwrap();
+        let mut events = vec![];
+        a.handle(
+            IngestMsg::Program(ProgramInfo {
+                video: None,
+                audio: Some(Elementary {
+                    pid: 0x101,
+                    stream_type: 0x0F,
+                    codec: Codec::Aac,
+                }),
+                other_streams: 0,
+            }),
+            &mut |e| events.push(e),
+        );
+        for (pts, data) in packets {
+            a.handle(
+                IngestMsg::Packet(Packet {
+                    track: Track::Audio,
+                    pts: Some(*pts),
+                    dts: None,
+                    key: true,
+                    damaged: false,
+                    data: data.clone(),
+                }),
+                &mut |e| events.push(e),
+            );
+        }
+        a.handle(IngestMsg::End(EndReason::EndOfInput), &mut |e| {
+            events.push(e)
+        });
+        events
+            .iter()
+            .filter(|e| e.kind == DefectKind::Silence)
+            .map(|e| (e.state, e.start_s, e.end_s))
+            .collect()
+    }
+
+    #[test]
+    fn a_pes_with_many_aac_frames_loses_no_transition() {
+        let frames = adts_frames(ALTERNATING_AAC);
+        assert_eq!(frames.len(), 20);
+        // One frame per packet: the reference.
+        let one_by_one: Vec<(i64, Vec<u8>)> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i as i64 * 1920, f.to_vec()))
+            .collect();
+        let want = silence_events(&one_by_one);
+        let starts = want.iter().filter(|e| e.0 == Phase::Start).count();
+        let ends = want.iter().filter(|e| e.0 == Phase::End).count();
+        assert!(starts >= 3 && starts == ends, "{want:?}");
+        // All 20 frames in one PES: the same starts and ends, none lost.
+        let all = vec![(0, frames.concat())];
+        assert_eq!(silence_events(&all), want);
+    }
 
     #[test]
     fn sender_report_offsets_drive_av_desync() {

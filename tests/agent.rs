@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::mqtt::{
     make_client_cert, wait_for, Agent, BrokerOpts, BrokerTls, Mosquitto, Msg, SubOpts, Subscriber,
 };
-use common::peers::{make_test_ca, TempDir};
+use common::peers::{make_hls, make_test_ca, HlsServer, TempDir};
 use common::{assert_intervals, media_dir, paired_ends, truth};
 use serde_json::Value;
 
@@ -563,6 +563,94 @@ fn invalid_config_names_file_line_and_field() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn an_hls_stream_that_ends_is_source_down_and_reloaded_with_backoff() {
+    // A VOD playlist (EXT-X-ENDLIST from the first load): in agent mode the end of a
+    // network source is an outage, not the end of monitoring.
+    let hls_dir = media_dir()
+        .parent()
+        .expect("media dir has a parent")
+        .join("test-hls-multi");
+    make_hls(&hls_dir, &media_dir().join("multi_main_360p.ts"));
+    let origin = HlsServer::start(&hls_dir, None);
+    let dir = TempDir::new("agent-hls-ended");
+    let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let sub = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let mut cfg = config(&broker.url(), &dir.path().join("spool"), &[], "");
+    cfg.push_str(&format!(
+        "[live]\nbackoff_initial = 0.2\nbackoff_max = 1.0\n\
+         [[streams]]\nid = \"vod\"\nurl = \"{}\"\n",
+        origin.url("vod_ts/index.m3u8")
+    ));
+    let agent = Agent::start(dir.path(), &cfg);
+    let down = wait_for(Duration::from_secs(60), || {
+        events_of(&sub.messages(), "vod")
+            .into_iter()
+            .find(|e| e["kind"] == "source_down" && e["state"] == "start")
+    })
+    .unwrap_or_else(|| panic!("no source_down after the playlist ended:\n{}", agent.log()));
+    let reason = down["metrics"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("ENDLIST") || reason.contains("ended"),
+        "{down}"
+    );
+    // Reloaded with backoff: the reconnect counter rises and the origin sees the playlist
+    // asked for again and again.
+    let stats = wait_for(Duration::from_secs(30), || {
+        sub.messages()
+            .iter()
+            .filter(|m| m.topic == format!("vqprobe/{PROBE}/vod/stats"))
+            .map(|m| m.json())
+            .find(|s| s["reconnects"].as_u64().unwrap_or(0) >= 3)
+    })
+    .unwrap_or_else(|| panic!("reconnects did not rise:\n{}", agent.log()));
+    assert!(stats["reconnects"].as_u64().unwrap() >= 3, "{stats}");
+    let loads = origin
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/vod_ts/index.m3u8")
+        .count();
+    assert!(loads >= 3, "playlist loaded {loads} times");
+    assert!(
+        !agent.log().contains("stream ended (end of input)"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn live_durations_out_of_range_are_config_errors() {
+    let dir = TempDir::new("agent-livecfg");
+    for (key, value) in [
+        ("stall_after", "inf"),
+        ("backoff_max", "nan"),
+        ("connect_timeout", "-1.0"),
+        ("read_timeout", "1e300"),
+        ("backoff_initial", "-inf"),
+    ] {
+        let cfg = dir.path().join("live.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "probe_id = \"p\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[live]\n{key} = {value}\n"
+            ),
+        )
+        .unwrap();
+        for extra in [&["--check-config"][..], &[][..]] {
+            let mut args = vec!["run", "--config", cfg.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            let out = common::vqprobe(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{key} = {value} accepted: {err}");
+            assert!(
+                err.contains(&format!("live.{key}")),
+                "{key} = {value}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
 }
 
 #[test]

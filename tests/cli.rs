@@ -110,6 +110,29 @@ fn credentials_in_urls_never_reach_the_output() {
 }
 
 #[test]
+fn live_durations_out_of_range_are_refused() {
+    for (flag, value) in [
+        ("--stall-after", "inf"),
+        ("--stall-after", "NaN"),
+        ("--connect-timeout", "-1"),
+        ("--connect-timeout", "1e300"),
+        ("--duration", "1e300"),
+    ] {
+        // A bounded run, so that a value that is wrongly accepted cannot hang the test.
+        let arg = format!("{flag}={value}");
+        let mut args = vec!["check", "http://127.0.0.1:9/x.m3u8", &arg];
+        if flag != "--duration" {
+            args.extend(["--duration", "3"]);
+        }
+        let out = vqprobe(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
 fn detector_config_errors_name_the_field() {
     let p = std::env::temp_dir().join(format!("vqprobe-detect-{}.toml", std::process::id()));
     std::fs::write(&p, "[freeze]\nnoise_dbb = -45\n").unwrap();

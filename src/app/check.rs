@@ -87,6 +87,7 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
         realtime: false,
         looped: false,
         queue_packets: PACKET_QUEUE,
+        ended_is_down: false,
     };
     let (stop, shutdown) = Shutdown::new();
     let ctrl_c = tokio::spawn(async move {

@@ -38,6 +38,9 @@ pub struct SessionSpec {
     pub looped: bool,
     /// Packets queued between ingest and the decode thread.
     pub queue_packets: usize,
+    /// Network sources never end (the agent): an HLS playlist that ends is
+    /// `source_down` and reloaded with backoff. `check` ends with the input.
+    pub ended_is_down: bool,
 }
 
 /// Counters a session keeps up to date while it runs (for the agent's stats).
@@ -64,7 +67,23 @@ pub async fn run<F: FnMut(Event)>(
     counters: Option<&SessionCounters>,
     on_event: &mut F,
 ) -> Result<SessionReport> {
-    let input = Input::parse(&spec.input, spec.rtsp_transport, &spec.hls)?;
+    // Library callers get the same checks as the config file and the command line:
+    // an out-of-range duration must be an error here, not a panic in a task.
+    spec.live.validate().map_err(Error::Config)?;
+    let deadline = match spec.duration {
+        None => None,
+        Some(d) => Some(
+            Duration::try_from_secs_f64(d)
+                .ok()
+                .and_then(|d| Instant::now().checked_add(d))
+                .ok_or_else(|| Error::Config(format!("duration {d} s is out of range")))?,
+        ),
+    };
+    let hls = crate::ingest::hls::HlsOptions {
+        ended_is_down: spec.ended_is_down,
+        ..spec.hls.clone()
+    };
+    let input = Input::parse(&spec.input, spec.rtsp_transport, &hls)?;
     let mut analyzer = Analyzer::new(&spec.probe_id, &spec.stream_id, spec.detect.clone())?;
     let queue = spec.queue_packets.max(2);
     // Packet buffers circulate between ingest and the decode thread: a few more than
@@ -87,7 +106,6 @@ pub async fn run<F: FnMut(Event)>(
     let live_cfg = spec.live.clone();
     let live_shared = counters.map(|c| c.live.clone());
     let mut ingest = tokio::spawn(async move {
-        let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
         let live_sink = |tx| {
             let mut sink = LiveSink::new(tx, live_cfg);
             if let Some(s) = live_shared {

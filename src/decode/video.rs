@@ -27,8 +27,9 @@ pub enum VideoOut<'a> {
     Frame(&'a Thumb),
     /// The access unit with this PTS failed to decode (openh264 decoding-state bits).
     Error { pts: i64, state: i32 },
-    /// The SPS announces a picture larger than the configured maximum: the track is
-    /// not decoded until an acceptable SPS arrives.
+    /// An SPS announces a picture larger than the configured maximum, or does not
+    /// parse (then 0 × 0): the track is not decoded until every SPS in force is
+    /// acceptable again.
     Refused { width: u32, height: u32 },
 }
 
@@ -55,12 +56,16 @@ pub struct VideoDecoder {
     thumb: Box<Thumb>,
     full_range: bool,
     max_pixels: u64,
-    /// Dimensions of a refused SPS; cleared by an acceptable one.
+    /// Dimensions of the refused SPS (0 × 0: one that does not parse); cleared once
+    /// every SPS in force is acceptable.
     refused: Option<(u32, u32)>,
     /// False until the first key frame: nothing before it can decode.
     started: bool,
-    /// The last SPS parsed (raw NAL bytes): an unchanged SPS is not parsed again.
-    last_sps: Vec<u8>,
+    /// The SPS in force per id (openh264 keeps one per id and a PPS may pick any):
+    /// (id, raw NAL, verdict). At most 32 entries; an unchanged SPS is not parsed again.
+    sps: Vec<(u32, Vec<u8>, SpsVerdict)>,
+    /// An SPS whose id could not even be read: refused until a good SPS arrives.
+    unreadable_sps: bool,
     pub stats: VideoStats,
 }
 
@@ -89,7 +94,8 @@ impl VideoDecoder {
             max_pixels,
             refused: None,
             started: false,
-            last_sps: Vec::new(),
+            sps: Vec::new(),
+            unreadable_sps: false,
             stats: VideoStats::default(),
         })
     }
@@ -102,9 +108,9 @@ impl VideoDecoder {
     /// Decodes one Annex B access unit with presentation time `pts` (90 kHz).
     pub fn decode(&mut self, pts: i64, key: bool, data: &[u8], out: &mut dyn FnMut(VideoOut<'_>)) {
         self.stats.packets += 1;
-        if key {
-            self.inspect_sps(data, out);
-        }
+        // Every access unit: an SPS may come in the middle of a GOP, and an access unit
+        // may carry several.
+        self.inspect_sps(data, out);
         if self.refused.is_some() {
             self.stats.refused += 1;
             return;
@@ -159,45 +165,56 @@ impl VideoDecoder {
         }
     }
 
-    /// Looks for an SPS: learns the signal range and enforces the size limit.
+    /// Checks every SPS of an access unit: learns the signal range and enforces the
+    /// size limit. An SPS that does not parse is refused (its size is unknown: it could
+    /// be anything once openh264 reads it).
     fn inspect_sps(&mut self, data: &[u8], out: &mut dyn FnMut(VideoOut<'_>)) {
+        let mut changed = false;
         for nal in annexb_nals(data) {
             if nal.first().map(|h| h & 0x1F) != Some(7) {
                 continue;
             }
             // Streams repeat the same SPS on every key frame: parse only a new one.
-            if nal == self.last_sps.as_slice() {
-                return;
+            if self.sps.iter().any(|(_, raw, _)| raw.as_slice() == nal) {
+                continue;
             }
-            self.last_sps.clear();
-            self.last_sps.extend_from_slice(nal);
-            let Ok(rbsp) = h264_reader::rbsp::decode_nal(nal) else {
-                continue;
-            };
-            let Ok(sps) = h264_reader::nal::sps::SeqParameterSet::from_bits(
-                h264_reader::rbsp::BitReader::new(&rbsp[..]),
-            ) else {
-                continue;
-            };
-            self.full_range = sps
-                .vui_parameters
-                .as_ref()
-                .and_then(|v| v.video_signal_type.as_ref())
-                .is_some_and(|s| s.video_full_range_flag);
-            if let Ok((w, h)) = sps.pixel_dimensions() {
-                if u64::from(w) * u64::from(h) > self.max_pixels {
-                    if self.refused != Some((w, h)) {
-                        self.refused = Some((w, h));
-                        out(VideoOut::Refused {
-                            width: w,
-                            height: h,
-                        });
-                    }
-                } else {
-                    self.refused = None;
+            changed = true;
+            let (id, verdict) = match check_sps(nal, self.max_pixels) {
+                Ok((id, verdict, full_range)) => {
+                    self.full_range = full_range;
+                    self.unreadable_sps = false;
+                    (id, verdict)
                 }
+                Err(Some(id)) => (id, SpsVerdict::Unparseable),
+                Err(None) => {
+                    self.unreadable_sps = true;
+                    continue;
+                }
+            };
+            match self.sps.iter_mut().find(|(i, _, _)| *i == id) {
+                Some(e) => {
+                    e.1.clear();
+                    e.1.extend_from_slice(nal);
+                    e.2 = verdict;
+                }
+                // Ids are 0..=31 (checked): at most 32 entries.
+                None => self.sps.push((id, nal.to_vec(), verdict)),
             }
+        }
+        if !changed {
             return;
+        }
+        let bad = self.sps.iter().find_map(|(_, _, v)| match *v {
+            SpsVerdict::Ok => None,
+            SpsVerdict::TooLarge(w, h) => Some((w, h)),
+            SpsVerdict::Unparseable => Some((0, 0)),
+        });
+        let refused = bad.or(self.unreadable_sps.then_some((0, 0)));
+        if refused != self.refused {
+            self.refused = refused;
+            if let Some((width, height)) = refused {
+                out(VideoOut::Refused { width, height });
+            }
         }
     }
 
@@ -270,15 +287,79 @@ pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Finds the next 00 00 01 at or after `from`: (index after it, index of its start).
+/// Every access unit is scanned (for SPS), so this skips ahead: a byte above 1 at
+/// `i + 2` rules out a start code at `i`, `i + 1` and `i + 2`.
 fn find_start(data: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
     while i + 2 < data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+        let c = data[i + 2];
+        if c > 1 {
+            i += 3;
+            continue;
+        }
+        if c == 1 && data[i] == 0 && data[i + 1] == 0 {
             return Some((i + 3, i));
         }
         i += 1;
     }
     None
+}
+
+/// What an SPS allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpsVerdict {
+    Ok,
+    /// Larger than `max_pixels` (width, height).
+    TooLarge(u32, u32),
+    /// Does not parse (or its size cannot be computed).
+    Unparseable,
+}
+
+/// Parses an SPS NAL: Ok((id, verdict, full range)); Err(Some(id)) when only its id
+/// could be read, Err(None) when not even that (or the id is out of range).
+fn check_sps(
+    nal: &[u8],
+    max_pixels: u64,
+) -> std::result::Result<(u32, SpsVerdict, bool), Option<u32>> {
+    let rbsp = h264_reader::rbsp::decode_nal(nal).map_err(|_| None)?;
+    let sps = match h264_reader::nal::sps::SeqParameterSet::from_bits(
+        h264_reader::rbsp::BitReader::new(&rbsp[..]),
+    ) {
+        Ok(s) => s,
+        Err(_) => return Err(sps_id(&rbsp)),
+    };
+    let id = u32::from(sps.seq_parameter_set_id.id());
+    let full_range = sps
+        .vui_parameters
+        .as_ref()
+        .and_then(|v| v.video_signal_type.as_ref())
+        .is_some_and(|s| s.video_full_range_flag);
+    let verdict = match sps.pixel_dimensions() {
+        Ok((w, h)) if u64::from(w) * u64::from(h) > max_pixels => SpsVerdict::TooLarge(w, h),
+        Ok(_) => SpsVerdict::Ok,
+        Err(_) => SpsVerdict::Unparseable,
+    };
+    Ok((id, verdict, full_range))
+}
+
+/// The `seq_parameter_set_id` (ue(v) after header, profile, constraints and level) of
+/// an SPS RBSP that does not parse as a whole; None if unreadable or above 31.
+fn sps_id(rbsp: &[u8]) -> Option<u32> {
+    let bytes = rbsp.get(4..)?;
+    let bit = |n: usize| bytes.get(n / 8).map(|b| (b >> (7 - n % 8)) & 1);
+    let mut zeros = 0;
+    while bit(zeros)? == 0 {
+        zeros += 1;
+        if zeros > 5 {
+            return None; // a value above 62: not an SPS id
+        }
+    }
+    let mut v: u32 = 1;
+    for k in 0..zeros {
+        v = (v << 1) | u32::from(bit(zeros + 1 + k)?);
+    }
+    let id = v - 1;
+    (id <= 31).then_some(id)
 }
 
 #[cfg(test)]
@@ -318,5 +399,110 @@ mod tests {
         d.flush(&mut |_| {});
         assert_eq!(d.stats.errors, n_err);
         assert_eq!(d.stats.packets, 200);
+    }
+
+    /// An SPS NAL (Baseline, POC type 2, no VUI) with id `id` for `w_mbs` × `h_mbs`
+    /// macroblocks.
+    fn sps(id: u32, w_mbs: u32, h_mbs: u32) -> Vec<u8> {
+        let mut bits: Vec<bool> = vec![];
+        let mut u = |bits: &mut Vec<bool>, n: u32, v: u32| {
+            for i in (0..n).rev() {
+                bits.push((v >> i) & 1 == 1);
+            }
+        };
+        let ue = |bits: &mut Vec<bool>, u: &mut dyn FnMut(&mut Vec<bool>, u32, u32), v: u32| {
+            let x = v + 1;
+            let n = 32 - x.leading_zeros();
+            u(bits, n - 1, 0);
+            u(bits, n, x);
+        };
+        u(&mut bits, 8, 66);
+        u(&mut bits, 8, 0);
+        u(&mut bits, 8, 40);
+        for v in [id, 0, 2, 1] {
+            ue(&mut bits, &mut u, v);
+        }
+        u(&mut bits, 1, 0); // gaps_in_frame_num_allowed
+        ue(&mut bits, &mut u, w_mbs - 1);
+        ue(&mut bits, &mut u, h_mbs - 1);
+        u(&mut bits, 4, 0b1100); // frame_mbs_only, direct_8x8, no cropping, no VUI
+        u(&mut bits, 1, 1); // rbsp stop bit
+        while bits.len() % 8 != 0 {
+            bits.push(false);
+        }
+        let mut nal = vec![0x67];
+        let mut zeros = 0;
+        for c in bits.chunks(8) {
+            let b = c.iter().fold(0u8, |a, &x| (a << 1) | u8::from(x));
+            if zeros >= 2 && b <= 3 {
+                nal.push(3);
+                zeros = 0;
+            }
+            nal.push(b);
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+        }
+        nal
+    }
+
+    fn au(nals: &[&[u8]]) -> Vec<u8> {
+        nals.iter()
+            .flat_map(|n| [&[0, 0, 0, 1][..], n].concat())
+            .collect()
+    }
+
+    /// Feeds (key, access unit) pairs; returns the refusals and the refused count.
+    fn refusals(aus: &[(bool, Vec<u8>)]) -> (Vec<(u32, u32)>, u64) {
+        let mut d = VideoDecoder::new(1280 * 720).unwrap();
+        let mut refused = vec![];
+        for (key, data) in aus {
+            d.decode(0, *key, data, &mut |o| {
+                if let VideoOut::Refused { width, height } = o {
+                    refused.push((width, height));
+                }
+            });
+        }
+        (refused, d.stats.refused)
+    }
+
+    #[test]
+    fn every_sps_of_every_access_unit_is_checked() {
+        let small = sps(0, 80, 45); // 1280x720: at the limit, accepted
+        let huge = sps(0, 256, 144); // 4096x2304
+        let huge1 = sps(1, 256, 144);
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x21, 0xA0];
+        let p: &[u8] = &[0x41, 0x9A, 0x21, 0x6C];
+        let sanity = h264_reader::rbsp::decode_nal(&small).unwrap();
+        let parsed = h264_reader::nal::sps::SeqParameterSet::from_bits(
+            h264_reader::rbsp::BitReader::new(&sanity[..]),
+        )
+        .unwrap();
+        assert_eq!(parsed.pixel_dimensions().unwrap(), (1280, 720));
+        // A clean stream: nothing refused.
+        assert_eq!(
+            refusals(&[(true, au(&[&small, idr])), (false, au(&[p]))]).0,
+            []
+        );
+        // The second SPS of a key frame's access unit is oversized.
+        let (r, _) = refusals(&[(true, au(&[&small, &huge1, idr]))]);
+        assert_eq!(r, [(4096, 2304)]);
+        // An oversized SPS in the middle of the stream, in a non-key access unit: that
+        // access unit and the next are refused.
+        let (r, n) = refusals(&[
+            (true, au(&[&small, idr])),
+            (false, au(&[&huge, p])),
+            (false, au(&[p])),
+        ]);
+        assert_eq!((r, n), (vec![(4096, 2304)], 2));
+        // An SPS that does not parse is refused (0 x 0: size unknown), not accepted.
+        let (r, _) = refusals(&[(true, au(&[&small, idr])), (false, au(&[&[0x67, 0x42], p]))]);
+        assert_eq!(r, [(0, 0)]);
+        // A good SPS for the same id lifts the refusal; one for another id does not.
+        let (r, n) = refusals(&[
+            (true, au(&[&small, &huge1, idr])),
+            (true, au(&[&small, idr])),
+            (true, au(&[&sps(1, 80, 45), idr])),
+            (false, au(&[p])),
+        ]);
+        assert_eq!((r, n), (vec![(4096, 2304)], 2));
     }
 }

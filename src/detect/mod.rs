@@ -52,6 +52,27 @@ pub enum DefectKind {
 }
 
 impl DefectKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [DefectKind; 15] = [
+        DefectKind::Black,
+        DefectKind::Freeze,
+        DefectKind::Corruption,
+        DefectKind::Silence,
+        DefectKind::UnsupportedCodec,
+        DefectKind::LowFps,
+        DefectKind::AvDesync,
+        DefectKind::Stall,
+        DefectKind::SourceDown,
+        DefectKind::PacketLoss,
+        DefectKind::PlaylistStale,
+        DefectKind::SegmentError,
+        DefectKind::SlowDownload,
+        DefectKind::TsError,
+        DefectKind::ProbeOverload,
+    ];
+    /// How many kinds there are.
+    pub const COUNT: usize = Self::ALL.len();
+
     /// Wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -112,10 +133,28 @@ pub enum Metric {
 /// A small, fixed-capacity list of named evidence values.
 pub type Metrics = heapless::Vec<(&'static str, Metric), 8>;
 
-/// Adds a metric, silently keeping the first 8 (capacity is a compile-time choice:
-/// every detector here reports fewer).
+/// Metrics that did not fit a [`Metrics`] (a bug: every producer reports fewer than
+/// its capacity; counted rather than lost silently, asserted in debug builds).
+static METRICS_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Metrics dropped so far for lack of room (see [`put`]); 0 unless there is a bug.
+pub fn metrics_dropped() -> u64 {
+    METRICS_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets a metric: replaces one of the same name, else appends. A full list (8: every
+/// producer here reports at most 7) drops the new value, counted in
+/// [`metrics_dropped`], logged, and asserted against in debug builds.
 pub(crate) fn put(m: &mut Metrics, name: &'static str, v: Metric) {
-    let _ = m.push((name, v));
+    if let Some(slot) = m.iter_mut().find(|(n, _)| *n == name) {
+        slot.1 = v;
+        return;
+    }
+    if m.push((name, v)).is_err() {
+        METRICS_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(metric = name, "metric dropped: evidence list full (a bug)");
+        debug_assert!(false, "metric {name} does not fit");
+    }
 }
 
 /// What a detector reports: a defect confirmed (start) or over (end).

@@ -8,7 +8,10 @@
 //!
 //! * **VOD** (`#EXT-X-ENDLIST` or `PLAYLIST-TYPE:VOD`): every segment in order, as fast as
 //!   the decode thread takes them. Nothing is dropped (overflow policy *block*,
-//!   [`LiveSink::packet_wait`]); the run ends with [`EndReason::EndOfInput`].
+//!   [`LiveSink::packet_wait`]); the run ends with [`EndReason::EndOfInput`] — unless
+//!   [`HlsOptions::ended_is_down`] (the agent): then the end is `source_down` and the
+//!   playlist is reloaded with backoff (new segments are played, a live playlist is
+//!   followed again).
 //! * **Live** (sliding window or EVENT): start three segments from the end (§6.3.3),
 //!   reload after the target duration when the playlist changed and after half of it
 //!   when it did not (§6.3.4), bounded to [0.5 s, 30 s], and fetch each media sequence
@@ -79,6 +82,11 @@ pub struct HlsOptions {
     pub max_redirects: usize,
     /// A live playlist that has not advanced for this many target durations is stale. 1.5.
     pub stale_factor: f64,
+    /// The end of the playlist (VOD, EXT-X-ENDLIST) is an outage, not the end of the
+    /// input: `source_down`, then reload with backoff (the agent; `check` ends). Not a
+    /// config field: the agent sets it for every HLS stream.
+    #[serde(skip)]
+    pub ended_is_down: bool,
 }
 
 impl Default for HlsOptions {
@@ -90,6 +98,7 @@ impl Default for HlsOptions {
             max_segment_bytes: 64 << 20,
             max_redirects: 5,
             stale_factor: 1.5,
+            ended_is_down: false,
         }
     }
 }
@@ -395,6 +404,55 @@ impl FetchError {
     }
 }
 
+/// Why a redirect was not followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RedirectRefused {
+    /// More than this many redirects.
+    TooMany(usize),
+    /// From `https` to plain `http`.
+    Downgrade,
+}
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedirectRefused::TooMany(n) => write!(f, "too many redirects (limit {n})"),
+            RedirectRefused::Downgrade => {
+                f.write_str("refused a redirect from https:// to http:// (a downgrade)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// Whether a redirect to `next` may be followed after the URLs `previous` (the first
+/// request and every redirect so far).
+/// At most `max` redirects, and never from `https` to plain `http`: once on TLS, a
+/// redirect must not move the request (and the tokens in its URL) into the clear.
+fn redirect_verdict(
+    previous: &[Url],
+    next: &Url,
+    max: usize,
+) -> std::result::Result<(), RedirectRefused> {
+    if next.scheme() != "https" && previous.iter().any(|u| u.scheme() == "https") {
+        return Err(RedirectRefused::Downgrade);
+    }
+    if previous.len() > max {
+        return Err(RedirectRefused::TooMany(max));
+    }
+    Ok(())
+}
+
+fn redirect_policy(max: usize) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(
+        move |a| match redirect_verdict(a.previous(), a.url(), max) {
+            Ok(()) => a.follow(),
+            Err(e) => a.error(e),
+        },
+    )
+}
+
 /// The innermost error message (io, TLS, ...): the useful part, and never a URL.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -440,7 +498,7 @@ impl Fetcher {
                     .use_rustls_tls()
                     .connect_timeout(self.connect)
                     .read_timeout(self.read)
-                    .redirect(reqwest::redirect::Policy::limited(self.max_redirects))
+                    .redirect(redirect_policy(self.max_redirects))
                     .user_agent(concat!("vqprobe/", env!("CARGO_PKG_VERSION")));
                 if let Some(pem) = &self.ca_pem {
                     let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -589,6 +647,13 @@ impl Fetcher {
     fn classify(&self, e: reqwest::Error) -> FetchError {
         let e = e.without_url();
         if e.is_redirect() {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cur {
+                if let Some(RedirectRefused::Downgrade) = c.downcast_ref::<RedirectRefused>() {
+                    return FetchError::Other(RedirectRefused::Downgrade.to_string());
+                }
+                cur = c.source();
+            }
             FetchError::Redirects(self.max_redirects)
         } else if e.is_timeout() {
             FetchError::Timeout(root_cause(&e))
@@ -1549,6 +1614,12 @@ pub async fn run_with_pool(
     loop {
         let reason = match r.session(sink).await {
             Flow::Stop(Stop::Shutdown) => return EndReason::Shutdown,
+            Flow::Stop(Stop::EndOfInput) if src.opts.ended_is_down => {
+                // A monitored network stream does not end: its origin stopped serving
+                // it. Reloading picks up new segments, or a live playlist again.
+                r.flush(sink).await;
+                "the playlist ended (VOD or EXT-X-ENDLIST)".to_string()
+            }
             Flow::Stop(Stop::Deadline | Stop::EndOfInput) => {
                 r.flush(sink).await;
                 return EndReason::EndOfInput;
@@ -1588,6 +1659,43 @@ mod tests {
             is_i_frame: iframe,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn redirects_are_limited_and_never_downgrade_to_http() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let https = [u("https://cdn.example/a.m3u8")];
+        assert_eq!(
+            redirect_verdict(&https, &u("http://cdn.example/a.m3u8"), 5),
+            Err(RedirectRefused::Downgrade)
+        );
+        // Once on https, never back to http, whatever came first.
+        let chain = [u("http://a.example/x"), u("https://b.example/x")];
+        assert_eq!(
+            redirect_verdict(&chain, &u("http://c.example/x"), 5),
+            Err(RedirectRefused::Downgrade)
+        );
+        assert_eq!(
+            redirect_verdict(&https, &u("https://other.example/b"), 5),
+            Ok(())
+        );
+        let http = [u("http://a.example/x")];
+        assert_eq!(redirect_verdict(&http, &u("http://b.example/x"), 5), Ok(()));
+        assert_eq!(
+            redirect_verdict(&http, &u("https://b.example/x"), 5),
+            Ok(())
+        );
+        let long: Vec<Url> = (0..6)
+            .map(|i| u(&format!("http://a.example/{i}")))
+            .collect();
+        assert_eq!(
+            redirect_verdict(&long, &u("http://a.example/7"), 5),
+            Err(RedirectRefused::TooMany(5))
+        );
+        assert_eq!(
+            redirect_verdict(&long[..5], &u("http://a.example/7"), 5),
+            Ok(())
+        );
     }
 
     #[test]

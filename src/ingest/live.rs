@@ -50,6 +50,37 @@ impl Default for LiveConfig {
     }
 }
 
+impl LiveConfig {
+    /// Checks every duration (finite, in range); the error names the field as
+    /// `live.<field>`.
+    pub fn validate(&self) -> Result<(), String> {
+        // (field, value, smallest, largest): a day is far beyond any sane setting and
+        // keeps every `Duration` and `Instant` computed from them in range.
+        const DAY: f64 = 86_400.0;
+        for (name, v, min) in [
+            ("stall_after", self.stall_after, 0.1),
+            ("backoff_initial", self.backoff_initial, 0.01),
+            ("backoff_max", self.backoff_max, 0.01),
+            ("connect_timeout", self.connect_timeout, 0.1),
+            ("read_timeout", self.read_timeout, 0.1),
+            ("clear_after", self.clear_after, 0.0),
+        ] {
+            if !(v.is_finite() && v >= min && v <= DAY) {
+                return Err(format!(
+                    "live.{name} must be a number of seconds between {min} and {DAY}, got {v}"
+                ));
+            }
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(format!(
+                "live.backoff_max ({}) must not be below live.backoff_initial ({})",
+                self.backoff_max, self.backoff_initial
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A shutdown signal every long wait races (a `watch` of "stop now").
 #[derive(Debug, Clone)]
 pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
@@ -171,7 +202,8 @@ pub struct LiveSink {
     overload_start: Option<Transition>,
     /// Drop counters when the open `probe_overload` began (its metrics count from there).
     drops_at_onset: (u64, u64),
-    open: heapless::Vec<Open, 8>,
+    /// At most one per kind: as many slots as there are kinds, so never full.
+    open: heapless::Vec<Open, { DefectKind::COUNT }>,
     pub stats: LiveStats,
     /// Where [`LiveSink::tick`] copies the counters for a stats reporter (agent).
     shared: Option<std::sync::Arc<std::sync::Mutex<LiveStats>>>,
@@ -275,8 +307,7 @@ impl LiveSink {
         );
         let metrics = self.overload_metrics();
         let start_s = self.now_s();
-        // Capacity 8 ≥ the number of delivery kinds: at most one open per kind.
-        let _ = self.open.push(Open {
+        self.push_open(Open {
             kind: DefectKind::ProbeOverload,
             start_s,
             metrics: metrics.clone(),
@@ -369,13 +400,22 @@ impl LiveSink {
             metrics: metrics.clone(),
             slot: 0,
         };
-        // Capacity 8 ≥ the number of delivery kinds: at most one open per kind.
-        let _ = self.open.push(Open {
+        self.push_open(Open {
             kind,
             start_s,
             metrics,
         });
         let _ = self.tx.send(IngestMsg::Delivery(Box::new(t), None)).await;
+    }
+
+    /// Records an open defect. Callers check first that `o.kind` is not open, and the
+    /// table has a slot per kind: it cannot be full.
+    fn push_open(&mut self, o: Open) {
+        let kind = o.kind;
+        if self.open.push(o).is_err() {
+            tracing::error!(kind = kind.as_str(), "open-defect table full (a bug)");
+            debug_assert!(false, "open-defect table full");
+        }
     }
 
     /// Opens a delivery defect starting now.
@@ -414,11 +454,7 @@ impl LiveSink {
         let o = self.open.swap_remove(i);
         let mut metrics = o.metrics;
         for (k, v) in extra {
-            if let Some(slot) = metrics.iter_mut().find(|(n, _)| *n == k) {
-                slot.1 = v;
-            } else {
-                let _ = metrics.push((k, v));
-            }
+            crate::detect::put(&mut metrics, k, v);
         }
         let t = Transition {
             kind,
@@ -491,7 +527,8 @@ impl LiveSink {
     /// Ends the source: closes every open delivery defect now and sends `End(reason)`.
     pub async fn finish(mut self, reason: EndReason) -> LiveStats {
         let now = self.now_s();
-        let kinds: heapless::Vec<DefectKind, 8> = self.open.iter().map(|o| o.kind).collect();
+        let kinds: heapless::Vec<DefectKind, { DefectKind::COUNT }> =
+            self.open.iter().map(|o| o.kind).collect();
         for k in kinds {
             self.close_at(k, now, Metrics::new(), Some(reason)).await;
         }
@@ -503,6 +540,45 @@ impl LiveSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_durations_are_range_checked() {
+        assert_eq!(LiveConfig::default().validate(), Ok(()));
+        for v in [f64::INFINITY, f64::NAN, -1.0, 1e300, f64::NEG_INFINITY] {
+            for field in [
+                "stall_after",
+                "backoff_initial",
+                "backoff_max",
+                "connect_timeout",
+                "read_timeout",
+                "clear_after",
+            ] {
+                let mut c = LiveConfig::default();
+                match field {
+                    "stall_after" => c.stall_after = v,
+                    "backoff_initial" => c.backoff_initial = v,
+                    "backoff_max" => c.backoff_max = v,
+                    "connect_timeout" => c.connect_timeout = v,
+                    "read_timeout" => c.read_timeout = v,
+                    _ => c.clear_after = v,
+                }
+                let e = c.validate().expect_err(&format!("{field} = {v}"));
+                assert!(e.contains(&format!("live.{field}")), "{e}");
+            }
+        }
+        // Zero is no timeout at all: refused where it would spin or never wait.
+        let c = LiveConfig {
+            connect_timeout: 0.0,
+            ..LiveConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = LiveConfig {
+            backoff_initial: 5.0,
+            backoff_max: 1.0,
+            ..LiveConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("backoff_max"));
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {

@@ -520,8 +520,9 @@ impl Fmp4Demuxer {
             let (version, tf) = r.full()?;
             let count = r.u32()? as usize;
             let mut pos = if tf & 0x01 != 0 {
-                let off = r.u32()? as i32 as i64;
-                let p = base as i64 + off;
+                // i128: a 64-bit base plus a signed 32-bit offset cannot overflow it.
+                let off = i128::from(r.u32()? as i32);
+                let p = base as i128 + off;
                 if p < 0 {
                     return err("'trun' data offset before the segment");
                 }
@@ -1255,5 +1256,52 @@ mod tests {
         assert!(key, "IDR NAL makes a key frame even without the sync flag");
         assert_eq!(v, [0, 0, 0, 1, 0x67, 0, 0, 0, 1, 0x65, 1]);
         assert!(avcc_to_annexb(&[], 4, &[], true).is_none());
+    }
+
+    fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut v = ((8 + body.len()) as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(kind);
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn extreme_offsets_and_times_never_overflow() {
+        // tfhd with an explicit base data offset of 2^63 and a trun data offset of -1:
+        // `base + offset` must not overflow i64 (it did, in debug and fuzz builds).
+        for (base, off) in [
+            (1u64 << 63, -1i32),
+            (u64::MAX, i32::MIN),
+            (u64::MAX, i32::MAX),
+            ((1u64 << 63) - 1, i32::MAX),
+        ] {
+            let mut tfhd = vec![0, 0, 0, 0x01];
+            tfhd.extend_from_slice(&1u32.to_be_bytes()); // track id: the video track
+            tfhd.extend_from_slice(&base.to_be_bytes());
+            let mut tfdt = vec![1, 0, 0, 0];
+            tfdt.extend_from_slice(&u64::MAX.to_be_bytes());
+            let mut trun = vec![1, 0, 0x0A, 0x01]; // data offset, size, composition offset
+            trun.extend_from_slice(&1u32.to_be_bytes());
+            trun.extend_from_slice(&off.to_be_bytes());
+            trun.extend_from_slice(&4u32.to_be_bytes());
+            trun.extend_from_slice(&i32::MIN.to_be_bytes());
+            let traf = bx(
+                b"traf",
+                &[bx(b"tfhd", &tfhd), bx(b"tfdt", &tfdt), bx(b"trun", &trun)].concat(),
+            );
+            let moof = bx(b"moof", &[bx(b"mfhd", &[0; 8]), traf].concat());
+            let seg = [moof, bx(b"mdat", &[0; 8])].concat();
+            let mut d = demuxer();
+            let mut s = Vec::new();
+            match d.segment(&seg, &mut s) {
+                Ok(()) => {
+                    for x in s.clone() {
+                        assert!(x.offset.saturating_add(x.size) <= seg.len(), "{x:?}");
+                        let _ = d.packet(&seg, &x);
+                    }
+                }
+                Err(e) => assert!(!e.0.is_empty()),
+            }
+        }
     }
 }

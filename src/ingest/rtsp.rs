@@ -188,12 +188,15 @@ struct PtsClock {
 impl PtsClock {
     fn new_session(&mut self) {
         if let Some((last, at)) = self.last {
-            self.base = last + (at.elapsed().as_secs_f64() * 90_000.0) as i64;
+            // `as` saturates a float; the sum must too.
+            self.base = last.saturating_add((at.elapsed().as_secs_f64() * 90_000.0) as i64);
         }
     }
 
     fn pts(&mut self, elapsed: i64, clock_rate: u32) -> i64 {
-        let p = self.base + elapsed.saturating_mul(90_000) / i64::from(clock_rate.max(1));
+        let p = self
+            .base
+            .saturating_add(elapsed.saturating_mul(90_000) / i64::from(clock_rate.max(1)));
         if self.last.is_none_or(|(l, _)| p > l) {
             self.last = Some((p, Instant::now()));
         }
@@ -455,5 +458,25 @@ mod tests {
         c.new_session();
         let p = c.pts(0, 90_000);
         assert!(p >= 90_000, "{p}");
+    }
+
+    #[test]
+    fn pts_clock_saturates_instead_of_overflowing() {
+        // A server whose RTP timestamps run for ~3000 years at 90 kHz, after a reconnect
+        // that left the base near the end of the range: no overflow panic, no wrap.
+        let mut c = PtsClock {
+            base: i64::MAX - 10,
+            last: None,
+        };
+        assert_eq!(c.pts(i64::MAX / 2, 90_000), i64::MAX);
+        assert_eq!(c.pts(i64::MAX, 1), i64::MAX);
+        let mut c = PtsClock {
+            base: 0,
+            last: Some((i64::MAX - 1, Instant::now())),
+        };
+        std::thread::sleep(Duration::from_millis(2));
+        c.new_session();
+        assert_eq!(c.base, i64::MAX);
+        assert_eq!(c.pts(0, 90_000), i64::MAX);
     }
 }

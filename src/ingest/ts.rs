@@ -487,7 +487,7 @@ impl TsDemuxer {
         let mut i = 12 + program_info_len;
         let mut video: Option<Elementary> = None;
         let mut audio: Option<Elementary> = None;
-        let mut others: heapless::Vec<Elementary, 8> = heapless::Vec::new();
+        let mut others: u32 = 0;
         while i + 5 <= end {
             let stream_type = sec[i];
             let pid = (u16::from(sec[i + 1] & 0x1F) << 8) | u16::from(sec[i + 2]);
@@ -518,13 +518,12 @@ impl TsDemuxer {
                     continue;
                 }
             }
-            // Full list: further streams are simply not listed (informational only).
-            let _ = others.push(es);
+            others = others.saturating_add(1);
         }
         let prog = ProgramInfo {
             video,
             audio,
-            other_streams: others.len() as u32,
+            other_streams: others,
         };
         if self.program.as_ref() != Some(&prog) {
             // Tracks changed: drop half-assembled PES of the old PIDs.

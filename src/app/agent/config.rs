@@ -336,6 +336,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             "must be between 2 and 100000".into(),
         ));
     }
+    cfg.live
+        .validate()
+        .map_err(|m| err(line_of_key(text, "[live]"), "live", m))?;
     // MQTT endpoint and credentials.
     let url_line = line_of_key(text, "url");
     mqtt_endpoint(&cfg.mqtt.url).map_err(|m| err(url_line, "mqtt.url", m))?;

@@ -425,6 +425,7 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
         realtime: plan.is_file && plan.cfg.pace.unwrap_or_default() == Pace::Realtime,
         looped: plan.is_file && plan.cfg.looped,
         queue_packets: plan.queue_packets,
+        ended_is_down: true,
     };
     let mut backoff = Backoff::new(1.0, 60.0);
     loop {
