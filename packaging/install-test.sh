@@ -8,8 +8,10 @@
 # arm64 .deb from the aarch64-musl binary, checks their metadata and contents, then on this
 # machine: dpkg -i (files, modes, owners, the vqprobe user, the conffile, the state directory,
 # `systemd-analyze verify` of the installed unit), an admin edit of the config, dpkg -r (config
-# and user kept), reinstall (edit kept), dpkg -P (config, spool, statoverride, user and group
-# gone). Every mismatch fails the script; a failed run still purges the package.
+# and user kept), reinstall (edit kept), dpkg -P (config, spool and statoverride gone; the
+# system user and group kept, Debian policy, so that an admin-added file such as
+# /etc/vqprobe/mqtt.password never has an orphaned gid). Every mismatch fails the script; a
+# failed run still purges the package.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -31,7 +33,10 @@ absent() { [[ ! -e $1 ]] || fail "$1 still exists"; }
 command -v dpkg >/dev/null || fail "not a Debian system"
 dpkg-query -W -f='${Status}' vqprobe 2>/dev/null | grep -q 'installed' &&
   fail "vqprobe is already installed here; purge it first (dpkg -P vqprobe)"
-getent passwd vqprobe >/dev/null && fail "a vqprobe user already exists; remove it first"
+# A vqprobe system user left by an earlier purge is expected (purge keeps it) and reused.
+if getent passwd vqprobe >/dev/null; then
+  (($(id -u vqprobe) < 1000)) || fail "a non-system vqprobe user exists; remove it first"
+fi
 absent /etc/vqprobe
 absent /var/lib/vqprobe
 
@@ -165,14 +170,18 @@ expect_stat /etc/vqprobe/config.toml 640 root:vqprobe
 dpkg -r vqprobe
 log "reinstall kept the edited config"
 
-# ---------------------------------------------------------------- purge: everything gone
+# ---------------------------------------------------------------- purge: everything gone but the user
+# An admin-added secret (as docs/mqtt.md suggests): dpkg does not know it, so purge keeps it,
+# and it must keep a valid owner group (the vqprobe group is not deleted, its gid not reused).
+install -m 0640 -o root -g vqprobe /dev/null /etc/vqprobe/mqtt.password
 dpkg -P vqprobe
 dpkg-query -W vqprobe >/dev/null 2>&1 && fail "dpkg still knows vqprobe after dpkg -P"
 absent /etc/vqprobe/config.toml
-absent /etc/vqprobe
 absent /var/lib/vqprobe
 absent /usr/bin/vqprobe
-getent passwd vqprobe >/dev/null && fail "dpkg -P left the vqprobe user"
-getent group vqprobe >/dev/null && fail "dpkg -P left the vqprobe group"
+getent passwd vqprobe >/dev/null || fail "dpkg -P removed the vqprobe user (policy: system users are kept)"
+getent group vqprobe >/dev/null || fail "dpkg -P removed the vqprobe group"
+expect_stat /etc/vqprobe/mqtt.password 640 root:vqprobe
 dpkg-statoverride --list /etc/vqprobe/config.toml >/dev/null && fail "dpkg -P left the statoverride"
-log "PASS: dpkg -P removed config, spool, statoverride, user and group; the machine is clean"
+rm -f /etc/vqprobe/mqtt.password && rmdir /etc/vqprobe
+log "PASS: dpkg -P removed config, spool and statoverride, kept the system user and group and the admin's file (still root:vqprobe)"

@@ -131,7 +131,11 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("vqprobe: {e}");
+            // Errors are redacted where they are made; this is the last line of defence.
+            eprintln!(
+                "vqprobe: {}",
+                vqprobe::redact::redact_in_text(&e.to_string())
+            );
             ExitCode::FAILURE
         }
     }
@@ -163,14 +167,14 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                 Some(p) => load_detect(&p)?,
                 None => DetectConfig::default(),
             };
-            // Default stream id: the input's last path segment, without query string or
-            // credentials (tokens must not end up in events).
+            // Default stream id: the last segment of the input's path, never from its
+            // user info, query or fragment (tokens must not end up in events).
             let stream_id = stream_id.unwrap_or_else(|| {
-                let no_query = input.split(['?', '#']).next().unwrap_or("");
-                let name = no_query
-                    .rsplit('/')
-                    .find(|s| !s.is_empty())
-                    .unwrap_or("input");
+                let path = match vqprobe::redact::split_url(&input) {
+                    Some(u) => u.path,
+                    None => input.as_str(),
+                };
+                let name = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("input");
                 if name.contains('@') || name.contains(':') {
                     "input".to_string()
                 } else {

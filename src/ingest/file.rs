@@ -67,9 +67,14 @@ impl Pacer {
     }
 }
 
-/// Resolves `file://` URLs and plain paths.
+/// Resolves `file://` URLs and plain paths. A `file://` URL's query and fragment are not
+/// part of the path (RFC 8089): `file:///srv/a.ts?token=x` is `/srv/a.ts`. A plain path is
+/// taken as it is (`?` and `#` are valid in file names).
 pub fn path_of(input: &str) -> PathBuf {
-    PathBuf::from(input.strip_prefix("file://").unwrap_or(input))
+    match input.strip_prefix("file://") {
+        Some(rest) => PathBuf::from(rest.split(['?', '#']).next().unwrap_or("")),
+        None => PathBuf::from(input),
+    }
 }
 
 /// Reads `path` to the end (or the media-time limit), sending programs and packets to

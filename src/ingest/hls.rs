@@ -140,7 +140,10 @@ impl HlsSource {
         let input = input.trim();
         let lower = input.to_ascii_lowercase();
         let url = if lower.starts_with("http://") || lower.starts_with("https://") {
-            let u = Url::parse(input)
+            // User info re-encoded so that a password with unencoded `/`, `?`, `#`, `@`
+            // is split as `redact` splits it (the client sends it as Basic auth).
+            let (_, encoded, _) = crate::redact::take_credentials(input);
+            let u = Url::parse(&encoded)
                 .map_err(|e| Error::bad_input(redact_url(input), format!("bad HLS URL: {e}")))?;
             if u.host_str().is_none_or(str::is_empty) {
                 return Err(Error::bad_input(
@@ -154,7 +157,7 @@ impl HlsSource {
                 Url::parse(input)
                     .ok()
                     .and_then(|u| u.to_file_path().ok())
-                    .ok_or_else(|| Error::bad_input(input, "bad file:// URL"))?
+                    .ok_or_else(|| Error::bad_input(redact_url(input), "bad file:// URL"))?
             } else if input.contains("://") {
                 return Err(Error::bad_input(
                     redact_url(input),
@@ -167,8 +170,9 @@ impl HlsSource {
                 path: path.clone(),
                 source,
             })?;
-            Url::from_file_path(&abs)
-                .map_err(|_| Error::bad_input(input, "cannot make a file URL of this path"))?
+            Url::from_file_path(&abs).map_err(|_| {
+                Error::bad_input(redact_url(input), "cannot make a file URL of this path")
+            })?
         };
         let ca_pem = match &opts.ca_file {
             None => None,
@@ -210,21 +214,15 @@ impl HlsSource {
     }
 }
 
-/// `scheme://host[:port]/path` (no user info, query or fragment); a local path as is.
+/// The URL as it may be printed: [`redact_url`] (`scheme://***@host:port/path?***`); a
+/// local file as its path.
 pub fn display_url(u: &Url) -> String {
-    if u.scheme() == "file" {
-        return u
-            .to_file_path()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| u.path().to_string());
+    if u.scheme() == "file" && u.query().is_none() && u.fragment().is_none() {
+        if let Ok(p) = u.to_file_path() {
+            return p.display().to_string();
+        }
     }
-    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!(
-        "{}://{}{port}{}",
-        u.scheme(),
-        u.host_str().unwrap_or(""),
-        u.path()
-    )
+    redact_url(u.as_str())
 }
 
 /// Master playlists nested deeper than this are refused (a loop, or a hostile origin).
@@ -392,7 +390,7 @@ impl FetchError {
     }
 
     fn message(&self, what: &str) -> String {
-        match self {
+        let m = match self {
             FetchError::Status(s) => format!("HTTP {s}"),
             FetchError::Timeout(m) => format!("timeout: {m}"),
             FetchError::Connect(m) => format!("connection failed: {m}"),
@@ -400,7 +398,8 @@ impl FetchError {
             FetchError::Truncated(m) => format!("truncated: {m}"),
             FetchError::Redirects(n) => format!("too many redirects (limit {n})"),
             FetchError::Other(m) => m.clone(),
-        }
+        };
+        crate::redact::redact_in_text(&m)
     }
 }
 
@@ -1782,9 +1781,17 @@ mod tests {
     fn urls_are_shown_without_credentials_or_query() {
         let u =
             Url::parse("https://user:pw@cdn.example:8443/live/index.m3u8?token=s3cret#x").unwrap();
-        assert_eq!(display_url(&u), "https://cdn.example:8443/live/index.m3u8");
+        assert_eq!(
+            display_url(&u),
+            "https://***@cdn.example:8443/live/index.m3u8?***#***"
+        );
         let s = HlsSource::parse("http://a:b@h/x.m3u8?sig=zzz", HlsOptions::default()).unwrap();
-        assert_eq!(s.display_url(), "http://h/x.m3u8");
+        assert_eq!(s.display_url(), "http://***@h/x.m3u8?***");
+        // A password with unencoded `/` and `@`: split right, sent percent-encoded.
+        let s = HlsSource::parse("http://a:p/w@d@h:81/x.m3u8", HlsOptions::default()).unwrap();
+        assert_eq!(s.url.host_str(), Some("h"));
+        assert_eq!(s.url.password(), Some("p%2Fw%40d"));
+        assert_eq!(s.display_url(), "http://***@h:81/x.m3u8");
         assert!(!format!("{s:?}").contains("zzz"));
         let e = HlsSource::parse("ftp://u:secret@h/x.m3u8", HlsOptions::default()).unwrap_err();
         assert!(!e.to_string().contains("secret"), "{e}");

@@ -515,6 +515,9 @@ impl LiveSink {
         self.close(DefectKind::Stall, Metrics::new()).await;
         self.stats.reconnects += 1;
         let mut m = Metrics::new();
+        // Reasons are redacted where they are made; this is the last line of defence
+        // before the event leaves the process.
+        let reason = crate::redact::redact_in_text(reason);
         crate::detect::put(&mut m, "reason", Metric::Text(reason.into()));
         crate::detect::put(&mut m, "attempts", Metric::Int(i64::from(attempt)));
         if self.is_open(DefectKind::SourceDown) {

@@ -23,7 +23,7 @@ use crate::detect::avsync::{ntp_seconds, SrMapping};
 use crate::detect::{put, DefectKind, Metric, Metrics};
 use crate::error::{Error, Result};
 use crate::event::EndReason;
-use crate::redact::redact_url;
+use crate::redact::{redact_in_text, redact_url, take_credentials};
 
 /// RTP transport.
 #[derive(
@@ -50,6 +50,8 @@ pub enum RtspTransport {
 #[derive(Clone)]
 pub struct RtspSource {
     url: Url,
+    /// `url` as it may be printed.
+    display: String,
     creds: Option<Credentials>,
     pub transport: RtspTransport,
 }
@@ -57,7 +59,7 @@ pub struct RtspSource {
 impl std::fmt::Debug for RtspSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RtspSource")
-            .field("url", &self.url.as_str())
+            .field("url", &self.display)
             .field("creds", &self.creds.as_ref().map(|_| "***"))
             .finish()
     }
@@ -65,47 +67,48 @@ impl std::fmt::Debug for RtspSource {
 
 impl RtspSource {
     /// Parses `rtsp://[user[:password]@]host[:port]/path`; `creds` from config win over
-    /// the URL's.
+    /// the URL's. The user info is split off with [`crate::redact::take_credentials`]
+    /// (a password may hold unencoded `/`, `?`, `#`, `@`; only `%XX` is decoded, `+`
+    /// stays `+`).
     pub fn parse(
         input: &str,
         creds: Option<(String, String)>,
         transport: RtspTransport,
     ) -> Result<Self> {
-        let mut url = Url::parse(input)
+        let (bare, _, from_url) = take_credentials(input.trim());
+        let url = Url::parse(&bare)
             .map_err(|e| Error::bad_input(redact_url(input), format!("bad RTSP URL: {e}")))?;
         if url.scheme() != "rtsp" {
             return Err(Error::bad_input(redact_url(input), "not an rtsp:// URL"));
         }
-        let from_url = if url.username().is_empty() {
-            None
-        } else {
-            let user = percent_decode(url.username());
-            let pass = url.password().map(percent_decode).unwrap_or_default();
-            Some((user, pass))
-        };
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(Error::bad_input(
+                redact_url(input),
+                "RTSP URL without a host",
+            ));
+        }
+        let from_url = from_url.map(|c| {
+            let pass = c
+                .password
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default();
+            (c.user, pass)
+        });
         let creds = creds
             .or(from_url)
             .map(|(username, password)| Credentials { username, password });
         Ok(RtspSource {
+            display: redact_url(url.as_str()),
             url,
             creds,
             transport,
         })
     }
 
-    /// The URL as it may be printed (no credentials).
+    /// The URL as it may be printed ([`redact_url`]: no credentials, no query).
     pub fn display_url(&self) -> &str {
-        self.url.as_str()
+        &self.display
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 /// Why a session ended.
@@ -165,15 +168,11 @@ async fn sleep_ticking(_sink: &mut LiveSink, shutdown: &mut Shutdown, d: Duratio
 /// First line of an error message (retina appends connection context on further
 /// lines), with anything that looks like the credentials removed.
 fn redact(msg: &str, src: &RtspSource) -> String {
-    let mut m = msg.lines().next().unwrap_or("").trim().to_string();
-    if let Some(c) = &src.creds {
-        for secret in [&c.password, &c.username] {
-            if secret.len() >= 2 {
-                m = m.replace(secret.as_str(), "***");
-            }
-        }
+    let m = redact_in_text(msg.lines().next().unwrap_or("").trim());
+    match &src.creds {
+        Some(c) => crate::redact::redact_secrets(&m, &[&c.password, &c.username]),
+        None => m,
     }
-    m
 }
 
 /// Maps session-relative timestamps onto one continuous 90 kHz timeline.
@@ -446,6 +445,47 @@ mod tests {
         assert_eq!(s.creds.as_ref().unwrap().username, "u");
         let e = RtspSource::parse("http://user:secret@h/x", None, RtspTransport::Tcp).unwrap_err();
         assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    /// Defect 12: unencoded `/`, `?`, `#`, `@` in the password, and `+` kept as is.
+    #[test]
+    fn passwords_with_unencoded_delimiters_and_plus() {
+        for (url, pass) in [
+            ("rtsp://admin:p/ss@cam.local/x", "p/ss"),
+            ("rtsp://admin:p?ss@cam.local:554/x", "p?ss"),
+            ("rtsp://admin:p#ss@cam.local/x", "p#ss"),
+            ("rtsp://admin:p@ss@cam.local/x", "p@ss"),
+            ("rtsp://admin:a+b@cam.local/x", "a+b"),
+            ("rtsp://admin:a%2Bb%20c@cam.local/x", "a+b c"),
+        ] {
+            let s = RtspSource::parse(url, None, RtspTransport::Tcp)
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let c = s.creds.as_ref().unwrap();
+            assert_eq!(
+                (c.username.as_str(), c.password.as_str()),
+                ("admin", pass),
+                "{url}"
+            );
+            assert_eq!(s.url.host_str(), Some("cam.local"), "{url}");
+            assert!(!s.display_url().contains("ss") && !s.display_url().contains("a+b"));
+        }
+        // A URL that does not parse: the error names it without the password.
+        let e = RtspSource::parse("rtsp://admin:p/ss@ca m/x", None, RtspTransport::Tcp)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("p/ss") && !e.contains("ss@"), "{e}");
+    }
+
+    /// Defect 11: the query (signed-URL tokens) never reaches the printed URL.
+    #[test]
+    fn display_url_hides_the_query() {
+        let s = RtspSource::parse(
+            "rtsp://127.0.0.1:8554/cam?token=SECRETTOKEN#frag",
+            None,
+            RtspTransport::Tcp,
+        )
+        .unwrap();
+        assert_eq!(s.display_url(), "rtsp://127.0.0.1:8554/cam?***#***");
     }
 
     #[test]

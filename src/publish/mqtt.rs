@@ -489,7 +489,7 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
         rumqttc::ConnectionError::NetworkTimeout => {
             "no answer from the broker within the connect timeout".into()
         }
-        other => other.to_string(),
+        other => crate::redact::redact_in_text(&other.to_string()),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::ingest::hls::{HlsOptions, VariantChoice};
 use crate::ingest::live::LiveConfig;
 use crate::ingest::rtsp::RtspTransport;
 use crate::publish::mqtt::{tls_config, MqttSettings};
-use crate::redact::{redact_url, Secret};
+use crate::redact::{redact_in_text, redact_secrets, redact_url, take_credentials, Secret};
 
 /// Default path of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/vqprobe/config.toml";
@@ -255,6 +255,23 @@ fn merge(base: &mut toml::Table, over: &toml::Table) {
     }
 }
 
+/// `msg` (a TOML/serde error about `text`) with every value that may be secret removed:
+/// the values of `password` keys and the secrets of every URL in the file.
+fn redact_config_values(text: &str, msg: &str) -> String {
+    let mut secrets: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(v) = t.strip_prefix("password") {
+            if let Some(v) = v.trim_start().strip_prefix('=') {
+                let v = v.trim().trim_matches(['"', '\'']);
+                secrets.push(v.to_string());
+            }
+        }
+    }
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    redact_secrets(&redact_in_text(msg), &refs)
+}
+
 /// Reads, parses and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Loaded> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -275,7 +292,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
     };
     let mut cfg: AgentConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
-        let msg = e.message().to_string();
+        // Serde quotes wrong values ("invalid type: integer `1234`"): never a password's.
+        let msg = redact_config_values(text, e.message());
         Error::Config(match line {
             Some(l) => format!("{file}:{l}: {msg} (see docs/config.md)"),
             None => format!("{file}: {msg} (see docs/config.md)"),
@@ -476,55 +494,37 @@ pub fn hls_options(global: &HlsOptions, s: &StreamConfig) -> HlsOptions {
 /// Host, port, TLS and optional credentials of an `mqtt(s)://` URL.
 type Endpoint = (String, u16, bool, Option<(String, Secret)>);
 
-/// Parses an `mqtt(s)://` URL (errors never contain its credentials).
+/// Parses an `mqtt(s)://` URL (errors never contain its credentials). The user info is
+/// split off with [`take_credentials`]: a password may hold unencoded `/`, `?`, `#`, `@`.
 fn mqtt_endpoint(url: &str) -> std::result::Result<Endpoint, String> {
-    let u = url::Url::parse(url).map_err(|e| format!("`{}`: {e}", redact_url(url)))?;
+    let shown = redact_url(url);
+    let (bare, _, creds) = take_credentials(url.trim());
+    let u = url::Url::parse(&bare).map_err(|e| format!("`{shown}`: {e}"))?;
     let tls = match u.scheme() {
         "mqtt" | "tcp" => false,
         "mqtts" | "ssl" => true,
         other => {
             return Err(format!(
-                "`{}`: scheme `{other}` is not supported: use mqtt:// or mqtts://",
-                redact_url(url)
+                "`{shown}`: scheme `{other}` is not supported: use mqtt:// or mqtts://"
             ))
         }
     };
     let host = u
         .host_str()
-        .ok_or_else(|| format!("`{}`: no host", redact_url(url)))?
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("`{shown}`: no host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
     let port = u.port().unwrap_or(if tls { 8883 } else { 1883 });
-    let creds = if u.username().is_empty() {
-        None
-    } else {
-        let user = percent_decode(u.username());
-        let pass = percent_decode(u.password().unwrap_or(""));
-        Some((user, Secret::new(pass)))
-    };
+    let creds = creds.map(|c| (c.user, c.password.unwrap_or_else(|| Secret::new(""))));
     if u.path() != "" && u.path() != "/" {
-        return Err(format!("`{}`: an MQTT URL has no path", redact_url(url)));
+        return Err(format!("`{shown}`: an MQTT URL has no path"));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("`{shown}`: an MQTT URL has no query or fragment"));
     }
     Ok((host, port, tls, creds))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Warns when a file holding a secret is readable by other users.
@@ -689,6 +689,36 @@ url = "rtsp://camera.local/stream1"
             "[mqtt]\npassword = \"a\"\npassword_file = \"/x\"\n",
         );
         assert!(p(&text).unwrap_err().to_string().contains("not both"));
+    }
+
+    /// Defects 11 and 12: a broker password with unencoded `/`, `?`, `+` is split right and
+    /// no error quotes it, nor a password given as a number, nor a query.
+    #[test]
+    fn broker_url_passwords_and_config_errors_never_printed() {
+        let text = MIN.replace(
+            "mqtt://127.0.0.1:1883",
+            "mqtt://bob:Pw/x?y+z@127.0.0.1:1884",
+        );
+        let s = p(&text).unwrap().mqtt_settings().unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 1884));
+        assert_eq!(s.password.as_ref().unwrap().expose(), "Pw/x?y+z");
+        for (url, secret) in [
+            ("mqtt://bob:Pw/x?y+z@127.0.0.1:1883/p", "y+z"),
+            ("mqtt://bob:hunter2@127.0.0.1:1883?tok=T0KEN9", "T0KEN9"),
+            ("mqtt://bob:hunter2@127.0.0.1:99999", "hunter2"),
+            ("http://bob:hunter2@127.0.0.1", "hunter2"),
+        ] {
+            let e = p(&MIN.replace("mqtt://127.0.0.1:1883", url))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("mqtt.url") && !e.contains(secret), "{e}");
+        }
+        let text = MIN.replace("[mqtt]\n", "[mqtt]\npassword = 98765432\n");
+        let e = p(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("config.toml:4") && !e.contains("98765432"),
+            "{e}"
+        );
     }
 
     #[test]

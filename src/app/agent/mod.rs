@@ -32,7 +32,7 @@ use crate::event::Event;
 use crate::ingest::live::{Backoff, Shutdown};
 use crate::publish::mqtt::Publisher;
 use crate::publish::spool::{Spool, SpoolOptions};
-use crate::redact::redact_url;
+use crate::redact::{redact_in_text, redact_url};
 
 /// Segment size of the spool files.
 const SPOOL_SEGMENT_BYTES: u64 = 1 << 20;
@@ -470,7 +470,9 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
                 shutdown.wait().await;
                 return;
             }
-            Ok(Err(e)) => Some(e.to_string()),
+            // Errors are redacted where they are made; this is the last line of defence
+            // before the journal and the stats messages.
+            Ok(Err(e)) => Some(redact_in_text(&e.to_string())),
             Err(_) => Some("the stream's session panicked (a bug: please report it)".into()),
         };
         if began.elapsed() >= HEALTHY_AFTER {
