@@ -177,7 +177,14 @@ fn events_of_two_streams_reach_a_subscriber_with_schema_topics_and_status() {
     assert!(stats["version"].as_str().is_some());
     assert_eq!(stats["open_defects"].as_array().unwrap().len(), 0);
     assert_eq!(stats["decode_errors"]["video"], 0);
-    assert!(!sub.on(&format!("{PROBE}/stats")).is_empty(), "agent stats");
+    // The agent stats of the same tick may still be on their way.
+    assert!(
+        wait_for(Duration::from_secs(3), || {
+            (!sub.on(&format!("{PROBE}/stats")).is_empty()).then_some(())
+        })
+        .is_some(),
+        "agent stats"
+    );
     // SIGKILL: the broker publishes the Last Will, retained `offline`.
     agent.kill();
     let off = wait_for(Duration::from_secs(10), || {

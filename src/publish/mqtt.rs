@@ -597,6 +597,9 @@ fn on_event(st: &mut State, ev: &MqttEvent) -> bool {
                     Slot::Record(seq) => {
                         st.spool.ack(seq);
                         st.acked_max = st.acked_max.max(Some(seq));
+                        if st.suspect.is_some_and(|(s, _)| s == seq) {
+                            st.suspect = None;
+                        }
                     }
                     Slot::Offline => st.offline_acked = true,
                     Slot::Online => {}
@@ -751,10 +754,20 @@ fn pump(client: &AsyncClient, st: &mut State, status_topic: &str) {
         st.outstanding += 1;
         st.online_epoch = st.epoch;
     }
+    // Probation: a record suspected of being refused is the last one sent until it is
+    // acknowledged, so that a closing by the broker points at it alone (and not, say,
+    // at a connection taken over by another client with the same id).
+    let hold = st
+        .suspect
+        .map(|(s, _)| s)
+        .filter(|s| st.spool.next_from(*s).is_some_and(|r| r.seq == *s));
     while st.outstanding < WINDOW {
         let Some(rec) = st.spool.next_from(st.cursor) else {
             break;
         };
+        if hold.is_some_and(|h| rec.seq > h) {
+            break;
+        }
         if rec.topic.len() + rec.payload.len() + PUBLISH_OVERHEAD > MAX_PACKET {
             let seq = rec.seq;
             reject(st, seq, "larger than the largest MQTT packet (1 MiB)");
@@ -1011,5 +1024,47 @@ mod tests {
         on_connection_error(&mut el, &mut st, true);
         assert!(st.spool.is_empty());
         assert_eq!(st.link.rejected, 1);
+    }
+
+    /// Defect 4: after one closing by the broker, the suspected record is the last one
+    /// sent until it is acknowledged; its acknowledgement ends the probation.
+    #[test]
+    fn a_suspected_record_is_sent_last_until_acknowledged() {
+        let mut sp = spool("probation");
+        let a = sp.push("t/a", b"a");
+        let b = sp.push("t/b", b"b");
+        let c = sp.push("t/c", b"c");
+        let (client, mut el) = AsyncClient::new(MqttOptions::new("unit", "127.0.0.1", 1), 64);
+        let mut st = State::new(sp, b"online".to_vec());
+        on_connack(&mut el, &mut st);
+        on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(1)));
+        st.fifo
+            .extend([Slot::Record(a), Slot::Record(b), Slot::Record(c)]);
+        on_event(
+            &mut st,
+            &MqttEvent::Incoming(Packet::PubAck(PubAck::new(1))),
+        );
+        on_connection_error(&mut el, &mut st, true);
+        assert_eq!(st.suspect, Some((a, 1)));
+        on_connack(&mut el, &mut st);
+        pump(&client, &mut st, "status");
+        assert_eq!(
+            st.fifo.iter().copied().collect::<Vec<_>>(),
+            [Slot::Online, Slot::Record(a)],
+            "nothing after the suspect"
+        );
+        for (pk, _) in (10u16..).zip(0..2) {
+            on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(pk)));
+        }
+        on_event(
+            &mut st,
+            &MqttEvent::Incoming(Packet::PubAck(PubAck::new(11))),
+        );
+        assert_eq!(st.suspect, None);
+        pump(&client, &mut st, "status");
+        assert_eq!(
+            st.fifo.iter().copied().collect::<Vec<_>>(),
+            [Slot::Record(b), Slot::Record(c)]
+        );
     }
 }
