@@ -36,12 +36,7 @@ fn settings(port: u16, client_id: &str) -> MqttSettings {
 }
 
 fn spool(dir: &Path) -> Spool {
-    Spool::open(SpoolOptions {
-        dir: dir.join("spool"),
-        max_bytes: 64 << 20,
-        segment_bytes: 1 << 20,
-    })
-    .unwrap()
+    Spool::open(SpoolOptions::new(dir.join("spool"), 64 << 20, 1 << 20)).unwrap()
 }
 
 /// An event of `stream` whose JSON carries `pad` filler bytes.

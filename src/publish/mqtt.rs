@@ -880,12 +880,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("vqprobe-mqtt-unit-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        Spool::open(SpoolOptions {
-            dir,
-            max_bytes: 1 << 20,
-            segment_bytes: 1 << 16,
-        })
-        .unwrap()
+        Spool::open(SpoolOptions::new(dir, 1 << 20, 1 << 16)).unwrap()
     }
 
     fn client() -> EventLoop {
