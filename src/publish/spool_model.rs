@@ -332,6 +332,12 @@ impl Harness {
     }
 }
 
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         drop(self.spool.take());

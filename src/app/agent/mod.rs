@@ -154,6 +154,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut sync_tick = tokio::time::interval(SYNC_EVERY);
     let mut failure = None;
     let mut connects = publisher.connects();
+    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The spool's fsyncs run on a blocking thread; a slow disk must not hold this loop
+    // (signals, watchdog), and at most one sync is in flight.
+    let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             // After the link dropped and came back, the stats (with the link counters)
@@ -207,7 +211,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
             _ = stats_tick.tick() => publish_stats(&publisher, &streams, &current),
-            _ = sync_tick.tick() => { publisher.sync().await; }
+            _ = sync_tick.tick() => {
+                if sync_task.as_ref().is_none_or(|t| t.is_finished()) {
+                    let p = publisher.clone();
+                    sync_task = Some(tokio::spawn(async move {
+                        p.sync().await;
+                    }));
+                }
+            }
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
