@@ -281,6 +281,7 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
         looped: plan.is_file && plan.cfg.looped,
         queue_packets: plan.queue_packets,
         ended_is_down: true,
+        budget: plan.budget,
     };
     let mut backoff = Backoff::new(1.0, 60.0);
     loop {
