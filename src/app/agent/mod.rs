@@ -460,6 +460,7 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
             "until_key_frame": live.dropped_until_key,
             "before_first_key_frame": a.video.skipped_before_key,
             "above_max_resolution": a.video.refused,
+            "oversized": live.oversized,
         },
         "reconnects": live.reconnects,
         "restarts": s.restarts.load(Ordering::Relaxed),
