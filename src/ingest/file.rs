@@ -164,7 +164,12 @@ pub async fn run(
             // never exceeds an access unit, which always fits).
             let queued = match (&msg, &opts.pool) {
                 (IngestMsg::Packet(p), Some(pool)) => {
-                    if !pool.admit_wait(p.data.len()).await {
+                    // Gives up if the decode thread is gone: nobody releases room then.
+                    let admitted = tokio::select! {
+                        ok = pool.admit_wait(p.data.len()) => ok,
+                        _ = tx.closed() => false,
+                    };
+                    if !admitted {
                         return Ok(*demux.stats());
                     }
                     Some((pool, p.data.len()))

@@ -453,8 +453,14 @@ impl LiveSink {
             return;
         }
         if let Some(pl) = &self.pool {
+            // Waits for the decode thread to release room; gives up if it is gone (its
+            // queued bytes will never be released).
+            let admitted = tokio::select! {
+                ok = pl.admit_wait(len) => ok,
+                _ = self.tx.closed() => return,
+            };
             // Cannot fail for an access unit within the budget (it fits the queue).
-            if !pl.admit_wait(len).await {
+            if !admitted {
                 self.oversized(len).await;
                 return;
             }
@@ -867,5 +873,29 @@ mod tests {
             .find(|(k, _)| *k == "oversized_access_units")
             .map(|(_, v)| v.clone());
         assert_eq!(n, Some(Metric::Int(1)));
+    }
+
+    #[tokio::test]
+    async fn a_full_byte_queue_does_not_hang_once_the_decoder_is_gone() {
+        use crate::ingest::pool::{BufPool, StreamBudget};
+        let (tx, rx) = mpsc::channel(64);
+        let mut s = LiveSink::new(tx, LiveConfig::default());
+        let pool = BufPool::for_budget(StreamBudget::from_mb(8).unwrap()); // queue 2 MiB
+        s.set_pool(pool);
+        let pkt = || Packet {
+            track: Track::Video,
+            pts: Some(0),
+            dts: None,
+            key: true,
+            damaged: false,
+            data: vec![0; 900 << 10],
+        };
+        s.packet_wait(pkt()).await;
+        s.packet_wait(pkt()).await;
+        drop(rx); // the decode thread died with 1.8 MiB queued: never released
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.packet_wait(pkt()))
+            .await
+            .expect("packet_wait returns once the receiver is gone");
+        assert_eq!(s.stats.packets, 2);
     }
 }
