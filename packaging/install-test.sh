@@ -140,7 +140,8 @@ unit=/usr/lib/systemd/system/vqprobe.service
 for line in Type=notify "ExecStart=/usr/bin/vqprobe run --config /etc/vqprobe/config.toml" \
             "ExecReload=/bin/kill -HUP \$MAINPID" WatchdogSec=30s Restart=on-failure User=vqprobe \
             ProtectSystem=strict ProtectHome=yes NoNewPrivileges=yes PrivateTmp=yes \
-            CapabilityBoundingSet= MemoryMax=512M StateDirectory=vqprobe; do
+            CapabilityBoundingSet= MemoryMax=512M StateDirectory=vqprobe \
+            StartLimitIntervalSec=0 RestartSec=10s; do
   grep -qxF -- "$line" "$unit" || fail "the unit lacks the line '$line'"
 done
 if systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then

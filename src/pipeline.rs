@@ -161,6 +161,8 @@ impl Analyzer {
             IngestMsg::Packet(p) => {
                 self.packet(&p, out);
                 if let Some(pool) = &self.pool {
+                    // The queue's byte bound: these bytes are no longer queued.
+                    pool.release(p.data.len());
                     pool.give(p.data);
                 }
             }

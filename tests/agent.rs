@@ -614,6 +614,7 @@ fn an_hls_stream_that_ends_is_source_down_and_reloaded_with_backoff() {
     })
     .unwrap_or_else(|| panic!("reconnects did not rise:\n{}", agent.log()));
     assert!(stats["reconnects"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(stats["dropped"]["oversized"], 0, "{stats}");
     let loads = origin
         .requests()
         .iter()

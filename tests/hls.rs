@@ -219,6 +219,94 @@ fn a_404_segment_is_one_segment_error_pair_with_its_status() {
 }
 
 #[test]
+fn a_huge_segment_is_refused_at_half_the_stream_budget() {
+    // Per-stream memory: a segment may take at most half of the stream's budget (12 MiB
+    // by default: 6 MiB), however large the origin makes it.
+    let server = HlsServer::start(&renditions(), None);
+    server.fault(json!({"path": "vod_ts/seg6.ts", "pad_to": 20_000_000}));
+    let (events, stats) = run_hls(
+        &server.url("vod_ts/index.m3u8"),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    let ends = paired_ends(&events);
+    let errs = of_kind(&ends, "segment_error");
+    assert_eq!(errs.len(), 1, "{ends:#?}");
+    let reason = errs[0]["metrics"]["reason"].as_str().unwrap();
+    // Half of the default 12 MiB budget.
+    assert_eq!(
+        reason,
+        format!("segment larger than {} bytes", 6 << 20),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0]["metrics"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/vod_ts/seg6.ts"),
+        "{}",
+        errs[0]
+    );
+    // The stream goes on: the segments before and after are analysed.
+    assert!(!of_kind(&ends, "black").is_empty(), "{ends:#?}");
+    assert!(!of_kind(&ends, "silence").is_empty(), "{ends:#?}");
+    assert!(stats.packets > 400, "{stats:?}");
+    // The probe stopped reading at the cap: it did not take the 20 MB.
+    let got: u64 = server
+        .requests()
+        .iter()
+        .filter(|r| r["path"] == "/vod_ts/seg6.ts")
+        .map(|r| r["bytes"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(got < 20_000_000, "{got} bytes sent");
+}
+
+#[test]
+fn byte_ranges_from_a_server_that_ignores_range_are_cut_from_the_stream() {
+    // One file, segments as EXT-X-BYTERANGE; the origin answers every range request with
+    // 200 and the whole file (1.7 MB), larger than the segment cap (1 MB) here: each
+    // range is cut from the stream as it passes, the rest is discarded unbuffered.
+    let dir = TempDir::new("hls-byterange");
+    let o = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i"])
+        .arg(media_dir().join("multi_main_360p.ts"))
+        .args(["-map", "0", "-c", "copy", "-f", "hls", "-hls_time", "2"])
+        .args(["-hls_playlist_type", "vod", "-hls_flags", "single_file"])
+        .arg(dir.path().join("index.m3u8"))
+        .output()
+        .expect("run ffmpeg");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let playlist = std::fs::read_to_string(dir.path().join("index.m3u8")).unwrap();
+    assert!(playlist.contains("#EXT-X-BYTERANGE"), "{playlist}");
+    let size = std::fs::metadata(dir.path().join("index.ts"))
+        .unwrap()
+        .len();
+    assert!(size > 1_000_000, "{size}");
+    let server = HlsServer::start(dir.path(), None);
+    let opts = HlsOptions {
+        max_segment_bytes: 1_000_000,
+        ..HlsOptions::default()
+    };
+    let (events, stats) = run_hls(&server.url("index.m3u8"), opts, LiveConfig::default(), 60.0);
+    assert_file_intervals("byte ranges, range ignored", &events, &stats);
+}
+
+#[test]
+fn http_redirects_are_still_followed() {
+    let server = HlsServer::start(&renditions(), None);
+    server.fault(json!({"path": "moved.m3u8", "redirect_to": "/vod_ts/index.m3u8"}));
+    let (events, stats) = run_hls(
+        &server.url("moved.m3u8"),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    assert_file_intervals("redirected", &events, &stats);
+}
+
+#[test]
 fn slow_and_truncated_segments() {
     let server = HlsServer::start(&renditions(), None);
     server.fault(json!({"path": "vod_fmp4/seg1.m4s", "delay_s": 3}));

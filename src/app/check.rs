@@ -88,6 +88,7 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
         looped: false,
         queue_packets: PACKET_QUEUE,
         ended_is_down: false,
+        budget: crate::ingest::pool::StreamBudget::default(),
     };
     let (stop, shutdown) = Shutdown::new();
     let ctrl_c = tokio::spawn(async move {

@@ -13,9 +13,8 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::ingest::hls::HlsOptions;
 use crate::ingest::live::{LiveConfig, LiveSink, LiveStats, Shutdown};
-use crate::ingest::pool::BufPool;
+use crate::ingest::pool::{BufPool, StreamBudget};
 use crate::ingest::rtsp::RtspTransport;
-use crate::ingest::ts::TsLimits;
 use crate::ingest::{file, IngestMsg};
 use crate::pipeline::{spawn_decode_thread_shared, Analyzer, AnalyzerStats, SharedStats};
 
@@ -38,6 +37,8 @@ pub struct SessionSpec {
     pub looped: bool,
     /// Packets queued between ingest and the decode thread.
     pub queue_packets: usize,
+    /// Memory for this stream's media buffers (`[limits] stream_memory_mb`).
+    pub budget: StreamBudget,
     /// Network sources never end (the agent): an HLS playlist that ends is
     /// `source_down` and reloaded with backoff. `check` ends with the input.
     pub ended_is_down: bool,
@@ -86,9 +87,9 @@ pub async fn run<F: FnMut(Event)>(
     let input = Input::parse(&spec.input, spec.rtsp_transport, &hls)?;
     let mut analyzer = Analyzer::new(&spec.probe_id, &spec.stream_id, spec.detect.clone())?;
     let queue = spec.queue_packets.max(2);
-    // Packet buffers circulate between ingest and the decode thread: a few more than
-    // the queue holds, each up to the largest PES kept.
-    let pool = BufPool::new(queue + 8, TsLimits::default().max_video_pes);
+    // Packet buffers circulate between ingest and the decode thread; the pool also
+    // bounds the queue in bytes and access units in size (the stream's budget).
+    let pool = BufPool::for_budget(spec.budget);
     analyzer.set_pool(pool.clone());
     let (tx, rx) = mpsc::channel::<IngestMsg>(queue);
     let (etx, mut erx) = mpsc::channel::<Event>(EVENT_QUEUE);
@@ -106,8 +107,10 @@ pub async fn run<F: FnMut(Event)>(
     let live_cfg = spec.live.clone();
     let live_shared = counters.map(|c| c.live.clone());
     let mut ingest = tokio::spawn(async move {
+        let sink_pool = pool.clone();
         let live_sink = |tx| {
             let mut sink = LiveSink::new(tx, live_cfg);
+            sink.set_pool(sink_pool);
             if let Some(s) = live_shared {
                 sink.share_stats(s);
             }

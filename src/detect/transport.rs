@@ -33,7 +33,8 @@ impl TsErrorDetector {
         let grew = s.sync_losses > l.sync_losses
             || s.cc_errors > l.cc_errors
             || s.pat_missing > l.pat_missing
-            || s.pmt_missing > l.pmt_missing;
+            || s.pmt_missing > l.pmt_missing
+            || s.pes_overflows > l.pes_overflows;
         if grew && self.hyst.onset().is_none() {
             self.at_onset = l;
         }
@@ -82,6 +83,12 @@ impl TsErrorDetector {
             "psi_errors",
             Metric::Int((s.psi_errors - o.psi_errors) as i64),
         );
+        // Access units above the stream's memory budget (`ingest::pool`), dropped.
+        put(
+            &mut m,
+            "oversized_pes",
+            Metric::Int(s.pes_overflows.saturating_sub(o.pes_overflows) as i64),
+        );
         m
     }
 }
@@ -107,5 +114,28 @@ mod tests {
         assert_eq!(end.end_s, Some(2.0));
         assert!(end.metrics.contains(&("cc_errors", Metric::Int(5))));
         assert!(d.finish(5.0).is_none());
+    }
+
+    #[test]
+    fn oversized_pes_are_transport_errors() {
+        // A video PES above the stream's access-unit ceiling is dropped by the demuxer:
+        // that is reported, not silent.
+        let mut d = TsErrorDetector::new(1.0);
+        let mut s = TsStats::default();
+        assert!(d.observe(0.5, &s).is_none());
+        s.pes_overflows = 2;
+        let start = d.observe(1.0, &s).expect("ts_error starts");
+        assert_eq!(
+            (start.kind, start.phase),
+            (DefectKind::TsError, Phase::Start)
+        );
+        assert!(d.observe(2.0, &s).is_none());
+        let end = d.observe(3.5, &s).expect("clean for clear_after: ends");
+        let n = end
+            .metrics
+            .iter()
+            .find(|(k, _)| *k == "oversized_pes")
+            .map(|(_, v)| v.clone());
+        assert_eq!(n, Some(Metric::Int(2)), "{end:?}");
     }
 }

@@ -94,7 +94,12 @@ pub async fn run(
         source,
     };
     let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-    let mut demux = TsDemuxer::new(TsLimits::default());
+    let limits: TsLimits = opts
+        .pool
+        .as_ref()
+        .map(|p| p.budget().ts_limits())
+        .unwrap_or_default();
+    let mut demux = TsDemuxer::new(limits);
     if let Some(p) = &opts.pool {
         demux = demux.with_pool(p.clone());
     }
@@ -160,7 +165,26 @@ pub async fn run(
                     IngestMsg::Packet(p)
                 }
             };
+            // The queue's byte bound: wait for the decode thread to release room (a PES
+            // never exceeds an access unit, which always fits).
+            let queued = match (&msg, &opts.pool) {
+                (IngestMsg::Packet(p), Some(pool)) => {
+                    // Gives up if the decode thread is gone: nobody releases room then.
+                    let admitted = tokio::select! {
+                        ok = pool.admit_wait(p.data.len()) => ok,
+                        _ = tx.closed() => false,
+                    };
+                    if !admitted {
+                        return Ok(*demux.stats());
+                    }
+                    Some((pool, p.data.len()))
+                }
+                _ => None,
+            };
             if tx.send(msg).await.is_err() {
+                if let Some((pool, n)) = queued {
+                    pool.release(n);
+                }
                 // The decode thread is gone (shutdown): stop reading.
                 return Ok(*demux.stats());
             }
@@ -207,7 +231,7 @@ pub async fn run(
                     shift += hi - lo + LOOP_GAP;
                     passes += 1;
                     tracing::debug!(passes, path = %path.display(), "looping the file");
-                    demux = TsDemuxer::new(TsLimits::default());
+                    demux = TsDemuxer::new(limits);
                     if let Some(p) = &opts.pool {
                         demux = demux.with_pool(p.clone());
                     }

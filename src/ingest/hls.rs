@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::live::{Backoff, LiveConfig, LiveSink, Shutdown};
-use super::mp4::{Fmp4Demuxer, Mp4Limits, SampleRef};
-use super::ts::{DemuxOutput, TsDemuxer, TsLimits, TsStats};
+use super::mp4::{Fmp4Demuxer, SampleRef};
+use super::ts::{DemuxOutput, TsDemuxer, TsStats};
 use super::{Packet, ProgramInfo};
 use crate::detect::transport::TsErrorDetector;
 use crate::detect::{put, DefectKind, Metric, Metrics, Phase};
@@ -76,7 +76,8 @@ pub struct HlsOptions {
     pub ca_file: Option<PathBuf>,
     /// Largest playlist read, bytes. 1 MiB.
     pub max_playlist_bytes: u64,
-    /// Largest segment (or init section) read, bytes. 64 MiB.
+    /// Largest segment (or init section) read, bytes; never more than half the stream's
+    /// memory budget (`[limits] stream_memory_mb`), whichever is smaller. 6 MiB.
     pub max_segment_bytes: u64,
     /// Redirects followed per request. 5.
     pub max_redirects: usize,
@@ -95,7 +96,7 @@ impl Default for HlsOptions {
             variant: VariantChoice::HighestBandwidth,
             ca_file: None,
             max_playlist_bytes: 1 << 20,
-            max_segment_bytes: 64 << 20,
+            max_segment_bytes: super::pool::StreamBudget::default().max_segment(),
             max_redirects: 5,
             stale_factor: 1.5,
             ended_is_down: false,
@@ -577,12 +578,17 @@ impl Fetcher {
         }
         let final_url = resp.url().clone();
         let expect = resp.content_length();
-        // A server ignoring the range sends everything: the cap applies to that.
-        if expect.is_some_and(|n| n > cap) && !(range.is_some() && status.as_u16() == 206) {
+        // A server ignoring the range answers 200 with the whole resource: read through
+        // it keeping only the range (at most `cap`, checked above), and stop reading once
+        // the range is complete. Never buffer the whole resource.
+        let within = range.filter(|_| status.as_u16() != 206);
+        if within.is_none() && expect.is_some_and(|n| n > cap) {
             return Err(FetchError::TooLarge(cap));
         }
-        let mut body: Vec<u8> =
-            Vec::with_capacity(expect.unwrap_or(0).min(cap).min(4 << 20) as usize);
+        let want = within.map_or(expect.unwrap_or(0).min(cap), |(_, len)| len);
+        let mut body: Vec<u8> = Vec::with_capacity(want.min(4 << 20) as usize);
+        // Bytes of the response seen so far.
+        let mut seen: u64 = 0;
         loop {
             let by = overall.min(tokio::time::Instant::now() + self.read);
             match tokio::time::timeout_at(by, resp.chunk()).await {
@@ -615,6 +621,21 @@ impl Fetcher {
                 }
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(c))) => {
+                    let start = seen;
+                    seen = seen.saturating_add(c.len() as u64);
+                    if let Some((off, len)) = within {
+                        let lo = off.max(start);
+                        let hi = off.saturating_add(len).min(seen);
+                        if lo < hi {
+                            body.extend_from_slice(
+                                &c[(lo - start) as usize..(hi - start) as usize],
+                            );
+                        }
+                        if body.len() as u64 >= len {
+                            break;
+                        }
+                        continue;
+                    }
                     if body.len() as u64 + c.len() as u64 > cap {
                         return Err(FetchError::TooLarge(cap));
                     }
@@ -622,23 +643,19 @@ impl Fetcher {
                 }
             }
         }
-        if let Some(n) = expect {
+        if let Some((off, len)) = within {
+            if (body.len() as u64) < len {
+                return Err(FetchError::Truncated(format!(
+                    "byte range {off}+{len} beyond the {seen} bytes sent"
+                )));
+            }
+        } else if let Some(n) = expect {
             if (body.len() as u64) < n {
                 return Err(FetchError::Truncated(format!(
                     "body ended after {} of {n} bytes",
                     body.len()
                 )));
             }
-        }
-        if let (Some((off, len)), false) = (range, status.as_u16() == 206) {
-            let (off, len) = (off as usize, len as usize);
-            let Some(part) = body.get(off..off.saturating_add(len)) else {
-                return Err(FetchError::Truncated(format!(
-                    "byte range {off}+{len} beyond the {} bytes sent",
-                    body.len()
-                )));
-            };
-            body = part.to_vec();
         }
         Ok((body, final_url))
     }
@@ -842,6 +859,10 @@ impl<'a> Runner<'a> {
         deadline: Option<Instant>,
         pool: Option<super::pool::BufPool>,
     ) -> Self {
+        let mp4_limits = pool
+            .as_ref()
+            .map(|p| p.budget().mp4_limits())
+            .unwrap_or_default();
         Runner {
             src,
             fetch: Fetcher::new(src, &cfg),
@@ -856,7 +877,7 @@ impl<'a> Runner<'a> {
             ts_onset: TsStats::default(),
             need_reset: false,
             outs: Vec::with_capacity(64),
-            mp4: Fmp4Demuxer::new(Mp4Limits::default()),
+            mp4: Fmp4Demuxer::new(mp4_limits),
             init: None,
             ts_init: None,
             samples: Vec::new(),
@@ -876,6 +897,19 @@ impl<'a> Runner<'a> {
             shutdown,
             deadline,
         }
+    }
+
+    /// The stream's memory budget (the pool's; the default one without a pool).
+    fn memory(&self) -> super::pool::StreamBudget {
+        self.pool.as_ref().map(|p| p.budget()).unwrap_or_default()
+    }
+
+    /// Largest segment read: `max_segment_bytes`, at most half the budget.
+    fn segment_cap(&self) -> u64 {
+        self.src
+            .opts
+            .max_segment_bytes
+            .min(self.memory().max_segment())
     }
 
     /// Silence after which a stall may be reported.
@@ -1219,7 +1253,7 @@ impl<'a> Runner<'a> {
                 .map(|b| (b.offset.unwrap_or(0), b.length));
             let key = Some((murl.clone(), range));
             if self.init != key {
-                let cap = self.src.opts.max_segment_bytes.min(MAX_INIT_BYTES);
+                let cap = self.segment_cap().min(MAX_INIT_BYTES);
                 let r = self
                     .fetch_guarded(sink, &murl, range, cap, self.target)
                     .await?;
@@ -1262,7 +1296,7 @@ impl<'a> Runner<'a> {
         if let Some((off, len)) = range {
             self.range_end = Some((url.clone(), off.saturating_add(len)));
         }
-        let cap = self.src.opts.max_segment_bytes;
+        let cap = self.segment_cap();
         let r = self
             .fetch_guarded(sink, &url, range, cap, dur.unwrap_or(self.target))
             .await?;
@@ -1483,6 +1517,10 @@ impl<'a> Runner<'a> {
         let parsed = self.mp4.segment(bytes, &mut samples);
         let mut r = Ok(());
         for s in &samples {
+            if s.track == super::Track::Video && s.size > self.memory().max_access_unit() {
+                sink.oversized(s.size).await;
+                continue;
+            }
             if let Some(p) = self.mp4.packet(bytes, s) {
                 r = self.send(sink, p).await;
                 if r.is_err() {
@@ -1554,6 +1592,7 @@ fn ts_metrics(now: &TsStats, onset: &TsStats) -> Metrics {
         ("pmt_missing", now.pmt_missing, onset.pmt_missing),
         ("tei_packets", now.tei_packets, onset.tei_packets),
         ("psi_errors", now.psi_errors, onset.psi_errors),
+        ("oversized_pes", now.pes_overflows, onset.pes_overflows),
     ] {
         put(&mut m, name, Metric::Int(a.saturating_sub(b) as i64));
     }
@@ -1579,7 +1618,11 @@ fn round(x: f64, decimals: i32) -> f64 {
 /// reconnecting with backoff while the playlist cannot be had.
 /// A TS demuxer taking its buffers from `pool` when there is one.
 fn new_ts(pool: &Option<super::pool::BufPool>) -> TsDemuxer {
-    let d = TsDemuxer::new(TsLimits::default());
+    let limits = pool
+        .as_ref()
+        .map(|p| p.budget().ts_limits())
+        .unwrap_or_default();
+    let d = TsDemuxer::new(limits);
     match pool {
         Some(p) => d.with_pool(p.clone()),
         None => d,

@@ -8,7 +8,11 @@
 //! garbage); audio packets that do not fit are dropped one by one. Every drop is counted
 //! in [`LiveStats`] and reported as a `probe_overload` delivery defect (opened at the
 //! first drop, closed after `clear_after` seconds without one, with the drop counts of
-//! the interval in its metrics). Memory stays bounded by the queue length.
+//! the interval in its metrics). Memory stays bounded by the queue length and, with a
+//! pool ([`LiveSink::set_pool`]), by the stream's byte budget (`ingest::pool`): a
+//! packet that finds no room in bytes is dropped the same way. An access unit larger
+//! than the budget allows is dropped, counted (`oversized`) and reported as a `ts_error`
+//! interval (metric `oversized_access_units`), closed after `clear_after` without one.
 
 use std::time::{Duration, Instant};
 
@@ -179,6 +183,8 @@ pub struct LiveStats {
     pub reconnects: u64,
     /// Media bytes received.
     pub bytes: u64,
+    /// Access units dropped for being larger than the stream's budget allows.
+    pub oversized: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +210,11 @@ pub struct LiveSink {
     drops_at_onset: (u64, u64),
     /// At most one per kind: as many slots as there are kinds, so never full.
     open: heapless::Vec<Open, { DefectKind::COUNT }>,
+    /// Packet buffers and the queue's byte bound (see `ingest::pool`).
+    pool: Option<super::pool::BufPool>,
+    /// Last oversized access unit, and the count when the open `ts_error` began.
+    last_oversized: Option<Instant>,
+    oversized_at_onset: u64,
     pub stats: LiveStats,
     /// Where [`LiveSink::tick`] copies the counters for a stats reporter (agent).
     shared: Option<std::sync::Arc<std::sync::Mutex<LiveStats>>>,
@@ -221,9 +232,60 @@ impl LiveSink {
             overload_start: None,
             drops_at_onset: (0, 0),
             open: heapless::Vec::new(),
+            pool: None,
+            last_oversized: None,
+            oversized_at_onset: 0,
             stats: LiveStats::default(),
             shared: None,
         }
+    }
+
+    /// Bounds the queue in bytes and access units in size by `pool`'s budget (give the
+    /// same pool to the stream's `Analyzer`, which releases the bytes after decoding).
+    pub fn set_pool(&mut self, pool: super::pool::BufPool) {
+        self.pool = Some(pool);
+    }
+
+    /// Largest access unit accepted (None: no bound).
+    pub fn max_access_unit(&self) -> Option<usize> {
+        self.pool.as_ref().map(|p| p.budget().max_access_unit())
+    }
+
+    /// An access unit of `len` bytes, above [`LiveSink::max_access_unit`], was dropped
+    /// (here or by a demuxer): count it and open or update `ts_error`.
+    pub async fn oversized(&mut self, len: usize) {
+        self.stats.oversized += 1;
+        self.last_oversized = Some(Instant::now());
+        if self.stats.oversized.is_power_of_two() {
+            tracing::warn!(
+                bytes = len,
+                max = self.max_access_unit(),
+                dropped = self.stats.oversized,
+                "access unit larger than the stream's memory budget allows: dropped"
+            );
+        }
+        if !self.is_open(DefectKind::TsError) {
+            self.oversized_at_onset = self.stats.oversized - 1;
+        }
+        let m = self.oversized_metrics();
+        if self.is_open(DefectKind::TsError) {
+            self.update(DefectKind::TsError, |mm| *mm = m);
+        } else {
+            self.open(DefectKind::TsError, m).await;
+        }
+    }
+
+    fn oversized_metrics(&self) -> Metrics {
+        let mut m = Metrics::new();
+        crate::detect::put(
+            &mut m,
+            "oversized_access_units",
+            Metric::Int(self.stats.oversized.saturating_sub(self.oversized_at_onset) as i64),
+        );
+        if let Some(max) = self.max_access_unit() {
+            crate::detect::put(&mut m, "max_access_unit_bytes", Metric::Int(max as i64));
+        }
+        m
     }
 
     /// Copies the counters into `shared` at every [`LiveSink::tick`].
@@ -260,6 +322,14 @@ impl LiveSink {
     pub async fn packet(&mut self, p: Packet) {
         self.arrived(p.data.len()).await;
         self.flush_overload_start();
+        if self.max_access_unit().is_some_and(|m| p.data.len() > m) {
+            if p.track == Track::Video {
+                // The next pictures need this one: wait for a key frame.
+                self.dropping_video = true;
+            }
+            self.oversized(p.data.len()).await;
+            return;
+        }
         if p.track == Track::Video && self.dropping_video {
             if !p.key {
                 self.stats.dropped_until_key += 1;
@@ -269,7 +339,19 @@ impl LiveSink {
             self.dropping_video = false;
         }
         let track = p.track;
-        match self.tx.try_send(IngestMsg::Packet(p)) {
+        let len = p.data.len();
+        let admitted = self.pool.as_ref().is_none_or(|pl| pl.admit(len));
+        let sent = if admitted {
+            self.tx.try_send(IngestMsg::Packet(p))
+        } else {
+            Err(TrySendError::Full(IngestMsg::Packet(p)))
+        };
+        if sent.is_err() && admitted {
+            if let Some(pl) = &self.pool {
+                pl.release(len);
+            }
+        }
+        match sent {
             Ok(()) => self.stats.packets += 1,
             Err(TrySendError::Full(_)) => {
                 self.stats.dropped_queue_full += 1;
@@ -364,9 +446,29 @@ impl LiveSink {
     /// Hands one media packet over, waiting for room (overflow policy *block*): for
     /// sources that are not live, such as a VOD playlist, where nothing may be dropped.
     pub async fn packet_wait(&mut self, p: Packet) {
-        self.arrived(p.data.len()).await;
+        let len = p.data.len();
+        self.arrived(len).await;
+        if self.max_access_unit().is_some_and(|m| len > m) {
+            self.oversized(len).await;
+            return;
+        }
+        if let Some(pl) = &self.pool {
+            // Waits for the decode thread to release room; gives up if it is gone (its
+            // queued bytes will never be released).
+            let admitted = tokio::select! {
+                ok = pl.admit_wait(len) => ok,
+                _ = self.tx.closed() => return,
+            };
+            // Cannot fail for an access unit within the budget (it fits the queue).
+            if !admitted {
+                self.oversized(len).await;
+                return;
+            }
+        }
         if self.tx.send(IngestMsg::Packet(p)).await.is_ok() {
             self.stats.packets += 1;
+        } else if let Some(pl) = &self.pool {
+            pl.release(len);
         }
     }
 
@@ -477,6 +579,15 @@ impl LiveSink {
             }
         }
         self.flush_overload_start();
+        if let Some(d) = self.last_oversized {
+            if d.elapsed().as_secs_f64() >= self.cfg.clear_after
+                && self.is_open(DefectKind::TsError)
+            {
+                let m = self.oversized_metrics();
+                self.close(DefectKind::TsError, m).await;
+                self.last_oversized = None;
+            }
+        }
         if let Some(d) = self.last_drop {
             if d.elapsed().as_secs_f64() >= self.cfg.clear_after
                 && self.is_open(DefectKind::ProbeOverload)
@@ -709,5 +820,85 @@ mod tests {
                 .map(|(_, v)| v.clone());
             assert_eq!(attempts, Some(Metric::Int(2)));
         }
+    }
+
+    #[tokio::test]
+    async fn queue_bounded_in_bytes_and_oversized_access_units_reported() {
+        use crate::ingest::pool::{BufPool, StreamBudget};
+        let (tx, mut rx) = mpsc::channel(64);
+        let cfg = LiveConfig {
+            clear_after: 0.0,
+            ..LiveConfig::default()
+        };
+        let mut s = LiveSink::new(tx, cfg);
+        // 8 MiB: queue 2 MiB, access unit 1 MiB.
+        let pool = BufPool::for_budget(StreamBudget::from_mb(8).unwrap());
+        s.set_pool(pool.clone());
+        let pkt = |key: bool, len: usize| Packet {
+            track: Track::Video,
+            pts: Some(0),
+            dts: None,
+            key,
+            damaged: false,
+            data: vec![0; len],
+        };
+        s.packet(pkt(true, 900 << 10)).await;
+        s.packet(pkt(false, 900 << 10)).await;
+        // Room for 62 more packets by count, not by bytes: dropped, counted.
+        s.packet(pkt(false, 900 << 10)).await;
+        assert_eq!((s.stats.packets, s.stats.dropped_queue_full), (2, 1));
+        // The decoder releases one packet's bytes: a key frame fits again.
+        let first = rx.recv().await.unwrap();
+        if let IngestMsg::Packet(p) = first {
+            pool.release(p.data.len());
+        }
+        s.packet(pkt(true, 900 << 10)).await;
+        assert_eq!(s.stats.packets, 3);
+        // An access unit above the budget's ceiling: dropped, counted, ts_error.
+        s.packet(pkt(true, (1 << 20) + 1)).await;
+        assert_eq!(s.stats.oversized, 1);
+        assert!(s.is_open(DefectKind::TsError));
+        assert_eq!(s.stats.packets, 3);
+        s.tick().await; // clear_after 0: the interval ends with its count
+        assert!(!s.is_open(DefectKind::TsError));
+        let mut ts_errors = vec![];
+        while let Ok(m) = rx.try_recv() {
+            if let IngestMsg::Delivery(t, _) = m {
+                if t.kind == DefectKind::TsError {
+                    ts_errors.push(t);
+                }
+            }
+        }
+        assert_eq!(ts_errors.len(), 2, "{ts_errors:?}");
+        let n = ts_errors[1]
+            .metrics
+            .iter()
+            .find(|(k, _)| *k == "oversized_access_units")
+            .map(|(_, v)| v.clone());
+        assert_eq!(n, Some(Metric::Int(1)));
+    }
+
+    #[tokio::test]
+    async fn a_full_byte_queue_does_not_hang_once_the_decoder_is_gone() {
+        use crate::ingest::pool::{BufPool, StreamBudget};
+        let (tx, rx) = mpsc::channel(64);
+        let mut s = LiveSink::new(tx, LiveConfig::default());
+        let pool = BufPool::for_budget(StreamBudget::from_mb(8).unwrap()); // queue 2 MiB
+        s.set_pool(pool);
+        let pkt = || Packet {
+            track: Track::Video,
+            pts: Some(0),
+            dts: None,
+            key: true,
+            damaged: false,
+            data: vec![0; 900 << 10],
+        };
+        s.packet_wait(pkt()).await;
+        s.packet_wait(pkt()).await;
+        drop(rx); // the decode thread died with 1.8 MiB queued: never released
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.packet_wait(pkt()))
+            .await
+            .expect("packet_wait returns once the receiver is gone");
+        assert_eq!(s.stats.packets, 2);
     }
 }

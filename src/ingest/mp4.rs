@@ -64,7 +64,7 @@ impl Default for Mp4Limits {
     fn default() -> Self {
         Mp4Limits {
             max_samples: 100_000,
-            max_video_sample: 8 << 20,
+            max_video_sample: super::pool::StreamBudget::default().max_access_unit(),
             max_param_sets: 64 << 10,
         }
     }

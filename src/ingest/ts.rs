@@ -34,7 +34,8 @@ const PTS_WRAP: i64 = 1 << 33;
 #[derive(Debug, Clone, Copy)]
 pub struct TsLimits {
     /// Largest video PES (one access unit) kept; a larger one is dropped and counted
-    /// (`pes_overflows`). 8 MiB holds a 4K intra frame at a high bitrate.
+    /// (`pes_overflows`, reported as `ts_error`). Default: an eighth of the default
+    /// stream budget (1.5 MiB, several times a 4K intra frame at a high bitrate).
     pub max_video_pes: usize,
     /// Largest audio PES kept.
     pub max_audio_pes: usize,
@@ -42,10 +43,7 @@ pub struct TsLimits {
 
 impl Default for TsLimits {
     fn default() -> Self {
-        TsLimits {
-            max_video_pes: 8 << 20,
-            max_audio_pes: 256 << 10,
-        }
+        super::pool::StreamBudget::default().ts_limits()
     }
 }
 

@@ -17,6 +17,10 @@ Control (JSON bodies; answers 200 with the current rules as JSON, 400 on a bad r
                                                         payload of the video packets (the PID with the
                                                         most packets) that start no PES: TS headers,
                                                         counters, PES headers and length stay intact
+  POST /__fault {"path": "seg2.ts", "pad_to": 20000000}  the file padded to that many bytes (MPEG-TS
+                                                        null packets for .ts, zero bytes otherwise):
+                                                        a huge segment, generated as it is sent
+  POST /__fault {"path": "a.m3u8", "redirect_to": "/vod_ts/index.m3u8"}  302 to that location
   POST /__fault {"redirect_loop": true}                 every path redirects to itself
                 {"path": "...", "redirect_loop": true}  only that path
   POST /__fault {"path": "...", "times": 2, ...}        the fault applies to 2 requests only
@@ -24,6 +28,8 @@ Control (JSON bodies; answers 200 with the current rules as JSON, 400 on a bad r
   POST /__fault {"clear": true}                         drop all rules
   GET  /__fault                                         the current rules
   GET  /__requests                                      the request log (JSON list)
+Range headers are ignored: every file is answered 200 with the whole body (a server that
+ignores byte ranges; clients must cope).
 A rule's path matches a request path equal to it or ending in "/" + it (query ignored), so
 "seg3.ts" hits "/live/seg3.ts"; the longest matching rule wins. A new rule for a path
 replaces the old one. Every request is logged to stderr: method, path, status, bytes, seconds.
@@ -50,7 +56,7 @@ MIME = {
     ".vtt": "text/vtt",
 }
 KNOWN = {"path", "status", "delay_s", "head_delay_s", "freeze", "truncate", "redirect_loop",
-         "times", "clear", "corrupt"}
+         "times", "clear", "corrupt", "pad_to", "redirect_to"}
 
 
 def corrupt_ts(data, seed):
@@ -243,6 +249,9 @@ def make_handler(state, control_only):
 
             if rule.get("head_delay_s"):
                 time.sleep(float(rule["head_delay_s"]))
+            if rule.get("redirect_to"):
+                return self.simple(302, "redirect\n", extra={"Location": rule["redirect_to"]},
+                                   note=note)
             if rule.get("redirect_loop"):
                 return self.simple(302, "redirect loop\n", extra={"Location": self.path}, note=note)
             if "status" in rule:
@@ -261,10 +270,11 @@ def make_handler(state, control_only):
 
             if "corrupt" in rule:
                 data = corrupt_ts(data, rule["corrupt"])
-            self.send_response(200)
             ext = os.path.splitext(rel)[1].lower()
+            pad = max(0, int(rule.get("pad_to", 0)) - len(data))
+            self.send_response(200)
             self.send_header("Content-Type", MIME.get(ext, "application/octet-stream"))
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(len(data) + pad))
             if ext == ".m3u8":
                 self.send_header("Cache-Control", "no-cache")
             if "truncate" in rule:
@@ -298,6 +308,14 @@ def make_handler(state, control_only):
                 else:
                     self.wfile.write(data)
                     sent = len(data)
+                    if pad:
+                        unit = (b"\x47\x1f\xff\x10" + b"\xff" * 184) if ext == ".ts" else b"\0" * 188
+                        block = unit * 1024
+                        while pad > 0:
+                            piece = block[:pad]
+                            self.wfile.write(piece)
+                            sent += len(piece)
+                            pad -= len(piece)
             except (BrokenPipeError, ConnectionResetError, ssl.SSLError) as e:
                 self.close_connection = True
                 note += f" client-gone={type(e).__name__}"

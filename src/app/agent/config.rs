@@ -149,6 +149,9 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Packets queued per stream between ingest and decode. 64.
     pub queue_packets: usize,
+    /// Memory for one stream's media buffers, MiB (4–1024): HLS segment ½, packet
+    /// queue ¼, largest access unit ⅛, idle buffers ⅛ (see `ingest::pool`). 12.
+    pub stream_memory_mb: u64,
 }
 
 impl Default for Limits {
@@ -157,6 +160,7 @@ impl Default for Limits {
             max_streams: 32,
             max_pixels: DetectConfig::default().max_pixels,
             queue_packets: 64,
+            stream_memory_mb: crate::ingest::pool::StreamBudget::DEFAULT_MB,
         }
     }
 }
@@ -208,6 +212,7 @@ pub struct StreamPlan {
     pub hls: HlsOptions,
     pub live: LiveConfig,
     pub queue_packets: usize,
+    pub budget: crate::ingest::pool::StreamBudget,
     pub is_file: bool,
 }
 
@@ -354,6 +359,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             "must be between 2 and 100000".into(),
         ));
     }
+    let budget =
+        crate::ingest::pool::StreamBudget::from_mb(cfg.limits.stream_memory_mb).map_err(|m| {
+            err(
+                line_of_key(text, "stream_memory_mb"),
+                "limits.stream_memory_mb",
+                m,
+            )
+        })?;
     cfg.live
         .validate()
         .map_err(|m| err(line_of_key(text, "[live]"), "live", m))?;
@@ -468,6 +481,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             hls: hls_options(&cfg.hls, s),
             live: cfg.live.clone(),
             queue_packets: cfg.limits.queue_packets,
+            budget,
             is_file,
         });
     }
@@ -616,6 +630,33 @@ url = "mqtt://127.0.0.1:1883"
 id = "cam1"
 url = "rtsp://camera.local/stream1"
 "#;
+
+    #[test]
+    fn stream_memory_budget_is_one_validated_setting() {
+        let l = p(MIN).unwrap();
+        assert_eq!(l.streams[0].budget.bytes(), 12 << 20);
+        let with = |v: &str| {
+            p(&MIN.replace(
+                "[[streams]]",
+                &format!("[limits]\nstream_memory_mb = {v}\n[[streams]]"),
+            ))
+        };
+        assert_eq!(
+            with("64").unwrap().streams[0].budget.max_segment(),
+            32 << 20
+        );
+        for bad in ["3", "2000", "0"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("limits.stream_memory_mb") && e.contains(":6:"),
+                "{e}"
+            );
+        }
+        assert!(with("-1").is_err());
+        assert!(
+            p(&MIN.replace("[[streams]]", "[limits]\nstream_memory = 8\n[[streams]]")).is_err()
+        );
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

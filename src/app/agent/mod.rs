@@ -437,6 +437,7 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
         looped: plan.is_file && plan.cfg.looped,
         queue_packets: plan.queue_packets,
         ended_is_down: true,
+        budget: plan.budget,
     };
     let mut backoff = Backoff::new(1.0, 60.0);
     loop {
@@ -619,6 +620,7 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
             "until_key_frame": live.dropped_until_key,
             "before_first_key_frame": a.video.skipped_before_key,
             "above_max_resolution": a.video.refused,
+            "oversized": live.oversized,
         },
         "reconnects": live.reconnects,
         "restarts": s.restarts.load(Ordering::Relaxed),
