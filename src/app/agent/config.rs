@@ -66,8 +66,8 @@ fn d_shutdown() -> Duration {
     Duration::from_secs(10)
 }
 
-/// `[mqtt]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[mqtt]`. `Debug` shows the URL redacted and no password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// `mqtt://host:port` (1883) or `mqtts://host:port` (8883, TLS). Required.
@@ -103,6 +103,25 @@ pub struct MqttConfig {
     /// Largest reconnect delay (capped exponential backoff with jitter from 0.5 s). "30s".
     #[serde(default = "d_backoff", deserialize_with = "de_duration")]
     pub backoff_max: Duration,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("url", &redact_url(&self.url))
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("keepalive", &self.keepalive)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("backoff_max", &self.backoff_max)
+            .finish()
+    }
 }
 
 fn d_prefix() -> String {
@@ -176,8 +195,8 @@ pub enum Pace {
     Fast,
 }
 
-/// One `[[streams]]` entry.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One `[[streams]]` entry. `Debug` shows the URL redacted.
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     /// Id in topics and events: letters, digits, `-`, `_`, `.`. Required.
@@ -202,6 +221,21 @@ pub struct StreamConfig {
     /// Detector overrides for this stream (fields of `[detect]`).
     #[serde(default)]
     pub detect: toml::Table,
+}
+
+impl std::fmt::Debug for StreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamConfig")
+            .field("id", &self.id)
+            .field("url", &redact_url(&self.url))
+            .field("rtsp_transport", &self.rtsp_transport)
+            .field("pace", &self.pace)
+            .field("looped", &self.looped)
+            .field("max_bandwidth", &self.max_bandwidth)
+            .field("ca_file", &self.ca_file)
+            .field("detect", &self.detect)
+            .finish()
+    }
 }
 
 /// A stream ready to run: its settings resolved against the global ones.
@@ -723,6 +757,7 @@ url = "rtsp://camera.local/stream1"
         assert_eq!(s.password.as_ref().unwrap().expose(), "hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!format!("{:?}", l.password).contains("hunter2"));
+        assert!(!format!("{l:?}").contains("hunter2"), "{l:?}");
         let text = MIN.replace("mqtt://127.0.0.1:1883", "http://127.0.0.1");
         assert!(p(&text).unwrap_err().to_string().contains("mqtt.url"));
         let text = MIN.replace(
