@@ -35,7 +35,7 @@ pub enum AudioFormat {
 }
 
 /// ITU-T G.711 μ-law byte to linear 16-bit (the classic bias-and-shift expansion).
-const fn ulaw_to_linear(u: u8) -> i16 {
+pub const fn ulaw_to_linear(u: u8) -> i16 {
     let u = !u;
     let mut t = (((u & 0x0F) as i32) << 3) + 0x84;
     t <<= ((u & 0x70) >> 4) as i32;
@@ -43,7 +43,7 @@ const fn ulaw_to_linear(u: u8) -> i16 {
 }
 
 /// ITU-T G.711 A-law byte to linear 16-bit.
-const fn alaw_to_linear(a: u8) -> i16 {
+pub const fn alaw_to_linear(a: u8) -> i16 {
     let a = a ^ 0x55;
     let mut t = ((a & 0x0F) as i32) << 4;
     let seg = ((a & 0x70) >> 4) as i32;
@@ -75,6 +75,13 @@ const fn g711_table(alaw: bool) -> [f32; 256] {
 
 static ULAW: [f32; 256] = g711_table(false);
 static ALAW: [f32; 256] = g711_table(true);
+
+/// G.711 bytes (A-law or μ-law) as samples in −1.0..=1.0, one per byte: what the level
+/// meter of [`AudioFormat::G711`] measures.
+pub fn g711_samples(alaw: bool, data: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    let table = if alaw { &ALAW } else { &ULAW };
+    data.iter().map(move |&b| table[usize::from(b)])
+}
 
 /// Counters of the audio decoder.
 #[derive(Debug, Clone, Copy, Default)]
@@ -178,17 +185,14 @@ impl AudioDecoder {
                 alaw,
                 sample_rate,
                 channels,
-            } => {
-                let table = if alaw { &ALAW } else { &ULAW };
-                self.decode_g711(data, table, sample_rate, channels, out)
-            }
+            } => self.decode_g711(data, alaw, sample_rate, channels, out),
         }
     }
 
     fn decode_g711(
         &mut self,
         data: &[u8],
-        table: &[f32; 256],
+        alaw: bool,
         sample_rate: u32,
         channels: u16,
         out: &mut dyn FnMut(AudioLevel),
@@ -201,8 +205,8 @@ impl AudioDecoder {
         let mut meter = LevelMeter::default();
         let mut buf = [0f32; 256];
         for chunk in data.chunks(256) {
-            for (b, &s) in buf.iter_mut().zip(chunk) {
-                *b = table[usize::from(s)];
+            for (b, s) in buf.iter_mut().zip(g711_samples(alaw, chunk)) {
+                *b = s;
             }
             meter.add(&buf[..chunk.len()]);
         }
