@@ -214,7 +214,7 @@ impl AudioDecoder {
         let duration = frames * 90_000 / i64::from(sample_rate);
         let (rms_dbfs, peak_dbfs) = meter.levels();
         self.stats.frames += 1;
-        self.next_pts = Some(pts + duration);
+        self.next_pts = Some(pts.saturating_add(duration));
         out(AudioLevel {
             pts,
             duration,
@@ -256,7 +256,7 @@ impl AudioDecoder {
         let duration = frames * 90_000 / i64::from(sample_rate);
         let (rms_dbfs, peak_dbfs) = meter.levels();
         self.stats.frames += 1;
-        self.next_pts = Some(pts + duration);
+        self.next_pts = Some(pts.saturating_add(duration));
         out(AudioLevel {
             pts,
             duration,
@@ -285,7 +285,7 @@ impl AudioDecoder {
     fn decode_aac_frame(&mut self, h: AdtsHeader, payload: &[u8], out: &mut dyn FnMut(AudioLevel)) {
         let pts = self.next_pts.unwrap_or(0);
         let duration = 1024 * 90_000 / i64::from(h.sample_rate);
-        self.next_pts = Some(pts + duration);
+        self.next_pts = Some(pts.saturating_add(duration));
         // (Re)create the decoder when the stream's configuration changes.
         let same = self.aac.as_ref().is_some_and(|(c, _)| {
             c.sample_rate == h.sample_rate
@@ -440,6 +440,38 @@ mod tests {
         let mut lv = vec![];
         a.decode(Some(0), &[0xD5; 160], &mut |l| lv.push(l));
         assert!(lv[0].rms_dbfs < -70.0, "{}", lv[0].rms_dbfs);
+    }
+
+    /// Found by the `g711` fuzz target: a PTS near the end of the i64 range overflowed
+    /// `pts + duration` (a panic in debug builds, a wrap to a negative time in release).
+    #[test]
+    fn timestamps_near_the_end_of_the_range_saturate() {
+        for format in [
+            AudioFormat::G711 {
+                alaw: false,
+                sample_rate: 8000,
+                channels: 1,
+            },
+            AudioFormat::PcmS16le {
+                sample_rate: 8000,
+                channels: 1,
+            },
+        ] {
+            let mut d = AudioDecoder::new(format);
+            let mut got = vec![];
+            d.decode(Some(i64::MAX - 100), &[0xFF; 160], &mut |l| got.push(l));
+            d.decode(None, &[0xFF; 160], &mut |l| got.push(l));
+            assert_eq!(got.len(), 2, "{format:?}");
+            assert_eq!(got[0].pts, i64::MAX - 100);
+            assert!(got[0].duration > 100);
+            assert_eq!(got[1].pts, i64::MAX, "{format:?}");
+            assert_eq!(d.next_pts(), Some(i64::MAX));
+        }
+        // AAC: a frame that fails to decode still advances the clock.
+        let mut d = AudioDecoder::new(AudioFormat::AacAdts);
+        let frame = [0xFF, 0xF1, 0x4C, 0x80, 0x01, 0x1F, 0xFC, 0x00];
+        d.decode(Some(i64::MAX - 100), &frame, &mut |_| {});
+        assert_eq!(d.next_pts(), Some(i64::MAX));
     }
 
     #[test]
