@@ -715,9 +715,12 @@ pub fn effective_tags(pl: &MediaPlaylist) -> Vec<(Option<usize>, Option<usize>)>
 /// The (offset, length) of an EXT-X-BYTERANGE (or of an EXT-X-MAP's BYTERANGE): without
 /// an offset it starts where the previous range of the same resource ended, `prev_end`
 /// (RFC 8216 §4.3.2.2), else at 0.
-/// None when the range cannot be fetched.
+/// None when the range ends beyond 2^64 − 1: it cannot be asked for (a `Range` header
+/// would silently ask for less) nor continued by the next range.
 pub fn byte_range(length: u64, offset: Option<u64>, prev_end: Option<u64>) -> Option<(u64, u64)> {
-    Some((offset.or(prev_end).unwrap_or(0), length))
+    let off = offset.or(prev_end).unwrap_or(0);
+    off.checked_add(length)?;
+    Some((off, length))
 }
 
 /// Why [`byte_range`] refused a range.
@@ -1696,6 +1699,31 @@ mod tests {
         assert!(e.contains("no variants"), "{e}");
         let only_iframes = vec![variant("i.m3u8", 1, true)];
         assert!(choose_variant(&only_iframes, VariantChoice::HighestBandwidth).is_err());
+    }
+
+    /// Found by the `hls` fuzz target: a byte range ending beyond 2^64 was accepted and
+    /// saturated: `Range: bytes=18446744073709551600-18446744073709551615` asked for 16
+    /// bytes instead of 100, and the next range without an offset started at u64::MAX.
+    #[test]
+    fn byte_ranges_beyond_2_64_are_refused() {
+        assert_eq!(byte_range(100, Some(400), None), Some((400, 100)));
+        assert_eq!(byte_range(100, None, Some(500)), Some((500, 100)));
+        assert_eq!(byte_range(100, None, None), Some((0, 100)));
+        assert_eq!(
+            byte_range(16, Some(u64::MAX - 16), None),
+            Some((u64::MAX - 16, 16))
+        );
+        assert_eq!(byte_range(100, Some(u64::MAX - 99 + 1), None), None);
+        assert_eq!(byte_range(100, None, Some(u64::MAX)), None);
+        assert_eq!(byte_range(u64::MAX, Some(1), None), None);
+        assert_eq!(range_header(400, 100), "bytes=400-499");
+        assert_eq!(
+            range_header(u64::MAX - 16, 16),
+            format!("bytes={}-{}", u64::MAX - 16, u64::MAX - 1)
+        );
+        assert_eq!(range_in(1000, 400, 100), Some(400..500));
+        assert_eq!(range_in(450, 400, 100), None);
+        assert_eq!(range_in(1000, u64::MAX, 2), None);
     }
 
     #[test]
