@@ -176,16 +176,19 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                     name.to_string()
                 }
             });
+            let live = vqprobe::ingest::live::LiveConfig {
+                stall_after,
+                connect_timeout,
+                ..Default::default()
+            };
+            live.validate()
+                .map_err(|m| vqprobe::Error::Config(format!("--{}", m.replacen('_', "-", 1))))?;
             let opts = check::CheckOptions {
                 input,
                 format,
                 duration,
                 detect,
-                live: vqprobe::ingest::live::LiveConfig {
-                    stall_after,
-                    connect_timeout,
-                    ..Default::default()
-                },
+                live,
                 rtsp_transport,
                 hls: vqprobe::ingest::hls::HlsOptions {
                     ca_file,

@@ -94,6 +94,19 @@ impl Default for HlsOptions {
     }
 }
 
+impl HlsOptions {
+    /// Checks value ranges; returns a message naming the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let f = self.stale_factor;
+        if !(f.is_finite() && f > 0.0 && f <= 100.0) {
+            return Err(format!(
+                "stale_factor must be above 0 and at most 100, got {f}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A parsed HLS source.
 #[derive(Clone)]
 pub struct HlsSource {

@@ -50,6 +50,29 @@ impl Default for LiveConfig {
     }
 }
 
+impl LiveConfig {
+    /// Checks value ranges (every field is seconds: finite, 0 to 3600); returns a message
+    /// naming the field. Out-of-range values would panic `Duration::from_secs_f64` (`inf`,
+    /// NaN, negative) or saturate timers.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("stall_after", self.stall_after),
+            ("backoff_initial", self.backoff_initial),
+            ("backoff_max", self.backoff_max),
+            ("connect_timeout", self.connect_timeout),
+            ("read_timeout", self.read_timeout),
+            ("clear_after", self.clear_after),
+        ] {
+            if !(v.is_finite() && (0.0..=3600.0).contains(&v)) {
+                return Err(format!(
+                    "{name} must be between 0 and 3600 seconds, got {v}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A shutdown signal every long wait races (a `watch` of "stop now").
 #[derive(Debug, Clone)]
 pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
