@@ -520,8 +520,9 @@ impl Fmp4Demuxer {
             let (version, tf) = r.full()?;
             let count = r.u32()? as usize;
             let mut pos = if tf & 0x01 != 0 {
-                let off = r.u32()? as i32 as i64;
-                let p = base as i64 + off;
+                // i128: base is any u64 (tfhd base_data_offset), off any i32.
+                let off = i128::from(r.u32()? as i32);
+                let p = base as i128 + off;
                 if p < 0 {
                     return err("'trun' data offset before the segment");
                 }
@@ -1230,6 +1231,47 @@ mod tests {
                     let _ = d.packet(&seg, &x);
                 }
             }
+        }
+    }
+
+    /// A `tfhd` with an explicit base data offset near i64::MAX and a `trun` data offset:
+    /// `base as i64 + off` overflowed (a panic in debug and fuzz builds; issue 9 item 10,
+    /// reproduced by fuzz/corpus/mp4/crash-trun-offset-i64-overflow).
+    #[test]
+    fn huge_base_data_offsets_are_errors_not_overflows() {
+        fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+            let mut v = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+            v.extend_from_slice(kind);
+            v.extend_from_slice(body);
+            v
+        }
+        let mut d = demuxer();
+        let id = u32::from(d.program().unwrap().video.as_ref().unwrap().pid);
+        for (base, off) in [
+            (i64::MAX as u64 - 15, 0x100i32),
+            (u64::MAX, 1),
+            (u64::MAX, -1),
+            (1 << 63, i32::MIN),
+        ] {
+            let mut tfhd = 1u32.to_be_bytes().to_vec(); // base-data-offset-present
+            tfhd.extend_from_slice(&id.to_be_bytes());
+            tfhd.extend_from_slice(&base.to_be_bytes());
+            // data-offset-present, sample-size-present; one sample of 4 bytes.
+            let mut trun = 0x201u32.to_be_bytes().to_vec();
+            trun.extend_from_slice(&1u32.to_be_bytes());
+            trun.extend_from_slice(&off.to_be_bytes());
+            trun.extend_from_slice(&4u32.to_be_bytes());
+            let traf = [bx(b"tfhd", &tfhd), bx(b"trun", &trun)].concat();
+            let mfhd = [0u8, 0, 0, 0, 0, 0, 0, 1];
+            let moof = bx(b"moof", &[bx(b"mfhd", &mfhd), bx(b"traf", &traf)].concat());
+            let seg = [moof, bx(b"mdat", &[0; 16])].concat();
+            let mut s = Vec::new();
+            let e = d.segment(&seg, &mut s).unwrap_err();
+            assert!(s.is_empty(), "{s:?}");
+            assert!(
+                e.0.contains("beyond the segment") || e.0.contains("before the segment"),
+                "{base} {off}: {e}"
+            );
         }
     }
 
