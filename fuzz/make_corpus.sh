@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates the committed seed corpora in fuzz/corpus/ from short ffmpeg clips.
 #
-#   fuzz/make_corpus.sh
+#   fuzz/make_corpus.sh            all seeds
+#   fuzz/make_corpus.sh more       only those of mp4, hls, g711 and config
+#                                  (written by make_corpus_more.py)
 #
 # Needs ffmpeg (libx264, libx265, aac, ac3 encoders) and python3. Not run by CI: the
 # output is committed (about 360 KB). ffmpeg builds differ, so a rerun changes bytes,
@@ -12,6 +14,43 @@ C=$HERE/corpus
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 FF=(ffmpeg -hide_banner -nostdin -loglevel error -y)
+
+# ---------------------------------------------------------------- mp4, hls, g711, config
+more() {
+    # fMP4 HLS renditions (init.mp4 + .m4s): H.264 + AAC with B-frames (edit list,
+    # composition offsets), video only, AAC only, HEVC + AC-3 (reported, not decoded).
+    "${FF[@]}" -f lavfi -i testsrc2=s=160x120:r=25:d=1 -f lavfi -i sine=f=440:r=48000:d=1 \
+        -c:v libx264 -preset veryfast -g 12 -crf 35 -pix_fmt yuv420p -c:a aac -b:a 32k -ac 1 \
+        -f hls -hls_time 0.5 -hls_playlist_type vod -hls_segment_type fmp4 \
+        -hls_fmp4_init_filename av_init.mp4 -hls_segment_filename "$W/av_seg%d.m4s" "$W/av.m3u8"
+    "${FF[@]}" -f lavfi -i testsrc2=s=96x64:r=10:d=1 -c:v libx264 -preset ultrafast -bf 0 -g 5 \
+        -pix_fmt yuv420p -an -f hls -hls_time 0.5 -hls_segment_type fmp4 \
+        -hls_flags independent_segments -hls_fmp4_init_filename v_init.mp4 \
+        -hls_segment_filename "$W/v_seg%d.m4s" "$W/v.m3u8"
+    "${FF[@]}" -f lavfi -i sine=f=1000:r=44100:d=0.6 -c:a aac -b:a 32k -ac 2 \
+        -f hls -hls_time 0.3 -hls_segment_type fmp4 -hls_fmp4_init_filename a_init.mp4 \
+        -hls_segment_filename "$W/a_seg%d.m4s" "$W/a.m3u8"
+    "${FF[@]}" -f lavfi -i testsrc2=s=96x64:r=10:d=0.4 -f lavfi -i sine=r=48000:d=0.4 \
+        -c:v libx265 -preset ultrafast -x265-params log-level=error -pix_fmt yuv420p \
+        -c:a ac3 -b:a 64k -f hls -hls_time 0.4 -hls_segment_type fmp4 -tag:v hvc1 \
+        -hls_fmp4_init_filename h_init.mp4 -hls_segment_filename "$W/h_seg%d.m4s" "$W/h.m3u8"
+    # One file, every fragment behind the moov (no default-base-is-moof: explicit offsets).
+    "${FF[@]}" -f lavfi -i testsrc2=s=96x64:r=10:d=0.6 -f lavfi -i sine=r=8000:d=0.6 \
+        -c:v libx264 -preset ultrafast -g 3 -pix_fmt yuv420p -c:a aac -b:a 16k -ac 1 \
+        -movflags frag_keyframe+empty_moov -f mp4 "$W/frag.mp4"
+    # G.711 payloads: a tone, both laws.
+    "${FF[@]}" -f lavfi -i sine=f=1000:r=8000:d=0.02 -c:a pcm_mulaw -f mulaw "$W/tone.ulaw"
+    "${FF[@]}" -f lavfi -i sine=f=1000:r=8000:d=0.02 -c:a pcm_alaw -f alaw "$W/tone.alaw"
+
+    rm -rf "$C/mp4" "$C/hls" "$C/g711" "$C/config"
+    mkdir -p "$C/mp4" "$C/hls" "$C/g711" "$C/config"
+    W="$W" C="$C" R="$HERE/.." python3 "$HERE/make_corpus_more.py"
+    du -sh "$C"/mp4 "$C"/hls "$C"/g711 "$C"/config
+}
+if [[ ${1:-} == more ]]; then
+    more
+    exit 0
+fi
 
 # 2 s 320x240 testsrc2 + 440 Hz sine, H.264 High with B-frames + AAC-LC mono.
 "${FF[@]}" -f lavfi -i testsrc2=s=320x240:r=25:d=2 -f lavfi -i sine=f=440:r=48000:d=2 \
@@ -74,3 +113,4 @@ w("adts", "silence_mono", rd("silent.adts"))
 w("adts", "tone1k_mono", rd("tone1k.adts"))
 EOF
 du -sh "$C"/*
+more

@@ -34,7 +34,8 @@ export CARGO_TERM_COLOR=never
 
 # Per-target libFuzzer options: the largest input generated (bigger inputs are slower and
 # rarely find more) on top of the common ones.
-declare -A MAX_LEN=([ts_demux]=32768 [analyzer]=16384 [h264]=32768 [adts]=16384 [spool]=4096 [redact]=512)
+declare -A MAX_LEN=([ts_demux]=32768 [analyzer]=16384 [h264]=32768 [adts]=16384 [spool]=4096 [redact]=512
+    [mp4]=32768 [hls]=4096 [g711]=4096 [config]=8192)
 COMMON=(-timeout=30 -rss_limit_mb=2560 -print_final_stats=1)
 
 # ---------------------------------------------------------------- prerequisites
@@ -85,8 +86,11 @@ for t in "${TARGETS[@]}"; do
     echo "==> $t: ${SECS} s (log: $log)"
     # First corpus dir receives new inputs; fuzz/corpus/$t (the committed seeds) is
     # replayed first, so a committed reproducer fails the run until its bug is fixed.
+    # A libFuzzer dictionary (fuzz/dict/$t.dict: keywords, tags, edge values) when there is one.
+    dict=()
+    [[ -f fuzz/dict/$t.dict ]] && dict=(-dict="fuzz/dict/$t.dict")
     if cargo fuzz run -a "$t" "$WORK/$t" "fuzz/corpus/$t" -- \
-        -max_total_time="$SECS" -max_len="${MAX_LEN[$t]:-16384}" "${COMMON[@]}" >"$log" 2>&1; then
+        -max_total_time="$SECS" -max_len="${MAX_LEN[$t]:-16384}" "${COMMON[@]}" "${dict[@]}" >"$log" 2>&1; then
         passed=$((passed + 1))
         grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true
         grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' "$log" || true

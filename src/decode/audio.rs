@@ -35,7 +35,7 @@ pub enum AudioFormat {
 }
 
 /// ITU-T G.711 μ-law byte to linear 16-bit (the classic bias-and-shift expansion).
-const fn ulaw_to_linear(u: u8) -> i16 {
+pub const fn ulaw_to_linear(u: u8) -> i16 {
     let u = !u;
     let mut t = (((u & 0x0F) as i32) << 3) + 0x84;
     t <<= ((u & 0x70) >> 4) as i32;
@@ -43,7 +43,7 @@ const fn ulaw_to_linear(u: u8) -> i16 {
 }
 
 /// ITU-T G.711 A-law byte to linear 16-bit.
-const fn alaw_to_linear(a: u8) -> i16 {
+pub const fn alaw_to_linear(a: u8) -> i16 {
     let a = a ^ 0x55;
     let mut t = ((a & 0x0F) as i32) << 4;
     let seg = ((a & 0x70) >> 4) as i32;
@@ -75,6 +75,13 @@ const fn g711_table(alaw: bool) -> [f32; 256] {
 
 static ULAW: [f32; 256] = g711_table(false);
 static ALAW: [f32; 256] = g711_table(true);
+
+/// G.711 bytes (A-law or μ-law) as samples in −1.0..=1.0, one per byte: what the level
+/// meter of [`AudioFormat::G711`] measures.
+pub fn g711_samples(alaw: bool, data: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    let table = if alaw { &ALAW } else { &ULAW };
+    data.iter().map(move |&b| table[usize::from(b)])
+}
 
 /// Counters of the audio decoder.
 #[derive(Debug, Clone, Copy, Default)]
@@ -178,17 +185,14 @@ impl AudioDecoder {
                 alaw,
                 sample_rate,
                 channels,
-            } => {
-                let table = if alaw { &ALAW } else { &ULAW };
-                self.decode_g711(data, table, sample_rate, channels, out)
-            }
+            } => self.decode_g711(data, alaw, sample_rate, channels, out),
         }
     }
 
     fn decode_g711(
         &mut self,
         data: &[u8],
-        table: &[f32; 256],
+        alaw: bool,
         sample_rate: u32,
         channels: u16,
         out: &mut dyn FnMut(AudioLevel),
@@ -201,8 +205,8 @@ impl AudioDecoder {
         let mut meter = LevelMeter::default();
         let mut buf = [0f32; 256];
         for chunk in data.chunks(256) {
-            for (b, &s) in buf.iter_mut().zip(chunk) {
-                *b = table[usize::from(s)];
+            for (b, s) in buf.iter_mut().zip(g711_samples(alaw, chunk)) {
+                *b = s;
             }
             meter.add(&buf[..chunk.len()]);
         }
@@ -210,7 +214,7 @@ impl AudioDecoder {
         let duration = frames * 90_000 / i64::from(sample_rate);
         let (rms_dbfs, peak_dbfs) = meter.levels();
         self.stats.frames += 1;
-        self.next_pts = Some(pts + duration);
+        self.next_pts = Some(pts.saturating_add(duration));
         out(AudioLevel {
             pts,
             duration,
@@ -252,7 +256,7 @@ impl AudioDecoder {
         let duration = frames * 90_000 / i64::from(sample_rate);
         let (rms_dbfs, peak_dbfs) = meter.levels();
         self.stats.frames += 1;
-        self.next_pts = Some(pts + duration);
+        self.next_pts = Some(pts.saturating_add(duration));
         out(AudioLevel {
             pts,
             duration,
@@ -281,7 +285,7 @@ impl AudioDecoder {
     fn decode_aac_frame(&mut self, h: AdtsHeader, payload: &[u8], out: &mut dyn FnMut(AudioLevel)) {
         let pts = self.next_pts.unwrap_or(0);
         let duration = 1024 * 90_000 / i64::from(h.sample_rate);
-        self.next_pts = Some(pts + duration);
+        self.next_pts = Some(pts.saturating_add(duration));
         // (Re)create the decoder when the stream's configuration changes.
         let same = self.aac.as_ref().is_some_and(|(c, _)| {
             c.sample_rate == h.sample_rate
@@ -436,6 +440,38 @@ mod tests {
         let mut lv = vec![];
         a.decode(Some(0), &[0xD5; 160], &mut |l| lv.push(l));
         assert!(lv[0].rms_dbfs < -70.0, "{}", lv[0].rms_dbfs);
+    }
+
+    /// Found by the `g711` fuzz target: a PTS near the end of the i64 range overflowed
+    /// `pts + duration` (a panic in debug builds, a wrap to a negative time in release).
+    #[test]
+    fn timestamps_near_the_end_of_the_range_saturate() {
+        for format in [
+            AudioFormat::G711 {
+                alaw: false,
+                sample_rate: 8000,
+                channels: 1,
+            },
+            AudioFormat::PcmS16le {
+                sample_rate: 8000,
+                channels: 1,
+            },
+        ] {
+            let mut d = AudioDecoder::new(format);
+            let mut got = vec![];
+            d.decode(Some(i64::MAX - 100), &[0xFF; 160], &mut |l| got.push(l));
+            d.decode(None, &[0xFF; 160], &mut |l| got.push(l));
+            assert_eq!(got.len(), 2, "{format:?}");
+            assert_eq!(got[0].pts, i64::MAX - 100);
+            assert!(got[0].duration > 100);
+            assert_eq!(got[1].pts, i64::MAX, "{format:?}");
+            assert_eq!(d.next_pts(), Some(i64::MAX));
+        }
+        // AAC: a frame that fails to decode still advances the clock.
+        let mut d = AudioDecoder::new(AudioFormat::AacAdts);
+        let frame = [0xFF, 0xF1, 0x4C, 0x80, 0x01, 0x1F, 0xFC, 0x00];
+        d.decode(Some(i64::MAX - 100), &frame, &mut |_| {});
+        assert_eq!(d.next_pts(), Some(i64::MAX));
     }
 
     #[test]

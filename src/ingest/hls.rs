@@ -104,6 +104,19 @@ impl Default for HlsOptions {
     }
 }
 
+impl HlsOptions {
+    /// Checks value ranges; returns a message naming the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let f = self.stale_factor;
+        if !(f.is_finite() && f > 0.0 && f <= 100.0) {
+            return Err(format!(
+                "stale_factor must be above 0 and at most 100, got {f}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A parsed HLS source.
 #[derive(Clone)]
 pub struct HlsSource {
@@ -329,7 +342,7 @@ fn sane_duration(d: f32, seq: u64) -> Option<f64> {
 }
 
 /// Parses a playlist; never panics (the parser runs under `catch_unwind`).
-fn parse_playlist(bytes: &[u8]) -> std::result::Result<Playlist, String> {
+pub fn parse_playlist(bytes: &[u8]) -> std::result::Result<Playlist, String> {
     let b = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let start = b
         .iter()
@@ -347,7 +360,7 @@ fn parse_playlist(bytes: &[u8]) -> std::result::Result<Playlist, String> {
 
 /// Resolves a playlist URI against the playlist's URL, refusing schemes the playlist may
 /// not use (a remote playlist may only name http(s) URIs).
-fn resolve_uri(base: &Url, uri: &str) -> std::result::Result<Url, String> {
+pub fn resolve_uri(base: &Url, uri: &str) -> std::result::Result<Url, String> {
     let u = base
         .join(uri.trim())
         .map_err(|e| format!("bad URI in the playlist: {e}"))?;
@@ -556,10 +569,7 @@ impl Fetcher {
             if len == 0 {
                 return Ok((Vec::new(), url.clone()));
             }
-            req = req.header(
-                reqwest::header::RANGE,
-                format!("bytes={off}-{}", off.saturating_add(len - 1)),
-            );
+            req = req.header(reqwest::header::RANGE, range_header(off, len));
         }
         let head_by = overall.min(t0 + self.connect + self.read);
         let mut resp = match tokio::time::timeout_at(head_by, req.send()).await {
@@ -780,7 +790,7 @@ async fn guarded<T>(
 /// Segment-level facts of a media playlist: for each segment, the index of the segment
 /// carrying its effective EXT-X-MAP and EXT-X-KEY (m3u8-rs attaches them to the next
 /// segment only; they apply until the next such tag).
-fn effective_tags(pl: &MediaPlaylist) -> Vec<(Option<usize>, Option<usize>)> {
+pub fn effective_tags(pl: &MediaPlaylist) -> Vec<(Option<usize>, Option<usize>)> {
     let (mut map, mut key) = (None, None);
     pl.segments
         .iter()
@@ -795,6 +805,76 @@ fn effective_tags(pl: &MediaPlaylist) -> Vec<(Option<usize>, Option<usize>)> {
             (map, key)
         })
         .collect()
+}
+
+/// The (offset, length) of an EXT-X-BYTERANGE (or of an EXT-X-MAP's BYTERANGE): without
+/// an offset it starts where the previous range of the same resource ended, `prev_end`
+/// (RFC 8216 §4.3.2.2), else at 0.
+/// None when the range ends beyond 2^64 − 1: it cannot be asked for (a `Range` header
+/// would silently ask for less) nor continued by the next range.
+pub fn byte_range(length: u64, offset: Option<u64>, prev_end: Option<u64>) -> Option<(u64, u64)> {
+    let off = offset.or(prev_end).unwrap_or(0);
+    off.checked_add(length)?;
+    Some((off, length))
+}
+
+/// Why [`byte_range`] refused a range.
+fn range_error(length: u64, offset: Option<u64>) -> String {
+    match offset {
+        Some(o) => format!("byte range {length}@{o} ends beyond 2^64 bytes"),
+        None => format!("byte range {length} (continued) ends beyond 2^64 bytes"),
+    }
+}
+
+/// The HTTP `Range` header value of a non-empty byte range (RFC 9110 §14.1.2: inclusive).
+pub fn range_header(off: u64, len: u64) -> String {
+    format!("bytes={off}-{}", off.saturating_add(len.saturating_sub(1)))
+}
+
+/// Where a byte range lies in a body of `body_len` bytes (a server that ignored the
+/// range sent the whole resource); None when it does not fit.
+pub fn range_in(body_len: usize, off: u64, len: u64) -> Option<std::ops::Range<usize>> {
+    let start = usize::try_from(off).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    (end <= body_len).then_some(start..end)
+}
+
+/// What to fetch of a live playlist after a load (RFC 8216 §6.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveWindow {
+    /// The media sequence number expected next (remembered across loads; may lie past
+    /// the playlist's end while the origin catches up).
+    pub next: u64,
+    /// The segments to fetch now, by media sequence number: `from..end`, always within
+    /// the playlist (`first <= from`, `end <= first + n`).
+    pub from: u64,
+    pub end: u64,
+    /// Segments that left the window before they were fetched.
+    pub skipped: u64,
+    /// The media sequence went back (origin restarted): started again near the end.
+    pub restarted: bool,
+}
+
+/// The live window of a playlist whose first segment is `first` and which lists `n`
+/// segments, `next_seq` being the segment expected next (None on the first load: start
+/// three segments from the end).
+pub fn live_window(first: u64, n: usize, next_seq: Option<u64>) -> LiveWindow {
+    let n = n as u64;
+    let end = first.saturating_add(n);
+    let start = first.saturating_add(n.saturating_sub(3));
+    let (next, skipped, restarted) = match next_seq {
+        None => (start, 0, false),
+        Some(s) if s < first => (first, first - s, false),
+        Some(s) if s > end.saturating_add(3) => (start, 0, true),
+        Some(s) => (s, 0, false),
+    };
+    LiveWindow {
+        next,
+        from: next.max(first),
+        end,
+        skipped,
+        restarted,
+    }
 }
 
 /// The state of one HLS source across reconnects.
@@ -1088,33 +1168,27 @@ impl<'a> Runner<'a> {
         loop {
             self.target = sane_target(pl.target_duration);
             let first = pl.media_sequence;
-            let n = pl.segments.len() as u64;
-            let start = first.saturating_add(n.saturating_sub(3));
-            let next = match self.next_seq {
-                None => start,
-                Some(s) if s < first => {
-                    tracing::warn!(
-                        skipped = first - s,
-                        "HLS segments left the live window before they were fetched"
-                    );
-                    self.need_reset = true;
-                    first
-                }
-                Some(s) if s > first.saturating_add(n).saturating_add(3) => {
-                    tracing::warn!(
-                        expected = s,
-                        got = first,
-                        "the live playlist's media sequence went back: origin restarted"
-                    );
-                    self.need_reset = true;
-                    start
-                }
-                Some(s) => s,
-            };
-            self.next_seq = Some(next);
+            let w = live_window(first, pl.segments.len(), self.next_seq);
+            if w.skipped > 0 {
+                tracing::warn!(
+                    skipped = w.skipped,
+                    "HLS segments left the live window before they were fetched"
+                );
+            }
+            if w.restarted {
+                tracing::warn!(
+                    expected = self.next_seq,
+                    got = first,
+                    "the live playlist's media sequence went back: origin restarted"
+                );
+            }
+            if w.skipped > 0 || w.restarted {
+                self.need_reset = true;
+            }
+            self.next_seq = Some(w.next);
             let tags = effective_tags(&pl);
-            let mut seq = next.max(first);
-            while seq < first.saturating_add(n) {
+            let mut seq = w.from;
+            while seq < w.end {
                 let i = (seq - first) as usize;
                 self.segment(sink, &base, &pl, &tags, i, seq).await?;
                 seq += 1;
@@ -1247,10 +1321,17 @@ impl<'a> Runner<'a> {
                     return Ok(false);
                 }
             };
-            let range = map
-                .byte_range
-                .as_ref()
-                .map(|b| (b.offset.unwrap_or(0), b.length));
+            let range = match map.byte_range.as_ref() {
+                None => None,
+                Some(b) => match byte_range(b.length, b.offset, None) {
+                    Some(r) => Some(r),
+                    None => {
+                        let msg = format!("init section: {}", range_error(b.length, b.offset));
+                        self.segment_failed(sink, &murl, &msg, None).await;
+                        return Ok(false);
+                    }
+                },
+            };
             let key = Some((murl.clone(), range));
             if self.init != key {
                 let cap = self.segment_cap().min(MAX_INIT_BYTES);
@@ -1286,13 +1367,25 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        let range = seg.byte_range.as_ref().map(|b| {
-            let off = b.offset.unwrap_or_else(|| match &self.range_end {
-                Some((u, end)) if *u == url => *end,
-                _ => 0,
-            });
-            (off, b.length)
-        });
+        let range = match seg.byte_range.as_ref() {
+            None => None,
+            Some(b) => {
+                let prev = match &self.range_end {
+                    Some((u, end)) if *u == url => Some(*end),
+                    _ => None,
+                };
+                match byte_range(b.length, b.offset, prev) {
+                    Some(r) => Some(r),
+                    None => {
+                        let msg = range_error(b.length, b.offset);
+                        self.segment_failed(sink, &url, &msg, None).await;
+                        self.need_reset = true;
+                        self.range_end = None;
+                        return Ok(false);
+                    }
+                }
+            }
+        };
         if let Some((off, len)) = range {
             self.range_end = Some((url.clone(), off.saturating_add(len)));
         }
@@ -1770,6 +1863,31 @@ mod tests {
         assert!(e.contains("no variants"), "{e}");
         let only_iframes = vec![variant("i.m3u8", 1, true)];
         assert!(choose_variant(&only_iframes, VariantChoice::HighestBandwidth).is_err());
+    }
+
+    /// Found by the `hls` fuzz target: a byte range ending beyond 2^64 was accepted and
+    /// saturated: `Range: bytes=18446744073709551600-18446744073709551615` asked for 16
+    /// bytes instead of 100, and the next range without an offset started at u64::MAX.
+    #[test]
+    fn byte_ranges_beyond_2_64_are_refused() {
+        assert_eq!(byte_range(100, Some(400), None), Some((400, 100)));
+        assert_eq!(byte_range(100, None, Some(500)), Some((500, 100)));
+        assert_eq!(byte_range(100, None, None), Some((0, 100)));
+        assert_eq!(
+            byte_range(16, Some(u64::MAX - 16), None),
+            Some((u64::MAX - 16, 16))
+        );
+        assert_eq!(byte_range(100, Some(u64::MAX - 99 + 1), None), None);
+        assert_eq!(byte_range(100, None, Some(u64::MAX)), None);
+        assert_eq!(byte_range(u64::MAX, Some(1), None), None);
+        assert_eq!(range_header(400, 100), "bytes=400-499");
+        assert_eq!(
+            range_header(u64::MAX - 16, 16),
+            format!("bytes={}-{}", u64::MAX - 16, u64::MAX - 1)
+        );
+        assert_eq!(range_in(1000, 400, 100), Some(400..500));
+        assert_eq!(range_in(450, 400, 100), None);
+        assert_eq!(range_in(1000, u64::MAX, 2), None);
     }
 
     #[test]

@@ -379,6 +379,45 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             "must be at least 1s".into(),
         ));
     }
+    // Durations that become timers: bounded, so that no timer saturates or overflows
+    // `Instant` arithmetic, and the keepalive fits MQTT's 16-bit seconds.
+    const DAY: Duration = Duration::from_secs(86_400);
+    for (key, field, d, max) in [
+        ("stats_interval", "stats_interval", cfg.stats_interval, DAY),
+        (
+            "shutdown_timeout",
+            "shutdown_timeout",
+            cfg.shutdown_timeout,
+            DAY,
+        ),
+        (
+            "connect_timeout",
+            "mqtt.connect_timeout",
+            cfg.mqtt.connect_timeout,
+            DAY,
+        ),
+        ("backoff_max", "mqtt.backoff_max", cfg.mqtt.backoff_max, DAY),
+        (
+            "keepalive",
+            "mqtt.keepalive",
+            cfg.mqtt.keepalive,
+            Duration::from_secs(65_535),
+        ),
+    ] {
+        if d > max {
+            return Err(err(
+                line_of_key(text, key),
+                field,
+                format!("must be at most {}", humantime::format_duration(max)),
+            ));
+        }
+    }
+    cfg.live
+        .validate()
+        .map_err(|m| err(line_of_key(text, "[live]"), "live", m))?;
+    cfg.hls
+        .validate()
+        .map_err(|m| err(line_of_key(text, "[hls]"), "hls", m))?;
     if cfg.spool.max_bytes < 64 * 1024 {
         return Err(err(
             line_of_key(text, "max_bytes"),
@@ -704,6 +743,52 @@ url = "rtsp://camera.local/stream1"
         assert_eq!(s.client_id, "vqprobe-edge-fra-01");
         assert_eq!(s.events_topic("cam1"), "vqprobe/edge-fra-01/cam1/events");
         assert_eq!(s.status_topic(), "vqprobe/edge-fra-01/status");
+    }
+
+    /// Found by the `config` fuzz target's invariants: `[live]` seconds were not
+    /// range-checked (`inf` or NaN panic `Duration::from_secs_f64` in every session, a
+    /// restart loop), `hls.stale_factor = nan` switched `playlist_stale` off, and the
+    /// agent's durations had no upper bound (`stats_interval = "100000000000y"` overflows
+    /// the `Instant` of the stats timer; a keepalive above 65535 s is truncated to MQTT's
+    /// 16 bits).
+    #[test]
+    fn durations_and_factors_out_of_range_are_refused() {
+        for (table, line, field) in [
+            ("[live]", "stall_after = inf", "stall_after"),
+            ("[live]", "backoff_initial = nan", "backoff_initial"),
+            ("[live]", "backoff_max = -1.0", "backoff_max"),
+            ("[live]", "connect_timeout = 1e300", "connect_timeout"),
+            ("[live]", "read_timeout = -inf", "read_timeout"),
+            ("[live]", "clear_after = 3600.5", "clear_after"),
+            ("[hls]", "stale_factor = nan", "stale_factor"),
+            ("[hls]", "stale_factor = 0.0", "stale_factor"),
+        ] {
+            let text = format!("{MIN}{table}\n{line}\n");
+            let e = p(&text).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("must be"), "{line}: {e}");
+        }
+        for (line, field) in [
+            ("stats_interval = \"100000000000y\"", "stats_interval"),
+            ("shutdown_timeout = \"2days\"", "shutdown_timeout"),
+        ] {
+            let e = p(&format!("{line}\n{MIN}")).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("at most"), "{line}: {e}");
+        }
+        for (line, field) in [
+            ("keepalive = \"65536s\"", "mqtt.keepalive"),
+            ("connect_timeout = \"1000000h\"", "mqtt.connect_timeout"),
+            ("backoff_max = \"2days\"", "mqtt.backoff_max"),
+        ] {
+            let text = MIN.replace("[mqtt]\n", &format!("[mqtt]\n{line}\n"));
+            let e = p(&text).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("at most"), "{line}: {e}");
+        }
+        // The limits themselves are accepted.
+        let text = MIN.replace("[mqtt]\n", "[mqtt]\nkeepalive = \"65535s\"\n")
+            + "[live]\nstall_after = 3600.0\nclear_after = 0.0\n[hls]\nstale_factor = 100.0\n";
+        let l = p(&text).unwrap();
+        assert_eq!(l.cfg.mqtt.keepalive, Duration::from_secs(65_535));
+        assert_eq!(l.streams[0].live.stall_after, 3600.0);
     }
 
     #[test]
