@@ -759,7 +759,7 @@ url = "rtsp://camera.local/stream1"
             ("[live]", "backoff_max = -1.0", "backoff_max"),
             ("[live]", "connect_timeout = 1e300", "connect_timeout"),
             ("[live]", "read_timeout = -inf", "read_timeout"),
-            ("[live]", "clear_after = 3600.5", "clear_after"),
+            ("[live]", "clear_after = 86400.5", "clear_after"),
             ("[hls]", "stale_factor = nan", "stale_factor"),
             ("[hls]", "stale_factor = 0.0", "stale_factor"),
         ] {
