@@ -316,22 +316,6 @@ impl Harness {
                 );
                 let old: HashMap<u64, bool> =
                     self.model.iter().map(|m| (m.tag, m.durable)).collect();
-                // Records this reopen did not offer, whose removal (ack, drop-oldest,
-                // or the bound enforced again at the reopen) no sync made durable, may
-                // still be on disk below a ledger head that could not be written (a full
-                // disk): a later reopen may offer them again. Delivery is at least once,
-                // so that is allowed; what must never come back is a record whose
-                // removal a sync made durable (`gone_durable`).
-                let mut ghosts: Vec<MRec> = self
-                    .model
-                    .iter()
-                    .filter(|m| !got.contains(&m.tag) && !m.gone_durable)
-                    .map(|m| MRec {
-                        st: St::Dropped,
-                        durable: false,
-                        ..m.clone()
-                    })
-                    .collect();
                 self.model = recovered
                     .iter()
                     .map(|&(seq, tag)| MRec {
@@ -342,8 +326,6 @@ impl Harness {
                         gone_durable: false,
                     })
                     .collect();
-                self.model.append(&mut ghosts);
-                self.model.sort_by_key(|m| m.seq);
                 self.dropped_seen = s.stats().dropped_full;
                 self.synced_sizes.retain(|p, _| p.exists());
                 self.spool = Some(s);
