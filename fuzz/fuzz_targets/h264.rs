@@ -10,7 +10,8 @@
 //! Invariants: no panic and no memory error (ASan) anywhere, openh264's C++ included as
 //! far as the Rust side can observe; every Frame's Thumb is self-consistent (samples =
 //! sum of the histogram, 0 <= luma_mean <= 255, finite edge statistics, non-zero size);
-//! every Error carries a non-zero state; a Refused size is above max_pixels; the
+//! every Error carries a non-zero state; a Refused size is above max_pixels, or 0 x 0
+//! (an SPS that does not parse) in an access unit that carries an SPS; the
 //! decoder's counters match the outputs seen.
 #![no_main]
 
@@ -43,13 +44,19 @@ fn access_units(data: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
+/// Whether an access unit holds an SPS NAL unit (type 7) after a 3-byte start code.
+fn has_sps(au: &[u8]) -> bool {
+    au.windows(4)
+        .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1F == 7)
+}
+
 #[derive(Default)]
 struct Seen {
     frames: u64,
     errors: u64,
 }
 
-fn check(o: VideoOut<'_>, seen: &mut Seen) {
+fn check(o: VideoOut<'_>, seen: &mut Seen, au_has_sps: bool) {
     match o {
         VideoOut::Frame(t) => {
             seen.frames += 1;
@@ -69,9 +76,12 @@ fn check(o: VideoOut<'_>, seen: &mut Seen) {
             assert_ne!(state, 0);
         }
         VideoOut::Refused { width, height } => {
+            // Too large, or (0 x 0) an SPS that does not parse, which only an access
+            // unit carrying an SPS can announce.
             assert!(
-                u64::from(width) * u64::from(height) > MAX_PIXELS,
-                "{width}x{height}"
+                u64::from(width) * u64::from(height) > MAX_PIXELS
+                    || ((width, height) == (0, 0) && au_has_sps),
+                "{width}x{height} (access unit has an SPS: {au_has_sps})"
             );
         }
     }
@@ -83,9 +93,10 @@ fuzz_target!(|data: &[u8]| {
     let aus = access_units(data);
     for (i, au) in aus.iter().enumerate() {
         let key = i == 0 || h264_has_idr(au);
-        dec.decode(i as i64 * 3600, key, au, &mut |o| check(o, &mut seen));
+        let sps = has_sps(au);
+        dec.decode(i as i64 * 3600, key, au, &mut |o| check(o, &mut seen, sps));
     }
-    dec.flush(&mut |o| check(o, &mut seen));
+    dec.flush(&mut |o| check(o, &mut seen, false));
     assert_eq!(dec.stats.packets, aus.len() as u64);
     assert_eq!(dec.stats.frames, seen.frames);
     assert_eq!(dec.stats.errors, seen.errors);
