@@ -709,10 +709,13 @@ fn on_connection_error(el: &mut EventLoop, st: &mut State, by_peer: bool) {
 /// (the tests use it to prove that the agent notices a dead publisher task).
 #[doc(hidden)]
 pub fn fault(name: &str) -> bool {
+    // Read once: the feeder asks on every turn of its loop.
+    static FAULTS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     cfg!(debug_assertions)
-        && std::env::var("VQPROBE_FAULT")
-            .map(|v| v.split(',').any(|f| f == name))
-            .unwrap_or(false)
+        && FAULTS
+            .get_or_init(|| std::env::var("VQPROBE_FAULT").unwrap_or_default())
+            .split(',')
+            .any(|f| f == name)
 }
 
 async fn feed(
