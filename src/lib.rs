@@ -22,6 +22,8 @@ pub mod decode;
 pub mod detect;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fault;
 pub mod ingest;
 pub mod pipeline;
 pub mod publish;

@@ -663,6 +663,9 @@ pub fn spawn_decode_thread_shared(
             let end = matches!(msg, IngestMsg::End(_));
             if let IngestMsg::Packet(p) = &msg {
                 media_bytes += p.data.len() as u64;
+                if p.track == Track::Video && crate::fault::fault("slow_decode") {
+                    std::thread::sleep(crate::fault::SLOW_DECODE);
+                }
             }
             analyzer.handle(msg, &mut send);
             n += 1;

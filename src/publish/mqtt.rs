@@ -705,19 +705,6 @@ fn on_connection_error(el: &mut EventLoop, st: &mut State, by_peer: bool) {
     st.link.connection_errors += 1;
 }
 
-/// Debug builds only: `VQPROBE_FAULT=<name>` makes the named place fail on purpose
-/// (the tests use it to prove that the agent notices a dead publisher task).
-#[doc(hidden)]
-pub fn fault(name: &str) -> bool {
-    // Read once: the feeder asks on every turn of its loop.
-    static FAULTS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    cfg!(debug_assertions)
-        && FAULTS
-            .get_or_init(|| std::env::var("VQPROBE_FAULT").unwrap_or_default())
-            .split(',')
-            .any(|f| f == name)
-}
-
 async fn feed(
     client: AsyncClient,
     shared: Arc<Shared>,
@@ -729,7 +716,7 @@ async fn feed(
         {
             let mut st = shared.lock();
             if st.connected {
-                if fault("feeder_panic") {
+                if crate::fault::fault("feeder_panic") {
                     panic!("VQPROBE_FAULT=feeder_panic: injected panic in the MQTT feeder");
                 }
                 pump(&client, &mut st, &status_topic);

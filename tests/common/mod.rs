@@ -67,9 +67,15 @@ pub fn vqprobe(args: &[&str]) -> Output {
 
 /// Starts the vqprobe binary with `args` in the background, stdout and stderr piped.
 pub fn spawn_vqprobe(args: &[&str]) -> std::process::Child {
+    spawn_vqprobe_env(args, &[])
+}
+
+/// [`spawn_vqprobe`] with extra environment variables (e.g. `VQPROBE_FAULT`).
+pub fn spawn_vqprobe_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_vqprobe"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
