@@ -32,7 +32,8 @@ use std::time::Instant;
 mod doc;
 
 use vqprobe::config::DetectConfig;
-use vqprobe::event::{EndReason, Event};
+use vqprobe::defect::EndReason;
+use vqprobe::event::Event;
 use vqprobe::ingest::ts::{DemuxOutput, TsDemuxer, TsLimits};
 use vqprobe::ingest::{IngestMsg, Track};
 use vqprobe::pipeline::{Analyzer, AnalyzerStats};

@@ -9,53 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{DefectKind, Metric, Phase, Transition};
+use crate::defect::{DefectKind, EndReason, Metric, Phase, Severity, Transition};
 
 /// Schema version carried in `v`.
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// How bad a defect is for a viewer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// The viewer sees or hears nothing useful (black, frozen, source down).
-    Critical,
-    /// Clearly visible or audible damage (corruption, silence).
-    Major,
-    /// Degraded or unmonitorable, not necessarily visible (unsupported codec).
-    Warning,
-}
-
-impl DefectKind {
-    /// Default severity of a kind.
-    pub fn severity(self) -> Severity {
-        match self {
-            DefectKind::Black | DefectKind::Freeze => Severity::Critical,
-            DefectKind::Corruption | DefectKind::Silence => Severity::Major,
-            DefectKind::UnsupportedCodec | DefectKind::SlowDownload | DefectKind::ProbeOverload => {
-                Severity::Warning
-            }
-            DefectKind::Stall | DefectKind::SourceDown | DefectKind::PlaylistStale => {
-                Severity::Critical
-            }
-            DefectKind::PacketLoss
-            | DefectKind::SegmentError
-            | DefectKind::TsError
-            | DefectKind::LowFps
-            | DefectKind::AvDesync => Severity::Major,
-        }
-    }
-}
-
-/// Why an `end` was emitted other than the defect clearing by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    /// The input ended (end of file, VOD playlist, `--duration` reached).
-    EndOfInput,
-    /// The probe is shutting down (signal).
-    Shutdown,
-}
 
 /// One defect event, exactly as published (JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,7 +175,7 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Metrics;
+    use crate::defect::Metrics;
 
     fn tr(kind: DefectKind, phase: Phase, start: f64, end: Option<f64>) -> Transition {
         let mut m = Metrics::new();

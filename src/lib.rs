@@ -17,8 +17,10 @@
 //! * [`app`] — the commands.
 
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod decode;
+pub mod defect;
 pub mod detect;
 pub mod error;
 pub mod event;
@@ -28,6 +30,8 @@ pub mod ingest;
 pub mod pipeline;
 pub mod publish;
 pub mod redact;
+pub mod shutdown;
+pub mod timebase;
 
 pub use error::{Error, Result};
 

@@ -14,15 +14,16 @@ use crate::config::DetectConfig;
 use crate::decode::audio::{AudioDecoder, AudioFormat, AudioStats};
 use crate::decode::video::{VideoDecoder, VideoOut, VideoStats};
 use crate::decode::AudioLevel;
+use crate::defect::EndReason;
+use crate::defect::{put, DefectKind, Metric, Metrics, Phase, Transition};
 use crate::detect::avsync::{AvSyncDetector, PtsOffsetEstimator, SyncSource};
 use crate::detect::black::BlackDetector;
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
 use crate::detect::silence::SilenceDetector;
-use crate::detect::{put, DefectKind, Metric, Metrics, Phase, Transition};
 use crate::error::Result;
-use crate::event::{EndReason, Event, EventFactory};
+use crate::event::{Event, EventFactory};
 use crate::ingest::{Codec, IngestMsg, Packet, ProgramInfo, Track};
 
 /// Counters of one stream's analysis.

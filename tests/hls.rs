@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use vqprobe::config::DetectConfig;
 use vqprobe::ingest::hls::{self, HlsOptions, HlsSource, VariantChoice};
-use vqprobe::ingest::live::{LiveConfig, LiveSink, LiveStats, Shutdown};
+use vqprobe::ingest::live::{LiveConfig, LiveSink, LiveStats};
 use vqprobe::pipeline::{spawn_decode_thread, Analyzer};
+use vqprobe::shutdown::Shutdown;
 
 const TOL: f64 = 0.5;
 

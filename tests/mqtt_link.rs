@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use common::mqtt::{wait_for, Agent, BrokerOpts, Mosquitto, SubOpts, Subscriber};
 use common::peers::TempDir;
-use vqprobe::detect::{DefectKind, Phase};
-use vqprobe::event::{Event, Severity};
+use vqprobe::defect::Severity;
+use vqprobe::defect::{DefectKind, Phase};
+use vqprobe::event::Event;
 use vqprobe::publish::mqtt::{MqttSettings, Publisher};
 use vqprobe::publish::spool::{Spool, SpoolOptions};
 

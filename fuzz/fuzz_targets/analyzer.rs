@@ -30,8 +30,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use vqprobe::config::DetectConfig;
-use vqprobe::detect::{DefectKind, Phase};
-use vqprobe::event::{EndReason, Event};
+use vqprobe::defect::{DefectKind, Phase};
+use vqprobe::event::Event;
+use vqprobe::defect::EndReason;
 use vqprobe::ingest::ts::{DemuxOutput, TsDemuxer, TsLimits};
 use vqprobe::ingest::IngestMsg;
 use vqprobe::pipeline::Analyzer;

@@ -8,11 +8,12 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::ingest::file;
 use crate::ingest::hls::{HlsOptions, HlsSource};
-use crate::ingest::live::{LiveConfig, LiveStats, Shutdown};
+use crate::ingest::live::{LiveConfig, LiveStats};
 use crate::ingest::rtsp::{RtspSource, RtspTransport};
 use crate::pipeline::AnalyzerStats;
 use crate::publish::{LinePrinter, OutputFormat};
 use crate::redact::redact_url;
+use crate::shutdown::Shutdown;
 
 /// Packets queued between ingest and the decode thread.
 pub const PACKET_QUEUE: usize = 64;

@@ -14,9 +14,10 @@ use openh264::{OpenH264API, Timestamp};
 use tokio::sync::mpsc;
 
 use crate::config::DetectConfig;
-use crate::detect::{DefectKind, Phase};
+use crate::defect::EndReason;
+use crate::defect::{DefectKind, Phase};
 use crate::error::{Error, Result};
-use crate::event::{EndReason, Event};
+use crate::event::Event;
 use crate::ingest::{Codec, Elementary, IngestMsg, Packet, ProgramInfo, Track};
 use crate::pipeline::{spawn_decode_thread, Analyzer};
 use crate::publish::{LinePrinter, OutputFormat};
@@ -295,7 +296,7 @@ fn produce(tx: mpsc::Sender<IngestMsg>, realtime: bool) -> Result<()> {
         if in_window(DefectKind::Corruption, t) {
             corrupt(&mut au, n);
         }
-        let pts = base_pts + i64::from(n) * 90_000 / i64::from(FPS);
+        let pts = base_pts + i64::from(n) * crate::timebase::HZ / i64::from(FPS);
         let key = crate::ingest::h264_has_idr(&au);
         let video = Packet {
             track: Track::Video,

@@ -12,11 +12,12 @@ use crate::config::DetectConfig;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::ingest::hls::HlsOptions;
-use crate::ingest::live::{LiveConfig, LiveSink, LiveStats, Shutdown};
+use crate::ingest::live::{LiveConfig, LiveSink, LiveStats};
 use crate::ingest::pool::{BufPool, StreamBudget};
 use crate::ingest::rtsp::RtspTransport;
 use crate::ingest::{file, IngestMsg};
 use crate::pipeline::{spawn_decode_thread_shared, Analyzer, AnalyzerStats, SharedStats};
+use crate::shutdown::Shutdown;
 
 /// What to analyse and how.
 #[derive(Debug, Clone)]

@@ -211,7 +211,7 @@ impl AudioDecoder {
             meter.add(&buf[..chunk.len()]);
         }
         let frames = (data.len() / usize::from(channels)) as i64;
-        let duration = frames * 90_000 / i64::from(sample_rate);
+        let duration = crate::timebase::rescale(frames, sample_rate);
         let (rms_dbfs, peak_dbfs) = meter.levels();
         self.stats.frames += 1;
         self.next_pts = Some(pts.saturating_add(duration));
@@ -253,7 +253,7 @@ impl AudioDecoder {
         meter.add(&buf[..tail]);
         n += tail;
         let frames = (n / usize::from(channels)) as i64;
-        let duration = frames * 90_000 / i64::from(sample_rate);
+        let duration = crate::timebase::rescale(frames, sample_rate);
         let (rms_dbfs, peak_dbfs) = meter.levels();
         self.stats.frames += 1;
         self.next_pts = Some(pts.saturating_add(duration));
@@ -284,7 +284,7 @@ impl AudioDecoder {
 
     fn decode_aac_frame(&mut self, h: AdtsHeader, payload: &[u8], out: &mut dyn FnMut(AudioLevel)) {
         let pts = self.next_pts.unwrap_or(0);
-        let duration = 1024 * 90_000 / i64::from(h.sample_rate);
+        let duration = crate::timebase::rescale(1024, h.sample_rate);
         self.next_pts = Some(pts.saturating_add(duration));
         // (Re)create the decoder when the stream's configuration changes.
         let same = self.aac.as_ref().is_some_and(|(c, _)| {

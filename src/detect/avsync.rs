@@ -30,8 +30,9 @@
 
 use heapless::HistoryBuf;
 
-use super::{put, transition, DefectKind, Hysteresis, Metric, Metrics, Transition};
+use super::{transition, Hysteresis};
 use crate::config::AvSyncConfig;
+use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 
 /// Where an offset measurement came from (reported in the event's metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,7 +264,7 @@ pub fn ntp_seconds(ntp: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Phase;
+    use crate::defect::Phase;
 
     /// An ffmpeg-like mux: video at 25 fps (DTS), audio PES of 8 AAC frames (~171 ms)
     /// written when their first sample is `lag` behind the video, with the

@@ -6,9 +6,10 @@
 //! limited-range video (the broadcast norm) and `0.10 × 255 ≈ 26` for full range. The
 //! range comes from the stream's SPS (`video_full_range_flag`).
 
-use super::{put, transition, DefectKind, Hysteresis, Metric, Metrics, Transition};
+use super::{transition, Hysteresis};
 use crate::config::BlackConfig;
 use crate::decode::Thumb;
+use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 
 /// The black detector.
 #[derive(Debug, Clone)]
@@ -93,7 +94,7 @@ impl BlackDetector {
 mod tests {
     use super::*;
     use crate::decode::tests::thumb_from_fn;
-    use crate::detect::Phase;
+    use crate::defect::Phase;
 
     fn run(frames: &[(f64, Thumb)]) -> Vec<Transition> {
         let mut d = BlackDetector::new(BlackConfig::default());

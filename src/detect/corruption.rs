@@ -10,9 +10,10 @@
 //! The event spans from the first corrupt frame to the first clean frame after which the
 //! picture stayed clean for `clear_duration` (typically the next IDR).
 
-use super::{put, transition, DefectKind, Hysteresis, Metric, Metrics, Transition};
+use super::{transition, Hysteresis};
 use crate::config::CorruptionConfig;
 use crate::decode::Thumb;
+use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 
 /// One observation for the corruption detector.
 #[derive(Debug, Clone, Copy)]
@@ -152,7 +153,7 @@ impl CorruptionDetector {
 mod tests {
     use super::*;
     use crate::decode::tests::thumb_from_fn;
-    use crate::detect::Phase;
+    use crate::defect::Phase;
 
     fn natural(i: usize) -> Thumb {
         thumb_from_fn(320, 192, false, move |x, y| {

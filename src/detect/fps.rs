@@ -8,8 +8,9 @@
 
 use heapless::HistoryBuf;
 
-use super::{put, transition, DefectKind, Hysteresis, Metric, Metrics, Transition};
+use super::{transition, Hysteresis};
 use crate::config::LowFpsConfig;
+use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 
 /// Intervals averaged for the current rate.
 const SPAN: usize = 5;
@@ -100,7 +101,7 @@ impl LowFpsDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Phase;
+    use crate::defect::Phase;
 
     #[test]
     fn one_frame_in_three_for_three_seconds() {

@@ -9,9 +9,10 @@
 //! * a black picture is never frozen (it is reported by the black detector);
 //! * a resolution change resets the reference.
 
-use super::{put, to_db, transition, DefectKind, Hysteresis, Metric, Metrics, Transition};
+use super::{to_db, transition, Hysteresis};
 use crate::config::FreezeConfig;
 use crate::decode::{Thumb, GRID_LEN};
+use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 
 /// The freeze detector.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ impl FreezeDetector {
 mod tests {
     use super::*;
     use crate::decode::tests::thumb_from_fn;
-    use crate::detect::Phase;
+    use crate::defect::Phase;
 
     fn moving(i: usize) -> Thumb {
         thumb_from_fn(320, 180, false, move |x, y| {

@@ -2,9 +2,10 @@
 //! `threshold_dbfs` (default −60 dBFS, as ffmpeg's silencedetect) for at least
 //! `min_duration`.
 
-use super::{put, transition, DefectKind, Hysteresis, Metric, Metrics, Transition};
+use super::{transition, Hysteresis};
 use crate::config::SilenceConfig;
 use crate::decode::AudioLevel;
+use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 
 /// The silence detector.
 #[derive(Debug, Clone)]
@@ -62,7 +63,7 @@ impl SilenceDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Phase;
+    use crate::defect::Phase;
 
     fn lvl(db: f32) -> AudioLevel {
         AudioLevel {

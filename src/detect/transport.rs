@@ -6,7 +6,8 @@
 //! seconds. Times are those of the caller's clock (media time for files, the session
 //! clock for live sources).
 
-use super::{put, transition, DefectKind, Hysteresis, Metric, Metrics, Transition};
+use super::{transition, Hysteresis};
+use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 use crate::ingest::ts::TsStats;
 
 /// The ts_error detector.
@@ -96,7 +97,7 @@ impl TsErrorDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Phase;
+    use crate::defect::Phase;
 
     #[test]
     fn errors_open_and_clean_time_closes() {

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::live::Shutdown;
 use super::ts::{DemuxOutput, TsDemuxer, TsLimits, TsStats};
 use super::IngestMsg;
+use crate::defect::EndReason;
 use crate::detect::transport::TsErrorDetector;
 use crate::error::{Error, Result};
-use crate::event::EndReason;
+use crate::shutdown::Shutdown;
 
 /// How much of a file is read before deciding it is not MPEG-TS.
 const SNIFF_BYTES: u64 = 1 << 20;
@@ -56,7 +56,7 @@ impl Pacer {
     fn delay(&mut self, pts: i64) -> std::time::Duration {
         let now = std::time::Instant::now();
         let (t0, p0) = *self.anchor.get_or_insert((now, pts));
-        let media = (pts - p0) as f64 / 90_000.0;
+        let media = crate::timebase::secs(pts - p0);
         let wall = now.duration_since(t0).as_secs_f64();
         if media < -1.0 || media - wall > PACE_MAX_AHEAD_S {
             // Discontinuity (wrap, splice, loop): start again from here.
@@ -150,7 +150,7 @@ pub async fn run(
                     }
                     if let (Some(limit), Some(pts)) = (opts.max_media_s, p.pts) {
                         let o = *origin.get_or_insert(pts);
-                        if (pts - o) as f64 / 90_000.0 >= limit {
+                        if crate::timebase::secs(pts - o) >= limit {
                             end(&tx, &demux, &mut ts_errors, EndReason::EndOfInput).await;
                             return Ok(*demux.stats());
                         }
@@ -190,7 +190,7 @@ pub async fn run(
             }
         }
         let st = *demux.stats();
-        let shift_s = shift as f64 / 90_000.0;
+        let shift_s = crate::timebase::secs(shift);
         if let Some(tr) = demux
             .media_time()
             .and_then(|t| ts_errors.observe(t + shift_s, &st))

@@ -42,15 +42,17 @@ use m3u8_rs::{KeyMethod, MediaPlaylist, MediaPlaylistType, Playlist, VariantStre
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::live::{Backoff, LiveConfig, LiveSink, Shutdown};
+use super::live::{LiveConfig, LiveSink};
 use super::mp4::{Fmp4Demuxer, SampleRef};
 use super::ts::{DemuxOutput, TsDemuxer, TsStats};
 use super::{Packet, ProgramInfo};
+use crate::backoff::Backoff;
+use crate::defect::EndReason;
+use crate::defect::{put, DefectKind, Metric, Metrics, Phase};
 use crate::detect::transport::TsErrorDetector;
-use crate::detect::{put, DefectKind, Metric, Metrics, Phase};
 use crate::error::{Error, Result};
-use crate::event::EndReason;
 use crate::redact::redact_url;
+use crate::shutdown::Shutdown;
 
 /// Which variant of a master playlist to monitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

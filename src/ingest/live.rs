@@ -14,14 +14,14 @@
 //! than the budget allows is dropped, counted (`oversized`) and reported as a `ts_error`
 //! interval (metric `oversized_access_units`), closed after `clear_after` without one.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{IngestMsg, Packet, ProgramInfo, Track};
-use crate::detect::{DefectKind, Metric, Metrics, Phase, Transition};
-use crate::event::EndReason;
+use crate::defect::EndReason;
+use crate::defect::{DefectKind, Metric, Metrics, Phase, Transition};
 
 /// Settings shared by live sources.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,91 +82,6 @@ impl LiveConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// A shutdown signal every long wait races (a `watch` of "stop now").
-#[derive(Debug, Clone)]
-pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
-
-impl Shutdown {
-    /// A signal and its trigger.
-    pub fn new() -> (tokio::sync::watch::Sender<bool>, Shutdown) {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        (tx, Shutdown(rx))
-    }
-
-    /// True once triggered.
-    pub fn is_set(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves when triggered (or when the trigger is dropped).
-    pub async fn wait(&mut self) {
-        while !*self.0.borrow_and_update() {
-            if self.0.changed().await.is_err() {
-                // The trigger is gone: nobody can stop us any more; never resolve.
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    /// Sleeps for `d` unless shutdown comes first; returns false on shutdown.
-    pub async fn sleep(&mut self, d: Duration) -> bool {
-        tokio::select! {
-            biased;
-            _ = self.wait() => false,
-            _ = tokio::time::sleep(d) => true,
-        }
-    }
-}
-
-/// Capped exponential backoff with jitter ("full jitter" on the upper half), so a fleet
-/// of probes does not reconnect in lock-step.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: f64,
-    max: f64,
-    attempt: u32,
-    seed: u64,
-}
-
-impl Backoff {
-    pub fn new(initial: f64, max: f64) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(1)
-            | 1;
-        Backoff {
-            initial: initial.max(0.01),
-            max: max.max(initial.max(0.01)),
-            attempt: 0,
-            seed,
-        }
-    }
-
-    /// Attempts so far since the last reset.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
-    /// The next delay: `initial × 2^attempt`, capped, then uniformly in [d/2, d].
-    pub fn next_delay(&mut self) -> Duration {
-        let exp = self.initial * 2f64.powi(self.attempt.min(30) as i32);
-        let d = exp.min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        // xorshift: jitter needs no cryptographic quality.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let frac = (self.seed % 1000) as f64 / 1000.0;
-        Duration::from_secs_f64(d * (0.5 + 0.5 * frac))
-    }
-
-    /// Media flows again.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
 
@@ -277,13 +192,13 @@ impl LiveSink {
 
     fn oversized_metrics(&self) -> Metrics {
         let mut m = Metrics::new();
-        crate::detect::put(
+        crate::defect::put(
             &mut m,
             "oversized_access_units",
             Metric::Int(self.stats.oversized.saturating_sub(self.oversized_at_onset) as i64),
         );
         if let Some(max) = self.max_access_unit() {
-            crate::detect::put(&mut m, "max_access_unit_bytes", Metric::Int(max as i64));
+            crate::defect::put(&mut m, "max_access_unit_bytes", Metric::Int(max as i64));
         }
         m
     }
@@ -427,13 +342,13 @@ impl LiveSink {
             .dropped_until_key
             .saturating_sub(self.drops_at_onset.1);
         let mut m = Metrics::new();
-        crate::detect::put(
+        crate::defect::put(
             &mut m,
             "dropped_packets",
             Metric::Int((full + until_key) as i64),
         );
-        crate::detect::put(&mut m, "dropped_queue_full", Metric::Int(full as i64));
-        crate::detect::put(&mut m, "dropped_until_key", Metric::Int(until_key as i64));
+        crate::defect::put(&mut m, "dropped_queue_full", Metric::Int(full as i64));
+        crate::defect::put(&mut m, "dropped_until_key", Metric::Int(until_key as i64));
         m
     }
 
@@ -556,7 +471,7 @@ impl LiveSink {
         let o = self.open.swap_remove(i);
         let mut metrics = o.metrics;
         for (k, v) in extra {
-            crate::detect::put(&mut metrics, k, v);
+            crate::defect::put(&mut metrics, k, v);
         }
         let t = Transition {
             kind,
@@ -604,7 +519,7 @@ impl LiveSink {
         let silent = last.elapsed().as_secs_f64();
         if silent >= self.cfg.stall_after {
             let mut m = Metrics::new();
-            crate::detect::put(&mut m, "stall_after_s", Metric::Num(self.cfg.stall_after));
+            crate::defect::put(&mut m, "stall_after_s", Metric::Num(self.cfg.stall_after));
             let onset = self.at_s(last);
             self.open_at(DefectKind::Stall, onset, m).await;
         }
@@ -629,8 +544,8 @@ impl LiveSink {
         // Reasons are redacted where they are made; this is the last line of defence
         // before the event leaves the process.
         let reason = crate::redact::redact_in_text(reason);
-        crate::detect::put(&mut m, "reason", Metric::Text(reason.into()));
-        crate::detect::put(&mut m, "attempts", Metric::Int(i64::from(attempt)));
+        crate::defect::put(&mut m, "reason", Metric::Text(reason.into()));
+        crate::defect::put(&mut m, "attempts", Metric::Int(i64::from(attempt)));
         if self.is_open(DefectKind::SourceDown) {
             self.update(DefectKind::SourceDown, |mm| *mm = m);
         } else {
@@ -692,21 +607,6 @@ mod tests {
             ..LiveConfig::default()
         };
         assert!(c.validate().unwrap_err().contains("backoff_max"));
-    }
-
-    #[test]
-    fn backoff_grows_caps_and_jitters() {
-        let mut b = Backoff::new(0.5, 8.0);
-        let d: Vec<f64> = (0..8).map(|_| b.next_delay().as_secs_f64()).collect();
-        assert!((0.25..=0.5).contains(&d[0]), "{d:?}");
-        assert!((0.5..=1.0).contains(&d[1]), "{d:?}");
-        assert!((2.0..=4.0).contains(&d[3]), "{d:?}");
-        for x in &d[4..] {
-            assert!((4.0..=8.0).contains(x), "capped: {d:?}");
-        }
-        assert_eq!(b.attempt(), 8);
-        b.reset();
-        assert!(b.next_delay().as_secs_f64() <= 0.5);
     }
 
     fn pkt(track: Track, key: bool) -> Packet {

@@ -150,11 +150,11 @@ pub enum IngestMsg {
     /// A delivery defect opened or closed by the source (stall, source_down, ...).
     /// A forced `end` (source finishing) carries its reason.
     Delivery(
-        Box<crate::detect::Transition>,
-        Option<crate::event::EndReason>,
+        Box<crate::defect::Transition>,
+        Option<crate::defect::EndReason>,
     ),
     /// The source is over; the decode thread closes open defects with this reason.
-    End(crate::event::EndReason),
+    End(crate::defect::EndReason),
     /// RTSP: the sender reports (RTCP SR) say audio timestamps run `offset_s` seconds
     /// ahead of video timestamps (negative: behind) around video PTS `pts` (90 kHz).
     /// Rare (one per SR); replaces the PTS-at-arrival estimate for `av_desync`.

@@ -684,7 +684,7 @@ fn stream_type(c: Codec) -> u8 {
 
 /// `t` in `timescale` units → 90 kHz, saturating.
 fn to_90k(t: i128, timescale: u32) -> i64 {
-    let v = t * 90_000 / i128::from(timescale.max(1));
+    let v = t * i128::from(crate::timebase::HZ) / i128::from(timescale.max(1));
     v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 

@@ -17,13 +17,15 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
 
-use super::live::{Backoff, LiveSink, Shutdown};
+use super::live::LiveSink;
 use super::{Codec, Elementary, Packet, ProgramInfo, Track};
+use crate::backoff::Backoff;
+use crate::defect::EndReason;
+use crate::defect::{put, DefectKind, Metric, Metrics};
 use crate::detect::avsync::{ntp_seconds, SrMapping};
-use crate::detect::{put, DefectKind, Metric, Metrics};
 use crate::error::{Error, Result};
-use crate::event::EndReason;
 use crate::redact::{redact_in_text, redact_url, take_credentials};
+use crate::shutdown::Shutdown;
 
 /// RTP transport.
 #[derive(
@@ -188,14 +190,14 @@ impl PtsClock {
     fn new_session(&mut self) {
         if let Some((last, at)) = self.last {
             // `as` saturates a float; the sum must too.
-            self.base = last.saturating_add((at.elapsed().as_secs_f64() * 90_000.0) as i64);
+            self.base = last.saturating_add(crate::timebase::ticks(at.elapsed().as_secs_f64()));
         }
     }
 
     fn pts(&mut self, elapsed: i64, clock_rate: u32) -> i64 {
-        let p = self
-            .base
-            .saturating_add(elapsed.saturating_mul(90_000) / i64::from(clock_rate.max(1)));
+        let p = self.base.saturating_add(
+            elapsed.saturating_mul(crate::timebase::HZ) / i64::from(clock_rate.max(1)),
+        );
         if self.last.is_none_or(|(l, _)| p > l) {
             self.last = Some((p, Instant::now()));
         }

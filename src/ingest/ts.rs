@@ -182,7 +182,7 @@ impl TsDemuxer {
 
     /// Media seconds of the transport clock (latest PTS) since the first PTS.
     pub fn media_time(&self) -> Option<f64> {
-        Some((self.clock? - self.first_pts?) as f64 / 90_000.0)
+        Some(crate::timebase::secs(self.clock? - self.first_pts?))
     }
 
     /// Advances the transport clock and counts PAT/PMT gaps longer than 0.5 s.

@@ -5,7 +5,7 @@
 pub mod mqtt;
 pub mod spool;
 
-use crate::detect::Phase;
+use crate::defect::Phase;
 use crate::event::Event;
 
 /// Output format of printed events.

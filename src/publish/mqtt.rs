@@ -40,9 +40,9 @@ use rumqttc::{
 };
 
 use super::spool::{Spool, SpoolStats};
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::ingest::live::Backoff;
 use crate::redact::Secret;
 
 /// Unacknowledged QoS 1 publishes allowed at once.

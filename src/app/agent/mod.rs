@@ -26,13 +26,14 @@ use serde_json::json;
 
 use self::config::{Loaded, Pace, StreamPlan};
 use super::session::{self, SessionCounters, SessionSpec};
-use crate::detect::Phase;
+use crate::backoff::Backoff;
+use crate::defect::Phase;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::ingest::live::{Backoff, Shutdown};
 use crate::publish::mqtt::Publisher;
 use crate::publish::spool::{Spool, SpoolOptions};
 use crate::redact::{redact_in_text, redact_url};
+use crate::shutdown::Shutdown;
 
 /// Segment size of the spool files.
 const SPOOL_SEGMENT_BYTES: u64 = 1 << 20;
@@ -533,8 +534,8 @@ fn log_event(ev: &Event) {
         start_s = ev.start_s,
         end_s = ev.end_s,
         reason = ev.reason.map(|r| match r {
-            crate::event::EndReason::EndOfInput => "end_of_input",
-            crate::event::EndReason::Shutdown => "shutdown",
+            crate::defect::EndReason::EndOfInput => "end_of_input",
+            crate::defect::EndReason::Shutdown => "shutdown",
         }),
         "event"
     );

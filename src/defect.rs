@@ -1,0 +1,193 @@
+//! The defect vocabulary every layer shares: what kinds of defect exist, how bad each
+//! is, and the transitions (start/end) detectors and sources report.
+//!
+//! A leaf module: it imports nothing from the crate, so ingest, pipeline, detect, event
+//! and publish can all depend on it without depending on each other.
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of defect vqprobe reports. The wire name is the snake_case form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefectKind {
+    Black,
+    Freeze,
+    Corruption,
+    Silence,
+    UnsupportedCodec,
+    LowFps,
+    AvDesync,
+    // Delivery defects (timed on the stream's session clock, see docs/events.md).
+    Stall,
+    SourceDown,
+    PacketLoss,
+    PlaylistStale,
+    SegmentError,
+    SlowDownload,
+    TsError,
+    ProbeOverload,
+}
+
+impl DefectKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [DefectKind; 15] = [
+        DefectKind::Black,
+        DefectKind::Freeze,
+        DefectKind::Corruption,
+        DefectKind::Silence,
+        DefectKind::UnsupportedCodec,
+        DefectKind::LowFps,
+        DefectKind::AvDesync,
+        DefectKind::Stall,
+        DefectKind::SourceDown,
+        DefectKind::PacketLoss,
+        DefectKind::PlaylistStale,
+        DefectKind::SegmentError,
+        DefectKind::SlowDownload,
+        DefectKind::TsError,
+        DefectKind::ProbeOverload,
+    ];
+    /// How many kinds there are.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefectKind::Black => "black",
+            DefectKind::Freeze => "freeze",
+            DefectKind::Corruption => "corruption",
+            DefectKind::Silence => "silence",
+            DefectKind::UnsupportedCodec => "unsupported_codec",
+            DefectKind::LowFps => "low_fps",
+            DefectKind::AvDesync => "av_desync",
+            DefectKind::Stall => "stall",
+            DefectKind::SourceDown => "source_down",
+            DefectKind::PacketLoss => "packet_loss",
+            DefectKind::PlaylistStale => "playlist_stale",
+            DefectKind::SegmentError => "segment_error",
+            DefectKind::SlowDownload => "slow_download",
+            DefectKind::TsError => "ts_error",
+            DefectKind::ProbeOverload => "probe_overload",
+        }
+    }
+
+    /// Delivery kinds are timed by the wall clock (seconds since monitoring of the
+    /// stream began), picture and sound kinds by media time.
+    pub fn is_delivery(self) -> bool {
+        matches!(
+            self,
+            DefectKind::Stall
+                | DefectKind::SourceDown
+                | DefectKind::PacketLoss
+                | DefectKind::PlaylistStale
+                | DefectKind::SegmentError
+                | DefectKind::SlowDownload
+                | DefectKind::TsError
+                | DefectKind::ProbeOverload
+        )
+    }
+}
+
+/// Whether a transition opens or closes a defect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Start,
+    End,
+}
+
+/// One piece of evidence attached to a transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Metric {
+    Num(f64),
+    Int(i64),
+    Str(&'static str),
+    /// Text decided at run time (an error message); allocated, so only for rare
+    /// delivery events, never per frame. Must not contain secrets.
+    Text(std::sync::Arc<str>),
+}
+
+/// A small, fixed-capacity list of named evidence values.
+pub type Metrics = heapless::Vec<(&'static str, Metric), 8>;
+
+/// Metrics that did not fit a [`Metrics`] (a bug: every producer reports fewer than
+/// its capacity; counted rather than lost silently, asserted in debug builds).
+static METRICS_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Metrics dropped so far for lack of room (see [`put`]); 0 unless there is a bug.
+pub fn metrics_dropped() -> u64 {
+    METRICS_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets a metric: replaces one of the same name, else appends. A full list (8: every
+/// producer here reports at most 7) drops the new value, counted in
+/// [`metrics_dropped`], logged, and asserted against in debug builds.
+pub(crate) fn put(m: &mut Metrics, name: &'static str, v: Metric) {
+    if let Some(slot) = m.iter_mut().find(|(n, _)| *n == name) {
+        slot.1 = v;
+        return;
+    }
+    if m.push((name, v)).is_err() {
+        METRICS_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(metric = name, "metric dropped: evidence list full (a bug)");
+        debug_assert!(false, "metric {name} does not fit");
+    }
+}
+
+/// What a detector reports: a defect confirmed (start) or over (end).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub kind: DefectKind,
+    pub phase: Phase,
+    /// Media time of the onset (seconds since the stream's first timestamp).
+    pub start_s: f64,
+    /// Media time the defect ended (end transitions only).
+    pub end_s: Option<f64>,
+    pub metrics: Metrics,
+    /// Tells apart defects of one kind that may be open at the same time on one
+    /// stream (`unsupported_codec`: 0 video, 1 audio). 0 for every other kind.
+    pub slot: u8,
+}
+
+/// How bad a defect is for a viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// The viewer sees or hears nothing useful (black, frozen, source down).
+    Critical,
+    /// Clearly visible or audible damage (corruption, silence).
+    Major,
+    /// Degraded or unmonitorable, not necessarily visible (unsupported codec).
+    Warning,
+}
+
+impl DefectKind {
+    /// Default severity of a kind.
+    pub fn severity(self) -> Severity {
+        match self {
+            DefectKind::Black | DefectKind::Freeze => Severity::Critical,
+            DefectKind::Corruption | DefectKind::Silence => Severity::Major,
+            DefectKind::UnsupportedCodec | DefectKind::SlowDownload | DefectKind::ProbeOverload => {
+                Severity::Warning
+            }
+            DefectKind::Stall | DefectKind::SourceDown | DefectKind::PlaylistStale => {
+                Severity::Critical
+            }
+            DefectKind::PacketLoss
+            | DefectKind::SegmentError
+            | DefectKind::TsError
+            | DefectKind::LowFps
+            | DefectKind::AvDesync => Severity::Major,
+        }
+    }
+}
+
+/// Why an `end` was emitted other than the defect clearing by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The input ended (end of file, VOD playlist, `--duration` reached).
+    EndOfInput,
+    /// The probe is shutting down (signal).
+    Shutdown,
+}
