@@ -147,6 +147,23 @@ pub struct Transition {
     /// Tells apart defects of one kind that may be open at the same time on one
     /// stream (`unsupported_codec`: 0 video, 1 audio). 0 for every other kind.
     pub slot: u8,
+    /// Delivery defects about a piece of media (a damaged segment, a run of bad TS
+    /// packets): where that media lies on the stream's own timeline. Sources set it
+    /// with `start_s`/`end_s` on their session clock; the pipeline, which owns the
+    /// media clock, turns it into media seconds in `start_s`/`end_s` and keeps the
+    /// session times as the `session_start_s`/`session_end_s` metrics. `None` for
+    /// picture and sound defects (already in media time) and for wall-clock defects
+    /// (stall, source_down, playlist_stale, ...).
+    pub media: Option<MediaSpan>,
+}
+
+/// A span of media on a stream's timeline, in 90 kHz presentation-time ticks (the
+/// timeline of [`crate::timebase`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaSpan {
+    pub start_pts: i64,
+    /// Unknown on a `start` whose end is still to come.
+    pub end_pts: Option<i64>,
 }
 
 /// How bad a defect is for a viewer.

@@ -188,6 +188,7 @@ mod tests {
             end_s: end,
             metrics: m,
             slot: 0,
+            media: None,
         }
     }
 

@@ -172,6 +172,7 @@ impl Analyzer {
                     self.overload(t.phase == Phase::Start, out);
                 }
                 let reconnected = t.kind == DefectKind::SourceDown && t.phase == Phase::End;
+                let t = self.on_media_clock(*t);
                 self.emit(&t, reason, out);
                 if reconnected {
                     self.new_av_baseline(out);
@@ -180,6 +181,25 @@ impl Analyzer {
             IngestMsg::End(reason) => self.finish(reason, out),
             IngestMsg::AvSync { pts, offset_s } => self.sender_report(pts, offset_s, out),
         }
+    }
+
+    /// A delivery defect about a piece of media (see [`Transition::media`]) is timed
+    /// like picture defects: its span's media seconds in `start_s`/`end_s`, the
+    /// source's session seconds kept as `session_start_s`/`session_end_s`.
+    fn on_media_clock(&self, mut t: Transition) -> Transition {
+        let Some(span) = t.media.take() else {
+            return t;
+        };
+        put(&mut t.metrics, "session_start_s", Metric::Num(t.start_s));
+        if let Some(e) = t.end_s {
+            put(&mut t.metrics, "session_end_s", Metric::Num(e));
+        }
+        t.start_s = self.secs(span.start_pts).max(0.0);
+        if t.end_s.is_some() {
+            let end = span.end_pts.map_or(t.start_s, |p| self.secs(p));
+            t.end_s = Some(end.max(t.start_s));
+        }
+        t
     }
 
     /// The probe drops packets (decode is behind a live source) or stopped doing so.
@@ -569,6 +589,7 @@ impl Analyzer {
                 end_s: Some(start_s),
                 metrics: Metrics::new(),
                 slot,
+                media: None,
             };
             self.emit(&tr, Some(reason), out);
         }
@@ -609,6 +630,7 @@ fn unsupported_transition(u: &Unsupported, phase: Phase, end: Option<f64>) -> Tr
             Track::Video => 0,
             Track::Audio => 1,
         },
+        media: None,
     }
 }
 

@@ -185,6 +185,7 @@ pub(crate) fn transition(kind: DefectKind, edge: Edge, metrics: Metrics) -> Tran
             end_s: None,
             metrics,
             slot: 0,
+            media: None,
         },
         Edge::Ended { onset, end } => Transition {
             kind,
@@ -193,6 +194,7 @@ pub(crate) fn transition(kind: DefectKind, edge: Edge, metrics: Metrics) -> Tran
             end_s: Some(end),
             metrics,
             slot: 0,
+            media: None,
         },
     }
 }

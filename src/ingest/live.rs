@@ -316,6 +316,7 @@ impl LiveSink {
             end_s: None,
             metrics,
             slot: 0,
+            media: None,
         });
         self.flush_overload_start();
     }
@@ -416,6 +417,7 @@ impl LiveSink {
             end_s: None,
             metrics: metrics.clone(),
             slot: 0,
+            media: None,
         };
         self.push_open(Open {
             kind,
@@ -480,6 +482,7 @@ impl LiveSink {
             end_s: Some(end_s.max(o.start_s)),
             metrics,
             slot: 0,
+            media: None,
         };
         let _ = self.tx.send(IngestMsg::Delivery(Box::new(t), reason)).await;
     }
