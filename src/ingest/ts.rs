@@ -623,7 +623,7 @@ impl TsDemuxer {
                 data.truncate(end);
                 data.drain(..h.payload_start);
                 let key = match track {
-                    Track::Video => random_access || super::h264_has_idr(&data),
+                    Track::Video => random_access || crate::codec::h264::has_idr(&data),
                     Track::Audio => true,
                 };
                 out(DemuxOutput::Packet(Packet {
