@@ -128,10 +128,7 @@ impl EventFactory {
                 }
             },
         };
-        let suffix = match t.phase {
-            Phase::Start => "start",
-            Phase::End => "end",
-        };
+        let suffix = t.phase.as_str();
         let mut metrics = serde_json::Map::new();
         for (name, v) in &t.metrics {
             let value = match v {
