@@ -118,7 +118,7 @@ mod tests {
     }
 
     /// Silence events of the clip fed as `packets` (each with its own PTS).
-    fn silence_events(packets: &[(i64, Vec<u8>)]) -> Vec<(Phase, f64, Option<f64>)> {
+    fn silence_events(packets: &[(Option<i64>, Vec<u8>)]) -> Vec<(Phase, f64, Option<f64>)> {
         let mut cfg = DetectConfig::default();
         cfg.silence.min_duration = 0.0;
         let mut a = Analyzer::new("p", "s", cfg).unwrap();
@@ -139,7 +139,7 @@ mod tests {
             a.handle(
                 IngestMsg::Packet(Packet {
                     track: Track::Audio,
-                    pts: Some(*pts),
+                    pts: *pts,
                     dts: None,
                     key: true,
                     damaged: false,
@@ -163,17 +163,35 @@ mod tests {
         let frames = adts_frames(ALTERNATING_AAC);
         assert_eq!(frames.len(), 20);
         // One frame per packet: the reference.
-        let one_by_one: Vec<(i64, Vec<u8>)> = frames
+        let one_by_one: Vec<(Option<i64>, Vec<u8>)> = frames
             .iter()
             .enumerate()
-            .map(|(i, f)| (i as i64 * 1920, f.to_vec()))
+            .map(|(i, f)| (Some(i as i64 * 1920), f.to_vec()))
             .collect();
         let want = silence_events(&one_by_one);
         let starts = want.iter().filter(|e| e.0 == Phase::Start).count();
         let ends = want.iter().filter(|e| e.0 == Phase::End).count();
         assert!(starts >= 3 && starts == ends, "{want:?}");
         // All 20 frames in one PES: the same starts and ends, none lost.
-        let all = vec![(0, frames.concat())];
+        let all = vec![(Some(0), frames.concat())];
         assert_eq!(silence_events(&all), want);
+    }
+
+    #[test]
+    fn aac_before_any_timestamp_is_placed_at_its_sample_count() {
+        let frames = adts_frames(ALTERNATING_AAC);
+        let timed: Vec<(Option<i64>, Vec<u8>)> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Some(i as i64 * 1920), f.to_vec()))
+            .collect();
+        // No PTS at all: the decoder counts 1024 samples (1920 ticks at 48 kHz) per
+        // frame from tick 0, and the clock, with no origin yet, leaves them there
+        // (the behaviour from before the pipeline split, kept on purpose).
+        let untimed: Vec<(Option<i64>, Vec<u8>)> =
+            frames.iter().map(|f| (None, f.to_vec())).collect();
+        let want = silence_events(&timed);
+        assert!(!want.is_empty());
+        assert_eq!(silence_events(&untimed), want);
     }
 }
