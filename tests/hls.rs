@@ -57,7 +57,7 @@ fn run_hls(input: &str, opts: HlsOptions, cfg: LiveConfig, secs: f64) -> (Vec<Va
         analyzer.set_pool(pool.clone());
         let (tx, rx) = mpsc::channel(vqprobe::app::check::PACKET_QUEUE);
         let (etx, mut erx) = mpsc::channel(256);
-        let decode = spawn_decode_thread("decode-hls".into(), analyzer, rx, etx).unwrap();
+        let decode = spawn_decode_thread("decode-hls".into(), analyzer, rx, etx, None).unwrap();
         let collector = tokio::spawn(async move {
             let mut v = vec![];
             while let Some(e) = erx.recv().await {

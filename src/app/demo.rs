@@ -352,7 +352,7 @@ pub async fn run(
     let analyzer = Analyzer::new(probe_id, "demo", DetectConfig::default())?;
     let (tx, rx) = mpsc::channel::<IngestMsg>(crate::app::check::PACKET_QUEUE);
     let (etx, mut erx) = mpsc::channel::<Event>(crate::app::check::EVENT_QUEUE);
-    let decode = spawn_decode_thread("decode-demo".into(), analyzer, rx, etx)
+    let decode = spawn_decode_thread("decode-demo".into(), analyzer, rx, etx, None)
         .map_err(|e| Error::Other(format!("cannot start decode thread: {e}")))?;
     let realtime = opts.realtime;
     let producer = std::thread::Builder::new()

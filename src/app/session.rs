@@ -16,7 +16,7 @@ use crate::ingest::live::{LiveConfig, LiveSink, LiveStats};
 use crate::ingest::pool::{BufPool, StreamBudget};
 use crate::ingest::rtsp::RtspTransport;
 use crate::ingest::{file, IngestMsg};
-use crate::pipeline::{spawn_decode_thread_shared, Analyzer, AnalyzerStats, SharedStats};
+use crate::pipeline::{spawn_decode_thread, Analyzer, AnalyzerStats, SharedStats};
 use crate::shutdown::Shutdown;
 
 /// What to analyse and how.
@@ -94,7 +94,7 @@ pub async fn run<F: FnMut(Event)>(
     analyzer.set_pool(pool.clone());
     let (tx, rx) = mpsc::channel::<IngestMsg>(queue);
     let (etx, mut erx) = mpsc::channel::<Event>(EVENT_QUEUE);
-    let decode = spawn_decode_thread_shared(
+    let decode = spawn_decode_thread(
         format!("decode-{}", spec.stream_id),
         analyzer,
         rx,
