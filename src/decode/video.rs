@@ -1,5 +1,8 @@
 //! H.264 decode with openh264, reduced to a [`Thumb`] per picture.
 //!
+//! Boundaries: owns the openh264 decoder and the SPS checks; knows nothing of
+//! detectors, events or sources.
+//!
 //! Why the raw openh264 API: the safe `Decoder::decode` never sets the input
 //! timestamp, so every output picture would carry timestamp 0, and with B-frames the
 //! output order differs from the input order. We pass each access unit's PTS in

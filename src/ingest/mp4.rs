@@ -5,6 +5,8 @@
 //! ADTS header built from the AudioSpecificConfig, so the decoders need not know the
 //! container.
 //!
+//! Boundaries: bytes in, packets out; no I/O, no clocks, no decoding.
+//!
 //! Written by hand on purpose, like [`super::ts`]. The candidate crate (`mp4-atom` 0.17)
 //! parses every box we need, but it requires Rust 1.88 (this crate promises 1.85), pulls
 //! `num`, `derive_more` and a second `thiserror` into an edge binary, and decodes an
