@@ -21,7 +21,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{IngestMsg, Packet, ProgramInfo, Track};
 use crate::defect::EndReason;
-use crate::defect::{DefectKind, Metric, Metrics, Phase, Transition};
+use crate::defect::{DefectKind, MediaSpan, Metric, Metrics, Phase, Transition};
 
 /// Settings shared by live sources.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +107,8 @@ struct Open {
     kind: DefectKind,
     start_s: f64,
     metrics: Metrics,
+    /// The piece of media the defect is about (see [`LiveSink::open_media`]).
+    media: Option<MediaSpan>,
 }
 
 /// The sending side of a live source. See the module docs for the overflow policy.
@@ -308,6 +310,7 @@ impl LiveSink {
             kind: DefectKind::ProbeOverload,
             start_s,
             metrics: metrics.clone(),
+            media: None,
         });
         self.overload_start = Some(Transition {
             kind: DefectKind::ProbeOverload,
@@ -406,8 +409,44 @@ impl LiveSink {
     /// Opens a delivery defect with onset `start_s` (session seconds), unless one of
     /// the kind is open already (then only its metrics are updated).
     pub async fn open_at(&mut self, kind: DefectKind, start_s: f64, metrics: Metrics) {
+        self.open_spanning(kind, start_s, metrics, None).await;
+    }
+
+    /// Opens now a delivery defect about a piece of media (a damaged segment, a run of
+    /// bad transport packets): its `start` and `end` carry `span` (see
+    /// [`Transition::media`]), and the pipeline times them on the media clock. When one
+    /// of the kind is open already, only its metrics are updated and its span (if it
+    /// has one) is extended to the end of `span`.
+    pub async fn open_media(&mut self, kind: DefectKind, metrics: Metrics, span: MediaSpan) {
+        let now = self.now_s();
+        self.open_spanning(kind, now, metrics, Some(span)).await;
+    }
+
+    /// Moves the end of an open defect's media span (see [`LiveSink::open_media`]) to
+    /// `end_pts`; nothing for a defect without one.
+    pub fn extend_media(&mut self, kind: DefectKind, end_pts: i64) {
+        if let Some(m) = self
+            .open
+            .iter_mut()
+            .find(|o| o.kind == kind)
+            .and_then(|o| o.media.as_mut())
+        {
+            m.end_pts = Some(end_pts);
+        }
+    }
+
+    async fn open_spanning(
+        &mut self,
+        kind: DefectKind,
+        start_s: f64,
+        metrics: Metrics,
+        media: Option<MediaSpan>,
+    ) {
         if let Some(o) = self.open.iter_mut().find(|o| o.kind == kind) {
             o.metrics = metrics;
+            if let (Some(m), Some(end)) = (o.media.as_mut(), media.and_then(|s| s.end_pts)) {
+                m.end_pts = Some(end);
+            }
             return;
         }
         let t = Transition {
@@ -417,12 +456,13 @@ impl LiveSink {
             end_s: None,
             metrics: metrics.clone(),
             slot: 0,
-            media: None,
+            media,
         };
         self.push_open(Open {
             kind,
             start_s,
             metrics,
+            media,
         });
         let _ = self.tx.send(IngestMsg::Delivery(Box::new(t), None)).await;
     }
@@ -482,7 +522,7 @@ impl LiveSink {
             end_s: Some(end_s.max(o.start_s)),
             metrics,
             slot: 0,
-            media: None,
+            media: o.media,
         };
         let _ = self.tx.send(IngestMsg::Delivery(Box::new(t), reason)).await;
     }
