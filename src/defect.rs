@@ -17,7 +17,8 @@ pub enum DefectKind {
     UnsupportedCodec,
     LowFps,
     AvDesync,
-    // Delivery defects (timed on the stream's session clock, see docs/events.md).
+    // Delivery defects (on the session clock, or on the media clock when they concern a
+    // piece of media: see `Transition::media` and docs/events.md).
     Stall,
     SourceDown,
     PacketLoss,
@@ -71,8 +72,10 @@ impl DefectKind {
         }
     }
 
-    /// Delivery kinds are timed by the wall clock (seconds since monitoring of the
-    /// stream began), picture and sound kinds by media time.
+    /// Delivery kinds: about how the stream arrives rather than what it shows. Timed by
+    /// the wall clock (seconds since monitoring of the stream began) unless a transition
+    /// carries the media it concerns ([`Transition::media`]); picture and sound kinds
+    /// by media time.
     pub fn is_delivery(self) -> bool {
         matches!(
             self,

@@ -3,8 +3,9 @@
 //! Fed with the demuxer's cumulative counters after each chunk of input; any growth of
 //! sync losses, continuity-counter errors, PAT or PMT gaps (> 0.5 s) marks the moment
 //! as erroneous. The interval ends once the transport stayed clean for `clear_after`
-//! seconds. Times are those of the caller's clock (media time for files, the session
-//! clock for live sources).
+//! seconds. Times are those of the caller's clock: media time (the transport's own clock
+//! for files, the segments' media positions for HLS). Pure bookkeeping: it reads no
+//! input and sends nothing; callers deliver its transitions.
 //!
 //! Also the one definition of the interval's evidence ([`ts_error_metrics`]) and of
 //! "the transport got worse" ([`transport_errors_grew`]), used by every source that

@@ -245,7 +245,7 @@ impl Segments {
         let mut r = Ok(());
         for s in &samples {
             if s.track == Track::Video && s.size > max_au {
-                sink.oversized(s.size).await;
+                sink.oversized(s.size, Some(s.pts)).await;
                 continue;
             }
             if let Some(p) = self.mp4.packet(bytes, s) {
