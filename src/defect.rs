@@ -17,7 +17,8 @@ pub enum DefectKind {
     UnsupportedCodec,
     LowFps,
     AvDesync,
-    // Delivery defects (timed on the stream's session clock, see docs/events.md).
+    // Delivery defects (on the session clock, or on the media clock when they concern a
+    // piece of media: see `Transition::media` and docs/events.md).
     Stall,
     SourceDown,
     PacketLoss,
@@ -71,8 +72,10 @@ impl DefectKind {
         }
     }
 
-    /// Delivery kinds are timed by the wall clock (seconds since monitoring of the
-    /// stream began), picture and sound kinds by media time.
+    /// Delivery kinds: about how the stream arrives rather than what it shows. Timed by
+    /// the wall clock (seconds since monitoring of the stream began) unless a transition
+    /// carries the media it concerns ([`Transition::media`]); picture and sound kinds
+    /// by media time.
     pub fn is_delivery(self) -> bool {
         matches!(
             self,
@@ -117,8 +120,10 @@ pub enum Metric {
     Text(std::sync::Arc<str>),
 }
 
-/// A small, fixed-capacity list of named evidence values.
-pub type Metrics = heapless::Vec<(&'static str, Metric), 8>;
+/// A small, fixed-capacity list of named evidence values: room for the at most 7 a
+/// producer reports plus the two session times the pipeline adds to a delivery defect
+/// timed on the media clock ([`Transition::media`]).
+pub type Metrics = heapless::Vec<(&'static str, Metric), 10>;
 
 /// Metrics that did not fit a [`Metrics`] (a bug: every producer reports fewer than
 /// its capacity; counted rather than lost silently, asserted in debug builds).
@@ -129,8 +134,8 @@ pub fn metrics_dropped() -> u64 {
     METRICS_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Sets a metric: replaces one of the same name, else appends. A full list (8: every
-/// producer here reports at most 7) drops the new value, counted in
+/// Sets a metric: replaces one of the same name, else appends. A full list (10: every
+/// producer here reports at most 7, plus 2 session times) drops the new value, counted in
 /// [`metrics_dropped`], logged, and asserted against in debug builds.
 pub(crate) fn put(m: &mut Metrics, name: &'static str, v: Metric) {
     if let Some(slot) = m.iter_mut().find(|(n, _)| *n == name) {

@@ -487,11 +487,21 @@ fn lost_ts_packets_and_a_segment_without_pat_are_ts_error() {
     );
     let ends = paired_ends(&events);
     let ts = of_kind(&ends, "ts_error");
-    assert_eq!(ts.len(), 1, "{ends:#?}");
+    // Timed by the media (issue 10 item 6): seg2 (4-6 s) and seg5 (10-12 s) lie 4 s of
+    // clean media apart, more than `clear_after`: two intervals, each at its segment
+    // (however fast the VOD was fetched).
+    assert_eq!(ts.len(), 2, "{ends:#?}");
+    let at = |e: &Value| e["start_s"].as_f64().unwrap();
+    assert!((at(ts[0]) - 4.0).abs() <= TOL, "{}", ts[0]);
+    assert!((at(ts[1]) - 10.0).abs() <= TOL, "{}", ts[1]);
     let m = &ts[0]["metrics"];
     assert!(m["cc_errors"].as_i64().unwrap() >= 1, "{}", ts[0]);
-    assert_eq!(m["pat_missing"], 1, "{}", ts[0]);
-    assert_eq!(m["pmt_missing"], 0, "{}", ts[0]);
+    assert_eq!(m["pat_missing"], 0, "{}", ts[0]);
+    let m = &ts[1]["metrics"];
+    assert_eq!(m["pat_missing"], 1, "{}", ts[1]);
+    for e in &ts {
+        assert_eq!(e["metrics"]["pmt_missing"], 0, "{e}");
+    }
 }
 
 #[test]
@@ -607,4 +617,118 @@ fn audio_timestamps_shifted_inside_ts_segments_are_av_desync() {
         60.0,
     );
     assert!(events.is_empty(), "{events:#?}");
+}
+
+/// Issue 10 item 6, "two clocks for one fault": 40 KB of garbage in the middle of the VOD
+/// segment that holds media 10-12 s. The VOD is fetched far faster than it plays, so the
+/// session clock says ~1-3 s when the probe reads that segment; the `ts_error` it causes
+/// must be timed where the damage is in the media (like the `corruption` it causes), with
+/// the session times kept as metrics.
+#[test]
+fn a_damaged_segment_is_timed_by_its_media_not_by_when_it_was_fetched() {
+    let src = renditions().join("vod_ts");
+    let dir = TempDir::new("hls-garbage");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    // The segment covering 10-12 s of media, by the playlist's durations.
+    let playlist = std::fs::read_to_string(dir.path().join("index.m3u8")).unwrap();
+    let (mut at, mut damaged) = (0.0f64, None);
+    let mut lines = playlist.lines();
+    while let Some(l) = lines.next() {
+        if let Some(d) = l.strip_prefix("#EXTINF:") {
+            let d: f64 = d.trim_end_matches(',').parse().unwrap();
+            let uri = lines.next().unwrap().to_string();
+            if at <= 10.5 && 10.5 < at + d {
+                damaged = Some((uri, at, at + d));
+            }
+            at += d;
+        }
+    }
+    let (uri, seg_start, seg_end) = damaged.expect("a segment covers 10.5 s");
+    assert!(
+        (seg_start - 10.0).abs() < 0.1 && (seg_end - 12.0).abs() < 0.1,
+        "{uri}: {seg_start}-{seg_end}"
+    );
+    let path = dir.path().join(&uri);
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 120_000, "{} bytes", bytes.len());
+    let mid = bytes.len() / 2 - 20_000;
+    let mut x: u32 = 0x9E37_79B9;
+    for b in &mut bytes[mid..mid + 40_000] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = (x >> 24) as u8;
+    }
+    std::fs::write(&path, bytes).unwrap();
+
+    let server = HlsServer::start(dir.path(), None);
+    let (events, _) = run_hls(
+        &server.url("index.m3u8"),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    let ends = paired_ends(&events);
+    // Within one segment of the damaged one's media time.
+    let near = |e: &Value| {
+        let (s, t) = (e["start_s"].as_f64().unwrap(), e["end_s"].as_f64().unwrap());
+        s >= seg_start - 2.0 && t <= seg_end + 2.0 && s < seg_end && t > seg_start
+    };
+    let corruption = of_kind(&ends, "corruption");
+    assert!(!corruption.is_empty(), "{ends:#?}");
+    assert!(corruption.iter().all(|e| near(e)), "{corruption:#?}");
+    let ts = of_kind(&ends, "ts_error");
+    assert_eq!(ts.len(), 1, "{ends:#?}");
+    let e = ts[0];
+    assert!(
+        near(e),
+        "ts_error at the damaged media, not at fetch time: {e}"
+    );
+    assert!(e["metrics"]["sync_losses"].as_i64().unwrap() >= 1, "{e}");
+    // When the probe saw it, on the session clock: early, the VOD is read fast.
+    let (s0, s1) = (
+        e["metrics"]["session_start_s"]
+            .as_f64()
+            .expect("session_start_s"),
+        e["metrics"]["session_end_s"]
+            .as_f64()
+            .expect("session_end_s"),
+    );
+    assert!(0.0 <= s0 && s0 <= s1, "{e}");
+    // The start event carries the same media time and its session time too.
+    let start = events
+        .iter()
+        .find(|x| x["kind"] == "ts_error" && x["state"] == "start")
+        .expect("ts_error start");
+    assert_eq!(start["start_s"], e["start_s"], "{start}");
+    assert!(start["metrics"]["session_start_s"].is_number(), "{start}");
+    assert!(of_kind(&ends, "segment_error").is_empty(), "{ends:#?}");
+}
+
+/// A segment the origin refuses has no timestamps at all: its `segment_error` is placed
+/// after the last good segment by the playlist's EXTINF durations (the media it would
+/// have held), the session times in its metrics.
+#[test]
+fn a_missing_segment_is_placed_by_the_playlist_durations() {
+    let server = HlsServer::start(&renditions(), None);
+    server.fault(json!({"path": "vod_ts/seg5.ts", "status": 404}));
+    let (events, _) = run_hls(
+        &server.url("vod_ts/index.m3u8"),
+        HlsOptions::default(),
+        LiveConfig::default(),
+        60.0,
+    );
+    let ends = paired_ends(&events);
+    let errs = of_kind(&ends, "segment_error");
+    assert_eq!(errs.len(), 1, "{ends:#?}");
+    let e = errs[0];
+    let (s, t) = (e["start_s"].as_f64().unwrap(), e["end_s"].as_f64().unwrap());
+    // seg5 holds 10-12 s (2 s segments from 0).
+    assert!((s - 10.0).abs() <= TOL && (t - 12.0).abs() <= TOL, "{e}");
+    assert!(e["metrics"]["session_start_s"].is_number(), "{e}");
+    assert!(e["metrics"]["session_end_s"].is_number(), "{e}");
+    assert_eq!(e["metrics"]["status"], 404, "{e}");
 }

@@ -3,8 +3,13 @@
 //! Fed with the demuxer's cumulative counters after each chunk of input; any growth of
 //! sync losses, continuity-counter errors, PAT or PMT gaps (> 0.5 s) marks the moment
 //! as erroneous. The interval ends once the transport stayed clean for `clear_after`
-//! seconds. Times are those of the caller's clock (media time for files, the session
-//! clock for live sources).
+//! seconds. Times are those of the caller's clock: media time (the transport's own clock
+//! for files, the segments' media positions for HLS). Pure bookkeeping: it reads no
+//! input and sends nothing; callers deliver its transitions.
+//!
+//! Also the one definition of the interval's evidence ([`ts_error_metrics`]) and of
+//! "the transport got worse" ([`transport_errors_grew`]), used by every source that
+//! reports `ts_error` from [`TsStats`] (files here, HLS in `ingest::hls::defects`).
 
 use super::{transition, Hysteresis};
 use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
@@ -31,11 +36,7 @@ impl TsErrorDetector {
     /// Feeds the cumulative counters at time `t`.
     pub fn observe(&mut self, t: f64, s: &TsStats) -> Option<Transition> {
         let l = self.last;
-        let grew = s.sync_losses > l.sync_losses
-            || s.cc_errors > l.cc_errors
-            || s.pat_missing > l.pat_missing
-            || s.pmt_missing > l.pmt_missing
-            || s.pes_overflows > l.pes_overflows;
+        let grew = transport_errors_grew(&l, s);
         if grew && self.hyst.onset().is_none() {
             self.at_onset = l;
         }
@@ -50,48 +51,38 @@ impl TsErrorDetector {
         Some(transition(DefectKind::TsError, edge, self.metrics()))
     }
 
-    /// Counts within the current interval.
-    fn metrics(&self) -> Metrics {
-        let (s, o) = (self.last, self.at_onset);
-        let mut m = Metrics::new();
-        put(
-            &mut m,
-            "cc_errors",
-            Metric::Int((s.cc_errors - o.cc_errors) as i64),
-        );
-        put(
-            &mut m,
-            "sync_losses",
-            Metric::Int((s.sync_losses - o.sync_losses) as i64),
-        );
-        put(
-            &mut m,
-            "pat_missing",
-            Metric::Int((s.pat_missing - o.pat_missing) as i64),
-        );
-        put(
-            &mut m,
-            "pmt_missing",
-            Metric::Int((s.pmt_missing - o.pmt_missing) as i64),
-        );
-        put(
-            &mut m,
-            "tei_packets",
-            Metric::Int((s.tei_packets - o.tei_packets) as i64),
-        );
-        put(
-            &mut m,
-            "psi_errors",
-            Metric::Int((s.psi_errors - o.psi_errors) as i64),
-        );
-        // Access units above the stream's memory budget (`ingest::pool`), dropped.
-        put(
-            &mut m,
-            "oversized_pes",
-            Metric::Int(s.pes_overflows.saturating_sub(o.pes_overflows) as i64),
-        );
-        m
+    /// Counts within the current interval (since its onset).
+    pub fn metrics(&self) -> Metrics {
+        ts_error_metrics(&self.last, &self.at_onset)
     }
+}
+
+/// Whether the counters `now` show new priority-1 errors since `before`: sync losses,
+/// continuity-counter errors, PAT or PMT gaps, access units dropped as oversized.
+pub fn transport_errors_grew(before: &TsStats, now: &TsStats) -> bool {
+    now.sync_losses > before.sync_losses
+        || now.cc_errors > before.cc_errors
+        || now.pat_missing > before.pat_missing
+        || now.pmt_missing > before.pmt_missing
+        || now.pes_overflows > before.pes_overflows
+}
+
+/// `ts_error` evidence: the counts between the cumulative counters `onset` and `now`.
+pub fn ts_error_metrics(now: &TsStats, onset: &TsStats) -> Metrics {
+    let mut m = Metrics::new();
+    for (name, a, b) in [
+        ("cc_errors", now.cc_errors, onset.cc_errors),
+        ("sync_losses", now.sync_losses, onset.sync_losses),
+        ("pat_missing", now.pat_missing, onset.pat_missing),
+        ("pmt_missing", now.pmt_missing, onset.pmt_missing),
+        ("tei_packets", now.tei_packets, onset.tei_packets),
+        ("psi_errors", now.psi_errors, onset.psi_errors),
+        // Access units above the stream's memory budget (`ingest::pool`), dropped.
+        ("oversized_pes", now.pes_overflows, onset.pes_overflows),
+    ] {
+        put(&mut m, name, Metric::Int(a.saturating_sub(b) as i64));
+    }
+    m
 }
 
 #[cfg(test)]

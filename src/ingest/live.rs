@@ -12,7 +12,12 @@
 //! pool ([`LiveSink::set_pool`]), by the stream's byte budget (`ingest::pool`): a
 //! packet that finds no room in bytes is dropped the same way. An access unit larger
 //! than the budget allows is dropped, counted (`oversized`) and reported as a `ts_error`
-//! interval (metric `oversized_access_units`), closed after `clear_after` without one.
+//! interval (metric `oversized_access_units`), closed after `clear_after` without one,
+//! and timed by the dropped media's timestamps.
+//!
+//! Delivery defects are opened on the session clock ([`LiveSink::now_s`]); those about a
+//! piece of media carry its span as well ([`LiveSink::open_media`], [`Transition::media`]),
+//! and the pipeline times them by media time (docs/events.md).
 
 use std::time::Instant;
 
@@ -21,7 +26,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{IngestMsg, Packet, ProgramInfo, Track};
 use crate::defect::EndReason;
-use crate::defect::{DefectKind, Metric, Metrics, Phase, Transition};
+use crate::defect::{DefectKind, MediaSpan, Metric, Metrics, Phase, Transition};
 
 /// Settings shared by live sources.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +112,8 @@ struct Open {
     kind: DefectKind,
     start_s: f64,
     metrics: Metrics,
+    /// The piece of media the defect is about (see [`LiveSink::open_media`]).
+    media: Option<MediaSpan>,
 }
 
 /// The sending side of a live source. See the module docs for the overflow policy.
@@ -167,8 +174,9 @@ impl LiveSink {
     }
 
     /// An access unit of `len` bytes, above [`LiveSink::max_access_unit`], was dropped
-    /// (here or by a demuxer): count it and open or update `ts_error`.
-    pub async fn oversized(&mut self, len: usize) {
+    /// (here or by a demuxer): count it and open or update `ts_error`, timed by the
+    /// dropped media's timestamp `pts` when it has one (see [`LiveSink::open_media`]).
+    pub async fn oversized(&mut self, len: usize, pts: Option<i64>) {
         self.stats.oversized += 1;
         self.last_oversized = Some(Instant::now());
         if self.stats.oversized.is_power_of_two() {
@@ -185,6 +193,15 @@ impl LiveSink {
         let m = self.oversized_metrics();
         if self.is_open(DefectKind::TsError) {
             self.update(DefectKind::TsError, |mm| *mm = m);
+            if let Some(p) = pts {
+                self.extend_media(DefectKind::TsError, p);
+            }
+        } else if let Some(p) = pts {
+            let span = MediaSpan {
+                start_pts: p,
+                end_pts: Some(p),
+            };
+            self.open_media(DefectKind::TsError, m, span).await;
         } else {
             self.open(DefectKind::TsError, m).await;
         }
@@ -242,7 +259,7 @@ impl LiveSink {
                 // The next pictures need this one: wait for a key frame.
                 self.dropping_video = true;
             }
-            self.oversized(p.data.len()).await;
+            self.oversized(p.data.len(), p.pts).await;
             return;
         }
         if p.track == Track::Video && self.dropping_video {
@@ -308,6 +325,7 @@ impl LiveSink {
             kind: DefectKind::ProbeOverload,
             start_s,
             metrics: metrics.clone(),
+            media: None,
         });
         self.overload_start = Some(Transition {
             kind: DefectKind::ProbeOverload,
@@ -363,9 +381,10 @@ impl LiveSink {
     /// sources that are not live, such as a VOD playlist, where nothing may be dropped.
     pub async fn packet_wait(&mut self, p: Packet) {
         let len = p.data.len();
+        let pts = p.pts;
         self.arrived(len).await;
         if self.max_access_unit().is_some_and(|m| len > m) {
-            self.oversized(len).await;
+            self.oversized(len, pts).await;
             return;
         }
         if let Some(pl) = &self.pool {
@@ -377,7 +396,7 @@ impl LiveSink {
             };
             // Cannot fail for an access unit within the budget (it fits the queue).
             if !admitted {
-                self.oversized(len).await;
+                self.oversized(len, pts).await;
                 return;
             }
         }
@@ -406,8 +425,44 @@ impl LiveSink {
     /// Opens a delivery defect with onset `start_s` (session seconds), unless one of
     /// the kind is open already (then only its metrics are updated).
     pub async fn open_at(&mut self, kind: DefectKind, start_s: f64, metrics: Metrics) {
+        self.open_spanning(kind, start_s, metrics, None).await;
+    }
+
+    /// Opens now a delivery defect about a piece of media (a damaged segment, a run of
+    /// bad transport packets): its `start` and `end` carry `span` (see
+    /// [`Transition::media`]), and the pipeline times them on the media clock. When one
+    /// of the kind is open already, only its metrics are updated and its span (if it
+    /// has one) is extended to the end of `span`.
+    pub async fn open_media(&mut self, kind: DefectKind, metrics: Metrics, span: MediaSpan) {
+        let now = self.now_s();
+        self.open_spanning(kind, now, metrics, Some(span)).await;
+    }
+
+    /// Moves the end of an open defect's media span (see [`LiveSink::open_media`]) to
+    /// `end_pts` if that is later; nothing for a defect without one.
+    pub fn extend_media(&mut self, kind: DefectKind, end_pts: i64) {
+        if let Some(m) = self
+            .open
+            .iter_mut()
+            .find(|o| o.kind == kind)
+            .and_then(|o| o.media.as_mut())
+        {
+            m.end_pts = Some(m.end_pts.map_or(end_pts, |e| e.max(end_pts)));
+        }
+    }
+
+    async fn open_spanning(
+        &mut self,
+        kind: DefectKind,
+        start_s: f64,
+        metrics: Metrics,
+        media: Option<MediaSpan>,
+    ) {
         if let Some(o) = self.open.iter_mut().find(|o| o.kind == kind) {
             o.metrics = metrics;
+            if let Some(end) = media.and_then(|s| s.end_pts) {
+                self.extend_media(kind, end);
+            }
             return;
         }
         let t = Transition {
@@ -417,12 +472,13 @@ impl LiveSink {
             end_s: None,
             metrics: metrics.clone(),
             slot: 0,
-            media: None,
+            media,
         };
         self.push_open(Open {
             kind,
             start_s,
             metrics,
+            media,
         });
         let _ = self.tx.send(IngestMsg::Delivery(Box::new(t), None)).await;
     }
@@ -482,7 +538,7 @@ impl LiveSink {
             end_s: Some(end_s.max(o.start_s)),
             metrics,
             slot: 0,
-            media: None,
+            media: o.media,
         };
         let _ = self.tx.send(IngestMsg::Delivery(Box::new(t), reason)).await;
     }
@@ -803,5 +859,46 @@ mod tests {
             .await
             .expect("packet_wait returns once the receiver is gone");
         assert_eq!(s.stats.packets, 2);
+    }
+
+    #[tokio::test]
+    async fn defects_about_media_carry_their_span_to_the_end() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut s = LiveSink::new(tx, LiveConfig::default());
+        let span = MediaSpan {
+            start_pts: 900_000,
+            end_pts: Some(1_080_000),
+        };
+        s.open_media(DefectKind::SegmentError, Metrics::new(), span)
+            .await;
+        // Opened again while open: the span grows, never shrinks; the start stays.
+        let later = MediaSpan {
+            start_pts: 1_080_000,
+            end_pts: Some(1_260_000),
+        };
+        s.open_media(DefectKind::SegmentError, Metrics::new(), later)
+            .await;
+        s.extend_media(DefectKind::SegmentError, 1_000_000);
+        // A defect opened without media stays on the session clock.
+        s.open(DefectKind::SlowDownload, Metrics::new()).await;
+        s.extend_media(DefectKind::SlowDownload, 5);
+        s.finish(EndReason::EndOfInput).await;
+        let mut got = vec![];
+        while let Ok(IngestMsg::Delivery(t, _)) = rx.try_recv() {
+            got.push((t.kind, t.phase, t.media));
+        }
+        let end_span = MediaSpan {
+            start_pts: 900_000,
+            end_pts: Some(1_260_000),
+        };
+        assert_eq!(
+            got,
+            [
+                (DefectKind::SegmentError, Phase::Start, Some(span)),
+                (DefectKind::SlowDownload, Phase::Start, None),
+                (DefectKind::SegmentError, Phase::End, Some(end_span)),
+                (DefectKind::SlowDownload, Phase::End, None),
+            ]
+        );
     }
 }

@@ -21,7 +21,7 @@ use super::live::LiveSink;
 use super::{Codec, Elementary, Packet, ProgramInfo, Track};
 use crate::backoff::Backoff;
 use crate::defect::EndReason;
-use crate::defect::{put, DefectKind, Metric, Metrics};
+use crate::defect::{put, DefectKind, MediaSpan, Metric, Metrics};
 use crate::detect::avsync::{ntp_seconds, SrMapping};
 use crate::error::{Error, Result};
 use crate::redact::{redact_in_text, redact_url, take_credentials};
@@ -379,12 +379,16 @@ async fn run_once(
                 if loss > 0 {
                     loss_total += u64::from(loss);
                     last_loss = Some(Instant::now());
+                    // Media time: from the first frame a loss damaged to the last.
+                    let pts = packet.pts.unwrap_or_default();
                     if sink.is_open(DefectKind::PacketLoss) {
                         sink.update(DefectKind::PacketLoss, |m| set_int(m, "lost_packets", loss_total as i64));
+                        sink.extend_media(DefectKind::PacketLoss, pts);
                     } else {
                         let mut m = Metrics::new();
                         put(&mut m, "lost_packets", Metric::Int(loss_total as i64));
-                        sink.open(DefectKind::PacketLoss, m).await;
+                        let span = MediaSpan { start_pts: pts, end_pts: Some(pts) };
+                        sink.open_media(DefectKind::PacketLoss, m, span).await;
                     }
                 }
                 sink.packet(packet).await;
