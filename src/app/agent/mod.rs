@@ -1,6 +1,9 @@
 //! `vqprobe run`: the long-running agent. Watches every configured stream in one
 //! process and publishes each event over MQTT through the spooled outbox.
 //!
+//! * [`Agent`] is the running agent as a value: [`Agent::start`], [`Agent::apply`],
+//!   [`Agent::reload`], [`Agent::shutdown`], driven by [`Agent::run`] with a stream of
+//!   [`Signal`]s (real signals are mapped onto it by [`signals`]; tests send them).
 //! * Each stream is a task looping run → [`session::run`] → backoff until it is
 //!   stopped; a failing stream (dead source, hostile input, decoder error, even a panic)
 //!   never disturbs the others. Each session decodes on its own named OS thread
@@ -16,7 +19,7 @@
 pub mod config;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::FutureExt;
 use serde_json::json;
 
-use self::config::{Loaded, Pace, StreamPlan};
+use self::config::{Loaded, StreamPlan};
 use super::session::{self, SessionCounters, SessionSpec};
 use crate::backoff::Backoff;
 use crate::defect::Phase;
@@ -32,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::publish::mqtt::Publisher;
 use crate::publish::spool::{Spool, SpoolOptions};
+use crate::publish::status::Status;
 use crate::redact::{redact_in_text, redact_url};
 use crate::shutdown::Shutdown;
 
@@ -69,194 +73,326 @@ struct Ctx {
     probe_id: String,
 }
 
-/// Runs the agent until SIGTERM/SIGINT. Errors: the configuration cannot be loaded,
-/// the spool cannot be opened.
-pub async fn run(config_path: &Path) -> Result<()> {
-    let loaded = config::load(config_path)?;
-    let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    // Takes the spool's lock and proves the directory writable: a second agent on the
-    // same spool or an unwritable directory fails here, before READY.
-    let spool = Spool::open(SpoolOptions::new(
-        loaded.cfg.spool.dir.clone(),
-        loaded.cfg.spool.max_bytes,
-        SPOOL_SEGMENT_BYTES,
-    ))
-    .map_err(|source| Error::Io {
-        path: loaded.cfg.spool.dir.clone(),
-        source,
-    })?;
-    let recovered = spool.stats().recovered;
-    if recovered > 0 {
-        tracing::info!(
-            events = recovered,
-            "spool: undelivered events from the previous run will be sent"
-        );
-    }
-    let settings = loaded.mqtt_settings()?;
-    if settings.password.is_some() && settings.tls.is_none() {
-        if is_loopback(&settings.host) {
-            tracing::info!(
-                "MQTT: the broker password is sent in clear text (mqtt://, loopback only)"
-            );
-        } else {
-            tracing::warn!(
-                broker = %redact_url(&loaded.cfg.mqtt.url),
-                "MQTT: the broker password is sent in clear text over mqtt://: anyone on the network path can read it; use mqtts://"
-            );
+/// What the agent is told from outside. Real signals are mapped onto a stream of these
+/// in one place ([`signals`]); tests send them on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGHUP: reload the configuration file.
+    Hangup,
+    /// SIGTERM: shut down cleanly (a second one: at once).
+    Terminate,
+    /// SIGINT: as SIGTERM.
+    Interrupt,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Hangup => "SIGHUP",
+            Signal::Terminate => "SIGTERM",
+            Signal::Interrupt => "SIGINT",
         }
     }
-    let mut tls_digest = tls_files_digest(&loaded);
-    let status = |state: &str, loaded: &Loaded| -> Vec<u8> {
-        json!({
-            "v": 1,
-            "status": state,
-            "probe": loaded.cfg.probe_id,
-            "version": crate::VERSION,
-            "started_at": started_at,
-            "pid": std::process::id(),
-            "streams": loaded.streams.iter().map(|s| s.cfg.id.clone()).collect::<Vec<_>>(),
-        })
-        .to_string()
-        .into_bytes()
-    };
-    let publisher = Publisher::start(
-        settings,
-        spool,
-        status("online", &loaded),
-        status("offline", &loaded),
-    )?;
-    tracing::info!(
-        version = crate::VERSION,
-        probe = %loaded.cfg.probe_id,
-        config = %config_path.display(),
-        broker = %redact_url(&loaded.cfg.mqtt.url),
-        streams = loaded.streams.len(),
-        "vqprobe agent starting"
-    );
-    let ctx = Ctx {
-        publisher: publisher.clone(),
-        probe_id: loaded.cfg.probe_id.clone(),
-    };
-    let mut streams: HashMap<String, StreamHandle> = HashMap::new();
-    apply(&ctx, &mut streams, &loaded).await;
-    let mut current = loaded;
+}
 
+/// How the agent ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Streams ended, the outbox flushed (or its leftovers spooled), `offline` published.
+    Clean,
+    /// A second signal during shutdown: exit at once (status 130); the spool keeps what
+    /// was not delivered.
+    Now,
+}
+
+/// SIGTERM, SIGINT and SIGHUP as a stream of [`Signal`]s: the one place real signals
+/// reach the agent.
+pub fn signals() -> Result<tokio::sync::mpsc::Receiver<Signal>> {
     use tokio::signal::unix::{signal, SignalKind};
     let sig =
         |k| signal(k).map_err(|e| Error::Other(format!("cannot install signal handler: {e}")));
     let mut sigterm = sig(SignalKind::terminate())?;
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
-    notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = watchdog_interval();
-    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut stats_tick = tokio::time::interval(current.cfg.stats_interval);
-    stats_tick.tick().await;
-    let mut sync_tick = tokio::time::interval(SYNC_EVERY);
-    let mut failure = None;
-    let mut connects = publisher.connects();
-    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The spool's fsyncs run on a blocking thread; a slow disk must not hold this loop
-    // (signals, watchdog), and at most one sync is in flight.
-    let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
-    loop {
-        tokio::select! {
-            // After the link dropped and came back, the stats (with the link counters)
-            // go out at once rather than at the next interval.
-            Ok(()) = connects.changed() => {
-                if *connects.borrow_and_update() > 1 {
-                    publish_stats(&publisher, &streams, &current);
-                }
-            }
-            why = publisher.failed() => {
-                tracing::error!(
-                    reason = %why,
-                    "MQTT publisher task ended unexpectedly: no event can be delivered; exiting with failure so that systemd restarts the agent (undelivered events stay in the spool)"
-                );
-                failure = Some(why);
-                break;
-            }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = sighup.recv() => {
-                notify(&[sd_notify::NotifyState::Reloading]);
-                match config::load(config_path) {
-                    Ok(new) => {
-                        if new.cfg.probe_id != current.cfg.probe_id
-                            || new.cfg.spool != current.cfg.spool
-                        {
-                            tracing::warn!("SIGHUP: changes to probe_id or [spool] take effect after a restart");
-                        }
-                        let new_digest = tls_files_digest(&new);
-                        let changed = mqtt_changes(&current, &new, tls_digest != new_digest);
-                        if !changed.is_empty() {
-                            tracing::warn!(
-                                changed = %changed.join(", "),
-                                "SIGHUP: changes to [mqtt] ({}) take effect only after a restart (systemctl restart vqprobe); the broker connection keeps its current settings",
-                                changed.join(", ")
-                            );
-                        }
-                        tls_digest = new_digest;
-                        apply(&ctx, &mut streams, &new).await;
-                        let mut online = new.clone();
-                        online.cfg.probe_id = current.cfg.probe_id.clone();
-                        publisher.set_online(status("online", &online));
-                        stats_tick = tokio::time::interval(new.cfg.stats_interval);
-                        stats_tick.tick().await;
-                        current = new;
-                        tracing::info!(streams = streams.len(), "SIGHUP: configuration reloaded");
-                    }
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one"),
-                }
-                notify(&[sd_notify::NotifyState::Ready]);
-            }
-            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
-            _ = stats_tick.tick() => publish_stats(&publisher, &streams, &current),
-            _ = sync_tick.tick() => {
-                if sync_task.as_ref().is_none_or(|t| t.is_finished()) {
-                    let p = publisher.clone();
-                    sync_task = Some(tokio::spawn(async move {
-                        p.sync().await;
-                    }));
-                }
-            }
-        }
-    }
-    notify(&[sd_notify::NotifyState::Stopping]);
-    if let Some(why) = failure {
-        // Streams end their open defects into the spool; the next start delivers them.
-        let ids: Vec<String> = streams.keys().cloned().collect();
-        stop_streams(&mut streams, &ids).await;
-        publisher.sync().await;
-        return Err(Error::Other(format!(
-            "MQTT publisher task ended unexpectedly: {why}"
-        )));
-    }
-    // A second signal means "now": the spool already holds every event.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::spawn(async move {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = sigint.recv() => {}
+        loop {
+            let s = tokio::select! {
+                Some(()) = sigterm.recv() => Signal::Terminate,
+                Some(()) = sigint.recv() => Signal::Interrupt,
+                Some(()) = sighup.recv() => Signal::Hangup,
+                else => return,
+            };
+            if tx.send(s).await.is_err() {
+                return;
+            }
         }
-        tracing::warn!("second signal: exiting at once (undelivered events stay in the spool)");
-        std::process::exit(130);
     });
-    let ids: Vec<String> = streams.keys().cloned().collect();
-    stop_streams(&mut streams, &ids).await;
-    let report = publisher
-        .shutdown(status("offline", &current), current.cfg.shutdown_timeout)
-        .await;
-    if report.pending > 0 {
-        tracing::warn!(
-            pending = report.pending,
-            "shutdown: events not yet acknowledged by the broker stay in the spool for the next start"
+    Ok(rx)
+}
+
+/// Runs the agent on the configuration at `config_path` until SIGTERM/SIGINT (SIGHUP
+/// reloads). Errors: the configuration cannot be loaded, the spool cannot be opened,
+/// the publisher task died.
+pub async fn run(config_path: &Path) -> Result<Exit> {
+    let signals = signals()?;
+    Agent::start(config_path).await?.run(signals).await
+}
+
+/// The running agent: its configuration, its streams and its publisher. Driven by
+/// [`Agent::run`] with a stream of [`Signal`]s.
+pub struct Agent {
+    config_path: PathBuf,
+    current: Loaded,
+    publisher: Publisher,
+    ctx: Ctx,
+    streams: HashMap<String, StreamHandle>,
+    /// The status payload's fixed part (probe, start time, pid).
+    status: Status,
+    tls_digest: u64,
+}
+
+impl Agent {
+    /// Loads the configuration, opens the spool, starts the publisher and every stream,
+    /// and tells systemd READY.
+    pub async fn start(config_path: &Path) -> Result<Agent> {
+        let loaded = config::load(config_path)?;
+        // Takes the spool's lock and proves the directory writable: a second agent on
+        // the same spool or an unwritable directory fails here, before READY.
+        let spool = Spool::open(SpoolOptions::new(
+            loaded.cfg.spool.dir.clone(),
+            loaded.cfg.spool.max_bytes,
+            SPOOL_SEGMENT_BYTES,
+        ))
+        .map_err(|source| Error::Io {
+            path: loaded.cfg.spool.dir.clone(),
+            source,
+        })?;
+        let recovered = spool.stats().recovered;
+        if recovered > 0 {
+            tracing::info!(
+                events = recovered,
+                "spool: undelivered events from the previous run will be sent"
+            );
+        }
+        let settings = loaded.mqtt_settings()?;
+        if settings.password.is_some() && settings.tls.is_none() {
+            if is_loopback(&settings.host) {
+                tracing::info!(
+                    "MQTT: the broker password is sent in clear text (mqtt://, loopback only)"
+                );
+            } else {
+                tracing::warn!(
+                    broker = %redact_url(&loaded.cfg.mqtt.url),
+                    "MQTT: the broker password is sent in clear text over mqtt://: anyone on the network path can read it; use mqtts://"
+                );
+            }
+        }
+        let tls_digest = tls_files_digest(&loaded);
+        let status = Status::new(&loaded.cfg.probe_id, SystemTime::now(), stream_ids(&loaded));
+        let publisher = Publisher::start(settings, spool, status.online(), status.offline())?;
+        tracing::info!(
+            version = crate::VERSION,
+            probe = %loaded.cfg.probe_id,
+            config = %config_path.display(),
+            broker = %redact_url(&loaded.cfg.mqtt.url),
+            streams = loaded.streams.len(),
+            "vqprobe agent starting"
         );
+        let ctx = Ctx {
+            publisher: publisher.clone(),
+            probe_id: loaded.cfg.probe_id.clone(),
+        };
+        let mut streams = HashMap::new();
+        apply(&ctx, &mut streams, &loaded).await;
+        notify(&[sd_notify::NotifyState::Ready]);
+        Ok(Agent {
+            config_path: config_path.to_path_buf(),
+            current: loaded,
+            publisher,
+            ctx,
+            streams,
+            status,
+            tls_digest,
+        })
     }
-    tracing::info!(
-        offline_published = report.offline_published,
-        "vqprobe agent stopped"
-    );
-    Ok(())
+
+    /// The ids of the streams running now.
+    pub fn stream_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.streams.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Brings the running streams in line with `loaded` (added streams start, removed
+    /// ones stop, changed ones restart, unchanged ones keep running), makes it the
+    /// current configuration and publishes the new stream list in the `online` status.
+    /// The probe id and the broker connection keep their settings.
+    pub async fn apply(&mut self, loaded: Loaded) {
+        apply(&self.ctx, &mut self.streams, &loaded).await;
+        self.status.streams = stream_ids(&loaded);
+        self.publisher.set_online(self.status.online());
+        self.current = loaded;
+    }
+
+    /// Reloads the configuration file and applies it; an invalid file is logged and the
+    /// running configuration kept. True when the new one was applied.
+    pub async fn reload(&mut self) -> bool {
+        notify(&[sd_notify::NotifyState::Reloading]);
+        let applied = match config::load(&self.config_path) {
+            Ok(new) => {
+                if new.cfg.probe_id != self.current.cfg.probe_id
+                    || new.cfg.spool != self.current.cfg.spool
+                {
+                    tracing::warn!(
+                        "SIGHUP: changes to probe_id or [spool] take effect after a restart"
+                    );
+                }
+                let new_digest = tls_files_digest(&new);
+                let changed = mqtt_changes(&self.current, &new, self.tls_digest != new_digest);
+                if !changed.is_empty() {
+                    tracing::warn!(
+                        changed = %changed.join(", "),
+                        "SIGHUP: changes to [mqtt] ({}) take effect only after a restart (systemctl restart vqprobe); the broker connection keeps its current settings",
+                        changed.join(", ")
+                    );
+                }
+                self.tls_digest = new_digest;
+                self.apply(new).await;
+                tracing::info!(
+                    streams = self.streams.len(),
+                    "SIGHUP: configuration reloaded"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the new configuration is invalid; keeping the running one");
+                false
+            }
+        };
+        notify(&[sd_notify::NotifyState::Ready]);
+        applied
+    }
+
+    /// Runs until a [`Signal::Terminate`] or [`Signal::Interrupt`] (then
+    /// [`Agent::shutdown`]); [`Signal::Hangup`] reloads. Also publishes the stats, pings
+    /// the watchdog and syncs the spool. Errors: the publisher task died (the streams'
+    /// end events are spooled for the next start).
+    pub async fn run(mut self, mut signals: tokio::sync::mpsc::Receiver<Signal>) -> Result<Exit> {
+        let watchdog = watchdog_interval();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut stats_tick = tokio::time::interval(self.current.cfg.stats_interval);
+        stats_tick.tick().await;
+        let mut sync_tick = tokio::time::interval(SYNC_EVERY);
+        let mut failure = None;
+        let mut connects = self.publisher.connects();
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The spool's fsyncs run on a blocking thread; a slow disk must not hold this
+        // loop (signals, watchdog), and at most one sync is in flight.
+        let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            tokio::select! {
+                // After the link dropped and came back, the stats (with the link
+                // counters) go out at once rather than at the next interval.
+                Ok(()) = connects.changed() => {
+                    if *connects.borrow_and_update() > 1 {
+                        publish_stats(&self.publisher, &self.streams, &self.current);
+                    }
+                }
+                why = self.publisher.failed() => {
+                    tracing::error!(
+                        reason = %why,
+                        "MQTT publisher task ended unexpectedly: no event can be delivered; exiting with failure so that systemd restarts the agent (undelivered events stay in the spool)"
+                    );
+                    failure = Some(why);
+                    break;
+                }
+                sig = signals.recv() => match sig {
+                    Some(Signal::Hangup) => {
+                        if self.reload().await {
+                            stats_tick = tokio::time::interval(self.current.cfg.stats_interval);
+                            stats_tick.tick().await;
+                        }
+                    }
+                    Some(s) => {
+                        tracing::info!("{}: shutting down", s.name());
+                        break;
+                    }
+                    // Nobody can signal any more: run until the process is killed.
+                    None => std::future::pending::<()>().await,
+                },
+                _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
+                _ = stats_tick.tick() => publish_stats(&self.publisher, &self.streams, &self.current),
+                _ = sync_tick.tick() => {
+                    if sync_task.as_ref().is_none_or(|t| t.is_finished()) {
+                        let p = self.publisher.clone();
+                        sync_task = Some(tokio::spawn(async move {
+                            p.sync().await;
+                        }));
+                    }
+                }
+            }
+        }
+        notify(&[sd_notify::NotifyState::Stopping]);
+        if let Some(why) = failure {
+            // Streams end their open defects into the spool; the next start delivers them.
+            let ids: Vec<String> = self.streams.keys().cloned().collect();
+            stop_streams(&mut self.streams, &ids).await;
+            self.publisher.sync().await;
+            return Err(Error::Other(format!(
+                "MQTT publisher task ended unexpectedly: {why}"
+            )));
+        }
+        Ok(self.shutdown(signals).await)
+    }
+
+    /// Stops every stream (open defects end with `reason: "shutdown"`), waits up to
+    /// `shutdown_timeout` for the broker to acknowledge the outbox and publishes
+    /// `offline`. A second stop signal on `signals` meanwhile returns [`Exit::Now`] at
+    /// once (the spool already holds every event).
+    pub async fn shutdown(mut self, mut signals: tokio::sync::mpsc::Receiver<Signal>) -> Exit {
+        let second = async {
+            loop {
+                match signals.recv().await {
+                    Some(Signal::Terminate | Signal::Interrupt) => return,
+                    Some(Signal::Hangup) => {}
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        };
+        let stop = async {
+            let ids: Vec<String> = self.streams.keys().cloned().collect();
+            stop_streams(&mut self.streams, &ids).await;
+            self.status.streams = stream_ids(&self.current);
+            let report = self
+                .publisher
+                .shutdown(self.status.offline(), self.current.cfg.shutdown_timeout)
+                .await;
+            if report.pending > 0 {
+                tracing::warn!(
+                    pending = report.pending,
+                    "shutdown: events not yet acknowledged by the broker stay in the spool for the next start"
+                );
+            }
+            tracing::info!(
+                offline_published = report.offline_published,
+                "vqprobe agent stopped"
+            );
+        };
+        tokio::select! {
+            () = stop => Exit::Clean,
+            () = second => {
+                tracing::warn!("second signal: exiting at once (undelivered events stay in the spool)");
+                Exit::Now
+            }
+        }
+    }
+}
+
+/// The stream ids of a configuration, in its order.
+fn stream_ids(l: &Loaded) -> Vec<String> {
+    l.streams.iter().map(|s| s.cfg.id.clone()).collect()
 }
 
 /// `localhost` or a loopback address.
@@ -427,17 +563,13 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
     let id = plan.cfg.id.clone();
     let spec = SessionSpec {
         input: plan.cfg.url.clone(),
+        // Resolved and validated with the configuration (`Source::parse`).
+        source: plan.source.clone(),
         probe_id: ctx.probe_id.clone(),
         stream_id: id.clone(),
         detect: plan.detect.clone(),
         live: plan.live.clone(),
-        rtsp_transport: plan.cfg.rtsp_transport,
-        hls: plan.hls.clone(),
-        duration: None,
-        realtime: plan.is_file && plan.cfg.pace.unwrap_or_default() == Pace::Realtime,
-        looped: plan.is_file && plan.cfg.looped,
         queue_packets: plan.queue_packets,
-        ended_is_down: true,
         budget: plan.budget,
     };
     let mut backoff = Backoff::new(1.0, 60.0);
