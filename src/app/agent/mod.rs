@@ -512,7 +512,7 @@ async fn stop_tasks(
     mut tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
     timeout: Duration,
     watchdog: Option<Duration>,
-    ping: &mut dyn FnMut(),
+    ping: &mut (dyn FnMut() + Send),
 ) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
