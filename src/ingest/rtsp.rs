@@ -100,14 +100,15 @@ impl RtspSource {
             .or(from_url)
             .map(|(username, password)| Credentials { username, password });
         Ok(RtspSource {
-            display: redact_url(url.as_str()),
+            display: crate::redact::display_url(&url),
             url,
             creds,
             transport,
         })
     }
 
-    /// The URL as it may be printed ([`redact_url`]: no credentials, no query).
+    /// The URL as it may be printed ([`crate::redact::display_url`]: no credentials, no
+    /// query).
     pub fn display_url(&self) -> &str {
         &self.display
     }
