@@ -574,7 +574,6 @@ impl Sink {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use super::*;
 
