@@ -1,8 +1,8 @@
 //! Detection-core performance benchmark: writes the "Detection core" section of
 //! `docs/PERFORMANCE.md`.
 //!
-//! Run with `cargo bench --bench pipeline` (release settings: the bench profile
-//! inherits `[profile.release]`). `VQPROBE_BENCH_SECS` shortens the clips (default 20).
+//! Run with `cargo bench --bench pipeline` (the bench profile has the edge `dist`
+//! profile's code generation: fat LTO, one codegen unit). `VQPROBE_BENCH_SECS` shortens the clips (default 20).
 //!
 //! For a 720p25 and a 1080p25 clip (libx264 High, `-bf 3`, testsrc2 + AAC sine, MPEG-TS,
 //! made once with ffmpeg under `<target dir>/bench-media/`):
@@ -1056,7 +1056,7 @@ fn section(results: &[ClipResult], m: &Machine) -> String {
     );
     let _ = writeln!(
         s,
-        "- {}; bench profile = release settings (LTO, codegen-units 1)",
+        "- {}; bench profile = the edge `dist` settings (fat LTO, codegen-units 1)",
         m.rustc
     );
     let _ = writeln!(s, "- openh264 0.9.9 from source; nasm: {}", m.nasm);
@@ -1179,7 +1179,7 @@ fn main() {
     let target_dir = profile_dir.parent().unwrap_or(&profile_dir).to_path_buf();
     let media = target_dir.join("bench-media");
     std::fs::create_dir_all(&media).expect("create bench-media");
-    // Built by cargo for benches with the bench profile (= release settings).
+    // Built by cargo for benches with the bench profile (= the dist code generation).
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_vqprobe"));
     let time_v = Path::new("/usr/bin/time").exists();
     if !time_v {

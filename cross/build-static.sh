@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Builds the release binary for one Linux target with zig (cargo-zigbuild), checks it, strips it.
+# Builds the edge binary (profile dist) for one Linux target with zig (cargo-zigbuild), checks it, strips it.
 #
 #   cross/build-static.sh TARGET [--no-build]   # e.g. aarch64-unknown-linux-musl, x86_64-unknown-linux-musl
 #
 # --no-build: check and strip the unstripped binary an earlier build left (no cargo run).
 #
-# The release profile (LTO, one codegen unit) is built with symbols kept
-# (CARGO_PROFILE_RELEASE_STRIP=false) so that this script can prove from the linked binary
+# The dist profile (fat LTO, one codegen unit) is built with symbols kept
+# (CARGO_PROFILE_DIST_STRIP=false) so that this script can prove from the linked binary
 # that openh264 got its assembly (NEON on ARM, nasm on x86_64); then the binary is stripped
 # with llvm-strip, exactly what `strip = true` would ship. Results:
-#   target/TARGET/release/vqprobe         stripped binary (what cargo-deb packages)
+#   target/TARGET/dist/vqprobe         stripped binary (what cargo-deb packages)
 #   target/cross-proof/TARGET/symbols.txt the unstripped binary's symbols (llvm-nm)
 #   target/cross-proof/TARGET/build.ok    commit + sha256 + size of the stripped binary
 # Fails loudly: missing assembly, a dynamic section on a musl target, a second C crypto
@@ -39,7 +39,7 @@ case $TARGET in
   x86_64-*) command -v nasm >/dev/null || fail "nasm not found: openh264 would silently build without assembly" ;;
 esac
 
-BIN=$TD/$TARGET/release/vqprobe
+BIN=$TD/$TARGET/dist/vqprobe
 if [[ -n $NO_BUILD ]]; then
   if [[ ! -x $BIN ]] || ! file -b "$BIN" | grep -q 'not stripped'; then
     fail "--no-build: no unstripped binary at $BIN"
@@ -52,8 +52,8 @@ else
     rm -f "$BIN"
   fi
   started=$(date +%s)
-  log "cargo zigbuild --release --target $TARGET (LTO, symbols kept for the checks below)"
-  if ! CARGO_PROFILE_RELEASE_STRIP=false cargo zigbuild --release --locked --target "$TARGET" \
+  log "cargo zigbuild --profile dist --target $TARGET (LTO, symbols kept for the checks below)"
+  if ! CARGO_PROFILE_DIST_STRIP=false cargo zigbuild --profile dist --locked --target "$TARGET" \
     --bin vqprobe >"$OUT/build.log" 2>&1; then
     tail -n 40 "$OUT/build.log" >&2
     fail "build failed, see $OUT/build.log"

@@ -5,7 +5,7 @@
 #   PyPI:   ziglang (zig as cross C/C++ compiler and linker; musl and libc++ inside)
 #   crates: cargo-zigbuild, cargo-deb (pinned, --locked)
 #   rustup: the Rust std for the proof targets, llvm-tools (llvm-nm, llvm-strip)
-# Used by .ci/install-deps and by cross/prove-aarch64.sh.
+# Used by .ci/install-edge-deps and by cross/prove-aarch64.sh.
 set -euo pipefail
 
 ZIGLANG_VERSION=0.17.1

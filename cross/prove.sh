@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proves a cross-built vqprobe here, without docker: builds the static release binary with zig,
+# Proves a cross-built vqprobe here, without docker: builds the static edge binary (profile dist) with zig,
 # runs it under qemu-user and compares its events with the x86_64 binary's on the same inputs.
 #
 #   cross/prove.sh [TARGET]       # default aarch64-unknown-linux-musl (cross/prove-aarch64.sh)
@@ -8,7 +8,7 @@
 #  1. cross/install-tools.sh: zig (PyPI ziglang), cargo-zigbuild, cargo-deb, rustup targets,
 #     qemu-user-static.
 #  2. cross/build-static.sh for x86_64-unknown-linux-musl (the reference, also what the amd64
-#     .deb ships) and for TARGET: LTO release, openh264 assembly present, static, stripped.
+#     .deb ships) and for TARGET: dist profile (fat LTO), openh264 assembly present, static, stripped.
 #  3. Size: stripped TARGET binary <= 6 MiB.
 #  4. Under qemu: `vqprobe --version` names the crate version, this commit and TARGET.
 #  5. `vqprobe demo --format json` and `vqprobe check --format json` on ground-truth clips
@@ -48,7 +48,7 @@ bash cross/install-tools.sh
 log "tools ready"
 
 reusable() { # reusable TARGET TARGET_DIR: build.ok names HEAD of a clean tree (or VQPROBE_REUSE_BUILD=1)
-  local ok=$2/cross-proof/$1/build.ok bin=$2/$1/release/vqprobe
+  local ok=$2/cross-proof/$1/build.ok bin=$2/$1/dist/vqprobe
   [[ -f $ok && -x $bin ]] || return 1
   [[ $(sed -n 's/^sha256 //p' "$ok") == "$(sha256sum "$bin" | cut -d' ' -f1)" ]] || return 1
   [[ ${VQPROBE_REUSE_BUILD:-0} == 1 ]] && return 0
@@ -57,14 +57,14 @@ reusable() { # reusable TARGET TARGET_DIR: build.ok names HEAD of a clean tree (
 for t_td in "$REF:$REF_TD" "$TARGET:$TD"; do
   t=${t_td%%:*} td=${t_td#*:}
   if reusable "$t" "$td"; then
-    log "reusing $td/$t/release/vqprobe ($(tr "\n" " " <"$td/cross-proof/$t/build.ok"))"
+    log "reusing $td/$t/dist/vqprobe ($(tr "\n" " " <"$td/cross-proof/$t/build.ok"))"
   else
     CARGO_TARGET_DIR=$td bash cross/build-static.sh "$t"
     log "built $t"
   fi
 done
-BIN=$TD/$TARGET/release/vqprobe
-REFBIN=$REF_TD/$REF/release/vqprobe
+BIN=$TD/$TARGET/dist/vqprobe
+REFBIN=$REF_TD/$REF/dist/vqprobe
 OUT=$PROOF/$TARGET/run
 rm -rf "$OUT" && mkdir -p "$OUT"
 

@@ -59,14 +59,14 @@ commit=$(git rev-parse HEAD)
 declare -A DEB_ARCH=([x86_64-unknown-linux-musl]=amd64 [aarch64-unknown-linux-musl]=arm64)
 rm -rf "$DEBS" && mkdir -p "$DEBS"
 for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
-  ok=$TD/cross-proof/$t/build.ok bin=$TD/$t/release/vqprobe
+  ok=$TD/cross-proof/$t/build.ok bin=$TD/$t/dist/vqprobe
   if [[ -f $ok && -x $bin && $(sed -n 's/^sha256 //p' "$ok") == "$(sha256sum "$bin" | cut -d' ' -f1)" &&
         ( ${VQPROBE_REUSE_BUILD:-0} == 1 || $(sed -n 's/^commit //p' "$ok") == "$commit" ) ]]; then
     log "using $bin from cross/build-static.sh"
   else
     bash cross/build-static.sh "$t"
   fi
-  cargo deb --no-build --no-strip --locked --target "$t" --output "$DEBS/" >"$DEBS/cargo-deb.$t.log" 2>&1 ||
+  cargo deb --no-build --no-strip --locked --profile dist --target "$t" --output "$DEBS/" >"$DEBS/cargo-deb.$t.log" 2>&1 ||
     { cat "$DEBS/cargo-deb.$t.log" >&2; fail "cargo deb --target $t failed"; }
   deb=$DEBS/vqprobe_${version}-1_${DEB_ARCH[$t]}.deb
   [[ -f $deb ]] || fail "expected $deb; cargo-deb wrote: $(ls "$DEBS")"

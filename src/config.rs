@@ -1,5 +1,8 @@
 //! Configuration: typed, documented, with defaults; unknown fields are errors.
 //!
+//! Boundaries: detector settings only (types, defaults, validation); the agent's file
+//! format is `app/agent/config.rs`.
+//!
 //! Detector settings live in [`DetectConfig`]; the reference with every default is in
 //! `docs/config.md`. Durations are seconds.
 

@@ -96,6 +96,16 @@ pub enum Phase {
     End,
 }
 
+impl Phase {
+    /// Wire name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Start => "start",
+            Phase::End => "end",
+        }
+    }
+}
+
 /// One piece of evidence attached to a transition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Metric {
@@ -207,4 +217,32 @@ pub enum EndReason {
     EndOfInput,
     /// The probe is shutting down (signal).
     Shutdown,
+}
+
+impl EndReason {
+    /// Wire name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::EndOfInput => "end_of_input",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_are_the_serde_names() {
+        for k in DefectKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        for p in [Phase::Start, Phase::End] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
+        for r in [EndReason::EndOfInput, EndReason::Shutdown] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+    }
 }

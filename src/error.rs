@@ -1,5 +1,7 @@
 //! One error type for the whole crate, carrying the context a user needs to act on it.
 //!
+//! Boundaries: a leaf apart from `redact` (URLs in errors are redacted on the way in).
+//!
 //! Errors never carry secrets: anything that holds a URL goes through
 //! [`crate::redact::redact_url`] before it is put in an error.
 

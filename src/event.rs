@@ -1,5 +1,8 @@
 //! The event wire schema, version 1 (documented in `docs/events.md`).
 //!
+//! Boundaries: transitions in, wire events out; imports only `defect`. Delivery
+//! (printing, MQTT) is `publish/`.
+//!
 //! Every defect is a `start`/`end` pair sharing a `defect_id`; each event has its own
 //! `id` (`{defect_id}-start` / `{defect_id}-end`), so at-least-once delivery can be
 //! de-duplicated downstream by `id`.
@@ -128,10 +131,7 @@ impl EventFactory {
                 }
             },
         };
-        let suffix = match t.phase {
-            Phase::Start => "start",
-            Phase::End => "end",
-        };
+        let suffix = t.phase.as_str();
         let mut metrics = serde_json::Map::new();
         for (name, v) in &t.metrics {
             let value = match v {

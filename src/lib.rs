@@ -23,6 +23,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod codec;
 pub mod config;
 pub mod decode;
 pub mod defect;

@@ -1,6 +1,8 @@
 //! Credential redaction for anything that may print a URL, and the one URL splitter that
 //! finds the credentials in a URL.
 //!
+//! Boundaries: a leaf; pure string functions, no logging.
+//!
 //! Every URL that is printed anywhere (logs, events, stats, status, errors) goes through
 //! [`redact_url`]; error text from other crates that may embed a URL goes through
 //! [`redact_in_text`]. What is kept: scheme, host, port and path. What is hidden: the

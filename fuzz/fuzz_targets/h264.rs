@@ -17,7 +17,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vqprobe::decode::video::{VideoDecoder, VideoOut};
-use vqprobe::ingest::h264_has_idr;
+use vqprobe::codec::h264::has_idr as h264_has_idr;
 
 const MAX_PIXELS: u64 = 1280 * 720;
 

@@ -218,30 +218,29 @@ fn black(yuv: &mut [u8]) {
 /// Flips bits inside the slice data of an encoded access unit (leaving parameter sets
 /// and slice headers' first bytes intact), deterministically.
 fn corrupt(au: &mut [u8], seed: u32) {
+    use crate::codec::h264::{annexb_nal_ranges, nal, nal_type};
     let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    let mut i = 0;
-    while i + 4 < au.len() {
-        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 && matches!(au[i + 3] & 0x1F, 1 | 5) {
-            let start = i + 12;
-            let mut j = start;
-            while j < au.len() {
-                if j + 2 < au.len() && au[j] == 0 && au[j + 1] == 0 && au[j + 2] == 1 {
-                    break;
+    // The ranges are taken first: the flips below never forge a start code.
+    let slices: Vec<std::ops::Range<usize>> = annexb_nal_ranges(au)
+        .filter(|r| {
+            matches!(
+                au.get(r.start).map(|&h| nal_type(h)),
+                Some(nal::SLICE | nal::IDR)
+            )
+        })
+        .collect();
+    for r in slices {
+        // Leave the slice header's first bytes intact.
+        for b in au[r].iter_mut().skip(9) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if x % 24 == 0 && *b != 0 {
+                *b ^= 1 << (x % 8);
+                if *b == 0 {
+                    *b = 0x5A; // never forge a start code
                 }
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                if x % 24 == 0 && au[j] != 0 {
-                    au[j] ^= 1 << (x % 8);
-                    if au[j] == 0 {
-                        au[j] = 0x5A; // never forge a start code
-                    }
-                }
-                j += 1;
             }
-            i = j;
-        } else {
-            i += 1;
         }
     }
 }
@@ -311,7 +310,7 @@ fn produce(sink: &mut Sink, rt: &tokio::runtime::Handle, realtime: bool) -> Resu
             corrupt(&mut au, n);
         }
         let pts = base_pts + i64::from(n) * crate::timebase::HZ / i64::from(FPS);
-        let key = crate::ingest::h264_has_idr(&au);
+        let key = crate::codec::h264::has_idr(&au);
         let video = Packet {
             track: Track::Video,
             pts: Some(pts),

@@ -18,7 +18,7 @@ use crate::ingest::pool::{BufPool, StreamBudget};
 use crate::ingest::sink::{LiveStats, Overflow, Sink};
 use crate::ingest::source::{Source, SourceOptions};
 use crate::ingest::IngestMsg;
-use crate::pipeline::{spawn_decode_thread_shared, Analyzer, AnalyzerStats, SharedStats};
+use crate::pipeline::{spawn_decode_thread, Analyzer, AnalyzerStats, SharedStats};
 use crate::shutdown::Shutdown;
 
 /// Packets queued between ingest and the decode thread (the agent's
@@ -132,7 +132,7 @@ where
     analyzer.set_pool(pool.clone());
     let (tx, rx) = mpsc::channel::<IngestMsg>(queue);
     let (etx, mut erx) = mpsc::channel::<Event>(EVENT_QUEUE);
-    let decode = spawn_decode_thread_shared(
+    let decode = spawn_decode_thread(
         format!("decode-{}", spec.stream_id),
         analyzer,
         rx,

@@ -1,6 +1,8 @@
 //! Audio decode: AAC in ADTS (symphonia's pure-Rust AAC-LC decoder), raw PCM or G.711
 //! (μ-law/A-law), reduced to one [`AudioLevel`] per codec frame (per packet for PCM).
 //!
+//! Boundaries: owns the audio decoders; knows nothing of detectors, events or sources.
+//!
 //! G.711 is decoded here with the two 256-entry tables of ITU-T G.711 rather than
 //! through a crate: the tables are the whole codec (a few lines, computed at compile
 //! time), symphonia's PCM decoder would need its format machinery around every RTP

@@ -1,5 +1,9 @@
 //! Decode: turns elementary packets into small fixed-size summaries, once per frame.
 //!
+//! Boundaries: decoders and reducers only (and the dB conversion every level uses); no detection, no timing decisions beyond
+//! carrying each packet's PTS, no I/O. Used by `pipeline/` on the decode thread, never
+//! on a tokio worker.
+//!
 //! * Video ([`video`]): openh264 → [`Thumb`] (luma histogram, 64×36 luma grid,
 //!   block-edge statistics), or a decode error.
 //! * Audio ([`audio`]): AAC (symphonia) or PCM → [`AudioLevel`] (RMS and peak dBFS
@@ -289,10 +293,16 @@ impl LevelMeter {
             return (-200.0, -200.0);
         }
         let rms = (self.sum_sq / self.n as f64).sqrt();
-        (
-            crate::detect::to_db(rms) as f32,
-            crate::detect::to_db(f64::from(self.peak)) as f32,
-        )
+        (to_db(rms) as f32, to_db(f64::from(self.peak)) as f32)
+    }
+}
+
+/// Converts an amplitude ratio to decibels, with a floor for zero.
+pub fn to_db(ratio: f64) -> f64 {
+    if ratio <= 1e-10 {
+        -200.0
+    } else {
+        20.0 * ratio.log10()
     }
 }
 

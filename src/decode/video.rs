@@ -1,5 +1,8 @@
 //! H.264 decode with openh264, reduced to a [`Thumb`] per picture.
 //!
+//! Boundaries: owns the openh264 decoder and the SPS checks; knows nothing of
+//! detectors, events or sources.
+//!
 //! Why the raw openh264 API: the safe `Decoder::decode` never sets the input
 //! timestamp, so every output picture would carry timestamp 0, and with B-frames the
 //! output order differs from the input order. We pass each access unit's PTS in
@@ -18,6 +21,7 @@ use openh264::OpenH264API;
 use openh264_sys2::{SBufferInfo, DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER};
 
 use super::{Reducer, Thumb};
+use crate::codec::h264::annexb_nals;
 use crate::error::{Error, Result};
 
 /// Decoder outputs, in the order the decoder produced them.
@@ -267,44 +271,6 @@ impl VideoDecoder {
     }
 }
 
-/// Iterates the NAL units (without start codes) of an Annex B buffer.
-pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut pos = find_start(data, 0);
-    std::iter::from_fn(move || {
-        let (start_code_end, _) = pos?;
-        let next = find_start(data, start_code_end);
-        let end = match next {
-            Some((_, sc_begin)) => sc_begin,
-            None => data.len(),
-        };
-        pos = next;
-        let mut nal = &data[start_code_end..end];
-        while let [rest @ .., 0] = nal {
-            nal = rest; // trailing zero bytes belong to the next start code
-        }
-        Some(nal)
-    })
-}
-
-/// Finds the next 00 00 01 at or after `from`: (index after it, index of its start).
-/// Every access unit is scanned (for SPS), so this skips ahead: a byte above 1 at
-/// `i + 2` rules out a start code at `i`, `i + 1` and `i + 2`.
-fn find_start(data: &[u8], from: usize) -> Option<(usize, usize)> {
-    let mut i = from;
-    while i + 2 < data.len() {
-        let c = data[i + 2];
-        if c > 1 {
-            i += 3;
-            continue;
-        }
-        if c == 1 && data[i] == 0 && data[i + 1] == 0 {
-            return Some((i + 3, i));
-        }
-        i += 1;
-    }
-    None
-}
-
 /// What an SPS allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SpsVerdict {
@@ -365,19 +331,6 @@ fn sps_id(rbsp: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_annexb() {
-        let d = [
-            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
-        ];
-        let nals: Vec<&[u8]> = annexb_nals(&d).collect();
-        assert_eq!(
-            nals,
-            vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4, 5][..]]
-        );
-        assert_eq!(annexb_nals(&[1, 2, 3]).count(), 0);
-    }
 
     #[test]
     fn garbage_never_panics_and_counts() {

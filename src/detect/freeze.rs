@@ -9,9 +9,9 @@
 //! * a black picture is never frozen (it is reported by the black detector);
 //! * a resolution change resets the reference.
 
-use super::{to_db, transition, Hysteresis};
+use super::{transition, Hysteresis};
 use crate::config::FreezeConfig;
-use crate::decode::{Thumb, GRID_LEN};
+use crate::decode::{to_db, Thumb, GRID_LEN};
 use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 
 /// The freeze detector.

@@ -1,5 +1,8 @@
 //! Detectors: pure, I/O-free state machines over per-frame summaries.
 //!
+//! Boundaries: detectors import only `defect` (the vocabulary) and `config`; no I/O, no
+//! clocks, no allocation per sample. The pipeline feeds them; they never call out.
+//!
 //! Each detector turns a per-sample verdict ("this frame is black") into defect
 //! intervals with the same [`Hysteresis`]: a defect is *confirmed* once it has lasted
 //! `min_duration`, but its `start_s` is the onset; it *ends* at the first clean sample
@@ -196,15 +199,6 @@ pub(crate) fn transition(kind: DefectKind, edge: Edge, metrics: Metrics) -> Tran
             slot: 0,
             media: None,
         },
-    }
-}
-
-/// Converts an amplitude ratio to decibels, with a floor for zero.
-pub fn to_db(ratio: f64) -> f64 {
-    if ratio <= 1e-10 {
-        -200.0
-    } else {
-        20.0 * ratio.log10()
     }
 }
 

@@ -163,38 +163,3 @@ pub enum IngestMsg {
     /// Rare (one per SR); replaces the PTS-at-arrival estimate for `av_desync`.
     AvSync { pts: i64, offset_s: f64 },
 }
-
-/// True when an Annex B access unit contains an IDR slice (NAL type 5). Stops at the
-/// first slice NAL, so it reads only the first few bytes of a frame.
-pub fn h264_has_idr(data: &[u8]) -> bool {
-    let mut i = 0;
-    while i + 3 < data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            let nal_type = data[i + 3] & 0x1F;
-            match nal_type {
-                5 => return true,
-                1..=4 => return false,
-                _ => {}
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idr_detection_stops_at_first_slice() {
-        assert!(h264_has_idr(&[
-            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 1, 0x65, 9
-        ]));
-        assert!(!h264_has_idr(&[0, 0, 0, 1, 0x41, 1, 0, 0, 1, 0x65]));
-        assert!(!h264_has_idr(&[]));
-        assert!(!h264_has_idr(&[0, 0, 1]));
-    }
-}

@@ -5,6 +5,8 @@
 //! ADTS header built from the AudioSpecificConfig, so the decoders need not know the
 //! container.
 //!
+//! Boundaries: bytes in, packets out; no I/O, no clocks, no decoding.
+//!
 //! Written by hand on purpose, like [`super::ts`]. The candidate crate (`mp4-atom` 0.17)
 //! parses every box we need, but it requires Rust 1.88 (this crate promises 1.85), pulls
 //! `num`, `derive_more` and a second `thiserror` into an edge binary, and decodes an
@@ -692,30 +694,17 @@ fn to_90k(t: i128, timescale: u32) -> i64 {
 /// frame (sync flag or an IDR slice). Parameter sets are prepended to key frames that do
 /// not carry their own SPS. None when a length prefix runs past the sample.
 fn avcc_to_annexb(b: &[u8], nal_len: u8, param_sets: &[u8], sync: bool) -> Option<(Vec<u8>, bool)> {
-    let n = usize::from(nal_len);
+    use crate::codec::h264::{avcc_nals, nal, nal_type};
     // First pass: validate and look at the NAL types.
-    let (mut i, mut nals, mut idr, mut has_sps) = (0usize, 0usize, false, false);
-    while i < b.len() {
-        if b.len() - i < n {
-            return None;
-        }
-        let len = b[i..i + n]
-            .iter()
-            .fold(0usize, |a, &x| (a << 8) | usize::from(x));
-        i += n;
-        if len == 0 {
-            continue;
-        }
-        if len > b.len() - i {
-            return None;
-        }
-        match b[i] & 0x1F {
-            5 => idr = true,
-            7 => has_sps = true,
+    let (mut nals, mut idr, mut has_sps) = (0usize, false, false);
+    for unit in avcc_nals(b, nal_len) {
+        let unit = unit.ok()?;
+        match nal_type(unit[0]) {
+            nal::IDR => idr = true,
+            nal::SPS => has_sps = true,
             _ => {}
         }
         nals += 1;
-        i += len;
     }
     if nals == 0 {
         return None;
@@ -727,18 +716,9 @@ fn avcc_to_annexb(b: &[u8], nal_len: u8, param_sets: &[u8], sync: bool) -> Optio
     if prefix {
         out.extend_from_slice(param_sets);
     }
-    let mut i = 0;
-    while i + n <= b.len() {
-        let len = b[i..i + n]
-            .iter()
-            .fold(0usize, |a, &x| (a << 8) | usize::from(x));
-        i += n;
-        if len == 0 {
-            continue;
-        }
+    for unit in avcc_nals(b, nal_len).flatten() {
         out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(&b[i..i + len]);
-        i += len;
+        out.extend_from_slice(unit);
     }
     Some((out, key))
 }
@@ -1140,7 +1120,7 @@ mod tests {
             &[0, 0, 0, 1, 0x67],
             "SPS first on a key frame"
         );
-        assert!(crate::ingest::h264_has_idr(&p.data));
+        assert!(crate::codec::h264::has_idr(&p.data));
         let p1 = d.packet(SEG0, video[1]).unwrap();
         assert!(!p1.key);
         assert!(!p1.data.windows(5).any(|w| w == [0, 0, 0, 1, 0x67]));

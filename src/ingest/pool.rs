@@ -2,6 +2,9 @@
 //! from which every per-stream ceiling is derived, and the packet-buffer pool that also
 //! bounds the ingest → decode queue in bytes.
 //!
+//! Boundaries: memory accounting only; sources and the pipeline call it, it calls
+//! nothing.
+//!
 //! The split of a budget of B bytes (default 12 MiB):
 //!
 //! | what | ceiling | default |

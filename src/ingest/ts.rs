@@ -1,5 +1,8 @@
 //! MPEG-TS demuxer: 188-byte packets → PAT/PMT → PES → timestamped elementary packets.
 //!
+//! Boundaries: bytes in, packets and transport counters out; no I/O, no clocks, no
+//! decoding.
+//!
 //! Written by hand on purpose. The TS crates on crates.io either hide the per-packet
 //! transport facts we must report (sync loss, continuity-counter errors, PAT/PMT
 //! presence: the TR 101 290 priority-1 checks) or wrap them in generic callback
@@ -623,7 +626,7 @@ impl TsDemuxer {
                 data.truncate(end);
                 data.drain(..h.payload_start);
                 let key = match track {
-                    Track::Video => random_access || super::h264_has_idr(&data),
+                    Track::Video => random_access || crate::codec::h264::has_idr(&data),
                     Track::Audio => true,
                 };
                 out(DemuxOutput::Packet(Packet {

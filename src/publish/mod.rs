@@ -40,10 +40,7 @@ impl LinePrinter {
                     ),
                     _ => format!("{:>9.3}s", ev.start_s),
                 };
-                let state = match ev.state {
-                    Phase::Start => "START",
-                    Phase::End => "END",
-                };
+                let state = ev.state.as_str().to_ascii_uppercase();
                 let mut metrics = String::new();
                 for (k, v) in &ev.metrics {
                     metrics.push_str(&format!(" {k}={v}"));

@@ -2,6 +2,9 @@
 //! spooled to disk so that neither a broker outage, a crash of the probe nor a full disk
 //! loses them.
 //!
+//! Boundaries: bytes on disk only; knows nothing of MQTT or of the event schema beyond
+//! opaque records.
+//!
 //! Hand-written: no crate offers a small, append-only, checksummed queue with
 //! "remove on acknowledgement" and a byte bound that fits an edge box (sled and friends
 //! are databases; file-backed channel crates have no acknowledgements). The design

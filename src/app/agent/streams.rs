@@ -243,21 +243,14 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
 
 /// One log line per event (journald-friendly key=value fields).
 fn log_event(ev: &Event) {
-    let state = match ev.state {
-        Phase::Start => "start",
-        Phase::End => "end",
-    };
     tracing::info!(
         stream = %ev.stream,
         kind = %ev.kind.as_str(),
-        state = %state,
+        state = %ev.state.as_str(),
         id = %ev.id,
         start_s = ev.start_s,
         end_s = ev.end_s,
-        reason = ev.reason.map(|r| match r {
-            crate::defect::EndReason::EndOfInput => "end_of_input",
-            crate::defect::EndReason::Shutdown => "shutdown",
-        }),
+        reason = ev.reason.map(|r| r.as_str()),
         "event"
     );
 }
