@@ -15,6 +15,11 @@
 //! * [`publish`] — delivery.
 //! * [`pipeline`] — decode + detect for one stream on its own thread.
 //! * [`app`] — the commands.
+//!
+//! Only the binary prints: the library writes to the `Write` it is handed, or logs.
+
+// `deny`, not `forbid`: clap's derives say `allow(clippy::restriction)`, which `forbid` refuses.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod app;
 pub mod backoff;

@@ -8,7 +8,6 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use vqprobe::app::{self, check, demo};
-use vqprobe::config::DetectConfig;
 use vqprobe::ingest::rtsp::RtspTransport;
 use vqprobe::publish::OutputFormat;
 
@@ -157,59 +156,20 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             stream_id,
             probe_id,
         } => {
-            // At most ten years: any `Instant` computed from it stays in range.
-            if duration.is_some_and(|d| !(d.is_finite() && d > 0.0 && d <= 315_360_000.0)) {
-                return Err(vqprobe::Error::Config(
-                    "--duration must be a positive number of seconds (at most ten years)".into(),
-                ));
-            }
-            let detect = match detect_config {
-                Some(p) => load_detect(&p)?,
-                None => DetectConfig::default(),
-            };
-            // Default stream id: the last segment of the input's path, never from its
-            // user info, query or fragment (tokens must not end up in events).
-            let stream_id = stream_id.unwrap_or_else(|| {
-                let path = match vqprobe::redact::split_url(&input) {
-                    Some(u) => u.path,
-                    None => input.as_str(),
-                };
-                let name = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("input");
-                if name.contains('@') || name.contains(':') {
-                    "input".to_string()
-                } else {
-                    name.to_string()
-                }
-            });
-            let live = vqprobe::ingest::live::LiveConfig {
-                stall_after,
-                connect_timeout,
-                ..Default::default()
-            };
-            live.validate().map_err(|m| {
-                vqprobe::Error::Config(
-                    m.replace("live.stall_after", "--stall-after")
-                        .replace("live.connect_timeout", "--connect-timeout"),
-                )
-            })?;
-            let opts = check::CheckOptions {
+            let opts = check::CheckArgs {
                 input,
                 format,
                 duration,
-                detect,
-                live,
+                stall_after,
+                connect_timeout,
+                ca_file,
+                max_bandwidth,
                 rtsp_transport,
-                hls: vqprobe::ingest::hls::HlsOptions {
-                    ca_file,
-                    variant: match max_bandwidth {
-                        Some(b) => vqprobe::ingest::hls::VariantChoice::MaxBandwidth(b),
-                        None => vqprobe::ingest::hls::VariantChoice::HighestBandwidth,
-                    },
-                    ..Default::default()
-                },
-                probe_id: probe_id.unwrap_or_else(app::hostname),
+                detect_config,
                 stream_id,
-            };
+                probe_id,
+            }
+            .resolve()?;
             check::run(&opts, &mut stdout).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -218,39 +178,22 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             realtime,
             mqtt,
         } => {
-            let probe = app::hostname();
-            let publisher = match &mqtt {
-                Some(url) => Some(demo_publisher(url, &probe)?),
-                None => None,
+            let opts = demo::DemoOptions {
+                format,
+                realtime,
+                mqtt,
             };
-            let report = demo::run(
-                &demo::DemoOptions { format, realtime },
-                &probe,
-                &mut stdout,
-                &mut |ev| {
-                    if let Some((p, _)) = &publisher {
-                        p.event(ev);
-                    }
-                },
-            )
-            .await?;
+            let report = demo::run(&opts, &app::hostname(), &mut stdout).await?;
             match format {
                 OutputFormat::Text => println!("{}", report.summary()),
                 OutputFormat::Json => eprintln!("{}", report.summary()),
             }
-            if let Some((p, spool_dir)) = publisher {
-                let offline = serde_json::json!({"v": 1, "status": "offline", "probe": probe, "version": vqprobe::VERSION}).to_string();
-                let r = p
-                    .shutdown(offline.into_bytes(), std::time::Duration::from_secs(10))
-                    .await;
-                if r.pending > 0 {
-                    eprintln!(
-                        "vqprobe: {} events were not acknowledged by the broker within 10 s",
-                        r.pending
-                    );
-                    return Ok(ExitCode::FAILURE);
-                }
-                let _ = std::fs::remove_dir_all(spool_dir);
+            if report.unacknowledged > 0 {
+                eprintln!(
+                    "vqprobe: {} events were not acknowledged by the broker within 10 s",
+                    report.unacknowledged
+                );
+                return Ok(ExitCode::FAILURE);
             }
             Ok(if report.passed() {
                 ExitCode::SUCCESS
@@ -263,60 +206,14 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             check_config,
         } => {
             if check_config {
-                let loaded = app::agent::config::load(&config)?;
-                loaded.mqtt_settings()?;
-                println!(
-                    "{}: valid ({} streams)",
-                    config.display(),
-                    loaded.streams.len()
-                );
+                println!("{}", app::agent::config::check_file(&config)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            app::agent::run(&config).await?;
-            Ok(ExitCode::SUCCESS)
+            match app::agent::run(&config).await? {
+                app::agent::Exit::Clean => Ok(ExitCode::SUCCESS),
+                // A second signal: now, without waiting for the runtime's threads.
+                app::agent::Exit::Now => std::process::exit(130),
+            }
         }
     }
-}
-
-/// `demo --mqtt`: a publisher with a throw-away spool.
-fn demo_publisher(
-    url: &str,
-    probe: &str,
-) -> vqprobe::Result<(vqprobe::publish::mqtt::Publisher, PathBuf)> {
-    let settings = app::agent::config::settings_for_url(url, probe)?;
-    let dir = std::env::temp_dir().join(format!("vqprobe-demo-spool-{}", std::process::id()));
-    let spool = vqprobe::publish::spool::Spool::open(vqprobe::publish::spool::SpoolOptions::new(
-        dir.clone(),
-        1 << 20,
-        1 << 20,
-    ))
-    .map_err(|source| vqprobe::Error::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    let status = |s: &str| {
-        serde_json::json!({"v": 1, "status": s, "probe": probe, "version": vqprobe::VERSION, "streams": ["demo"]})
-            .to_string()
-            .into_bytes()
-    };
-    let p = vqprobe::publish::mqtt::Publisher::start(
-        settings,
-        spool,
-        status("online"),
-        status("offline"),
-    )?;
-    Ok((p, dir))
-}
-
-fn load_detect(path: &std::path::Path) -> vqprobe::Result<DetectConfig> {
-    let text = std::fs::read_to_string(path).map_err(|source| vqprobe::Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let cfg: DetectConfig = toml::from_str(&text).map_err(|e| {
-        vqprobe::Error::Config(format!("{}: {e}(see docs/config.md)", path.display()))
-    })?;
-    cfg.validate()
-        .map_err(|e| vqprobe::Error::Config(format!("{}: {e}", path.display())))?;
-    Ok(cfg)
 }

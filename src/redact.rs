@@ -209,6 +209,26 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// A parsed URL as it may be printed: [`redact_url`] (`scheme://***@host:port/path?***`);
+/// a local `file://` URL without query or fragment as its path (sources show local
+/// inputs the way they were given).
+///
+/// ```
+/// use vqprobe::redact::display_url;
+/// let u = url::Url::parse("https://u:p@cdn/x.m3u8?sig=1").unwrap();
+/// assert_eq!(display_url(&u), "https://***@cdn/x.m3u8?***");
+/// let f = url::Url::parse("file:///srv/live/index.m3u8").unwrap();
+/// assert_eq!(display_url(&f), "/srv/live/index.m3u8");
+/// ```
+pub fn display_url(u: &url::Url) -> String {
+    if u.scheme() == "file" && u.query().is_none() && u.fragment().is_none() {
+        if let Ok(p) = u.to_file_path() {
+            return p.display().to_string();
+        }
+    }
+    redact_url(u.as_str())
+}
+
 /// Redacts every `scheme://…` URL inside free text (error messages of other crates,
 /// which embed URLs): each runs from its scheme to the next whitespace, quote or `<>`
 /// and is replaced by [`redact_url`] of it. Text without `://` is returned unchanged.

@@ -761,3 +761,55 @@ fn a_looped_file_loops_inside_one_session_with_growing_media_time() {
         .json();
     assert_eq!(stats["restarts"], 0, "{stats}");
 }
+
+/// The agent as a library value (issue 10): reload and shutdown driven through its signal
+/// stream, without a real signal. SIGHUP's reload stops the removed stream (its open
+/// defect ends with `reason: "shutdown"`) and lists the new set in `online`; SIGTERM's
+/// shutdown ends cleanly and publishes `offline` with the same fields.
+#[test]
+fn the_agent_value_reloads_and_shuts_down_through_its_signal_stream() {
+    use vqprobe::app::agent::{Agent as AgentValue, Exit, Signal};
+    let dir = TempDir::new("agent-value");
+    let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let sub = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let spool = dir.path().join("spool");
+    let path = dir.path().join("config.toml");
+    let write = |streams: &[(&str, &str, &str)]| {
+        std::fs::write(&path, config(&broker.url(), &spool, streams, "")).unwrap()
+    };
+    write(&[("multi", "multi_main_360p.ts", "realtime")]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = rt
+        .block_on(AgentValue::start(&path))
+        .expect("the agent starts");
+    assert_eq!(agent.stream_ids(), ["multi"]);
+    let (signals, rx) = tokio::sync::mpsc::channel(4);
+    let running = rt.spawn(agent.run(rx));
+    // multi: black from 2 s, confirmed at 4 s. Reload without it while black is open.
+    let started = wait_events(&sub, "multi", 1, 30);
+    assert_eq!(started[0]["kind"], "black");
+    write(&[("black", "black_high_360p.ts", "realtime")]);
+    signals.blocking_send(Signal::Hangup).unwrap();
+    let multi = wait_events(&sub, "multi", 2, 15);
+    assert_eq!(multi[1]["state"], "end");
+    assert_eq!(multi[1]["reason"], "shutdown", "{}", multi[1]);
+    wait_for(Duration::from_secs(10), || {
+        status_msgs(&sub)
+            .into_iter()
+            .find(|s| s["status"] == "online" && s["streams"] == serde_json::json!(["black"]))
+    })
+    .unwrap_or_else(|| panic!("status lists the new stream set: {:?}", status_msgs(&sub)));
+    signals.blocking_send(Signal::Terminate).unwrap();
+    let exit = rt
+        .block_on(running)
+        .expect("the agent task")
+        .expect("a clean run");
+    assert_eq!(exit, Exit::Clean);
+    let last = status_msgs(&sub).pop().unwrap();
+    assert_eq!(last["status"], "offline", "{last}");
+    assert_eq!(last["streams"], serde_json::json!(["black"]), "{last}");
+    assert!(
+        last["started_at"].as_str().is_some() && last["pid"].is_u64(),
+        "{last}"
+    );
+}

@@ -1,8 +1,8 @@
 //! HLS ingest against real peers on 127.0.0.1 (tests/peers/hls_server.py serving renditions
 //! made by ffmpeg, and ffmpeg writing a live sliding window): VOD over TS and fMP4 gives the
 //! same picture/sound intervals as the file, and the delivery defects come out as pairs with
-//! their evidence. Driven through the library (`ingest::hls::run` → LiveSink → the decode
-//! thread), the way `check` runs a live source.
+//! their evidence. Driven through the library (`app::session::run`: the HLS source → its
+//! sink → the decode thread), the way `check` runs a live source.
 
 mod common;
 
@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 use common::peers::{make_hls, make_test_ca, HlsServer, LiveHls, TempDir};
 use common::*;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use vqprobe::config::DetectConfig;
-use vqprobe::ingest::hls::{self, HlsOptions, HlsSource, VariantChoice};
-use vqprobe::ingest::live::{LiveConfig, LiveSink, LiveStats};
-use vqprobe::pipeline::{spawn_decode_thread, Analyzer};
+use vqprobe::app::session::{self, SessionSpec};
+use vqprobe::ingest::hls::{HlsOptions, VariantChoice};
+use vqprobe::ingest::live::{LiveConfig, LiveStats};
+use vqprobe::ingest::source::SourceOptions;
 use vqprobe::shutdown::Shutdown;
 
 const TOL: f64 = 0.5;
@@ -39,45 +38,32 @@ fn expected() -> Vec<(String, f64, f64)> {
     ]
 }
 
-/// Runs the HLS source into an analyzer for at most `secs` (wall clock); returns the
-/// events as JSON and the live counters.
+/// Runs the HLS source through a session (as `check` does: the same source contract,
+/// sink, queue and decode thread) for at most `secs` (wall clock); returns the events as
+/// JSON and the sink's counters.
 fn run_hls(input: &str, opts: HlsOptions, cfg: LiveConfig, secs: f64) -> (Vec<Value>, LiveStats) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let src = HlsSource::parse(input, opts).expect("HLS source parses");
-        let mut analyzer = Analyzer::new("test", "hls", DetectConfig::default()).unwrap();
-        // As `check` does: TS packet buffers circulate through a pool.
-        let pool = vqprobe::ingest::pool::BufPool::new(
-            vqprobe::app::check::PACKET_QUEUE + 8,
-            vqprobe::ingest::ts::TsLimits::default().max_video_pes,
-        );
-        analyzer.set_pool(pool.clone());
-        let (tx, rx) = mpsc::channel(vqprobe::app::check::PACKET_QUEUE);
-        let (etx, mut erx) = mpsc::channel(256);
-        let decode = spawn_decode_thread("decode-hls".into(), analyzer, rx, etx, None).unwrap();
-        let collector = tokio::spawn(async move {
-            let mut v = vec![];
-            while let Some(e) = erx.recv().await {
-                v.push(e);
-            }
-            v
-        });
+        let mut spec = SessionSpec::new(input, "test", "hls");
+        spec.live = cfg;
+        spec.source = SourceOptions {
+            hls: opts,
+            duration: Some(secs),
+            ..SourceOptions::default()
+        };
         let (_stop, shutdown) = Shutdown::new();
-        let mut sink = LiveSink::new(tx, cfg);
-        let deadline = Instant::now() + Duration::from_secs_f64(secs);
-        let reason =
-            hls::run_with_pool(&src, &mut sink, shutdown, Some(deadline), Some(pool)).await;
-        let stats = sink.finish(reason).await;
-        let events = collector.await.unwrap();
-        decode.join().expect("decode thread");
+        let mut events = vec![];
+        let report = session::run(&spec, shutdown, None, &mut |e| events.push(e))
+            .await
+            .expect("HLS session");
         let events = events
             .iter()
             .map(|e| serde_json::from_str(&e.to_json()).unwrap())
             .collect();
-        (events, stats)
+        (events, report.live.expect("HLS is a live source"))
     })
 }
 

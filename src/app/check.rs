@@ -1,24 +1,21 @@
-//! `vqprobe check INPUT`: analyse one input, print one line per event, exit.
+//! `vqprobe check INPUT`: analyse one input, write one line per event, exit. Owns the
+//! command's options (resolved from the command line's values by [`CheckArgs`]) and the
+//! event printer; the session does the work. Writes only to the `Write` it is handed.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use super::session::{self, SessionSpec};
 use crate::config::DetectConfig;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::ingest::file;
-use crate::ingest::hls::{HlsOptions, HlsSource};
+use crate::ingest::hls::{HlsOptions, VariantChoice};
 use crate::ingest::live::{LiveConfig, LiveStats};
-use crate::ingest::rtsp::{RtspSource, RtspTransport};
+use crate::ingest::rtsp::RtspTransport;
+use crate::ingest::source::SourceOptions;
 use crate::pipeline::AnalyzerStats;
 use crate::publish::{LinePrinter, OutputFormat};
-use crate::redact::redact_url;
 use crate::shutdown::Shutdown;
-
-/// Packets queued between ingest and the decode thread.
-pub const PACKET_QUEUE: usize = 64;
-/// Events queued between the decode thread and the printer.
-pub const EVENT_QUEUE: usize = 256;
 
 /// What `check` was asked to do.
 #[derive(Debug, Clone)]
@@ -36,6 +33,104 @@ pub struct CheckOptions {
     pub stream_id: String,
 }
 
+/// The command line's values of `check`, before they are checked and defaulted.
+#[derive(Debug, Clone)]
+pub struct CheckArgs {
+    pub input: String,
+    pub format: OutputFormat,
+    pub duration: Option<f64>,
+    pub stall_after: f64,
+    pub connect_timeout: f64,
+    pub ca_file: Option<PathBuf>,
+    pub max_bandwidth: Option<u64>,
+    pub rtsp_transport: RtspTransport,
+    pub detect_config: Option<PathBuf>,
+    pub stream_id: Option<String>,
+    pub probe_id: Option<String>,
+}
+
+impl CheckArgs {
+    /// Checks the values and fills in the defaults (detector settings from
+    /// `detect_config`, the stream id from the input, the probe id from the host name).
+    /// Errors name the option.
+    pub fn resolve(self) -> Result<CheckOptions> {
+        // At most ten years: any `Instant` computed from it stays in range.
+        if self
+            .duration
+            .is_some_and(|d| !(d.is_finite() && d > 0.0 && d <= 315_360_000.0))
+        {
+            return Err(Error::Config(
+                "--duration must be a positive number of seconds (at most ten years)".into(),
+            ));
+        }
+        let detect = match &self.detect_config {
+            Some(p) => load_detect(p)?,
+            None => DetectConfig::default(),
+        };
+        let stream_id = self
+            .stream_id
+            .unwrap_or_else(|| default_stream_id(&self.input));
+        let live = LiveConfig {
+            stall_after: self.stall_after,
+            connect_timeout: self.connect_timeout,
+            ..Default::default()
+        };
+        live.validate().map_err(|m| {
+            Error::Config(
+                m.replace("live.stall_after", "--stall-after")
+                    .replace("live.connect_timeout", "--connect-timeout"),
+            )
+        })?;
+        Ok(CheckOptions {
+            input: self.input,
+            format: self.format,
+            duration: self.duration,
+            detect,
+            live,
+            rtsp_transport: self.rtsp_transport,
+            hls: HlsOptions {
+                ca_file: self.ca_file,
+                variant: match self.max_bandwidth {
+                    Some(b) => VariantChoice::MaxBandwidth(b),
+                    None => VariantChoice::HighestBandwidth,
+                },
+                ..Default::default()
+            },
+            probe_id: self.probe_id.unwrap_or_else(super::hostname),
+            stream_id,
+        })
+    }
+}
+
+/// Default stream id of an input: the last segment of its path, never from its user
+/// info, query or fragment (tokens must not end up in events); "input" when there is
+/// none or it looks like part of a credential.
+pub fn default_stream_id(input: &str) -> String {
+    let path = match crate::redact::split_url(input) {
+        Some(u) => u.path,
+        None => input,
+    };
+    let name = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("input");
+    if name.contains('@') || name.contains(':') {
+        "input".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Detector settings from a TOML file (the `[detect]` reference in docs/config.md).
+pub fn load_detect(path: &Path) -> Result<DetectConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let cfg: DetectConfig = toml::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: {e}(see docs/config.md)", path.display())))?;
+    cfg.validate()
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    Ok(cfg)
+}
+
 /// What a `check` run found.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
@@ -45,50 +140,23 @@ pub struct CheckReport {
     pub live: Option<LiveStats>,
 }
 
-/// The kinds of input `check` understands.
-#[derive(Debug)]
-pub enum Input {
-    File(std::path::PathBuf),
-    Rtsp(RtspSource),
-    Hls(HlsSource),
-}
-
-impl Input {
-    /// Classifies an input string (a path, `file://`, `rtsp://`, `http(s)://`, `.m3u8`).
-    pub fn parse(input: &str, transport: RtspTransport, hls: &HlsOptions) -> Result<Input> {
-        if input.starts_with("rtsp://") {
-            return Ok(Input::Rtsp(RtspSource::parse(input, None, transport)?));
-        }
-        // Before the file fallback: a local `.m3u8` is a playlist, not a TS file.
-        if HlsSource::is_hls_input(input) {
-            return Ok(Input::Hls(HlsSource::parse(input, hls.clone())?));
-        }
-        if input.contains("://") && !input.starts_with("file://") {
-            return Err(Error::bad_input(
-                redact_url(input),
-                "unsupported input: use an MPEG-TS file, rtsp://, http(s)://…m3u8 or a local .m3u8",
-            ));
-        }
-        Ok(Input::File(file::path_of(input)))
-    }
-}
-
 /// Runs `check`, writing event lines to `out` as they are detected. Ctrl-C stops a live
 /// source: open defects end with `reason: "shutdown"`.
 pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport> {
     let spec = SessionSpec {
         input: opts.input.clone(),
+        source: SourceOptions {
+            rtsp_transport: opts.rtsp_transport,
+            hls: opts.hls.clone(),
+            duration: opts.duration,
+            pace: None,
+            looped: false,
+        },
         probe_id: opts.probe_id.clone(),
         stream_id: opts.stream_id.clone(),
         detect: opts.detect.clone(),
         live: opts.live.clone(),
-        rtsp_transport: opts.rtsp_transport,
-        hls: opts.hls.clone(),
-        duration: opts.duration,
-        realtime: false,
-        looped: false,
-        queue_packets: PACKET_QUEUE,
-        ended_is_down: false,
+        queue_packets: session::PACKET_QUEUE,
         budget: crate::ingest::pool::StreamBudget::default(),
     };
     let (stop, shutdown) = Shutdown::new();
@@ -117,4 +185,20 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
         stats: report.stats,
         live: report.live,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_stream_id_never_takes_credentials_or_tokens() {
+        assert_eq!(default_stream_id("/srv/clips/a.ts"), "a.ts");
+        assert_eq!(default_stream_id("rtsp://u:p@cam/live/main?tok=1"), "main");
+        assert_eq!(
+            default_stream_id("https://cdn/x/index.m3u8#t"),
+            "index.m3u8"
+        );
+        assert_eq!(default_stream_id("rtsp://u:p@cam"), "input");
+    }
 }

@@ -1,9 +1,12 @@
 //! `vqprobe demo`: the product on its embedded default. No camera, broker or media
 //! file: a synthetic stream is made in-process (openh264's encoder for the picture,
 //! generated PCM for the sound) with scripted defects, fed through the same pipeline as
-//! any other input, and the events found are compared with the script.
+//! any other input (a session fed by the generator instead of a parsed source), and the
+//! events found are compared with the script. With `--mqtt` the events also go to a
+//! broker through a throw-away spool. Writes only to the `Write` it is handed.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use openh264::encoder::{
@@ -11,16 +14,18 @@ use openh264::encoder::{
 };
 use openh264::formats::YUVBuffer;
 use openh264::{OpenH264API, Timestamp};
-use tokio::sync::mpsc;
 
-use crate::config::DetectConfig;
+use super::session::{self, SessionSpec};
 use crate::defect::EndReason;
 use crate::defect::{DefectKind, Phase};
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::ingest::{Codec, Elementary, IngestMsg, Packet, ProgramInfo, Track};
-use crate::pipeline::{spawn_decode_thread, Analyzer};
+use crate::ingest::sink::{Overflow, Sink};
+use crate::ingest::{Codec, Elementary, Packet, ProgramInfo, Track};
+use crate::publish::mqtt::Publisher;
+use crate::publish::status::Status;
 use crate::publish::{LinePrinter, OutputFormat};
+use crate::shutdown::Shutdown;
 
 /// Picture size of the synthetic stream.
 const W: usize = 640;
@@ -76,7 +81,13 @@ pub struct DemoOptions {
     pub format: OutputFormat,
     /// Pace the synthetic stream at real time (25 s) instead of as fast as possible.
     pub realtime: bool,
+    /// Also publish the events to this MQTT broker (`mqtt://` or `mqtts://`), on
+    /// `vqprobe/{probe}/demo/events`.
+    pub mqtt: Option<String>,
 }
+
+/// How long `demo --mqtt` waits for the broker to acknowledge the events.
+const MQTT_FLUSH: Duration = Duration::from_secs(10);
 
 /// The outcome: which scripted defects were found and what else was reported.
 #[derive(Debug, Clone)]
@@ -85,6 +96,8 @@ pub struct DemoReport {
     pub found: Vec<Scripted>,
     pub missing: Vec<Scripted>,
     pub unexpected: Vec<Event>,
+    /// `--mqtt`: events the broker had not acknowledged after 10 s.
+    pub unacknowledged: usize,
 }
 
 impl DemoReport {
@@ -159,6 +172,7 @@ pub fn compare(events: &[Event]) -> DemoReport {
         found,
         missing,
         unexpected,
+        unacknowledged: 0,
     }
 }
 
@@ -231,9 +245,9 @@ fn corrupt(au: &mut [u8], seed: u32) {
     }
 }
 
-/// Produces the synthetic stream into `tx` (run on its own OS thread: encoding is CPU
-/// work). Returns when done or when the receiver is gone.
-fn produce(tx: mpsc::Sender<IngestMsg>, realtime: bool) -> Result<()> {
+/// Produces the synthetic stream into `sink` (run on a blocking thread: encoding is CPU
+/// work; `rt` runs the sink's sends). Returns when done or when the decode side is gone.
+fn produce(sink: &mut Sink, rt: &tokio::runtime::Handle, realtime: bool) -> Result<EndReason> {
     let cfg = EncoderConfig::new()
         .max_frame_rate(FrameRate::from_hz(FPS as f32))
         .bitrate(BitRate::from_bps(600_000))
@@ -259,8 +273,8 @@ fn produce(tx: mpsc::Sender<IngestMsg>, realtime: bool) -> Result<()> {
         }),
         other_streams: 0,
     };
-    if tx.blocking_send(IngestMsg::Program(program)).is_err() {
-        return Ok(());
+    if !rt.block_on(sink.program(program)) {
+        return Ok(EndReason::Shutdown);
     }
     let frames = (DEMO_SECONDS * f64::from(FPS)) as u32;
     let per_frame = (RATE / FPS) as usize;
@@ -331,49 +345,101 @@ fn produce(tx: mpsc::Sender<IngestMsg>, realtime: bool) -> Result<()> {
                 std::thread::sleep(wait);
             }
         }
-        if tx.blocking_send(IngestMsg::Packet(video)).is_err()
-            || tx.blocking_send(IngestMsg::Packet(audio)).is_err()
-        {
-            return Ok(());
+        if !rt.block_on(sink.send(video)) || !rt.block_on(sink.send(audio)) {
+            return Ok(EndReason::Shutdown);
         }
     }
-    let _ = tx.blocking_send(IngestMsg::End(EndReason::EndOfInput));
-    Ok(())
+    Ok(EndReason::EndOfInput)
 }
 
-/// Runs the demo, printing events to `out` and handing them to `on_event` (the MQTT
-/// outbox with `demo --mqtt`) as they are detected.
-pub async fn run(
-    opts: &DemoOptions,
-    probe_id: &str,
-    out: &mut dyn Write,
-    on_event: &mut dyn FnMut(&Event),
-) -> Result<DemoReport> {
-    let analyzer = Analyzer::new(probe_id, "demo", DetectConfig::default())?;
-    let (tx, rx) = mpsc::channel::<IngestMsg>(crate::app::check::PACKET_QUEUE);
-    let (etx, mut erx) = mpsc::channel::<Event>(crate::app::check::EVENT_QUEUE);
-    let decode = spawn_decode_thread("decode-demo".into(), analyzer, rx, etx, None)
-        .map_err(|e| Error::Other(format!("cannot start decode thread: {e}")))?;
+/// `demo --mqtt`: a publisher with a throw-away spool.
+struct DemoPublisher {
+    publisher: Publisher,
+    spool_dir: PathBuf,
+    status: Status,
+}
+
+impl DemoPublisher {
+    fn start(url: &str, probe: &str) -> Result<Self> {
+        let settings = super::agent::config::settings_for_url(url, probe)?;
+        let dir = std::env::temp_dir().join(format!("vqprobe-demo-spool-{}", std::process::id()));
+        let spool = crate::publish::spool::Spool::open(crate::publish::spool::SpoolOptions::new(
+            dir.clone(),
+            1 << 20,
+            1 << 20,
+        ))
+        .map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let status = Status::new(probe, std::time::SystemTime::now(), vec!["demo".into()]);
+        let publisher = Publisher::start(settings, spool, status.online(), status.offline())?;
+        Ok(DemoPublisher {
+            publisher,
+            spool_dir: dir,
+            status,
+        })
+    }
+
+    /// Publishes `offline` after the events; returns how many events the broker had not
+    /// acknowledged within [`MQTT_FLUSH`] (the spool is kept then).
+    async fn finish(self) -> usize {
+        let r = self
+            .publisher
+            .shutdown(self.status.offline(), MQTT_FLUSH)
+            .await;
+        if r.pending == 0 {
+            let _ = std::fs::remove_dir_all(&self.spool_dir);
+        }
+        r.pending
+    }
+}
+
+/// Runs the demo, writing events to `out` (and publishing them with `--mqtt`) as they
+/// are detected.
+pub async fn run(opts: &DemoOptions, probe_id: &str, out: &mut dyn Write) -> Result<DemoReport> {
+    let publisher = match &opts.mqtt {
+        Some(url) => Some(DemoPublisher::start(url, probe_id)?),
+        None => None,
+    };
+    let spec = SessionSpec::new("demo", probe_id, "demo");
     let realtime = opts.realtime;
-    let producer = std::thread::Builder::new()
-        .name("demo-source".into())
-        .spawn(move || produce(tx, realtime))
-        .map_err(|e| Error::Other(format!("cannot start demo source: {e}")))?;
     let printer = LinePrinter {
         format: opts.format,
     };
     let mut events = Vec::new();
-    while let Some(ev) = erx.recv().await {
-        let _ = writeln!(out, "{}", printer.line(&ev));
-        let _ = out.flush();
-        on_event(&ev);
-        events.push(ev);
+    let (_stop, shutdown) = Shutdown::new();
+    session::run_feed(
+        &spec,
+        Overflow::Block,
+        false,
+        shutdown,
+        None,
+        &mut |ev: Event| {
+            let _ = writeln!(out, "{}", printer.line(&ev));
+            let _ = out.flush();
+            if let Some(p) = &publisher {
+                p.publisher.event(&ev);
+            }
+            events.push(ev);
+        },
+        move |mut sink, _shutdown| async move {
+            let rt = tokio::runtime::Handle::current();
+            let produced = tokio::task::spawn_blocking(move || {
+                let r = produce(&mut sink, &rt, realtime);
+                (sink, r)
+            })
+            .await;
+            match produced {
+                Ok(done) => done,
+                Err(e) => panic!("demo source: {e}"),
+            }
+        },
+    )
+    .await?;
+    let mut report = compare(&events);
+    if let Some(p) = publisher {
+        report.unacknowledged = p.finish().await;
     }
-    decode
-        .join()
-        .map_err(|_| Error::Other("decode thread panicked".into()))?;
-    producer
-        .join()
-        .map_err(|_| Error::Other("demo source panicked".into()))??;
-    Ok(compare(&events))
+    Ok(report)
 }

@@ -1,48 +1,63 @@
-//! One analysis session of one input: ingest task → bounded queue → decode thread →
-//! events. `check` runs one session; the agent runs one per stream, again after each
-//! failure.
+//! One analysis session of one input: a [`Source`] (or another feed, such as the demo's
+//! synthetic stream) → the stream's [`Sink`] → bounded queue → decode thread → events.
+//! `check`, `demo` and the agent (one per stream, again after each failure) all run
+//! sessions. Owns the queue sizes, the stream's buffer pool and the decode thread's
+//! lifetime; it may not classify inputs (that is [`Source::parse`]) nor print.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::check::{Input, EVENT_QUEUE};
 use crate::config::DetectConfig;
+use crate::defect::EndReason;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::ingest::hls::HlsOptions;
-use crate::ingest::live::{LiveConfig, LiveSink, LiveStats};
+use crate::ingest::live::LiveConfig;
 use crate::ingest::pool::{BufPool, StreamBudget};
-use crate::ingest::rtsp::RtspTransport;
-use crate::ingest::{file, IngestMsg};
+use crate::ingest::sink::{LiveStats, Overflow, Sink};
+use crate::ingest::source::{Source, SourceOptions};
+use crate::ingest::IngestMsg;
 use crate::pipeline::{spawn_decode_thread, Analyzer, AnalyzerStats, SharedStats};
 use crate::shutdown::Shutdown;
+
+/// Packets queued between ingest and the decode thread (the agent's
+/// `limits.queue_packets` overrides it per stream).
+pub const PACKET_QUEUE: usize = 64;
+/// Events queued between the decode thread and the caller's `on_event`.
+pub const EVENT_QUEUE: usize = 256;
 
 /// What to analyse and how.
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
-    /// Path, `file://`, `rtsp://` or HLS URL.
+    /// Path, `file://`, `rtsp://` or HLS URL ([`Source::parse`]).
     pub input: String,
+    /// How to read it (transport, HLS settings, duration, pace, loop).
+    pub source: SourceOptions,
     pub probe_id: String,
     pub stream_id: String,
     pub detect: DetectConfig,
     pub live: LiveConfig,
-    pub rtsp_transport: RtspTransport,
-    pub hls: HlsOptions,
-    /// Files: media seconds; live sources: wall seconds. None: to the end / forever.
-    pub duration: Option<f64>,
-    /// Files: hand packets over at the pace of their timestamps.
-    pub realtime: bool,
-    /// Files: start again at the end, in the same session.
-    pub looped: bool,
     /// Packets queued between ingest and the decode thread.
     pub queue_packets: usize,
     /// Memory for this stream's media buffers (`[limits] stream_memory_mb`).
     pub budget: StreamBudget,
-    /// Network sources never end (the agent): an HLS playlist that ends is
-    /// `source_down` and reloaded with backoff. `check` ends with the input.
-    pub ended_is_down: bool,
+}
+
+impl SessionSpec {
+    /// A session of `input` with every setting at its default.
+    pub fn new(input: &str, probe_id: &str, stream_id: &str) -> Self {
+        SessionSpec {
+            input: input.to_string(),
+            source: SourceOptions::default(),
+            probe_id: probe_id.to_string(),
+            stream_id: stream_id.to_string(),
+            detect: DetectConfig::default(),
+            live: LiveConfig::default(),
+            queue_packets: PACKET_QUEUE,
+            budget: StreamBudget::default(),
+        }
+    }
 }
 
 /// Counters a session keeps up to date while it runs (for the agent's stats).
@@ -56,13 +71,13 @@ pub struct SessionCounters {
 #[derive(Debug, Clone)]
 pub struct SessionReport {
     pub stats: AnalyzerStats,
-    /// Live sources only.
+    /// Live sources only: the sink's delivery counters.
     pub live: Option<LiveStats>,
 }
 
-/// Runs one session until the input ends, `shutdown` is triggered or the duration
-/// passes. Every event goes to `on_event` as soon as it is detected; open defects are
-/// ended (reason `end_of_input` or `shutdown`) before this returns.
+/// Runs one session of `spec.input` until the input ends, `shutdown` is triggered or
+/// the duration passes. Every event goes to `on_event` as soon as it is detected; open
+/// defects are ended (reason `end_of_input` or `shutdown`) before this returns.
 pub async fn run<F: FnMut(Event)>(
     spec: &SessionSpec,
     shutdown: Shutdown,
@@ -72,20 +87,43 @@ pub async fn run<F: FnMut(Event)>(
     // Library callers get the same checks as the config file and the command line:
     // an out-of-range duration must be an error here, not a panic in a task.
     spec.live.validate().map_err(Error::Config)?;
-    let deadline = match spec.duration {
-        None => None,
-        Some(d) => Some(
-            Duration::try_from_secs_f64(d)
-                .ok()
-                .and_then(|d| Instant::now().checked_add(d))
-                .ok_or_else(|| Error::Config(format!("duration {d} s is out of range")))?,
-        ),
-    };
-    let hls = crate::ingest::hls::HlsOptions {
-        ended_is_down: spec.ended_is_down,
-        ..spec.hls.clone()
-    };
-    let input = Input::parse(&spec.input, spec.rtsp_transport, &hls)?;
+    let source = Source::parse(&spec.input, &spec.source)?;
+    let overflow = source.overflow();
+    let live = source.is_live();
+    run_feed(
+        spec,
+        overflow,
+        live,
+        shutdown,
+        counters,
+        on_event,
+        move |mut sink, shutdown| async move {
+            let r = source.run(&mut sink, shutdown).await;
+            (sink, r)
+        },
+    )
+    .await
+}
+
+/// Runs one session fed by `feed` instead of a parsed [`Source`] (the demo's synthetic
+/// stream): `feed` gets the stream's [`Sink`] (policy `overflow`) and hands it back with
+/// why it stopped; an error ends the session without an end of input. `live`: report
+/// the sink's counters.
+pub async fn run_feed<F, Fut, E>(
+    spec: &SessionSpec,
+    overflow: Overflow,
+    live: bool,
+    shutdown: Shutdown,
+    counters: Option<&SessionCounters>,
+    on_event: &mut E,
+    feed: F,
+) -> Result<SessionReport>
+where
+    F: FnOnce(Sink, Shutdown) -> Fut + Send + 'static,
+    Fut: Future<Output = (Sink, Result<EndReason>)> + Send + 'static,
+    E: FnMut(Event),
+{
+    spec.live.validate().map_err(Error::Config)?;
     let mut analyzer = Analyzer::new(&spec.probe_id, &spec.stream_id, spec.detect.clone())?;
     let queue = spec.queue_packets.max(2);
     // Packet buffers circulate between ingest and the decode thread; the pool also
@@ -102,48 +140,17 @@ pub async fn run<F: FnMut(Event)>(
         counters.map(|c| c.decode.clone()),
     )
     .map_err(|e| Error::Other(format!("cannot start decode thread: {e}")))?;
-    let duration = spec.duration;
-    let realtime = spec.realtime;
-    let looped = spec.looped;
-    let live_cfg = spec.live.clone();
-    let live_shared = counters.map(|c| c.live.clone());
+    let mut sink = Sink::new(tx, spec.live.clone()).with_overflow(overflow);
+    sink.set_pool(pool);
+    if let Some(c) = counters {
+        sink.share_stats(c.live.clone());
+    }
     let mut ingest = tokio::spawn(async move {
-        let sink_pool = pool.clone();
-        let live_sink = |tx| {
-            let mut sink = LiveSink::new(tx, live_cfg);
-            sink.set_pool(sink_pool);
-            if let Some(s) = live_shared {
-                sink.share_stats(s);
-            }
-            sink
-        };
-        match input {
-            Input::File(path) => {
-                let fopts = file::FileOptions {
-                    max_media_s: duration,
-                    pool: Some(pool),
-                    realtime,
-                    looped,
-                };
-                file::run(&path, tx, &fopts, &shutdown).await.map(|_| None)
-            }
-            Input::Rtsp(src) => {
-                let mut sink = live_sink(tx);
-                let reason = crate::ingest::rtsp::run(&src, &mut sink, shutdown, deadline).await;
-                Ok(Some(sink.finish(reason).await))
-            }
-            Input::Hls(src) => {
-                let mut sink = live_sink(tx);
-                let reason = crate::ingest::hls::run_with_pool(
-                    &src,
-                    &mut sink,
-                    shutdown,
-                    deadline,
-                    Some(pool),
-                )
-                .await;
-                Ok(Some(sink.finish(reason).await))
-            }
+        let (sink, result) = feed(sink, shutdown).await;
+        match result {
+            Ok(reason) => Ok(sink.finish(reason).await),
+            // Dropping the sink closes the queue: the decode thread ends what it has.
+            Err(e) => Err(e),
         }
     });
     let mut ingest_result = None;
@@ -166,11 +173,12 @@ pub async fn run<F: FnMut(Event)>(
         Some(r) => r,
         None => ingest.await,
     };
-    let live = match result {
-        Ok(Ok(live)) => live,
+    let stats = match result {
+        Ok(Ok(stats)) => stats,
         Ok(Err(e)) => return Err(e),
         Err(e) => return Err(Error::Other(format!("ingest task failed: {e}"))),
     };
+    let live = live.then_some(stats);
     if let Some(l) = &live {
         if l.dropped_queue_full + l.dropped_until_key > 0 {
             tracing::warn!(

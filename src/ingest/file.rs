@@ -1,15 +1,15 @@
-//! Local MPEG-TS file ingest: read → demux → bounded channel to the decode thread.
-//!
-//! Overflow policy: *block*. A file is not live, so when decode is slower than the disk
-//! the reader simply waits; nothing is dropped.
+//! Local MPEG-TS file ingest: read → demux → the stream's [`Sink`] (overflow policy
+//! [`Overflow::Block`](super::sink::Overflow::Block): a file is not live, so when decode
+//! is slower than the disk the reader simply waits; nothing is dropped). Owns reading,
+//! pacing and looping a file and its `ts_error` on the media clock; it may not touch the
+//! queue except through the sink.
 
 use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncReadExt;
-use tokio::sync::mpsc;
 
-use super::ts::{DemuxOutput, TsDemuxer, TsLimits, TsStats};
-use super::IngestMsg;
+use super::sink::Sink;
+use super::ts::{DemuxOutput, TsDemuxer, TsLimits};
 use crate::defect::EndReason;
 use crate::detect::transport::TsErrorDetector;
 use crate::error::{Error, Result};
@@ -27,8 +27,6 @@ const CHUNK: usize = 188 * 64;
 pub struct FileOptions {
     /// Stop after this many media seconds.
     pub max_media_s: Option<f64>,
-    /// Packet buffers to reuse (the decode thread gives them back).
-    pub pool: Option<super::pool::BufPool>,
     /// Hand packets over at the pace of their timestamps (a file standing in for a
     /// live source: demos, soak tests, benchmarks) instead of as fast as decode allows.
     pub realtime: bool,
@@ -77,30 +75,31 @@ pub fn path_of(input: &str) -> PathBuf {
     }
 }
 
-/// Reads `path` to the end (or the media-time limit), sending programs and packets to
-/// `tx`, then [`IngestMsg::End`]. Returns the transport counters.
+/// Reads `path` to the end (or the media-time limit), sending programs and packets into
+/// `sink` (packet buffers from its pool, when it has one). Returns why it stopped; the
+/// caller ends the sink with it ([`Sink::finish`]).
 ///
 /// Errors: the file cannot be opened or read; it is not MPEG-TS; it has no program map;
 /// its program has neither video nor audio.
 pub async fn run(
     path: &Path,
-    tx: mpsc::Sender<IngestMsg>,
+    sink: &mut Sink,
     opts: &FileOptions,
     shutdown: &Shutdown,
-) -> Result<TsStats> {
+) -> Result<EndReason> {
     let display = path.display().to_string();
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-    let limits: TsLimits = opts
-        .pool
+    let pool = sink.pool().cloned();
+    let limits: TsLimits = pool
         .as_ref()
         .map(|p| p.budget().ts_limits())
         .unwrap_or_default();
     let mut demux = TsDemuxer::new(limits);
-    if let Some(p) = &opts.pool {
+    if let Some(p) = &pool {
         demux = demux.with_pool(p.clone());
     }
     let mut buf = vec![0u8; CHUNK];
@@ -115,8 +114,7 @@ pub async fn run(
     let mut passes: u64 = 0;
     loop {
         if shutdown.is_set() {
-            end(&tx, &demux, &mut ts_errors, EndReason::Shutdown).await;
-            return Ok(*demux.stats());
+            return Ok(end(sink, &demux, &mut ts_errors, EndReason::Shutdown).await);
         }
         let n = file.read(&mut buf).await.map_err(io)?;
         if n == 0 {
@@ -125,7 +123,7 @@ pub async fn run(
             demux.push(&buf[..n], &mut |o| outs.push(o));
         }
         for o in outs.drain(..) {
-            let msg = match o {
+            let sent = match o {
                 DemuxOutput::Program(p) => {
                     if p.video.is_none() && p.audio.is_none() {
                         return Err(Error::bad_input(
@@ -136,7 +134,7 @@ pub async fn run(
                             ),
                         ));
                     }
-                    IngestMsg::Program(p)
+                    sink.program(p).await
                 }
                 DemuxOutput::Packet(mut p) => {
                     if let Some(pts) = p.pts {
@@ -151,42 +149,25 @@ pub async fn run(
                     if let (Some(limit), Some(pts)) = (opts.max_media_s, p.pts) {
                         let o = *origin.get_or_insert(pts);
                         if crate::timebase::secs(pts - o) >= limit {
-                            end(&tx, &demux, &mut ts_errors, EndReason::EndOfInput).await;
-                            return Ok(*demux.stats());
+                            return Ok(
+                                end(sink, &demux, &mut ts_errors, EndReason::EndOfInput).await
+                            );
                         }
                     }
                     if let (true, Some(pts)) = (opts.realtime, p.pts) {
                         let d = pacer.delay(pts);
                         if !d.is_zero() && !pace_shutdown.sleep(d).await {
-                            end(&tx, &demux, &mut ts_errors, EndReason::Shutdown).await;
-                            return Ok(*demux.stats());
+                            return Ok(end(sink, &demux, &mut ts_errors, EndReason::Shutdown).await);
                         }
                     }
-                    IngestMsg::Packet(p)
+                    // Waits for room in the queue (count and bytes): a PES never exceeds
+                    // an access unit, which always fits.
+                    sink.send(p).await
                 }
             };
-            // The queue's byte bound: wait for the decode thread to release room (a PES
-            // never exceeds an access unit, which always fits).
-            let queued = match (&msg, &opts.pool) {
-                (IngestMsg::Packet(p), Some(pool)) => {
-                    // Gives up if the decode thread is gone: nobody releases room then.
-                    let admitted = tokio::select! {
-                        ok = pool.admit_wait(p.data.len()) => ok,
-                        _ = tx.closed() => false,
-                    };
-                    if !admitted {
-                        return Ok(*demux.stats());
-                    }
-                    Some((pool, p.data.len()))
-                }
-                _ => None,
-            };
-            if tx.send(msg).await.is_err() {
-                if let Some((pool, n)) = queued {
-                    pool.release(n);
-                }
+            if !sent {
                 // The decode thread is gone (shutdown): stop reading.
-                return Ok(*demux.stats());
+                return Ok(EndReason::Shutdown);
             }
         }
         let st = *demux.stats();
@@ -195,7 +176,7 @@ pub async fn run(
             .media_time()
             .and_then(|t| ts_errors.observe(t + shift_s, &st))
         {
-            let _ = tx.send(IngestMsg::Delivery(Box::new(tr), None)).await;
+            sink.delivery(tr, None).await;
         }
         if st.packets == 0 && (st.bytes >= SNIFF_BYTES || n == 0) {
             return Err(Error::bad_input(
@@ -225,14 +206,14 @@ pub async fn run(
                         .media_time()
                         .and_then(|t| ts_errors.finish(t + shift_s))
                     {
-                        let _ = tx.send(IngestMsg::Delivery(Box::new(tr), None)).await;
+                        sink.delivery(tr, None).await;
                     }
                     ts_errors = TsErrorDetector::new(TS_ERROR_CLEAR_S);
                     shift += hi - lo + LOOP_GAP;
                     passes += 1;
                     tracing::debug!(passes, path = %path.display(), "looping the file");
                     demux = TsDemuxer::new(limits);
-                    if let Some(p) = &opts.pool {
+                    if let Some(p) = &pool {
                         demux = demux.with_pool(p.clone());
                     }
                     use tokio::io::AsyncSeekExt;
@@ -240,23 +221,21 @@ pub async fn run(
                     continue;
                 }
             }
-            end(&tx, &demux, &mut ts_errors, EndReason::EndOfInput).await;
-            return Ok(st);
+            return Ok(end(sink, &demux, &mut ts_errors, EndReason::EndOfInput).await);
         }
     }
 }
 
-/// Closes an open `ts_error` at the transport's clock and sends the end of input.
+/// Closes an open `ts_error` at the transport's clock; returns `reason` (the sink's
+/// [`Sink::finish`] sends the end of input).
 async fn end(
-    tx: &mpsc::Sender<IngestMsg>,
+    sink: &mut Sink,
     demux: &TsDemuxer,
     ts_errors: &mut TsErrorDetector,
     reason: EndReason,
-) {
+) -> EndReason {
     if let Some(tr) = demux.media_time().and_then(|t| ts_errors.finish(t)) {
-        let _ = tx
-            .send(IngestMsg::Delivery(Box::new(tr), Some(reason)))
-            .await;
+        sink.delivery(tr, Some(reason)).await;
     }
-    let _ = tx.send(IngestMsg::End(reason)).await;
+    reason
 }

@@ -1,9 +1,10 @@
 //! Ingest: turns a source into timestamped elementary packets and transport facts.
 //! It never decodes.
 //!
-//! Sources: a local MPEG-TS file ([`file`]); RTSP and HLS arrive in later modules.
-//! Every source produces [`IngestMsg`]s into a bounded channel read by the stream's
-//! decode thread.
+//! [`source::Source`] is the one source contract (classify an input, run it); the
+//! sources are a local MPEG-TS file ([`file`]), RTSP ([`rtsp`]) and HLS ([`hls`]). Every
+//! source hands [`IngestMsg`]s to the one [`sink::Sink`], which puts them on the bounded
+//! queue read by the stream's decode thread with the source's overflow policy.
 
 pub mod file;
 pub mod hls;
@@ -11,6 +12,8 @@ pub mod live;
 pub mod mp4;
 pub mod pool;
 pub mod rtsp;
+pub mod sink;
+pub mod source;
 pub mod ts;
 
 /// Which elementary stream a packet belongs to.

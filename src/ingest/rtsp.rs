@@ -17,7 +17,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat};
 use url::Url;
 
-use super::live::LiveSink;
+use super::sink::Sink;
 use super::{Codec, Elementary, Packet, ProgramInfo, Track};
 use crate::backoff::Backoff;
 use crate::defect::EndReason;
@@ -100,14 +100,15 @@ impl RtspSource {
             .or(from_url)
             .map(|(username, password)| Credentials { username, password });
         Ok(RtspSource {
-            display: redact_url(url.as_str()),
+            display: crate::redact::display_url(&url),
             url,
             creds,
             transport,
         })
     }
 
-    /// The URL as it may be printed ([`redact_url`]: no credentials, no query).
+    /// The URL as it may be printed ([`crate::redact::display_url`]: no credentials, no
+    /// query).
     pub fn display_url(&self) -> &str {
         &self.display
     }
@@ -124,7 +125,7 @@ enum SessionEnd {
 /// Runs the source until shutdown or `deadline`, reconnecting as needed.
 pub async fn run(
     src: &RtspSource,
-    sink: &mut LiveSink,
+    sink: &mut Sink,
     mut shutdown: Shutdown,
     deadline: Option<Instant>,
 ) -> EndReason {
@@ -163,7 +164,7 @@ pub async fn run(
 }
 
 /// Sleeps `d`, returning false on shutdown.
-async fn sleep_ticking(_sink: &mut LiveSink, shutdown: &mut Shutdown, d: Duration) -> bool {
+async fn sleep_ticking(_sink: &mut Sink, shutdown: &mut Shutdown, d: Duration) -> bool {
     shutdown.sleep(d).await
 }
 
@@ -207,7 +208,7 @@ impl PtsClock {
 
 async fn run_once(
     src: &RtspSource,
-    sink: &mut LiveSink,
+    sink: &mut Sink,
     backoff: &mut Backoff,
     clock: &mut PtsClock,
     group: std::sync::Arc<SessionGroup>,
@@ -391,7 +392,7 @@ async fn run_once(
                         sink.open_media(DefectKind::PacketLoss, m, span).await;
                     }
                 }
-                sink.packet(packet).await;
+                sink.send(packet).await;
             }
             _ = tick.tick() => {
                 sink.tick().await;

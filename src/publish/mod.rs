@@ -4,6 +4,7 @@
 
 pub mod mqtt;
 pub mod spool;
+pub mod status;
 
 use crate::defect::Phase;
 use crate::event::Event;

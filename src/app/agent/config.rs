@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::ingest::hls::{HlsOptions, VariantChoice};
 use crate::ingest::live::LiveConfig;
 use crate::ingest::rtsp::RtspTransport;
+use crate::ingest::source::{Source, SourceOptions, PACE_LOOP_FILES_ONLY};
 use crate::publish::mqtt::{tls_config, MqttSettings};
 use crate::redact::{redact_in_text, redact_secrets, redact_url, take_credentials, Secret};
 
@@ -185,15 +186,7 @@ impl Default for Limits {
 }
 
 /// Pace of a `file://` stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Pace {
-    /// At the pace of the timestamps, like a live source.
-    #[default]
-    Realtime,
-    /// As fast as decode allows (tests, batch analysis).
-    Fast,
-}
+pub use crate::ingest::source::Pace;
 
 /// One `[[streams]]` entry. `Debug` shows the URL redacted.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -243,7 +236,9 @@ impl std::fmt::Debug for StreamConfig {
 pub struct StreamPlan {
     pub cfg: StreamConfig,
     pub detect: DetectConfig,
-    pub hls: HlsOptions,
+    /// How to read the stream, resolved (a file's pace defaults to real time) and
+    /// validated by [`Source::parse`].
+    pub source: SourceOptions,
     pub live: LiveConfig,
     pub queue_packets: usize,
     pub budget: crate::ingest::pool::StreamBudget,
@@ -318,6 +313,18 @@ pub fn load(path: &Path) -> Result<Loaded> {
         source,
     })?;
     parse(path, &text)
+}
+
+/// `vqprobe run --check-config`: loads and validates the file at `path`, MQTT settings
+/// included; the line to print when it is valid.
+pub fn check_file(path: &Path) -> Result<String> {
+    let loaded = load(path)?;
+    loaded.mqtt_settings()?;
+    Ok(format!(
+        "{}: valid ({} streams)",
+        path.display(),
+        loaded.streams.len()
+    ))
 }
 
 /// Parses and validates `text` (read from `path`, used in messages).
@@ -523,21 +530,35 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
                 format!("duplicate stream id `{}`", s.id),
             ));
         }
-        let is_file = !s.url.contains("://") || s.url.starts_with("file://");
-        if !is_file && (s.pace.is_some() || s.looped) {
-            return Err(err(
+        // Classify the URL now, as every session will (the one `Source::parse`), so
+        // that a typo fails at load, not at run time. `pace` and `loop` are refused
+        // for anything but a file, a local playlist included.
+        let mut source = SourceOptions {
+            rtsp_transport: s.rtsp_transport,
+            hls: HlsOptions {
+                // A monitored network stream does not end: the end of a playlist is
+                // `source_down`, then reload.
+                ended_is_down: true,
+                ..hls_options(&cfg.hls, s)
+            },
+            duration: None,
+            pace: s.pace,
+            looped: s.looped,
+        };
+        let parsed = Source::parse(&s.url, &source).map_err(|e| match e {
+            Error::Config(m) if m == PACE_LOOP_FILES_ONLY => err(
                 line,
-                &field("pace"),
-                "pace and loop apply to file:// streams only".into(),
-            ));
-        }
-        // Classify the URL now so that a typo fails at load, not at run time.
-        super::super::check::Input::parse(&s.url, s.rtsp_transport, &hls_options(&cfg.hls, s))
-            .map_err(|e| err(line, &field("url"), e.to_string()))?;
-        if is_file {
-            let p = crate::ingest::file::path_of(&s.url);
-            if !p.is_file() {
-                tracing::warn!(stream = %s.id, path = %p.display(), "file stream: no such file yet (the stream retries)");
+                &field(if s.pace.is_some() { "pace" } else { "loop" }),
+                m,
+            ),
+            e => err(line, &field("url"), e.to_string()),
+        })?;
+        let is_file = parsed.is_file();
+        if let Source::File(f) = &parsed {
+            // A file stream stands in for a live source: real time unless `pace = "fast"`.
+            source.pace = Some(s.pace.unwrap_or_default());
+            if !f.path.is_file() {
+                tracing::warn!(stream = %s.id, path = %f.path.display(), "file stream: no such file yet (the stream retries)");
             }
         }
         let mut t = base_detect.clone();
@@ -551,7 +572,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         plans.push(StreamPlan {
             cfg: s.clone(),
             detect,
-            hls: hls_options(&cfg.hls, s),
+            source,
             live: cfg.live.clone(),
             queue_packets: cfg.limits.queue_packets,
             budget,
@@ -814,6 +835,32 @@ url = "rtsp://camera.local/stream1"
         assert!(p(&text).unwrap_err().to_string().contains("streams[0].id"));
         let text = format!("{MIN}pace = \"realtime\"\n");
         assert!(p(&text).unwrap_err().to_string().contains("file://"));
+    }
+
+    /// Issue 10: a local playlist is classified as HLS by the same `Source::parse` as
+    /// `check` uses, so `pace` / `loop` on it are refused with a clear error naming the
+    /// field (they used to validate, the stream being taken for a file, and were then
+    /// silently ignored).
+    #[test]
+    fn pace_and_loop_on_a_local_playlist_are_refused() {
+        for url in ["/srv/live/index.m3u8", "file:///srv/live/index.m3u8"] {
+            for (line, field) in [("pace = \"fast\"", "pace"), ("loop = true", "loop")] {
+                let text = MIN.replace("rtsp://camera.local/stream1", url) + line + "\n";
+                let e = p(&text).unwrap_err().to_string();
+                assert!(
+                    e.contains(&format!("config.toml:5: streams[0].{field}"))
+                        && e.contains(PACE_LOOP_FILES_ONLY),
+                    "{url} {line}: {e}"
+                );
+            }
+        }
+        // A TS file takes both; its pace defaults to real time.
+        let text = MIN.replace("rtsp://camera.local/stream1", "file:///srv/a.ts") + "loop = true\n";
+        let l = p(&text).unwrap();
+        assert!(l.streams[0].is_file && l.streams[0].source.looped);
+        assert_eq!(l.streams[0].source.pace, Some(Pace::Realtime));
+        // Not a file: no pace at all.
+        assert_eq!(p(MIN).unwrap().streams[0].source.pace, None);
     }
 
     #[test]

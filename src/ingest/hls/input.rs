@@ -177,16 +177,8 @@ impl HlsSource {
     }
 }
 
-/// The URL as it may be printed: [`redact_url`] (`scheme://***@host:port/path?***`); a
-/// local file as its path.
-pub fn display_url(u: &Url) -> String {
-    if u.scheme() == "file" && u.query().is_none() && u.fragment().is_none() {
-        if let Ok(p) = u.to_file_path() {
-            return p.display().to_string();
-        }
-    }
-    redact_url(u.as_str())
-}
+/// The URL as it may be printed (the one rule, in [`crate::redact`]).
+pub use crate::redact::display_url;
 
 #[cfg(test)]
 mod tests {
