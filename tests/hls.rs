@@ -14,7 +14,8 @@ use common::*;
 use serde_json::{json, Value};
 use vqprobe::app::session::{self, SessionSpec};
 use vqprobe::ingest::hls::{HlsOptions, VariantChoice};
-use vqprobe::ingest::live::{LiveConfig, LiveStats};
+use vqprobe::ingest::live::LiveConfig;
+use vqprobe::ingest::sink::LiveStats;
 use vqprobe::ingest::source::SourceOptions;
 use vqprobe::shutdown::Shutdown;
 

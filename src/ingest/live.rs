@@ -67,11 +67,6 @@ impl LiveConfig {
     }
 }
 
-pub use super::sink::LiveStats;
-/// The sink every source sends into (its old name, kept for the sources that still use
-/// it).
-pub use super::sink::Sink as LiveSink;
-
 #[cfg(test)]
 mod tests {
     use super::*;

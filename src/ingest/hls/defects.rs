@@ -25,7 +25,7 @@ use super::display_url;
 use super::playlist::is_stale;
 use crate::defect::{put, DefectKind, MediaSpan, Metric, Metrics, Phase};
 use crate::detect::transport::{transport_errors_grew, TsErrorDetector};
-use crate::ingest::live::LiveSink;
+use crate::ingest::sink::Sink;
 use crate::ingest::ts::TsStats;
 
 /// A segment's place on the media timeline: (start, end) in 90 kHz PTS.
@@ -72,7 +72,7 @@ impl Defects {
     /// Opens, updates or closes `playlist_stale` after a live playlist load.
     pub(super) async fn observe_stale(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         pl: &MediaPlaylist,
         target: f64,
         stale_factor: f64,
@@ -124,7 +124,7 @@ impl Defects {
     /// or before the first timestamp).
     pub(super) async fn segment_failed(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         url: &Url,
         reason: &str,
         status: Option<u16>,
@@ -147,7 +147,7 @@ impl Defects {
     }
 
     /// A segment's media was delivered: an open `segment_error` ends.
-    pub(super) async fn segment_ok(&mut self, sink: &mut LiveSink) {
+    pub(super) async fn segment_ok(&mut self, sink: &mut Sink) {
         if sink.is_open(DefectKind::SegmentError) {
             sink.close(DefectKind::SegmentError, Metrics::new()).await;
         }
@@ -157,7 +157,7 @@ impl Defects {
     /// `slow_download`: opened while segments take longer to fetch than they play.
     pub(super) async fn slow_check(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         took: Duration,
         dur: f64,
         url: &Url,
@@ -184,7 +184,7 @@ impl Defects {
     /// `span` its place on the media timeline.
     pub(super) async fn transport(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         total: &TsStats,
         span: Option<Span>,
         shown: &str,

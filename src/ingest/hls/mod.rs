@@ -1,6 +1,6 @@
 //! HLS ingest (RFC 8216): master playlist → one variant → media playlist → segments
 //! (MPEG-TS through [`crate::ingest::ts`], fMP4/CMAF through [`crate::ingest::mp4`]) →
-//! the stream's [`LiveSink`], with the delivery defects only HLS can show.
+//! the stream's [`Sink`], with the delivery defects only HLS can show.
 //!
 //! This module is the scheduler: the session loop (resolve the playlist, play a VOD or
 //! follow a live window, reconnect with backoff) and [`run`]. It ties together, and
@@ -16,7 +16,7 @@
 //!
 //! * **VOD** (`#EXT-X-ENDLIST` or `PLAYLIST-TYPE:VOD`): every segment in order, as fast as
 //!   the decode thread takes them. Nothing is dropped (overflow policy *block*,
-//!   [`LiveSink::packet_wait`]); the run ends with [`EndReason::EndOfInput`] — unless
+//!   [`Sink::packet_wait`]); the run ends with [`EndReason::EndOfInput`] — unless
 //!   [`HlsOptions::ended_is_down`] (the agent): then the end is `source_down` and the
 //!   playlist is reloaded with backoff (new segments are played, a live playlist is
 //!   followed again).
@@ -61,14 +61,15 @@ pub use self::playlist::{
 };
 use self::playlist::{playlist_key, range_error, sane_duration, sane_target, SegmentClock};
 use self::segments::Segments;
-use super::live::{LiveConfig, LiveSink};
+use super::live::LiveConfig;
+use super::sink::Sink;
 use crate::backoff::Backoff;
 use crate::defect::EndReason;
 use crate::shutdown::Shutdown;
 
 /// Master playlists nested deeper than this are refused (a loop, or a hostile origin).
 const MAX_PLAYLIST_CHAIN: usize = 3;
-/// How often waits call [`LiveSink::tick`] and check for the decode side going away.
+/// How often waits call [`Sink::tick`] and check for the decode side going away.
 const TICK: Duration = Duration::from_millis(200);
 /// Consecutive failed playlist reloads (live) or segments (VOD) that make the source down.
 const MAX_FAILURES: u32 = 3;
@@ -97,13 +98,13 @@ impl From<Stop> for Flow {
 }
 
 /// Runs `fut` while ticking the sink every [`TICK`], unless shutdown or the deadline
-/// comes first. `stall_after`: the silence after which [`LiveSink::tick`] may report a
+/// comes first. `stall_after`: the silence after which [`Sink::tick`] may report a
 /// stall (HLS delivers media in per-segment bursts).
 async fn guarded<T>(
     shutdown: &mut Shutdown,
     deadline: Option<Instant>,
     stall_after: f64,
-    sink: &mut LiveSink,
+    sink: &mut Sink,
     fut: impl Future<Output = T>,
 ) -> std::result::Result<T, Stop> {
     tokio::pin!(fut);
@@ -214,7 +215,7 @@ impl<'a> Runner<'a> {
 
     async fn fetch_guarded(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         url: &Url,
         range: Option<(u64, u64)>,
         cap: u64,
@@ -232,11 +233,7 @@ impl<'a> Runner<'a> {
         .await
     }
 
-    async fn wait_until(
-        &mut self,
-        sink: &mut LiveSink,
-        at: Instant,
-    ) -> std::result::Result<(), Stop> {
+    async fn wait_until(&mut self, sink: &mut Sink, at: Instant) -> std::result::Result<(), Stop> {
         let stall = self.stall_after();
         guarded(
             &mut self.shutdown,
@@ -252,7 +249,7 @@ impl<'a> Runner<'a> {
     /// the load began).
     async fn resolve(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
     ) -> std::result::Result<(Url, Url, MediaPlaylist, Instant), Flow> {
         let mut url = self.src.url.clone();
         let mut seen: Vec<Url> = Vec::new();
@@ -307,13 +304,13 @@ impl<'a> Runner<'a> {
     }
 
     /// One session: resolve, then VOD or live until stopped or down.
-    async fn session(&mut self, sink: &mut LiveSink) -> Flow {
+    async fn session(&mut self, sink: &mut Sink) -> Flow {
         match self.session_inner(sink).await {
             Ok(f) | Err(f) => f,
         }
     }
 
-    async fn session_inner(&mut self, sink: &mut LiveSink) -> std::result::Result<Flow, Flow> {
+    async fn session_inner(&mut self, sink: &mut Sink) -> std::result::Result<Flow, Flow> {
         let (asked, base, pl, started) = self.resolve(sink).await?;
         let vod = pl.end_list || matches!(pl.playlist_type, Some(MediaPlaylistType::Vod));
         if vod && !self.seen_live {
@@ -324,7 +321,7 @@ impl<'a> Runner<'a> {
 
     async fn vod(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         base: &Url,
         pl: &MediaPlaylist,
     ) -> std::result::Result<Flow, Flow> {
@@ -359,7 +356,7 @@ impl<'a> Runner<'a> {
 
     async fn live(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         asked: Url,
         mut base: Url,
         mut pl: MediaPlaylist,
@@ -447,7 +444,7 @@ impl<'a> Runner<'a> {
         }
     }
 
-    async fn observe_stale(&mut self, sink: &mut LiveSink, pl: &MediaPlaylist) {
+    async fn observe_stale(&mut self, sink: &mut Sink, pl: &MediaPlaylist) {
         let (target, factor) = (self.target, self.src.opts.stale_factor);
         self.defects
             .observe_stale(sink, pl, target, factor, self.src.display_url())
@@ -458,7 +455,7 @@ impl<'a> Runner<'a> {
     /// media timeline, which it takes up (`dur_s`) whether readable or not.
     async fn failed(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         url: &Url,
         reason: &str,
         status: Option<u16>,
@@ -473,7 +470,7 @@ impl<'a> Runner<'a> {
     /// Fetches and delivers segment `i` of `pl`. Ok(true) when its media was delivered.
     async fn segment(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         base: &Url,
         pl: &MediaPlaylist,
         tags: &[(Option<usize>, Option<usize>)],
@@ -607,7 +604,7 @@ impl<'a> Runner<'a> {
 /// segments demuxed into freshly allocated buffers; see [`run_with_pool`]).
 pub async fn run(
     src: &HlsSource,
-    sink: &mut LiveSink,
+    sink: &mut Sink,
     shutdown: Shutdown,
     deadline: Option<Instant>,
 ) -> EndReason {
@@ -619,7 +616,7 @@ pub async fn run(
 /// Reconnects with backoff while the playlist cannot be had.
 pub async fn run_with_pool(
     src: &HlsSource,
-    sink: &mut LiveSink,
+    sink: &mut Sink,
     shutdown: Shutdown,
     deadline: Option<Instant>,
     pool: Option<super::pool::BufPool>,
@@ -694,7 +691,7 @@ mod tests {
             backoff_max: 0.2,
             ..LiveConfig::default()
         };
-        let mut sink = LiveSink::new(tx, cfg);
+        let mut sink = Sink::new(tx, cfg);
         let (_stop, shutdown) = Shutdown::new();
         let deadline = Instant::now() + Duration::from_secs_f64(secs);
         let reason = run(&src, &mut sink, shutdown, Some(deadline)).await;

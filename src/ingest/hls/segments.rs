@@ -16,9 +16,9 @@
 use std::time::Instant;
 
 use super::{Flow, Stop};
-use crate::ingest::live::LiveSink;
 use crate::ingest::mp4::{Fmp4Demuxer, SampleRef};
 use crate::ingest::pool::{BufPool, StreamBudget};
+use crate::ingest::sink::Sink;
 use crate::ingest::ts::{DemuxOutput, TsDemuxer, TsStats};
 use crate::ingest::{Packet, ProgramInfo, Track};
 use crate::shutdown::Shutdown;
@@ -111,7 +111,7 @@ impl Segments {
     /// or fMP4 (its program is sent). Ok(Err(reason)) when it is not readable.
     pub(super) async fn init_section(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         bytes: Vec<u8>,
     ) -> Result<Result<(), String>, Flow> {
         if bytes.first() == Some(&0x47) {
@@ -132,7 +132,7 @@ impl Segments {
     /// Demuxes one segment (`dur`: its EXTINF duration, when usable) into the sink.
     pub(super) async fn deliver(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         bytes: &[u8],
         dur: Option<f64>,
     ) -> Result<Outcome, Flow> {
@@ -156,7 +156,7 @@ impl Segments {
 
     async fn deliver_ts(
         &mut self,
-        sink: &mut LiveSink,
+        sink: &mut Sink,
         bytes: &[u8],
         dur: Option<f64>,
     ) -> Result<Outcome, Flow> {
@@ -200,7 +200,7 @@ impl Segments {
 
     /// Flushes the demuxer (its last PES is complete) and starts a fresh one, fed with
     /// the TS init section if there is one.
-    async fn reset_ts(&mut self, sink: &mut LiveSink) -> Result<(), Flow> {
+    async fn reset_ts(&mut self, sink: &mut Sink) -> Result<(), Flow> {
         self.need_reset = false;
         let outs = &mut self.outs;
         self.ts.finish(&mut |o| outs.push(o));
@@ -236,7 +236,7 @@ impl Segments {
         }
     }
 
-    async fn deliver_mp4(&mut self, sink: &mut LiveSink, bytes: &[u8]) -> Result<Outcome, Flow> {
+    async fn deliver_mp4(&mut self, sink: &mut Sink, bytes: &[u8]) -> Result<Outcome, Flow> {
         self.need_reset = false;
         let mut samples = std::mem::take(&mut self.samples);
         let parsed = self.mp4.segment(bytes, &mut samples);
@@ -267,7 +267,7 @@ impl Segments {
 
     /// The one place demuxer outputs are handed over: programs (when they changed) and
     /// packets, in order. After a stop (shutdown, deadline) the rest is dropped.
-    async fn drain(&mut self, sink: &mut LiveSink) -> Result<(), Flow> {
+    async fn drain(&mut self, sink: &mut Sink) -> Result<(), Flow> {
         let mut outs = std::mem::take(&mut self.outs);
         let mut r = Ok(());
         for o in outs.drain(..) {
@@ -289,7 +289,7 @@ impl Segments {
     }
 
     /// Sends the program when it differs from the last one sent.
-    async fn program(&mut self, sink: &mut LiveSink, p: ProgramInfo) -> Result<(), Flow> {
+    async fn program(&mut self, sink: &mut Sink, p: ProgramInfo) -> Result<(), Flow> {
         if self.last_program.as_ref() == Some(&p) {
             return Ok(());
         }
@@ -301,7 +301,7 @@ impl Segments {
     }
 
     /// Hands one packet over, waiting for room (see the module docs of `super`).
-    async fn send(&mut self, sink: &mut LiveSink, p: Packet) -> Result<(), Flow> {
+    async fn send(&mut self, sink: &mut Sink, p: Packet) -> Result<(), Flow> {
         sink.packet_wait(p).await;
         if self.shutdown.is_set() || sink.is_closed() {
             return Err(Flow::Stop(Stop::Shutdown));
@@ -313,7 +313,7 @@ impl Segments {
     }
 
     /// End of input: the last PES still in the demuxer is complete.
-    pub(super) async fn flush(&mut self, sink: &mut LiveSink) {
+    pub(super) async fn flush(&mut self, sink: &mut Sink) {
         let outs = &mut self.outs;
         self.ts.finish(&mut |o| outs.push(o));
         let _ = self.drain(sink).await;
