@@ -149,6 +149,18 @@ pub(crate) fn put(m: &mut Metrics, name: &'static str, v: Metric) {
     }
 }
 
+/// Rounds an evidence or stats value to `decimals` places (events use 3: milliseconds);
+/// non-finite values become 0 (JSON has no NaN). The one rounding rule for everything
+/// the probe publishes.
+pub fn round_to(x: f64, decimals: i32) -> f64 {
+    if x.is_finite() {
+        let f = 10f64.powi(decimals);
+        (x * f).round() / f
+    } else {
+        0.0
+    }
+}
+
 /// What a detector reports: a defect confirmed (start) or over (end).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {

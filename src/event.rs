@@ -163,13 +163,9 @@ impl EventFactory {
     }
 }
 
-/// Rounds to milliseconds; non-finite values become 0 (JSON has no NaN).
+/// Rounds to milliseconds (see [`crate::defect::round_to`]).
 fn round3(x: f64) -> f64 {
-    if x.is_finite() {
-        (x * 1000.0).round() / 1000.0
-    } else {
-        0.0
-    }
+    crate::defect::round_to(x, 3)
 }
 
 #[cfg(test)]

@@ -329,10 +329,10 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
         "stream": id,
         "version": crate::VERSION,
         "at": at,
-        "fps": (fps * 100.0).round() / 100.0,
+        "fps": crate::defect::round_to(fps, 2),
         "media_bitrate_bps": bitrate.round(),
         "frames": a.video.frames,
-        "media_s": (a.media_s * 1000.0).round() / 1000.0,
+        "media_s": crate::defect::round_to(a.media_s, 3),
         "decode_errors": {"video": a.video.errors, "audio": a.audio.errors},
         "dropped": {
             "queue_full": live.dropped_queue_full,

@@ -23,7 +23,7 @@ use url::Url;
 
 use super::display_url;
 use super::playlist::is_stale;
-use crate::defect::{put, DefectKind, MediaSpan, Metric, Metrics, Phase};
+use crate::defect::{put, round_to, DefectKind, MediaSpan, Metric, Metrics, Phase};
 use crate::detect::transport::{transport_errors_grew, TsErrorDetector};
 use crate::ingest::sink::Sink;
 use crate::ingest::ts::TsStats;
@@ -98,7 +98,7 @@ impl Defects {
         put(
             &mut m,
             "seconds_unchanged",
-            Metric::Num(round(unchanged, 3)),
+            Metric::Num(round_to(unchanged, 3)),
         );
         put(&mut m, "target_duration", Metric::Num(target));
         put(
@@ -167,9 +167,13 @@ impl Defects {
             self.slow_worst = self.slow_worst.max(ratio);
             self.slow_segments += 1;
             let mut m = Metrics::new();
-            put(&mut m, "ratio", Metric::Num(round(self.slow_worst, 2)));
-            put(&mut m, "fetch_s", Metric::Num(round(took.as_secs_f64(), 3)));
-            put(&mut m, "duration_s", Metric::Num(round(dur, 3)));
+            put(&mut m, "ratio", Metric::Num(round_to(self.slow_worst, 2)));
+            put(
+                &mut m,
+                "fetch_s",
+                Metric::Num(round_to(took.as_secs_f64(), 3)),
+            );
+            put(&mut m, "duration_s", Metric::Num(round_to(dur, 3)));
             put(&mut m, "segments", Metric::Int(self.slow_segments));
             put(&mut m, "url", Metric::Text(display_url(url).into()));
             sink.open(DefectKind::SlowDownload, m).await;
@@ -216,9 +220,4 @@ impl Defects {
             }
         }
     }
-}
-
-fn round(x: f64, decimals: i32) -> f64 {
-    let f = 10f64.powi(decimals);
-    (x * f).round() / f
 }
