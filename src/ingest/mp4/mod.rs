@@ -19,8 +19,8 @@
 //! parses every box we need, but it requires Rust 1.88 (this crate promises 1.85), pulls
 //! `num`, `derive_more` and a second `thiserror` into an edge binary, and decodes an
 //! `mdat` by copying it. We read about ten box types, always from one segment held in
-//! memory, so a bounded reader over byte slices is ~1,100 lines (three files) that are easy to audit and
-//! to fuzz.
+//! memory, so a bounded reader over byte slices is ~1,100 lines (three files) that are
+//! easy to audit and to fuzz.
 //!
 //! Bounds: nothing is allocated from a size or count a header claims before it was checked
 //! against the bytes present; the samples of one segment are capped
