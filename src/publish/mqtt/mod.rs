@@ -30,6 +30,15 @@
 //! The session is persistent (`clean_session = false`, fixed client id); after a
 //! reconnect every unacknowledged record is sent again, so delivery is at least once
 //! and the event `id` lets subscribers drop duplicates.
+//!
+//! Owns: the broker connection (rumqttc's client and event loop), the shared state that
+//! maps packet ids to spool records, the window, the rejection of refused records and the
+//! link's counters. Where and how to connect ([`MqttSettings`], [`tls_config`]) lives in
+//! `settings`.
+//! May not touch: the spool's files (only the [`Spool`] API), the event schema (events are
+//! serialised by [`Event`]).
+
+mod settings;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,9 +50,9 @@ use rumqttc::{
 
 use super::spool::{Spool, SpoolStats};
 use crate::backoff::Backoff;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::Event;
-use crate::redact::Secret;
+pub use settings::{tls_config, MqttSettings};
 
 /// Unacknowledged QoS 1 publishes allowed at once.
 pub const WINDOW: usize = 32;
@@ -60,59 +69,6 @@ const PUBLISH_OVERHEAD: usize = 16;
 /// Best-effort (QoS 0) messages, such as stats, queued while waiting for a connection.
 /// Policy: drop-oldest, counted.
 const QOS0_QUEUE: usize = 64;
-
-/// Where and how to connect.
-#[derive(Clone)]
-pub struct MqttSettings {
-    pub host: String,
-    pub port: u16,
-    /// TLS client configuration for `mqtts://` (certificates always verified).
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub keepalive: Duration,
-    pub connect_timeout: Duration,
-    /// Reconnect backoff: first delay and cap, seconds.
-    pub backoff_initial: f64,
-    pub backoff_max: f64,
-    /// `{prefix}/{probe_id}` of every topic.
-    pub prefix: String,
-    pub probe_id: String,
-}
-
-impl std::fmt::Debug for MqttSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls.is_some())
-            .field("client_id", &self.client_id)
-            .field("username", &self.username)
-            .field("password", &self.password)
-            .field("keepalive", &self.keepalive)
-            .finish()
-    }
-}
-
-impl MqttSettings {
-    /// `{prefix}/{probe_id}/{stream}/events`.
-    pub fn events_topic(&self, stream: &str) -> String {
-        format!("{}/{}/{stream}/events", self.prefix, self.probe_id)
-    }
-    /// `{prefix}/{probe_id}/{stream}/stats`.
-    pub fn stats_topic(&self, stream: &str) -> String {
-        format!("{}/{}/{stream}/stats", self.prefix, self.probe_id)
-    }
-    /// `{prefix}/{probe_id}/stats` (the agent's own counters).
-    pub fn agent_stats_topic(&self) -> String {
-        format!("{}/{}/stats", self.prefix, self.probe_id)
-    }
-    /// `{prefix}/{probe_id}/status` (retained).
-    pub fn status_topic(&self) -> String {
-        format!("{}/{}/status", self.prefix, self.probe_id)
-    }
-}
 
 /// What a sent QoS 1 publish was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -798,66 +754,6 @@ fn pump(client: &AsyncClient, st: &mut State, status_topic: &str) {
             st.offline_sent_epoch = st.epoch;
         }
     }
-}
-
-/// Builds the rustls configuration for `mqtts://`: the CA file's certificates (or the
-/// system's roots), an optional client certificate. Verification is always on.
-pub fn tls_config(
-    ca_file: Option<&std::path::Path>,
-    client: Option<(&std::path::Path, &std::path::Path)>,
-) -> Result<Arc<rustls::ClientConfig>> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| Error::Config(format!("mqtt.ca_file {}: {e}", path.display())))?;
-            for c in certs {
-                let c =
-                    c.map_err(|e| Error::Config(format!("mqtt.ca_file {}: {e}", path.display())))?;
-                roots
-                    .add(c)
-                    .map_err(|e| Error::Config(format!("mqtt.ca_file {}: {e}", path.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(Error::Config(format!(
-                    "mqtt.ca_file {}: no certificate in the file",
-                    path.display()
-                )));
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for c in native.certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                return Err(Error::Config(
-                    "mqtts://: no system CA certificates found; set mqtt.ca_file".into(),
-                ));
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
-        .with_root_certificates(roots);
-    let cfg = match client {
-        Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
-                .map_err(|e| Error::Config(format!("mqtt.client_cert {}: {e}", cert.display())))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| Error::Config(format!("mqtt.client_key {}: {e}", key.display())))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| Error::Config(format!("mqtt.client_cert/client_key: {e}")))?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(cfg))
 }
 
 #[cfg(test)]

@@ -69,23 +69,37 @@
 //! oldest pending records are discarded to make room, counted in
 //! [`SpoolStats::dropped_full`], and reported in the agent's stats as soon as the broker
 //! is reachable. The newest state of a stream is what an operator needs most.
+//!
+//! # Modules
+//!
+//! * this file: [`Spool`] (open and recovery, push, ack, the pending-write queue, the
+//!   byte bound, the sync protocol's locked parts), its options, stats and fault hook;
+//! * `record`: the record framing (encode, decode, checksum) and the resynchronising
+//!   scan of a data file;
+//! * `ledger`: the ledger file (atomic write, read) and the directory fsync;
+//! * `lock`: the lock file;
+//! * `sync`: [`SyncJob`] and [`SyncDone`], the part of a sync that runs without the
+//!   spool's lock;
+//! * `model`: the model-based test harness (tests and the `spool` fuzz target).
+
+mod ledger;
+mod lock;
+mod record;
+mod sync;
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Largest record accepted (larger bodies on disk are corruption).
-pub const MAX_RECORD: usize = 1 << 20;
-/// Record header: length + crc.
-const HEADER: usize = 8;
-/// Smallest body: seq + topic length.
-const MIN_BODY: usize = 10;
-const LEDGER: &str = "ledger";
-const LEDGER_TMP: &str = "ledger.tmp";
-const LOCK: &str = "lock";
+use ledger::{read_ledger, LEDGER_TMP};
+use lock::take_lock;
+use record::{read_data_file, HEADER};
+pub use record::{Record, MAX_RECORD};
+pub use sync::{SyncDone, SyncJob};
+
 /// Longest wait between two attempts to write the pending-write queue.
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// Shortest interval between two error log lines of the same kind.
@@ -123,6 +137,11 @@ fn check(fault: &Option<Arc<dyn FaultHook>>, op: FaultOp) -> io::Result<()> {
     }
 }
 
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == io::ErrorKind::StorageFull
+}
+
 /// Spool settings.
 #[derive(Debug, Clone)]
 pub struct SpoolOptions {
@@ -147,48 +166,6 @@ impl SpoolOptions {
             retry_initial: Duration::from_millis(200),
             fault: None,
         }
-    }
-}
-
-/// One pending record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub seq: u64,
-    pub topic: String,
-    pub payload: Vec<u8>,
-}
-
-impl Record {
-    fn size(&self) -> u64 {
-        (HEADER + MIN_BODY + self.topic.len() + self.payload.len()) as u64
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(self.size() as usize);
-        body.extend_from_slice(&[0u8; HEADER]);
-        body.extend_from_slice(&self.seq.to_le_bytes());
-        body.extend_from_slice(&(self.topic.len() as u16).to_le_bytes());
-        body.extend_from_slice(self.topic.as_bytes());
-        body.extend_from_slice(&self.payload);
-        let len = (body.len() - HEADER) as u32;
-        let crc = crc32fast::hash(&body[HEADER..]);
-        body[0..4].copy_from_slice(&len.to_le_bytes());
-        body[4..8].copy_from_slice(&crc.to_le_bytes());
-        body
-    }
-
-    fn decode(body: &[u8]) -> Option<Record> {
-        if body.len() < MIN_BODY {
-            return None;
-        }
-        let seq = u64::from_le_bytes(body[0..8].try_into().ok()?);
-        let tlen = u16::from_le_bytes(body[8..10].try_into().ok()?) as usize;
-        let topic = std::str::from_utf8(body.get(10..10 + tlen)?).ok()?;
-        Some(Record {
-            seq,
-            topic: topic.to_string(),
-            payload: body[10 + tlen..].to_vec(),
-        })
     }
 }
 
@@ -290,35 +267,6 @@ pub struct Spool {
     write_log: LogLimit,
     sync_log: LogLimit,
     stats: SpoolStats,
-}
-
-/// What a sync has to do without the spool: fsyncs, unlinks, the ledger.
-#[derive(Debug)]
-pub struct SyncJob {
-    dir: PathBuf,
-    fault: Option<Arc<dyn FaultHook>>,
-    files: Vec<(u64, File)>,
-    sync_dir: bool,
-    delete: Vec<PathBuf>,
-    ledger: Option<(u64, u64)>,
-    upto: u64,
-    /// An error that happened in `sync_begin` (the pending-write queue could not be
-    /// written).
-    pending_error: Option<io::Error>,
-}
-
-/// What a [`SyncJob`] achieved, for [`Spool::sync_end`].
-#[derive(Debug)]
-pub struct SyncDone {
-    files_ok: bool,
-    dir_ok: bool,
-    failed_deletes: Vec<PathBuf>,
-    ledger: Option<(u64, io::Result<()>)>,
-    upto: u64,
-    /// The first error of the job itself.
-    error: Option<io::Error>,
-    /// The pending-write queue could not be written (already counted and logged).
-    pending_error: Option<io::Error>,
 }
 
 impl Spool {
@@ -814,253 +762,9 @@ impl Spool {
     }
 }
 
-impl SyncJob {
-    /// The slow part of [`Spool::sync`] (fsyncs, unlinks, the ledger), without the
-    /// spool's lock: run it on a blocking thread.
-    pub fn run(self) -> SyncDone {
-        let mut error: Option<io::Error> = None;
-        let mut files_ok = true;
-        for (_, f) in &self.files {
-            if let Err(e) = check(&self.fault, FaultOp::Sync).and_then(|()| f.sync_data()) {
-                files_ok = false;
-                error.get_or_insert(e);
-            }
-        }
-        let mut failed_deletes = Vec::new();
-        for p in self.delete {
-            match fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, file = %p.display(), "spool: cannot delete a finished data file");
-                    failed_deletes.push(p);
-                }
-            }
-        }
-        let mut dir_ok = true;
-        if self.sync_dir {
-            if let Err(e) = sync_dir(&self.dir, &self.fault) {
-                dir_ok = false;
-                error.get_or_insert(e);
-            }
-        }
-        let ledger = self.ledger.map(|(head, next_id)| {
-            let r = write_ledger(&self.dir, &self.fault, head, next_id);
-            if let Err(e) = &r {
-                error.get_or_insert(io::Error::new(e.kind(), format!("ledger: {e}")));
-            }
-            (head, r)
-        });
-        SyncDone {
-            files_ok,
-            dir_ok,
-            failed_deletes,
-            ledger,
-            upto: self.upto,
-            error,
-            pending_error: self.pending_error,
-        }
-    }
-}
-
-fn is_no_space(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        || e.kind() == io::ErrorKind::StorageFull
-}
-
-fn sync_dir(dir: &Path, fault: &Option<Arc<dyn FaultHook>>) -> io::Result<()> {
-    check(fault, FaultOp::Sync)?;
-    File::open(dir)?.sync_all()
-}
-
-/// Writes the ledger atomically: temporary file, fsync, rename, fsync of the directory.
-fn write_ledger(
-    dir: &Path,
-    fault: &Option<Arc<dyn FaultHook>>,
-    head: u64,
-    next_id: u64,
-) -> io::Result<()> {
-    let tmp = dir.join(LEDGER_TMP);
-    let text = format!("vqprobe-spool 1\nhead {head}\nnext_file {next_id}\n");
-    let r = (|| {
-        check(fault, FaultOp::Create)?;
-        let mut f = File::create(&tmp)?;
-        if let Some(n) = fault
-            .as_ref()
-            .and_then(|f| f.fault(FaultOp::Write, text.len()))
-        {
-            let _ = f.write_all(&text.as_bytes()[..n.min(text.len() - 1)]);
-            return Err(no_space());
-        }
-        f.write_all(text.as_bytes())?;
-        check(fault, FaultOp::Sync)?;
-        f.sync_all()?;
-        check(fault, FaultOp::Rename)?;
-        fs::rename(&tmp, dir.join(LEDGER))?;
-        sync_dir(dir, fault)
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    } else {
-        // The head file of earlier versions is superseded by the ledger.
-        let _ = fs::remove_file(dir.join("head"));
-    }
-    r
-}
-
-/// (head, next data file id) from the ledger (or the `head` file of earlier versions).
-/// An unreadable ledger means head 0: everything on disk is sent again.
-fn read_ledger(dir: &Path) -> io::Result<(u64, u64)> {
-    let text = match fs::read_to_string(dir.join(LEDGER)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return match fs::read_to_string(dir.join("head")) {
-                Ok(s) => Ok((s.trim().parse::<u64>().unwrap_or(0), 0)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((0, 0)),
-                Err(e) => Err(e),
-            };
-        }
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => String::new(),
-        Err(e) => return Err(e),
-    };
-    let mut head = None;
-    let mut next = None;
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
-            (Some("head"), Some(v)) => head = Some(v),
-            (Some("next_file"), Some(v)) => next = Some(v),
-            _ => {}
-        }
-    }
-    if head.is_none() {
-        tracing::warn!(dir = %dir.display(), "spool: the ledger is unreadable; every record on disk is sent again");
-    }
-    Ok((head.unwrap_or(0), next.unwrap_or(0)))
-}
-
-/// Creates and locks `dir/lock` (`flock`, exclusive, non-blocking) and writes our pid.
-fn take_lock(dir: &Path) -> io::Result<File> {
-    let path = dir.join(LOCK);
-    let mut oo = OpenOptions::new();
-    oo.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        oo.mode(0o600);
-    }
-    let mut f = oo.open(&path)?;
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let mut owner = String::new();
-            let _ = f.read_to_string(&mut owner);
-            let owner = owner.trim();
-            let who = if owner.is_empty() {
-                String::new()
-            } else {
-                format!(" (pid {owner})")
-            };
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "the spool directory is in use by another vqprobe process{who}; \
-                     only one agent may use a spool directory"
-                ),
-            ));
-        }
-        return Err(e);
-    }
-    // Best effort (a full disk must not stop the start).
-    if f.set_len(0).is_ok() {
-        let _ = write!(f, "{}", std::process::id());
-    }
-    Ok(f)
-}
-
-/// What a scan of a data file found.
-#[derive(Debug, Default)]
-struct Scan {
-    records: Vec<Record>,
-    corrupt_bytes: u64,
-    corrupt_regions: u64,
-}
-
-/// The record starting at `off`, and its encoded length.
-fn record_at(data: &[u8], off: usize) -> Option<(Record, usize)> {
-    let head = data.get(off..off.checked_add(HEADER)?)?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if !(MIN_BODY..=MAX_RECORD).contains(&len) {
-        return None;
-    }
-    let body = data.get(off + HEADER..off + HEADER + len)?;
-    if crc32fast::hash(body) != crc {
-        return None;
-    }
-    Record::decode(body).map(|r| (r, HEADER + len))
-}
-
-/// Scans a data file: every valid record; a corrupt region is skipped up to the next
-/// offset where a valid record starts. At most `cap` bytes are read (a data file is
-/// never much larger than a segment); the rest counts as corrupt.
-fn read_data_file(path: &Path, cap: u64) -> io::Result<Scan> {
-    let f = File::open(path)?;
-    let len = f.metadata()?.len();
-    let mut data = Vec::new();
-    f.take(cap).read_to_end(&mut data)?;
-    let mut s = scan(&data);
-    let rest = len.saturating_sub(data.len() as u64);
-    if rest > 0 {
-        s.corrupt_bytes += rest;
-        s.corrupt_regions += 1;
-    }
-    Ok(s)
-}
-
-fn scan(data: &[u8]) -> Scan {
-    let mut s = Scan::default();
-    // Checksum work allowed while resynchronising (garbage can make every offset look
-    // like the start of a long record): bounded, so a hostile file cannot hang the
-    // start; once spent, the rest of the file counts as corrupt.
-    let mut budget = (data.len() as u64).saturating_mul(256) + (16 << 20);
-    let mut off = 0usize;
-    while off < data.len() {
-        if let Some((rec, n)) = record_at(data, off) {
-            s.records.push(rec);
-            off += n;
-            continue;
-        }
-        let start = off;
-        off += 1;
-        while off < data.len() {
-            // What record_at will hash here: the claimed body if it fits.
-            let claimed = data
-                .get(off..off + 4)
-                .map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize)
-                .filter(|&n| (MIN_BODY..=MAX_RECORD).contains(&n) && off + HEADER + n <= data.len())
-                .unwrap_or(0);
-            budget = budget.saturating_sub(claimed as u64 + 1);
-            if budget == 0 {
-                off = data.len();
-                break;
-            }
-            if record_at(data, off).is_some() {
-                break;
-            }
-            off += 1;
-        }
-        s.corrupt_bytes += (off - start) as u64;
-        s.corrupt_regions += 1;
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
+    use super::record::scan;
     use super::*;
 
     fn opts(dir: &Path, max: u64) -> SpoolOptions {
@@ -1414,5 +1118,4 @@ mod tests {
 /// The model-based test's harness (the unit tests and the fuzz target use it).
 #[cfg(any(test, feature = "spool-model"))]
 #[doc(hidden)]
-#[path = "spool_model.rs"]
 pub mod model;

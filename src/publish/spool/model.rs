@@ -9,6 +9,10 @@
 //!   back, the recovered records keep their order, and every record that a successful
 //!   `sync` made durable and that was not acknowledged is recovered, unless it is counted
 //!   in `dropped_full`.
+//!
+//! Owns: the model and the harness (built for tests and feature `spool-model` only).
+//! May not touch: the spool's internals (it drives [`Spool`] through its public API and
+//! [`FaultHook`]; it touches the spool's files only to cut a data file's tail in a crash).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
