@@ -6,7 +6,7 @@
 //! however fast. Release builds never read the variable.
 //!
 //! Names in use:
-//! * `feeder_panic` — the MQTT feeder task panics (`publish/mqtt.rs`).
+//! * `feeder_panic` — the MQTT feeder task panics (`publish/mqtt/`).
 //! * `slow_decode` — the decode thread spends [`SLOW_DECODE`] more on every video
 //!   access unit, so a live source outruns it whatever the CPU.
 
