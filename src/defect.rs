@@ -129,7 +129,7 @@ pub type Metrics = heapless::Vec<(&'static str, Metric), 10>;
 /// its capacity; counted rather than lost silently, asserted in debug builds).
 static METRICS_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Metrics dropped so far for lack of room (see [`put`]); 0 unless there is a bug.
+/// Metrics dropped so far for lack of room (see `put`); 0 unless there is a bug.
 pub fn metrics_dropped() -> u64 {
     METRICS_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
 }

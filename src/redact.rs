@@ -25,7 +25,7 @@
 //!
 //! Some passwords stay ambiguous for parsing (`u:12/34@cam` reads as host `u`, port 12:
 //! percent-encode such passwords). Redaction never depends on guessing right: what
-//! [`redact_url`] shows is always a piece of the host[:port] and path that follow the real
+//! `redact_url` shows is always a piece of the host\[:port\] and path that follow the real
 //! user info, whatever bytes the user info, query and fragment hold (see its docs).
 
 /// The parts of `scheme://[userinfo@]host[:port][/path][?query][#fragment]`, as raw
@@ -161,7 +161,7 @@ fn host_port_len(t: &[u8]) -> Option<usize> {
 /// is. One function for every URL that is printed, anywhere.
 ///
 /// Property (tested with proptest and fuzzed): for a URL `scheme://U@H/P?Q#F` with a valid
-/// host[:port] `H`, any bytes in the user info `U`, the query `Q` and the fragment `F`, and
+/// host\[:port\] `H`, any bytes in the user info `U`, the query `Q` and the fragment `F`, and
 /// a path `P`, every piece of the output between the `***` markers is a substring of `H`
 /// and `P`: nothing of `U`, `Q` or `F` is ever shown. To keep that when the split is
 /// ambiguous, the output hides more: an `@` in the path shows only what follows the last

@@ -7,7 +7,7 @@
 //! timestamp, so every output picture would carry timestamp 0, and with B-frames the
 //! output order differs from the input order. We pass each access unit's PTS in
 //! `uiInBsTimeStamp` and read the picture's own `uiOutYuvTimeStamp` back. The unsafe
-//! code is confined to [`VideoDecoder::decode_raw`] and [`VideoDecoder::take_frame`].
+//! code is confined to `VideoDecoder::decode_raw` and `VideoDecoder::take_frame`.
 //!
 //! Error concealment stays off: a corrupt slice returns an error state, which we count
 //! and hand to the corruption detector; the decoder keeps going and recovers at the

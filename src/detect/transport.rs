@@ -13,7 +13,41 @@
 
 use super::{transition, Hysteresis};
 use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
-use crate::ingest::ts::TsStats;
+
+/// Transport counters, cumulative since the demuxer was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TsStats {
+    /// Bytes fed in.
+    pub bytes: u64,
+    /// Transport packets parsed (sync byte found).
+    pub packets: u64,
+    /// Times the 0x47 sync pattern was lost and searched for again.
+    pub sync_losses: u64,
+    /// Bytes skipped while searching for sync.
+    pub skipped_bytes: u64,
+    /// Continuity-counter errors on any PID with payload.
+    pub cc_errors: u64,
+    /// Packets with the transport_error_indicator set.
+    pub tei_packets: u64,
+    /// PAT sections seen.
+    pub pat_count: u64,
+    /// PMT sections seen (for the selected program).
+    pub pmt_count: u64,
+    /// PES packets dropped because they exceeded the demuxer's limits (`TsLimits`).
+    pub pes_overflows: u64,
+    /// PES packets whose header could not be parsed.
+    pub pes_header_errors: u64,
+    /// PSI sections that failed their length or CRC checks.
+    pub psi_errors: u64,
+    /// Bytes of an incomplete last packet (the input was cut mid-packet).
+    pub truncated_bytes: u64,
+    /// Video PES dropped at the end because the input was cut inside them.
+    pub truncated_pes: u64,
+    /// Times more than 0.5 s of media passed without a PAT (TR 101 290 1.3).
+    pub pat_missing: u64,
+    /// Times more than 0.5 s of media passed without the PMT (TR 101 290 1.5).
+    pub pmt_missing: u64,
+}
 
 /// The ts_error detector.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! It never decodes.
 //!
 //! [`source::Source`] is the one source contract (classify an input, run it); the
-//! sources are a local MPEG-TS file ([`file`]), RTSP ([`rtsp`]) and HLS ([`hls`]). Every
+//! sources are a local MPEG-TS file (`file`), RTSP (`rtsp`) and HLS (`hls`). Every
 //! source hands [`IngestMsg`]s to the one [`sink::Sink`], which puts them on the bounded
 //! queue read by the stream's decode thread with the source's overflow policy.
 

@@ -5,11 +5,11 @@
 //! ingest, and `handle(IngestMsg)` decodes, reduces, detects and hands out [`Event`]s.
 //! The same analyzer serves files, RTSP, HLS and the demo. It delegates:
 //!
-//! - [`tracks`]: the program's tracks, which decoders they need, `unsupported_codec`;
-//! - [`video`]: decoder → thumbs → `black`, `freeze`, `corruption`, `low_fps`;
-//! - [`audio`]: decoder → levels → `silence`;
-//! - [`avsync`]: `av_desync` from PTS at arrival or RTCP sender reports;
-//! - [`thread`]: [`spawn_decode_thread`] runs an analyzer between two bounded channels.
+//! - `tracks`: the program's tracks, which decoders they need, `unsupported_codec`;
+//! - `video`: decoder → thumbs → `black`, `freeze`, `corruption`, `low_fps`;
+//! - `audio`: decoder → levels → `silence`;
+//! - `avsync`: `av_desync` from PTS at arrival or RTCP sender reports;
+//! - `thread`: `spawn_decode_thread` runs an analyzer between two bounded channels.
 //!
 //! The facade alone sets the media clock's origin, turns transitions into events (in
 //! the order the parts found them, through one reused list) and times delivery
@@ -18,7 +18,7 @@
 //! Time: every media time is [`MediaClock`] seconds: the origin (0 s) is the first
 //! timestamp of a packet or sender report ([`MediaClock::start`]); before it is set, a
 //! timestamp is its own origin (0 s). One exception keeps older behaviour: AAC decoded
-//! before any timestamp is placed at its own sample count (see [`audio`]).
+//! before any timestamp is placed at its own sample count (see `audio`).
 
 mod audio;
 mod avsync;

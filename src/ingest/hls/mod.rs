@@ -29,7 +29,7 @@
 //!
 //! Delivery defects (see docs/events.md for their clocks): `playlist_stale`,
 //! `slow_download` (session clock), `segment_error` and `ts_error` (the damaged media's
-//! place on the media timeline, session times in their metrics; see [`defects`]),
+//! place on the media timeline, session times in their metrics; see `defects`),
 //! `stall` (no media for `stall_after` plus, live, one target duration: media arrives in
 //! per-segment bursts) and `source_down` (the playlist cannot be had at all: refused,
 //! 404, no answer, not a playlist, no variants, a loop; then reconnect with capped

@@ -1,6 +1,6 @@
 //! MQTT delivery: events leave the [`Spool`] only when the broker's PUBACK arrives.
 //!
-//! Two tasks share one [`State`] behind a mutex:
+//! Two tasks share one `State` behind a mutex:
 //!
 //! * the **driver** owns rumqttc's `EventLoop` and only polls it: it learns which packet
 //!   id each publish got (`Outgoing::Publish`), acknowledges spool records on `PubAck`,
