@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::defect::DecodeLevel;
+
 /// All detector settings. Every field has a default; a TOML table may set any subset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -21,6 +23,77 @@ pub struct DetectConfig {
     /// Largest picture (width × height) decoded; a larger SPS is refused and reported
     /// as `unsupported_codec` instead of being allocated. Default 4096 × 2304.
     pub max_pixels: u64,
+    /// How much of the video is decoded (`[detect.decode]`).
+    pub decode: DecodeConfig,
+}
+
+/// The decode level setting: `full` (the default for now, see below), `auto`, or
+/// another pinned level.
+///
+/// `auto` is not yet the default: it does not see a corrupt slice inside a picture it
+/// does not decode when the transport, the coded sizes and the key pictures are intact
+/// (bit errors introduced before the multiplexer); see `docs/events.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LevelChoice {
+    /// As cheap as the evidence allows; every picture is decoded around a suspected or
+    /// open picture defect (see `docs/events.md`, "Decode levels").
+    Auto,
+    #[default]
+    Full,
+    Reference,
+    Key,
+}
+
+impl LevelChoice {
+    /// The level a pinned stream keeps; `None` for `auto`.
+    pub fn pinned(self) -> Option<DecodeLevel> {
+        match self {
+            LevelChoice::Auto => None,
+            LevelChoice::Full => Some(DecodeLevel::Full),
+            LevelChoice::Reference => Some(DecodeLevel::Reference),
+            LevelChoice::Key => Some(DecodeLevel::Key),
+        }
+    }
+
+    /// Parses a command-line value (`auto`, `full`, `reference`, `key`).
+    pub fn parse(s: &str) -> Option<LevelChoice> {
+        Some(match s {
+            "auto" => LevelChoice::Auto,
+            "full" => LevelChoice::Full,
+            "reference" => LevelChoice::Reference,
+            "key" => LevelChoice::Key,
+            _ => return None,
+        })
+    }
+}
+
+/// `[detect.decode]`: the decode level and the compressed look-back ring of `auto`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// `full` (default), `reference`, `key` or `auto`.
+    pub level: LevelChoice,
+    /// `auto`: megabytes of compressed video kept since the previous key picture, to
+    /// decode again from there when a picture defect is suspected. A GOP that does not
+    /// fit is decoded at once instead (counted as `ring_overflows`). Default 8.
+    pub ring_mb: f64,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
+            level: LevelChoice::Full,
+            ring_mb: 8.0,
+        }
+    }
+}
+
+impl DecodeConfig {
+    /// The ring's byte bound.
+    pub fn ring_bytes(&self) -> usize {
+        (self.ring_mb * 1024.0 * 1024.0) as usize
+    }
 }
 
 impl DetectConfig {
@@ -99,6 +172,12 @@ impl DetectConfig {
         }
         if self.max_pixels == 0 {
             return Err("max_pixels must be positive".into());
+        }
+        let ring = self.decode.ring_mb;
+        if !(ring.is_finite() && (0.25..=256.0).contains(&ring)) {
+            return Err(format!(
+                "decode.ring_mb must be between 0.25 and 256 megabytes, got {ring}"
+            ));
         }
         Ok(())
     }
@@ -274,6 +353,7 @@ impl Default for DetectConfig {
             low_fps: LowFpsConfig::default(),
             av_sync: AvSyncConfig::default(),
             max_pixels: 4096 * 2304,
+            decode: DecodeConfig::default(),
         }
     }
 }

@@ -246,9 +246,68 @@ impl EndReason {
     }
 }
 
+/// How much of a video stream the probe decodes (`docs/events.md`, "Decode levels").
+/// Ordered from the most to the least decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeLevel {
+    /// Every access unit is decoded.
+    Full,
+    /// Non-reference pictures (`nal_ref_idc == 0`, most B-frames) are not decoded.
+    Reference,
+    /// Only key pictures (IDR, or flagged random access) are decoded.
+    Key,
+}
+
+impl DecodeLevel {
+    /// Every level, most decoded first (the index order of per-level counters).
+    pub const ALL: [DecodeLevel; 3] = [DecodeLevel::Full, DecodeLevel::Reference, DecodeLevel::Key];
+
+    /// Wire name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecodeLevel::Full => "full",
+            DecodeLevel::Reference => "reference",
+            DecodeLevel::Key => "key",
+        }
+    }
+
+    /// Index into per-level arrays ([`DecodeLevel::ALL`] order).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The next cheaper level (`Key` stays `Key`).
+    pub fn cheaper(self) -> DecodeLevel {
+        match self {
+            DecodeLevel::Full => DecodeLevel::Reference,
+            _ => DecodeLevel::Key,
+        }
+    }
+
+    /// The next richer level (`Full` stays `Full`).
+    pub fn richer(self) -> DecodeLevel {
+        match self {
+            DecodeLevel::Key => DecodeLevel::Reference,
+            _ => DecodeLevel::Full,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_level_wire_names_and_order() {
+        for l in DecodeLevel::ALL {
+            assert_eq!(serde_json::to_value(l).unwrap(), l.as_str());
+            assert_eq!(DecodeLevel::ALL[l.index()], l);
+        }
+        assert!(DecodeLevel::Full < DecodeLevel::Reference);
+        assert_eq!(DecodeLevel::Full.cheaper().cheaper(), DecodeLevel::Key);
+        assert_eq!(DecodeLevel::Key.richer().richer(), DecodeLevel::Full);
+    }
 
     #[test]
     fn wire_names_are_the_serde_names() {

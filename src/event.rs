@@ -48,6 +48,10 @@ pub struct Event {
     pub reason: Option<EndReason>,
     /// Evidence: a few named values (see `docs/events.md` per kind).
     pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// The level the stream's video was decoded at when this was emitted (`full`,
+    /// `reference`, `key`); absent for a stream without decoded video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_level: Option<crate::defect::DecodeLevel>,
 }
 
 impl Event {
@@ -159,6 +163,7 @@ impl EventFactory {
             severity: t.kind.severity(),
             reason,
             metrics,
+            decode_level: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use vqprobe::app::{self, check, demo};
+use vqprobe::config::LevelChoice;
 use vqprobe::ingest::rtsp::RtspTransport;
 use vqprobe::publish::OutputFormat;
 
@@ -60,6 +61,12 @@ enum Command {
         /// Probe id put in events (default: the host name).
         #[arg(long)]
         probe_id: Option<String>,
+        /// How much video to decode: `full` (every picture; the default), `reference`
+        /// (no non-reference pictures), `key` (key pictures only) or `auto` (key
+        /// pictures, and every picture around a suspected defect). Overrides
+        /// `[decode] level` of --detect-config; docs/events.md says what each sees.
+        #[arg(long, value_name = "LEVEL", value_parser = ["auto", "full", "reference", "key"])]
+        decode_level: Option<String>,
     },
     /// Run the built-in synthetic stream with scripted defects (no camera, no broker).
     Demo {
@@ -155,6 +162,7 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             detect_config,
             stream_id,
             probe_id,
+            decode_level,
         } => {
             let opts = check::CheckArgs {
                 input,
@@ -168,9 +176,11 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                 detect_config,
                 stream_id,
                 probe_id,
+                decode_level: decode_level.as_deref().and_then(LevelChoice::parse),
             }
             .resolve()?;
-            check::run(&opts, &mut stdout).await?;
+            let report = check::run(&opts, &mut stdout).await?;
+            eprintln!("{}", report.stats.coverage_line());
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {

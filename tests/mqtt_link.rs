@@ -61,6 +61,7 @@ fn event(stream: &str, id: &str, pad: usize) -> Event {
         severity: Severity::Critical,
         reason: None,
         metrics,
+        decode_level: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::session::{self, SessionSpec};
-use crate::config::DetectConfig;
+use crate::config::{DetectConfig, LevelChoice};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::ingest::hls::{HlsOptions, VariantChoice};
@@ -48,6 +48,8 @@ pub struct CheckArgs {
     pub detect_config: Option<PathBuf>,
     pub stream_id: Option<String>,
     pub probe_id: Option<String>,
+    /// `--decode-level`: overrides the detector settings' `[decode] level`.
+    pub decode_level: Option<LevelChoice>,
 }
 
 impl CheckArgs {
@@ -64,10 +66,13 @@ impl CheckArgs {
                 "--duration must be a positive number of seconds (at most ten years)".into(),
             ));
         }
-        let detect = match &self.detect_config {
+        let mut detect = match &self.detect_config {
             Some(p) => load_detect(p)?,
             None => DetectConfig::default(),
         };
+        if let Some(level) = self.decode_level {
+            detect.decode.level = level;
+        }
         let stream_id = self
             .stream_id
             .unwrap_or_else(|| default_stream_id(&self.input));

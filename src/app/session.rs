@@ -130,6 +130,9 @@ where
     // bounds the queue in bytes and access units in size (the stream's budget).
     let pool = BufPool::for_budget(spec.budget);
     analyzer.set_pool(pool.clone());
+    // Live sources and files read at real-time pace cannot wait for the decoder: a
+    // backlog steps an `auto` stream's decode level down before packets are dropped.
+    analyzer.set_live(live || spec.source.pace == Some(crate::ingest::source::Pace::Realtime));
     let (tx, rx) = mpsc::channel::<IngestMsg>(queue);
     let (etx, mut erx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let decode = spawn_decode_thread(

@@ -17,8 +17,58 @@ pub mod nal {
     pub const SLICE: u8 = 1;
     /// Coded slice of an IDR picture.
     pub const IDR: u8 = 5;
+    /// Supplemental enhancement information.
+    pub const SEI: u8 = 6;
     /// Sequence parameter set.
     pub const SPS: u8 = 7;
+    /// Picture parameter set.
+    pub const PPS: u8 = 8;
+}
+
+/// What the decode levels need to know of an access unit, read from NAL headers only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuInfo {
+    /// Some slice has `nal_ref_idc != 0`: later pictures may predict from this one.
+    pub reference: bool,
+    /// Some slice is an IDR slice.
+    pub idr: bool,
+    /// Coded slices (NAL types 1–5).
+    pub slices: u16,
+    /// The access unit carries an SPS or a PPS (the decoder needs them even when the
+    /// picture is not decoded).
+    pub parameter_sets: bool,
+}
+
+/// Reads [`AuInfo`] from an Annex B access unit: one pass over its NAL headers.
+pub fn au_info(data: &[u8]) -> AuInfo {
+    let mut info = AuInfo::default();
+    for r in annexb_nal_ranges(data) {
+        let Some(&header) = data.get(r.start) else {
+            continue;
+        };
+        match nal_type(header) {
+            t @ 1..=5 => {
+                info.slices = info.slices.saturating_add(1);
+                info.reference |= header & 0x60 != 0;
+                info.idr |= t == nal::IDR;
+            }
+            nal::SPS | nal::PPS => info.parameter_sets = true,
+            _ => {}
+        }
+    }
+    info
+}
+
+/// The SPS and PPS NAL units of an Annex B access unit, each behind a 4-byte start
+/// code, appended to `out` (for a decoder that must learn them from a picture it does
+/// not decode).
+pub fn parameter_sets_into(data: &[u8], out: &mut Vec<u8>) {
+    for nal in annexb_nals(data) {
+        if matches!(nal.first().map(|&h| nal_type(h)), Some(nal::SPS | nal::PPS)) {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(nal);
+        }
+    }
 }
 
 /// Byte ranges of the NAL units of an Annex B buffer, without their start codes, up to
@@ -119,6 +169,38 @@ pub fn avcc_nals(data: &[u8], len_size: u8) -> impl Iterator<Item = Result<&[u8]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn au_info_reads_reference_idr_and_parameter_sets() {
+        // SPS, PPS, IDR slice (nal_ref_idc 3).
+        let key = [0, 0, 0, 1, 0x67, 1, 0, 0, 1, 0x68, 2, 0, 0, 1, 0x65, 0x88];
+        let i = au_info(&key);
+        assert_eq!(
+            i,
+            AuInfo {
+                reference: true,
+                idr: true,
+                slices: 1,
+                parameter_sets: true
+            }
+        );
+        let mut ps = vec![];
+        parameter_sets_into(&key, &mut ps);
+        assert_eq!(ps, [0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2]);
+        // A B-frame: two slices with nal_ref_idc 0 behind an access unit delimiter.
+        let b = [
+            0, 0, 0, 1, 0x09, 0x10, 0, 0, 1, 0x01, 0x9e, 0, 0, 1, 0x01, 0x9f,
+        ];
+        let i = au_info(&b);
+        assert_eq!(
+            (i.reference, i.idr, i.slices, i.parameter_sets),
+            (false, false, 2, false)
+        );
+        // A reference P slice.
+        assert!(au_info(&[0, 0, 1, 0x41, 0x9a]).reference);
+        // Garbage: nothing.
+        assert_eq!(au_info(&[1, 2, 3]), AuInfo::default());
+    }
 
     #[test]
     fn splits_annexb() {

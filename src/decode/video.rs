@@ -21,7 +21,7 @@ use openh264::OpenH264API;
 use openh264_sys2::{SBufferInfo, DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER};
 
 use super::{Reducer, Thumb};
-use crate::codec::h264::annexb_nals;
+use crate::codec::h264::{annexb_nals, au_info, has_idr, parameter_sets_into};
 use crate::error::{Error, Result};
 
 /// Decoder outputs, in the order the decoder produced them.
@@ -47,6 +47,10 @@ pub struct VideoStats {
     pub skipped_before_key: u64,
     /// Access units not decoded because the resolution is above the limit.
     pub refused: u64,
+    /// Access units given to openh264 (a GOP decoded again counts again).
+    pub decoded: u64,
+    /// Access units not decoded because of the decode level.
+    pub skipped_by_level: u64,
     /// Time spent inside openh264 (ns).
     pub decode_ns: u64,
     /// Time spent reducing pictures (ns).
@@ -70,6 +74,11 @@ pub struct VideoDecoder {
     sps: Vec<(u32, Vec<u8>, SpsVerdict)>,
     /// An SPS whose id could not even be read: refused until a good SPS arrives.
     unreadable_sps: bool,
+    /// Pictures were skipped (decode level) since the last IDR: the references of the
+    /// next non-IDR key picture may be missing, which is not corruption.
+    gap: bool,
+    /// Scratch for the parameter sets of a skipped access unit.
+    params: Vec<u8>,
     pub stats: VideoStats,
 }
 
@@ -83,6 +92,10 @@ impl std::fmt::Debug for VideoDecoder {
 
 /// openh264's `dsFramePending`: a frame is held for reordering; not an error.
 const DS_FRAME_PENDING: i32 = 0x01;
+/// openh264's `dsRefLost`: a reference picture is missing.
+const DS_REF_LOST: i32 = 0x02;
+/// openh264's `dsRefListNullPtrs`: the reference list has holes.
+const DS_REF_LIST_NULL_PTRS: i32 = 0x40;
 
 impl VideoDecoder {
     /// A decoder that refuses pictures larger than `max_pixels` (width × height).
@@ -100,8 +113,24 @@ impl VideoDecoder {
             started: false,
             sps: Vec::new(),
             unreadable_sps: false,
+            gap: false,
+            params: Vec::new(),
             stats: VideoStats::default(),
         })
+    }
+
+    /// Replaces openh264's decoder by a fresh one (the SPS checks and counters stay):
+    /// before a GOP is decoded a second time from its key picture, and when a stream
+    /// goes back to decoding key pictures only. openh264 is not made to be fed an
+    /// earlier key picture again: after pictures were skipped and flushed it can run
+    /// out of picture buffers (`dsOutOfMemory`) on the next P picture.
+    pub fn restart(&mut self) -> Result<()> {
+        let cfg = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        self.dec = Decoder::with_api_config(OpenH264API::from_source(), cfg)
+            .map_err(|e| Error::Decoder(format!("openh264 init: {e}")))?;
+        self.gap = false;
+        // Parameter sets come again with the key picture the caller starts from.
+        Ok(())
     }
 
     /// True while the current SPS is above the size limit.
@@ -129,14 +158,55 @@ impl VideoDecoder {
         if data.is_empty() || data.len() > i32::MAX as usize {
             return;
         }
-        let (state, frame) = self.decode_raw(pts, data);
+        self.stats.decoded += 1;
+        let idr = has_idr(data);
+        let (mut state, frame) = self.decode_raw(pts, data);
+        if idr {
+            self.gap = false;
+        } else if self.gap && key {
+            // A non-IDR key picture after skipped pictures: openh264 notes references
+            // it lost while skipping; the picture itself decodes (it is intra).
+            state &= !(DS_REF_LOST | DS_REF_LIST_NULL_PTRS);
+        }
         if state & !DS_FRAME_PENDING != 0 {
             self.stats.errors += 1;
+            tracing::debug!(pts, state, idr, gap = self.gap, "decode error");
             out(VideoOut::Error { pts, state });
         }
         if frame {
             self.stats.frames += 1;
             out(VideoOut::Frame(&self.thumb));
+        }
+    }
+
+    /// An access unit the decode level leaves out: its SPS are still checked (refusals
+    /// and the signal range follow the stream) and its parameter sets still reach
+    /// openh264, so the next decoded picture finds them.
+    pub fn skip(&mut self, data: &[u8], out: &mut dyn FnMut(VideoOut<'_>)) {
+        self.stats.packets += 1;
+        self.inspect_sps(data, out);
+        if self.refused.is_some() {
+            self.stats.refused += 1;
+            return;
+        }
+        self.stats.skipped_by_level += 1;
+        if !self.started {
+            return;
+        }
+        let info = au_info(data);
+        if info.slices > 0 && (info.reference || self.gap) {
+            self.gap = true;
+        }
+        if info.parameter_sets {
+            let mut params = std::mem::take(&mut self.params);
+            params.clear();
+            parameter_sets_into(data, &mut params);
+            if !params.is_empty() && params.len() <= i32::MAX as usize {
+                // Parameter sets only: no picture comes out, and a state here is not
+                // about any picture.
+                let _ = self.decode_raw(0, &params);
+            }
+            self.params = params;
         }
     }
 

@@ -67,6 +67,17 @@ impl BlackDetector {
         Some(transition(DefectKind::Black, edge, self.metrics()))
     }
 
+    /// Nothing pending or open.
+    pub fn is_idle(&self) -> bool {
+        self.hyst.onset().is_none()
+    }
+
+    /// Forgets a pending or open interval and the sample clock (the pipeline feeds an
+    /// earlier GOP again; see `pipeline::level`).
+    pub fn rewind(&mut self) {
+        self.hyst.rewind();
+    }
+
     /// End of input.
     pub fn finish(&mut self, t: f64) -> Option<Transition> {
         let edge = self.hyst.finish(t)?;

@@ -121,6 +121,21 @@ impl CorruptionDetector {
         }
     }
 
+    /// Nothing pending or open.
+    pub fn is_idle(&self) -> bool {
+        self.hyst.onset().is_none()
+    }
+
+    /// Forgets a pending or open interval, the sample clock and the blocky run, and
+    /// learns the blockiness baseline afresh (it went stale while pictures were not
+    /// decoded; decode errors still count at once). Used when the pipeline feeds an
+    /// earlier GOP again; see `pipeline::level`.
+    pub fn rewind(&mut self) {
+        self.hyst.rewind();
+        self.blocky_run = 0;
+        self.warm = 0;
+    }
+
     /// End of input.
     pub fn finish(&mut self, t: f64) -> Option<Transition> {
         let edge = self.hyst.finish(t)?;

@@ -74,6 +74,18 @@ impl FreezeDetector {
         Some(transition(DefectKind::Freeze, edge, self.metrics()))
     }
 
+    /// Nothing pending or open.
+    pub fn is_idle(&self) -> bool {
+        self.hyst.onset().is_none()
+    }
+
+    /// Forgets a pending or open interval, the sample clock and the reference picture
+    /// (the pipeline feeds an earlier GOP again; see `pipeline::level`).
+    pub fn rewind(&mut self) {
+        self.hyst.rewind();
+        self.ref_dims = None;
+    }
+
     /// End of input.
     pub fn finish(&mut self, t: f64) -> Option<Transition> {
         let edge = self.hyst.finish(t)?;

@@ -176,6 +176,13 @@ impl Hysteresis {
     pub fn reset(&mut self) {
         self.state = HState::Idle;
     }
+
+    /// Forgets everything, including the last sample time, so that samples from
+    /// earlier media time can be fed again (the pipeline decoding a GOP a second time).
+    pub fn rewind(&mut self) {
+        self.state = HState::Idle;
+        self.last_t = f64::NEG_INFINITY;
+    }
 }
 
 /// Turns an [`Edge`] into a [`Transition`] of `kind` with the given metrics.

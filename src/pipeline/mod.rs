@@ -22,6 +22,8 @@
 
 mod audio;
 mod avsync;
+pub mod level;
+mod ring;
 mod thread;
 mod tracks;
 mod video;
@@ -57,6 +59,41 @@ pub struct AnalyzerStats {
     pub events: u64,
     /// Media seconds analysed.
     pub media_s: f64,
+    /// Decode levels: seconds at each level, escalations, ring and overload steps.
+    pub levels: level::LevelStats,
+    /// The level video is decoded at now (`None`: no video decoder).
+    pub level: Option<crate::defect::DecodeLevel>,
+    /// Bytes held by the look-back ring now.
+    pub ring_bytes: u64,
+}
+
+impl AnalyzerStats {
+    /// Share of the video access units given to the decoder (0–1; a GOP decoded twice
+    /// counts twice, so it can exceed 1 in theory). `None` before any video.
+    pub fn decoded_share(&self) -> Option<f64> {
+        let v = &self.video;
+        let seen = v.packets.saturating_sub(v.refused);
+        (seen > 0).then(|| v.decoded as f64 / seen as f64)
+    }
+
+    /// One line: decoded share, seconds per level, escalations (for `check`).
+    pub fn coverage_line(&self) -> String {
+        let s = &self.levels.seconds;
+        let share = self.decoded_share().map_or("no video".to_string(), |x| {
+            format!("{:.1}% of pictures decoded", x * 100.0)
+        });
+        format!(
+            "coverage: {share} ({} of {}); full {:.1} s, reference {:.1} s, key {:.1} s; {} escalations, {} ring overflows, {} step-downs",
+            self.video.decoded,
+            self.video.packets.saturating_sub(self.video.refused),
+            s[0],
+            s[1],
+            s[2],
+            self.levels.escalations,
+            self.levels.ring_overflows,
+            self.levels.step_downs,
+        )
+    }
 }
 
 /// A stream's media timeline: where 0 s is, and how far the media analysed reaches.
@@ -110,6 +147,18 @@ impl Analyzer {
         })
     }
 
+    /// The source is live (it drops packets when decoding falls behind): a backlog
+    /// may then step an `auto` stream's decode level down (see `level`).
+    pub fn set_live(&mut self, live: bool) {
+        self.video.set_live(live);
+    }
+
+    /// The ingest queue's fill (0–1) at monotonic seconds `now`, for `auto`'s
+    /// overload steps.
+    pub fn backlog(&mut self, now: f64, fill: f32) {
+        self.video.backlog(now, fill);
+    }
+
     /// Hands decoded packets' buffers back to `pool` for ingest to reuse.
     pub fn set_pool(&mut self, pool: crate::ingest::pool::BufPool) {
         self.pool = Some(pool);
@@ -126,6 +175,9 @@ impl Analyzer {
             detect_ns: self.video.detect_ns() + self.audio.detect_ns(),
             events: self.emitted,
             media_s: self.timeline.end,
+            levels: self.video.level_stats(),
+            level: self.video.current_level(),
+            ring_bytes: self.video.ring_bytes() as u64,
         }
     }
 
@@ -202,7 +254,8 @@ impl Analyzer {
     }
 
     fn emit(&mut self, t: &Transition, reason: Option<EndReason>, out: &mut dyn FnMut(Event)) {
-        let ev = self.events.make(t, reason);
+        let mut ev = self.events.make(t, reason);
+        ev.decode_level = self.video.current_level();
         self.emitted += 1;
         tracing::debug!(
             stream = %ev.stream, kind = ev.kind.as_str(), state = ?ev.state,
@@ -240,7 +293,13 @@ impl Analyzer {
             Track::Video => {
                 let dts = p.dts.unwrap_or(pts);
                 self.avsync.arrival(Track::Video, dts, &tl.clock, found);
-                let refused = self.video.packet(pts, p.key, &p.data, tl, found);
+                let au = video::Au {
+                    pts,
+                    key: p.key,
+                    damaged: p.damaged,
+                    data: &p.data,
+                };
+                let refused = self.video.packet(au, tl, found);
                 let refusing = self.video.is_refusing();
                 let clock = &tl.clock;
                 self.tracks

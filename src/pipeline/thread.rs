@@ -5,7 +5,8 @@
 //! [`IngestMsg::End`] still finishes the analysis) and the optional [`SharedStats`]
 //! a stats reporter reads. It does not size the queues (the session does) and does not
 //! look inside messages beyond counting media bytes (and the debug-only `slow_decode`
-//! fault hook).
+//! fault hook); it tells the analyzer how full the ingest queue is (the backlog that
+//! steps a live `auto` stream's decode level down).
 
 use std::sync::{Arc, Mutex};
 
@@ -56,7 +57,11 @@ pub fn spawn_decode_thread(
             let _ = tx.blocking_send(ev);
         };
         let mut ended = false;
+        let started = std::time::Instant::now();
         while let Some(msg) = rx.blocking_recv() {
+            // How far decoding is behind ingest, for `auto`'s overload steps.
+            let fill = rx.len() as f32 / rx.max_capacity().max(1) as f32;
+            analyzer.backlog(started.elapsed().as_secs_f64(), fill);
             let end = matches!(msg, IngestMsg::End(_));
             if let IngestMsg::Packet(p) = &msg {
                 media_bytes += p.data.len() as u64;

@@ -10,25 +10,46 @@
 
 use std::time::Instant;
 
+use crate::codec::h264::au_info;
 use crate::config::{DetectConfig, LowFpsConfig};
 use crate::decode::video::{VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
-use crate::defect::Transition;
+use crate::defect::{DecodeLevel, Transition};
 use crate::detect::black::BlackDetector;
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
+use crate::timebase::MediaClock;
 
+use super::level::{LevelControl, LevelStats, SizeWatch};
+use super::ring::GopRing;
 use super::Timeline;
 
 /// Frame duration assumed until two pictures give a real one (25 fps).
 const DEFAULT_FRAME_DUR: f64 = 0.04;
+/// Access units held to put presentation times back in order for `low_fps` (B-frames
+/// arrive in decode order).
+const PTS_REORDER: usize = 8;
 
 /// Decoder and picture detectors of one stream. See the module docs.
 pub(super) struct VideoChain {
     max_pixels: u64,
     decoder: Option<VideoDecoder>,
     pictures: Pictures,
+    level: LevelControl,
+    sizes: SizeWatch,
+    ring: GopRing,
+    /// Transitions of a key picture looked at while watching: evidence, not events.
+    scratch: Vec<Transition>,
+}
+
+/// An access unit as the video chain needs it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Au<'a> {
+    pub pts: i64,
+    pub key: bool,
+    pub damaged: bool,
+    pub data: &'a [u8],
 }
 
 /// The picture detectors and frame timing (apart from the decoder, so a decoder's
@@ -43,6 +64,8 @@ struct Pictures {
     overloaded: bool,
     last_frame_t: Option<f64>,
     frame_dur: f64,
+    /// Presentation times of the last access units, for `low_fps` in display order.
+    pending_t: heapless::Vec<f64, PTS_REORDER>,
     detect_ns: u64,
 }
 
@@ -60,8 +83,13 @@ impl VideoChain {
                 overloaded: false,
                 last_frame_t: None,
                 frame_dur: DEFAULT_FRAME_DUR,
+                pending_t: heapless::Vec::new(),
                 detect_ns: 0,
             },
+            level: LevelControl::new(cfg.decode.level),
+            sizes: SizeWatch::default(),
+            ring: GopRing::new(cfg.decode.ring_bytes()),
+            scratch: Vec::new(),
         }
     }
 
@@ -79,11 +107,37 @@ impl VideoChain {
     /// The program has no video the probe decodes: the decoder goes.
     pub fn close(&mut self) {
         self.decoder = None;
+        self.ring.clear();
     }
 
     /// Decoder counters (zero without a decoder).
     pub fn stats(&self) -> VideoStats {
         self.decoder.as_ref().map(|v| v.stats).unwrap_or_default()
+    }
+
+    /// Decode level counters.
+    pub fn level_stats(&self) -> LevelStats {
+        self.level.stats
+    }
+
+    /// The level pictures are decoded at now; `None` without a video decoder.
+    pub fn current_level(&self) -> Option<DecodeLevel> {
+        self.decoder.as_ref().map(|_| self.level.level())
+    }
+
+    /// The source is live: a backlog may step `auto` down (see `level`).
+    pub fn set_live(&mut self, live: bool) {
+        self.level.set_live(live);
+    }
+
+    /// The ingest queue's fill (0–1) at monotonic seconds `now`.
+    pub fn backlog(&mut self, now: f64, fill: f32) {
+        self.level.backlog(now, fill);
+    }
+
+    /// Bytes held by the look-back ring.
+    pub fn ring_bytes(&self) -> usize {
+        self.ring.bytes()
     }
 
     /// Time spent in the picture detectors (ns).
@@ -96,39 +150,178 @@ impl VideoChain {
         self.decoder.as_ref().is_some_and(VideoDecoder::is_refusing)
     }
 
-    /// Decodes one access unit with presentation time `pts` and runs the detectors
-    /// on what comes out. Returns the size of an SPS the decoder refused (0 × 0 when
-    /// it does not parse), for `unsupported_codec`.
+    /// Decodes (or, per the decode level, only watches) one access unit and runs the
+    /// detectors on what comes out. Returns the size of an SPS the decoder refused
+    /// (0 × 0 when it does not parse), for `unsupported_codec`.
     pub fn packet(
         &mut self,
-        pts: i64,
-        key: bool,
-        data: &[u8],
+        au: Au<'_>,
         tl: &mut Timeline,
         found: &mut Vec<Transition>,
     ) -> Option<(u32, u32)> {
         let dec = self.decoder.as_mut()?;
-        let pics = &mut self.pictures;
+        let info = au_info(au.data);
+        let collapsed = self.sizes.observe(au.data.len(), au.key, info.reference);
         let mut refused = None;
-        dec.decode(pts, key, data, &mut |o| match o {
-            VideoOut::Frame(th) => pics.frame(th, tl, found),
-            VideoOut::Error { pts: epts, .. } => pics.error(epts, tl, found),
-            VideoOut::Refused { width, height } => refused = Some((width, height)),
-        });
+        if self.level.watching() {
+            let mut overflow = false;
+            if !self.ring.push(au.pts, au.key, au.data) {
+                if self.ring.trim() {
+                    self.level.stats.ring_trims += 1;
+                }
+                overflow = !self.ring.push(au.pts, au.key, au.data);
+            }
+            let mut suspect = au.damaged || collapsed || overflow;
+            if au.key && !overflow {
+                // The key picture is decoded and shown to the detectors; what they make
+                // of it is evidence only (a pending or confirmed defect = a suspicion).
+                let pics = &mut self.pictures;
+                let scratch = &mut self.scratch;
+                scratch.clear();
+                let mut out = |o: VideoOut<'_>| match o {
+                    VideoOut::Frame(th) => pics.frame(th, &tl.clock, scratch, true),
+                    VideoOut::Error { pts, .. } => pics.error(pts, &tl.clock, scratch),
+                    VideoOut::Refused { width, height } => refused = Some((width, height)),
+                };
+                dec.decode(au.pts, true, au.data, &mut out);
+                dec.flush(&mut out);
+                if !scratch.is_empty() || pics.busy() {
+                    suspect = true;
+                } else {
+                    // A clean key picture: a later onset lies after the key before it.
+                    self.ring.keep_from_key(2);
+                }
+            } else if !overflow {
+                dec.skip(au.data, &mut |o| {
+                    if let VideoOut::Refused { width, height } = o {
+                        refused = Some((width, height));
+                    }
+                });
+            }
+            if suspect && !dec.is_refusing() && self.level.escalate(overflow) {
+                self.pictures.rewind();
+                self.redecode(tl, found);
+                if overflow {
+                    self.decode_at_level(au, tl, found, &mut refused);
+                }
+            }
+        } else {
+            self.decode_at_level(au, tl, found, &mut refused);
+            if self.level.is_auto() {
+                let busy = self.pictures.busy() || au.damaged || collapsed;
+                let t = tl.clock.secs(au.pts);
+                if self.level.settle(t, busy, au.key) {
+                    // Back to watching from this key picture on (decoded already).
+                    self.restart_decoder();
+                    self.ring.clear();
+                    self.ring.push(au.pts, au.key, au.data);
+                }
+            }
+        }
+        if !self.is_refusing() {
+            let t = tl.clock.secs(au.pts);
+            self.level.account(t);
+            self.pictures.au_time(t, tl, found);
+        }
         refused
     }
 
-    /// End of input: the pictures still inside the decoder.
+    /// Decodes one access unit as the current level says (all, reference pictures,
+    /// key pictures) and runs the detectors on the pictures.
+    fn decode_at_level(
+        &mut self,
+        au: Au<'_>,
+        tl: &mut Timeline,
+        found: &mut Vec<Transition>,
+        refused: &mut Option<(u32, u32)>,
+    ) {
+        let Some(dec) = self.decoder.as_mut() else {
+            return;
+        };
+        let level = self.level.level();
+        let pics = &mut self.pictures;
+        let mut out = |o: VideoOut<'_>| match o {
+            VideoOut::Frame(th) => pics.frame(th, &tl.clock, found, false),
+            VideoOut::Error { pts, .. } => pics.error(pts, &tl.clock, found),
+            VideoOut::Refused { width, height } => *refused = Some((width, height)),
+        };
+        let decode = match level {
+            DecodeLevel::Full => true,
+            DecodeLevel::Reference => au.key || au_info(au.data).reference,
+            DecodeLevel::Key => au.key,
+        };
+        if decode {
+            dec.decode(au.pts, au.key, au.data, &mut out);
+            if level == DecodeLevel::Key {
+                // Nothing follows to push a held picture out: take it now.
+                dec.flush(&mut out);
+            }
+        } else {
+            dec.skip(au.data, &mut out);
+        }
+    }
+
+    /// Escalation: decodes the look-back ring again from its key picture, at the
+    /// level now in force, so the detectors find the onset as a full decode would.
+    fn redecode(&mut self, tl: &mut Timeline, found: &mut Vec<Transition>) {
+        let mut aus = self.ring.take_all();
+        let mut refused = None;
+        self.restart_decoder();
+        // These access units were counted when they arrived.
+        let counted = self.decoder.as_ref().map(|d| d.stats);
+        for a in aus.iter() {
+            let au = Au {
+                pts: a.pts,
+                key: a.key,
+                damaged: false,
+                data: &a.data,
+            };
+            self.decode_at_level(au, tl, found, &mut refused);
+        }
+        if let (Some(dec), Some(c)) = (self.decoder.as_mut(), counted) {
+            dec.stats.packets = c.packets;
+            dec.stats.skipped_by_level = c.skipped_by_level;
+            dec.stats.refused = c.refused;
+            dec.stats.skipped_before_key = c.skipped_before_key;
+        }
+        for a in aus.drain(..) {
+            self.ring.recycle(a.data);
+        }
+    }
+
+    /// A fresh openh264 decoder (see [`VideoDecoder::restart`]); without one the
+    /// stream has no video decoder.
+    fn restart_decoder(&mut self) {
+        if let Some(dec) = self.decoder.as_mut() {
+            if let Err(e) = dec.restart() {
+                tracing::error!(error = %e, "video decoder unavailable");
+                self.decoder = None;
+            }
+        }
+    }
+
+    /// End of input: a watched look-back is decoded (a defect in the last GOP has no
+    /// later key picture to reveal it), then the pictures still inside the decoder.
     pub fn flush(&mut self, tl: &mut Timeline, found: &mut Vec<Transition>) {
+        if self.decoder.is_none() {
+            return;
+        }
+        if self.level.watching() && !self.ring.is_empty() && !self.is_refusing() {
+            if self.level.escalate(false) {
+                self.pictures.rewind();
+            }
+            self.redecode(tl, found);
+        }
         let Some(dec) = self.decoder.as_mut() else {
             return;
         };
         let pics = &mut self.pictures;
         dec.flush(&mut |o| {
             if let VideoOut::Frame(th) = o {
-                pics.frame(th, tl, found);
+                pics.frame(th, &tl.clock, found, false);
             }
         });
+        pics.drain_times(tl, found);
     }
 
     /// The probe drops packets (decode is behind a live source) or stopped doing so.
@@ -141,6 +334,7 @@ impl VideoChain {
             let t = p.last_frame_t.unwrap_or(tl.end);
             found.extend(p.low_fps.finish(t));
             p.low_fps = LowFpsDetector::new(p.low_fps_cfg.clone());
+            p.pending_t.clear();
         }
     }
 
@@ -162,17 +356,11 @@ impl VideoChain {
 }
 
 impl Pictures {
-    /// Runs the video detectors on one decoded picture.
-    fn frame(&mut self, th: &Thumb, tl: &mut Timeline, found: &mut Vec<Transition>) {
-        let t = tl.clock.secs(th.pts);
-        if let Some(last) = self.last_frame_t {
-            let d = t - last;
-            if d > 0.001 && d < 1.0 {
-                self.frame_dur = d;
-            }
-        }
-        self.last_frame_t = Some(t);
-        tl.end = tl.end.max(t + self.frame_dur);
+    /// Runs the picture detectors on one decoded picture. `watch`: a key picture seen
+    /// while watching (`auto`): the blockiness baseline is learned from full-rate
+    /// pictures only, so it is not fed.
+    fn frame(&mut self, th: &Thumb, clock: &MediaClock, found: &mut Vec<Transition>, watch: bool) {
+        let t = clock.secs(th.pts);
         tracing::trace!(
             t,
             luma = th.luma_mean,
@@ -186,30 +374,75 @@ impl Pictures {
         let found_here = [
             self.black.observe(t, th),
             self.freeze.observe(t, th, black),
-            self.corruption.observe(t, CorruptionSample::Frame(th)),
-            if self.overloaded {
+            if watch {
                 None
             } else {
-                self.low_fps.observe(t)
+                self.corruption.observe(t, CorruptionSample::Frame(th))
             },
         ];
         found.extend(found_here.into_iter().flatten());
         self.detect_ns += d0.elapsed().as_nanos() as u64;
     }
 
-    /// An access unit that failed to decode: a rejected picture still was a picture
-    /// on the timeline.
-    fn error(&mut self, pts: i64, tl: &mut Timeline, found: &mut Vec<Transition>) {
-        let t = tl.clock.secs(pts);
-        tl.end = tl.end.max(t);
-        let found_here = [
-            self.corruption.observe(t, CorruptionSample::DecodeError),
-            if self.overloaded {
-                None
-            } else {
-                self.low_fps.observe(t)
-            },
-        ];
-        found.extend(found_here.into_iter().flatten());
+    /// An access unit that failed to decode.
+    fn error(&mut self, pts: i64, clock: &MediaClock, found: &mut Vec<Transition>) {
+        let t = clock.secs(pts);
+        found.extend(self.corruption.observe(t, CorruptionSample::DecodeError));
+    }
+
+    /// A picture defect is pending or open.
+    fn busy(&self) -> bool {
+        !(self.black.is_idle() && self.freeze.is_idle() && self.corruption.is_idle())
+    }
+
+    /// The detectors will see an earlier GOP again (see `level`).
+    fn rewind(&mut self) {
+        self.black.rewind();
+        self.freeze.rewind();
+        self.corruption.rewind();
+    }
+
+    /// Every access unit, decoded or not, is a picture on the timeline: the frame
+    /// duration, the end of the media analysed and `low_fps` (in presentation order)
+    /// follow the access units, whatever the decode level.
+    fn au_time(&mut self, t: f64, tl: &mut Timeline, found: &mut Vec<Transition>) {
+        if self.pending_t.is_full() {
+            self.release_earliest(tl, found);
+        }
+        // Cannot fail: a slot was just freed.
+        let _ = self.pending_t.push(t);
+        if self.pending_t.len() > PTS_REORDER / 2 {
+            self.release_earliest(tl, found);
+        }
+    }
+
+    /// End of input: the times still held.
+    fn drain_times(&mut self, tl: &mut Timeline, found: &mut Vec<Transition>) {
+        while !self.pending_t.is_empty() {
+            self.release_earliest(tl, found);
+        }
+    }
+
+    fn release_earliest(&mut self, tl: &mut Timeline, found: &mut Vec<Transition>) {
+        let Some((i, _)) = self
+            .pending_t
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+        else {
+            return;
+        };
+        let t = self.pending_t.swap_remove(i);
+        if let Some(last) = self.last_frame_t {
+            let d = t - last;
+            if d > 0.001 && d < 1.0 {
+                self.frame_dur = d;
+            }
+        }
+        self.last_frame_t = Some(t);
+        tl.end = tl.end.max(t + self.frame_dur);
+        if !self.overloaded {
+            found.extend(self.low_fps.observe(t));
+        }
     }
 }

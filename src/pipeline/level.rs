@@ -1,0 +1,348 @@
+//! Decode levels: which access units of a stream the video chain decodes, and when
+//! that changes (`docs/events.md`, "Decode levels").
+//!
+//! Owns the level state machine of one stream ([`LevelControl`]: pinned or `auto`,
+//! escalation around suspected defects, the overload cap with hysteresis, seconds per
+//! level) and the compressed-size watch ([`SizeWatch`]) that suspects frozen or black
+//! pictures without decoding them. Pure: time comes in as arguments (media seconds for
+//! the level accounting, any monotonic seconds for the backlog), so tests drive it
+//! with a simulated clock. It decodes nothing and emits nothing.
+
+use crate::config::LevelChoice;
+use crate::defect::DecodeLevel;
+
+/// Media seconds a stream escalated by `auto` stays escalated after the last sign of
+/// a defect (detectors idle and no suspicion) before it returns to watching, at a key
+/// picture.
+pub const CALM_S: f64 = 2.0;
+/// Queue fill at or above which a live `auto` stream steps down one level.
+pub const BACKLOG_HIGH: f32 = 0.75;
+/// Queue fill at or below which the backlog counts as drained.
+pub const BACKLOG_LOW: f32 = 0.25;
+/// Seconds between two step-downs (the queue needs time to react).
+pub const STEP_DOWN_EVERY_S: f64 = 1.0;
+/// Seconds the queue must stay drained before a step back up.
+pub const STEP_UP_AFTER_S: f64 = 10.0;
+
+/// Counters of the decode levels (per stream, cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LevelStats {
+    /// Media seconds of video spent at each level ([`DecodeLevel::ALL`] order).
+    pub seconds: [f64; 3],
+    /// `auto` escalations to decode every picture (a suspicion or a full ring).
+    pub escalations: u64,
+    /// Escalations forced because a GOP did not fit the ring.
+    pub ring_overflows: u64,
+    /// Times the ring dropped its older GOP to make room (look-back shortened).
+    pub ring_trims: u64,
+    /// Steps down because decoding fell behind a live source, and back up.
+    pub step_downs: u64,
+    pub step_ups: u64,
+}
+
+/// The level state of one stream. See the module docs.
+#[derive(Debug, Clone)]
+pub struct LevelControl {
+    choice: LevelChoice,
+    /// `auto` only: pictures are decoded at `cap` (instead of watching at `key`).
+    escalated: bool,
+    /// Since when (media s) nothing is suspected or open while escalated.
+    quiet_since: Option<f64>,
+    /// The richest level the box affords now (`auto` on a live source only).
+    cap: DecodeLevel,
+    live: bool,
+    last_change: Option<f64>,
+    drained_since: Option<f64>,
+    last_t: Option<f64>,
+    pub stats: LevelStats,
+}
+
+impl LevelControl {
+    pub fn new(choice: LevelChoice) -> Self {
+        LevelControl {
+            choice,
+            escalated: false,
+            quiet_since: None,
+            cap: DecodeLevel::Full,
+            live: false,
+            last_change: None,
+            drained_since: None,
+            last_t: None,
+            stats: LevelStats::default(),
+        }
+    }
+
+    /// The source is live (it drops packets when decoding falls behind): only then
+    /// does a backlog step the level down.
+    pub fn set_live(&mut self, live: bool) {
+        self.live = live;
+    }
+
+    /// True for `auto`.
+    pub fn is_auto(&self) -> bool {
+        self.choice.pinned().is_none()
+    }
+
+    /// `auto` and not escalated: key pictures are decoded, the rest is watched.
+    pub fn watching(&self) -> bool {
+        self.is_auto() && !self.escalated
+    }
+
+    /// The level pictures are decoded at now.
+    pub fn level(&self) -> DecodeLevel {
+        match self.choice.pinned() {
+            Some(l) => l,
+            None if self.escalated => self.cap,
+            None => DecodeLevel::Key,
+        }
+    }
+
+    /// The overload cap (`Full` unless a live source outran the decoder).
+    pub fn cap(&self) -> DecodeLevel {
+        self.cap
+    }
+
+    /// Accounts the video up to media time `t` to the current level.
+    pub fn account(&mut self, t: f64) {
+        if let Some(last) = self.last_t {
+            let d = t - last;
+            // Gaps over 2 s are outages; backwards is a discontinuity.
+            if d > 0.0 && d <= 2.0 {
+                self.stats.seconds[self.level().index()] += d;
+            }
+        }
+        if self.last_t.is_none_or(|l| t > l) || t < self.last_t.unwrap_or(t) - 2.0 {
+            self.last_t = Some(t);
+        }
+    }
+
+    /// A defect is suspected while watching: decode every picture (at the cap) from
+    /// now on. Returns true when this changed the level (the caller decodes its
+    /// look-back again).
+    pub fn escalate(&mut self, overflow: bool) -> bool {
+        if !self.watching() {
+            return false;
+        }
+        self.escalated = true;
+        self.quiet_since = None;
+        self.stats.escalations += 1;
+        if overflow {
+            self.stats.ring_overflows += 1;
+        }
+        true
+    }
+
+    /// Escalated: called for every picture-carrying access unit with whether a
+    /// defect is suspected or open (`busy`) at media time `t`, and whether it is a key
+    /// picture. Returns true when the stream goes back to watching (at this key).
+    pub fn settle(&mut self, t: f64, busy: bool, key: bool) -> bool {
+        if !self.is_auto() || !self.escalated {
+            return false;
+        }
+        if busy {
+            self.quiet_since = None;
+            return false;
+        }
+        let since = *self.quiet_since.get_or_insert(t);
+        if key && t - since >= CALM_S {
+            self.escalated = false;
+            self.quiet_since = None;
+            return true;
+        }
+        false
+    }
+
+    /// The ingest queue's fill (0–1) at monotonic time `now` (seconds). A live `auto`
+    /// stream steps down one level while the queue stays high, before ingest has to
+    /// drop, and back up once it stayed drained for [`STEP_UP_AFTER_S`].
+    pub fn backlog(&mut self, now: f64, fill: f32) {
+        if !self.is_auto() || !self.live {
+            return;
+        }
+        let since_change = self.last_change.map_or(f64::INFINITY, |c| now - c);
+        if fill >= BACKLOG_HIGH {
+            self.drained_since = None;
+            if self.cap != DecodeLevel::Key && since_change >= STEP_DOWN_EVERY_S {
+                self.cap = self.cap.cheaper();
+                self.last_change = Some(now);
+                self.stats.step_downs += 1;
+            }
+        } else if fill <= BACKLOG_LOW {
+            let since = *self.drained_since.get_or_insert(now);
+            if self.cap != DecodeLevel::Full
+                && now - since >= STEP_UP_AFTER_S
+                && since_change >= STEP_UP_AFTER_S
+            {
+                self.cap = self.cap.richer();
+                self.last_change = Some(now);
+                self.drained_since = Some(now);
+                self.stats.step_ups += 1;
+            }
+        } else {
+            self.drained_since = None;
+        }
+    }
+}
+
+/// Watches coded picture sizes: a collapse of the reference pictures' sizes (an
+/// encoder coding the same or a flat picture over and over) is the classic sign of a
+/// frozen or black source, visible without decoding.
+#[derive(Debug, Clone, Default)]
+pub struct SizeWatch {
+    /// Running mean of non-key reference access unit sizes (bytes).
+    mean: f64,
+    samples: u32,
+    run: u32,
+    pub collapses: u64,
+}
+
+/// Samples before the mean is trusted.
+const SIZE_WARMUP: u32 = 16;
+/// A size this many times below the mean counts as collapsed.
+const COLLAPSE_RATIO: f64 = 8.0;
+/// Consecutive collapsed pictures that make a suspicion.
+const COLLAPSE_RUN: u32 = 3;
+/// Weight of a new sample in the running mean.
+const SIZE_ALPHA: f64 = 1.0 / 16.0;
+
+impl SizeWatch {
+    /// Feeds one access unit; returns true when its size says "suspect a frozen or
+    /// black picture". Only non-key reference pictures are judged (key pictures are
+    /// decoded anyway; non-reference ones are small by design).
+    pub fn observe(&mut self, len: usize, key: bool, reference: bool) -> bool {
+        if key || !reference {
+            return false;
+        }
+        let len = len as f64;
+        let collapsed = self.samples >= SIZE_WARMUP && len * COLLAPSE_RATIO < self.mean;
+        self.run = if collapsed { self.run + 1 } else { 0 };
+        if self.samples == 0 {
+            self.mean = len;
+        } else {
+            self.mean += SIZE_ALPHA * (len - self.mean);
+        }
+        self.samples = self.samples.saturating_add(1);
+        if self.run == COLLAPSE_RUN {
+            self.collapses += 1;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_levels_never_move() {
+        for (choice, level) in [
+            (LevelChoice::Full, DecodeLevel::Full),
+            (LevelChoice::Reference, DecodeLevel::Reference),
+            (LevelChoice::Key, DecodeLevel::Key),
+        ] {
+            let mut c = LevelControl::new(choice);
+            c.set_live(true);
+            assert!(!c.escalate(false));
+            c.backlog(0.0, 1.0);
+            c.backlog(5.0, 1.0);
+            assert!(!c.settle(10.0, false, true));
+            assert_eq!(c.level(), level);
+            assert_eq!(c.stats.step_downs, 0);
+        }
+    }
+
+    #[test]
+    fn auto_watches_escalates_and_settles_at_a_key_after_a_calm() {
+        let mut c = LevelControl::new(LevelChoice::Auto);
+        assert_eq!((c.level(), c.watching()), (DecodeLevel::Key, true));
+        // 4 s watching, at 25 fps.
+        for i in 0..100 {
+            c.account(f64::from(i) * 0.04);
+        }
+        assert!(c.escalate(false));
+        assert!(!c.escalate(false), "already escalated");
+        assert_eq!(c.level(), DecodeLevel::Full);
+        // Busy until 7 s, keys every 2 s: quiet from 7.0; the key at 8.0 is too
+        // early (1 s calm), the one at 10.0 settles.
+        let mut settled = None;
+        for i in 100..300 {
+            let t = f64::from(i) * 0.04;
+            c.account(t);
+            let key = i % 50 == 0;
+            if c.settle(t, t < 7.0, key) {
+                settled = Some(t);
+                break;
+            }
+        }
+        assert!((settled.unwrap() - 10.0).abs() < 1e-9, "{settled:?}");
+        assert_eq!(c.level(), DecodeLevel::Key);
+        let s = c.stats.seconds;
+        assert!((s[DecodeLevel::Key.index()] - 3.96).abs() < 1e-6, "{s:?}");
+        assert!((s[DecodeLevel::Full.index()] - 6.04).abs() < 1e-6, "{s:?}");
+        assert_eq!(c.stats.escalations, 1);
+    }
+
+    #[test]
+    fn a_live_backlog_steps_down_with_hysteresis_and_back_up() {
+        let mut c = LevelControl::new(LevelChoice::Auto);
+        c.backlog(0.0, 1.0);
+        assert_eq!(c.cap(), DecodeLevel::Full, "not live: never steps down");
+        c.set_live(true);
+        c.escalate(false);
+        c.backlog(0.0, 0.9);
+        assert_eq!(
+            (c.cap(), c.level()),
+            (DecodeLevel::Reference, DecodeLevel::Reference)
+        );
+        c.backlog(0.5, 0.9);
+        assert_eq!(c.cap(), DecodeLevel::Reference, "one step per second");
+        c.backlog(1.0, 0.8);
+        assert_eq!(c.cap(), DecodeLevel::Key);
+        c.backlog(2.0, 1.0);
+        assert_eq!(c.stats.step_downs, 2, "Key is the floor");
+        // Half-full: neither step.
+        c.backlog(3.0, 0.5);
+        c.backlog(30.0, 0.5);
+        assert_eq!(c.cap(), DecodeLevel::Key);
+        // Drained for 10 s: one step up, then 10 s more for the next.
+        c.backlog(31.0, 0.1);
+        c.backlog(40.9, 0.1);
+        assert_eq!(c.cap(), DecodeLevel::Key);
+        c.backlog(41.0, 0.2);
+        assert_eq!(c.cap(), DecodeLevel::Reference);
+        c.backlog(45.0, 0.0);
+        assert_eq!(c.cap(), DecodeLevel::Reference);
+        c.backlog(51.0, 0.0);
+        assert_eq!(c.cap(), DecodeLevel::Full);
+        assert_eq!(c.stats.step_ups, 2);
+        // A spike resets the drained timer.
+        c.backlog(52.0, 0.9);
+        assert_eq!(c.cap(), DecodeLevel::Reference);
+    }
+
+    #[test]
+    fn a_size_collapse_is_suspected_after_three_pictures_and_not_on_steady_small_ones() {
+        let mut w = SizeWatch::default();
+        let mut fired = vec![];
+        let mut feed = |w: &mut SizeWatch, i: usize, len: usize| {
+            if w.observe(len, i % 50 == 0, true) {
+                fired.push(i);
+            }
+        };
+        for i in 0..60 {
+            feed(&mut w, i, 20_000);
+        }
+        // Frozen: 30-byte skip pictures from 60 on.
+        for i in 60..200 {
+            feed(&mut w, i, 30);
+        }
+        assert_eq!(fired, [62], "once, on the third collapsed picture");
+        // Non-reference pictures are never judged.
+        let mut w = SizeWatch::default();
+        for _ in 0..40 {
+            assert!(!w.observe(20_000, false, true));
+        }
+        assert!(!(0..10).any(|_| w.observe(10, false, false)));
+    }
+}
