@@ -334,6 +334,7 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
         "frames": a.video.frames,
         "media_s": crate::defect::round_to(a.media_s, 3),
         "decode_errors": {"video": a.video.errors, "audio": a.audio.errors},
+        "decode": decode_coverage(&a),
         "dropped": {
             "queue_full": live.dropped_queue_full,
             "until_key_frame": live.dropped_until_key,
@@ -346,6 +347,26 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
         "last_error": *s.last_error.lock().unwrap_or_else(|e| e.into_inner()),
         "events": s.events.load(Ordering::Relaxed),
         "open_defects": open,
+    })
+}
+
+/// The `decode` object of the stream stats: the level now, the share of pictures
+/// decoded and the seconds spent at each level (coverage is never hidden).
+fn decode_coverage(a: &crate::pipeline::AnalyzerStats) -> serde_json::Value {
+    let l = &a.levels;
+    let secs = |i: usize| crate::defect::round_to(l.seconds[i], 1);
+    json!({
+        "level": a.level,
+        "pictures": a.video.packets.saturating_sub(a.video.refused),
+        "decoded": a.video.decoded,
+        "decoded_share": a.decoded_share().map(|x| crate::defect::round_to(x, 4)),
+        "seconds": {"full": secs(0), "reference": secs(1), "key": secs(2)},
+        "escalations": l.escalations,
+        "ring_overflows": l.ring_overflows,
+        "ring_trims": l.ring_trims,
+        "ring_bytes": a.ring_bytes,
+        "step_downs": l.step_downs,
+        "step_ups": l.step_ups,
     })
 }
 
