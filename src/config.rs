@@ -27,19 +27,14 @@ pub struct DetectConfig {
     pub decode: DecodeConfig,
 }
 
-/// The decode level setting: `full` (the default for now, see below), `auto`, or
-/// another pinned level.
-///
-/// `auto` is not yet the default: it does not see a corrupt slice inside a picture it
-/// does not decode when the transport, the coded sizes and the key pictures are intact
-/// (bit errors introduced before the multiplexer); see `docs/events.md`.
+/// The decode level setting: `auto` (the default) or a level the stream is pinned to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LevelChoice {
     /// As cheap as the evidence allows; every picture is decoded around a suspected or
     /// open picture defect (see `docs/events.md`, "Decode levels").
-    Auto,
     #[default]
+    Auto,
     Full,
     Reference,
     Key,
@@ -72,19 +67,36 @@ impl LevelChoice {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecodeConfig {
-    /// `full` (default), `reference`, `key` or `auto`.
+    /// `auto` (default), or a pinned `full`, `reference` or `key`.
     pub level: LevelChoice,
     /// `auto`: megabytes of compressed video kept since the previous key picture, to
     /// decode again from there when a picture defect is suspected. A GOP that does not
     /// fit is decoded at once instead (counted as `ring_overflows`). Default 8.
     pub ring_mb: f64,
+    /// `auto`: which pictures it does not decode are still parsed down to their
+    /// macroblocks (openh264 parse-only, no reconstruction) so that a corrupt slice
+    /// raises a suspicion: `all` (default), `reference` (pictures others predict
+    /// from), or `off` (cheapest; corrupt slices in pictures not decoded are then seen
+    /// only through the transport checks).
+    pub syntax_check: SyntaxCheck,
+}
+
+/// See [`DecodeConfig::syntax_check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyntaxCheck {
+    #[default]
+    All,
+    Reference,
+    Off,
 }
 
 impl Default for DecodeConfig {
     fn default() -> Self {
         DecodeConfig {
-            level: LevelChoice::Full,
+            level: LevelChoice::Auto,
             ring_mb: 8.0,
+            syntax_check: SyntaxCheck::All,
         }
     }
 }

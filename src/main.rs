@@ -61,10 +61,11 @@ enum Command {
         /// Probe id put in events (default: the host name).
         #[arg(long)]
         probe_id: Option<String>,
-        /// How much video to decode: `full` (every picture; the default), `reference`
-        /// (no non-reference pictures), `key` (key pictures only) or `auto` (key
-        /// pictures, and every picture around a suspected defect). Overrides
-        /// `[decode] level` of --detect-config; docs/events.md says what each sees.
+        /// How much video to decode: `auto` (the default: key pictures, the rest
+        /// parsed but not decoded, and every picture around a suspected defect), or
+        /// pinned `full` (every picture), `reference` (no non-reference pictures) or
+        /// `key` (key pictures only). Overrides `[decode] level` of --detect-config;
+        /// docs/events.md says what each level sees.
         #[arg(long, value_name = "LEVEL", value_parser = ["auto", "full", "reference", "key"])]
         decode_level: Option<String>,
     },

@@ -13,6 +13,7 @@
 //! Each decoded picture is reduced before the next `decode` call and then dropped.
 
 pub mod audio;
+pub mod parse;
 pub mod video;
 
 /// Width of the downscaled luma grid.

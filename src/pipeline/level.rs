@@ -38,6 +38,10 @@ pub struct LevelStats {
     /// Steps down because decoding fell behind a live source, and back up.
     pub step_downs: u64,
     pub step_ups: u64,
+    /// Access units parsed (not decoded) by `auto`'s syntax check, and those found
+    /// broken.
+    pub syntax_checked: u64,
+    pub syntax_broken: u64,
 }
 
 /// The level state of one stream. See the module docs.

@@ -11,7 +11,8 @@
 use std::time::Instant;
 
 use crate::codec::h264::au_info;
-use crate::config::{DetectConfig, LowFpsConfig};
+use crate::config::{DetectConfig, LowFpsConfig, SyntaxCheck};
+use crate::decode::parse::SyntaxChecker;
 use crate::decode::video::{VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
 use crate::defect::{DecodeLevel, Transition};
@@ -41,6 +42,9 @@ pub(super) struct VideoChain {
     ring: GopRing,
     /// Transitions of a key picture looked at while watching: evidence, not events.
     scratch: Vec<Transition>,
+    syntax: SyntaxCheck,
+    /// `auto` while watching: parses the pictures not decoded (made on first use).
+    checker: Option<SyntaxChecker>,
 }
 
 /// An access unit as the video chain needs it.
@@ -90,6 +94,8 @@ impl VideoChain {
             sizes: SizeWatch::default(),
             ring: GopRing::new(cfg.decode.ring_bytes()),
             scratch: Vec::new(),
+            syntax: cfg.decode.syntax_check,
+            checker: None,
         }
     }
 
@@ -107,6 +113,7 @@ impl VideoChain {
     /// The program has no video the probe decodes: the decoder goes.
     pub fn close(&mut self) {
         self.decoder = None;
+        self.checker = None;
         self.ring.clear();
     }
 
@@ -159,9 +166,12 @@ impl VideoChain {
         tl: &mut Timeline,
         found: &mut Vec<Transition>,
     ) -> Option<(u32, u32)> {
-        let dec = self.decoder.as_mut()?;
+        self.decoder.as_ref()?;
         let info = au_info(au.data);
         let collapsed = self.sizes.observe(au.data.len(), au.key, info.reference);
+        let broken =
+            self.level.watching() && !self.is_refusing() && !self.syntax_ok(au, info.reference);
+        let dec = self.decoder.as_mut()?;
         let mut refused = None;
         if self.level.watching() {
             let mut overflow = false;
@@ -171,7 +181,7 @@ impl VideoChain {
                 }
                 overflow = !self.ring.push(au.pts, au.key, au.data);
             }
-            let mut suspect = au.damaged || collapsed || overflow;
+            let mut suspect = au.damaged || collapsed || overflow || broken;
             if au.key && !overflow {
                 // The key picture is decoded and shown to the detectors; what they make
                 // of it is evidence only (a pending or confirmed defect = a suspicion).
@@ -213,6 +223,8 @@ impl VideoChain {
                 if self.level.settle(t, busy, au.key) {
                     // Back to watching from this key picture on (decoded already).
                     self.restart_decoder();
+                    self.checker = None;
+                    let _ = self.syntax_ok(au, info.reference);
                     self.ring.clear();
                     self.ring.push(au.pts, au.key, au.data);
                 }
@@ -224,6 +236,40 @@ impl VideoChain {
             self.pictures.au_time(t, tl, found);
         }
         refused
+    }
+
+    /// Parses an access unit that is watched rather than decoded (see
+    /// [`DecodeConfig::syntax_check`](crate::config::DecodeConfig)); false when its
+    /// syntax is broken. Key pictures are parsed too: the checker needs their
+    /// parameter sets and references.
+    fn syntax_ok(&mut self, au: Au<'_>, reference: bool) -> bool {
+        let wanted = match self.syntax {
+            SyntaxCheck::Off => false,
+            SyntaxCheck::All => true,
+            SyntaxCheck::Reference => reference || au.key,
+        };
+        if !wanted {
+            return true;
+        }
+        if self.checker.is_none() {
+            match SyntaxChecker::new() {
+                Ok(c) => self.checker = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "syntax check unavailable");
+                    self.syntax = SyntaxCheck::Off;
+                    return true;
+                }
+            }
+        }
+        let Some(c) = self.checker.as_mut() else {
+            return true;
+        };
+        let ok = c.check(au.data);
+        self.level.stats.syntax_checked += 1;
+        if !ok {
+            self.level.stats.syntax_broken += 1;
+        }
+        ok
     }
 
     /// Decodes one access unit as the current level says (all, reference pictures,

@@ -291,16 +291,19 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
         .unwrap_or_default();
     let live = s.counters.live.lock().map(|l| *l).unwrap_or_default();
     let now = Instant::now();
+    // The stream's picture rate: access units received, decoded or not (a decode
+    // level decodes fewer; `decode` says how many).
+    let pictures = a.video.packets.saturating_sub(a.video.refused);
     let (fps, bitrate) = {
         let mut prev = s.prev.lock().unwrap_or_else(|e| e.into_inner());
         let r = match *prev {
             Some((f0, b0, t0)) => {
                 let dt = now.duration_since(t0).as_secs_f64().max(1e-3);
                 // A restarted session starts its counters at zero again.
-                let df = if a.video.frames >= f0 {
-                    a.video.frames - f0
+                let df = if pictures >= f0 {
+                    pictures - f0
                 } else {
-                    a.video.frames
+                    pictures
                 };
                 let db = if media_bytes >= b0 {
                     media_bytes - b0
@@ -311,7 +314,7 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
             }
             None => (0.0, 0.0),
         };
-        *prev = Some((a.video.frames, media_bytes, now));
+        *prev = Some((pictures, media_bytes, now));
         r
     };
     let open: Vec<serde_json::Value> = s
@@ -367,6 +370,8 @@ fn decode_coverage(a: &crate::pipeline::AnalyzerStats) -> serde_json::Value {
         "ring_bytes": a.ring_bytes,
         "step_downs": l.step_downs,
         "step_ups": l.step_ups,
+        "syntax_checked": l.syntax_checked,
+        "syntax_broken": l.syntax_broken,
     })
 }
 
