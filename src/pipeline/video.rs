@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use crate::config::{DetectConfig, LowFpsConfig};
-use crate::decode::video::{VideoDecoder, VideoOut, VideoStats};
+use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
 use crate::defect::Transition;
 use crate::detect::black::BlackDetector;
@@ -97,8 +97,8 @@ impl VideoChain {
     }
 
     /// Decodes one access unit with presentation time `pts` and runs the detectors
-    /// on what comes out. Returns the size of an SPS the decoder refused (0 × 0 when
-    /// it does not parse), for `unsupported_codec`.
+    /// on what comes out. Returns the refusal of an SPS the decoder just refused, for
+    /// `unsupported_codec`.
     pub fn packet(
         &mut self,
         pts: i64,
@@ -106,14 +106,14 @@ impl VideoChain {
         data: &[u8],
         tl: &mut Timeline,
         found: &mut Vec<Transition>,
-    ) -> Option<(u32, u32)> {
+    ) -> Option<Refusal> {
         let dec = self.decoder.as_mut()?;
         let pics = &mut self.pictures;
         let mut refused = None;
         dec.decode(pts, key, data, &mut |o| match o {
             VideoOut::Frame(th) => pics.frame(th, tl, found),
             VideoOut::Error { pts: epts, .. } => pics.error(epts, tl, found),
-            VideoOut::Refused { width, height } => refused = Some((width, height)),
+            VideoOut::Refused(r) => refused = Some(r),
         });
         refused
     }
