@@ -116,6 +116,7 @@ fn every_clip_in_truth_json_is_covered() {
         "clean_quiet_360p.ts",
         "reschange_360p_720p.ts",
         "desync_audio_360p.ts",
+        "mono_black_360p.ts",
     ];
     for c in truth()["clips"].as_array().unwrap() {
         assert!(
@@ -161,6 +162,19 @@ fn bad_inputs_give_their_documented_outcome() {
                     .collect();
                 let got: Vec<&str> = ends.iter().map(|e| e["kind"].as_str().unwrap()).collect();
                 assert_eq!(got, want, "{name}");
+                // Where the truth says more (a refusal's reason, an interval), so must
+                // the event.
+                for (e, w) in ends.iter().zip(b["events"].as_array().unwrap()) {
+                    if let Some(reason) = w.get("reason") {
+                        assert_eq!(&e["metrics"]["reason"], reason, "{name}: {e}");
+                    }
+                    for k in ["start_s", "end_s"] {
+                        if let Some(t) = w[k].as_f64() {
+                            let got = e[k].as_f64().unwrap();
+                            assert!((got - t).abs() <= TOL, "{name}: {k} {got} != {t}: {e}");
+                        }
+                    }
+                }
             }
             other => panic!("unknown expectation {other}"),
         }
@@ -180,6 +194,97 @@ fn hevc_is_reported_as_unsupported_for_the_whole_input() {
     assert_eq!(e["reason"], "end_of_input");
     assert_eq!(e["start_s"], 0.0);
     assert!((e["end_s"].as_f64().unwrap() - 6.0).abs() < 0.1, "{e}");
+}
+
+/// A clip openh264 cannot decode: exactly one `unsupported_codec` (video, refused from
+/// the SPS for `reason`, over the whole clip) and no picture defect; returns the other
+/// `end` events (the sound's).
+fn refused_clip(name: &str, reason: &str, (width, height): (i64, i64), dur: f64) -> Vec<Value> {
+    let (ok, events, stderr) = check_json(&media_dir().join(name), &[]);
+    assert!(ok, "{name}: {stderr}");
+    let ends = paired_ends(&events);
+    let (refused, others): (Vec<Value>, Vec<Value>) = ends
+        .into_iter()
+        .partition(|e| e["kind"] == "unsupported_codec");
+    assert_eq!(refused.len(), 1, "{name}: {refused:?}");
+    let e = &refused[0];
+    let m = &e["metrics"];
+    assert_eq!(m["track"], "video", "{e}");
+    assert_eq!(m["reason"], reason, "{e}");
+    assert_eq!(m["codec"], reason, "{e}");
+    assert_eq!(m["stream_type"], 0x1B, "{e}");
+    assert_eq!(
+        (m["width"].as_i64(), m["height"].as_i64()),
+        (Some(width), Some(height))
+    );
+    assert_eq!(e["severity"], "warning");
+    assert_eq!(e["reason"], "end_of_input");
+    assert_eq!(e["start_s"], 0.0, "{e}");
+    // Nothing of the video is decoded, so only the sound carries the media time to the
+    // end of the clip: an end at the clip's duration shows the audio was decoded.
+    assert!((e["end_s"].as_f64().unwrap() - dur).abs() < 0.1, "{e}");
+    for o in &others {
+        let kind = o["kind"].as_str().unwrap();
+        assert!(
+            !["corruption", "black", "freeze", "low_fps"].contains(&kind),
+            "{name}: a refused video has no picture defect: {o}"
+        );
+    }
+    others
+}
+
+#[test]
+fn interlaced_mbaff_1080i_is_refused_and_its_audio_still_analysed() {
+    // The clip the issue names: clean 1080i25 MBAFF was one corruption event over the
+    // whole clip; its silence over [2, 4.5) must still be found.
+    let others = refused_clip(
+        "interlaced_mbaff_1080i.ts",
+        "h264_interlaced",
+        (1920, 1080),
+        6.0,
+    );
+    assert_intervals(
+        "interlaced_mbaff_1080i.ts",
+        &others,
+        &[("silence".into(), 2.0, 4.5)],
+        TOL,
+    );
+}
+
+#[test]
+fn interlaced_without_mbaff_576i_is_refused() {
+    let others = refused_clip(
+        "interlaced_fake_576i.ts",
+        "h264_interlaced",
+        (720, 576),
+        5.0,
+    );
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[test]
+fn high10_is_refused() {
+    let others = refused_clip("high10_360p.ts", "h264_high10", (640, 360), 5.0);
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[test]
+fn high422_is_refused() {
+    let others = refused_clip("high422_360p.ts", "h264_422", (640, 360), 5.0);
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[test]
+fn high444_is_refused() {
+    let others = refused_clip("high444_360p.ts", "h264_444", (640, 360), 5.0);
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[test]
+fn monochrome_is_decoded_not_refused() {
+    // 4:0:0 is within openh264: its pictures are decoded and the black found, in full
+    // range (black is Y = 0 there).
+    run_clip("mono_black_360p.ts");
 }
 
 #[test]

@@ -11,12 +11,13 @@
 //! far as the Rust side can observe; every Frame's Thumb is self-consistent (samples =
 //! sum of the histogram, 0 <= luma_mean <= 255, finite edge statistics, non-zero size);
 //! every Error carries a non-zero state; a Refused size is above max_pixels, or 0 x 0
-//! (an SPS that does not parse) in an access unit that carries an SPS; the
-//! decoder's counters match the outputs seen.
+//! (an SPS that does not parse) in an access unit that carries an SPS; a format
+//! refusal (interlaced, bit depth, chroma format) comes from an access unit that
+//! carries an SPS; the decoder's counters match the outputs seen.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vqprobe::decode::video::{VideoDecoder, VideoOut};
+use vqprobe::decode::video::{RefuseReason, VideoDecoder, VideoOut};
 use vqprobe::codec::h264::has_idr as h264_has_idr;
 
 const MAX_PIXELS: u64 = 1280 * 720;
@@ -75,14 +76,18 @@ fn check(o: VideoOut<'_>, seen: &mut Seen, au_has_sps: bool) {
             seen.errors += 1;
             assert_ne!(state, 0);
         }
-        VideoOut::Refused { width, height } => {
-            // Too large, or (0 x 0) an SPS that does not parse, which only an access
-            // unit carrying an SPS can announce.
-            assert!(
-                u64::from(width) * u64::from(height) > MAX_PIXELS
-                    || ((width, height) == (0, 0) && au_has_sps),
-                "{width}x{height} (access unit has an SPS: {au_has_sps})"
-            );
+        VideoOut::Refused(r) => {
+            // Too large; or (0 x 0) an SPS that does not parse, or one in a format
+            // openh264 cannot decode, either of which only an access unit carrying an
+            // SPS can announce.
+            let ok = match r.reason {
+                RefuseReason::AboveMaxResolution => {
+                    u64::from(r.width) * u64::from(r.height) > MAX_PIXELS
+                }
+                RefuseReason::UnparseableSps => (r.width, r.height) == (0, 0) && au_has_sps,
+                _ => au_has_sps,
+            };
+            assert!(ok, "{r:?} (access unit has an SPS: {au_has_sps})");
         }
     }
 }

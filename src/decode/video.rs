@@ -31,10 +31,55 @@ pub enum VideoOut<'a> {
     Frame(&'a Thumb),
     /// The access unit with this PTS failed to decode (openh264 decoding-state bits).
     Error { pts: i64, state: i32 },
-    /// An SPS announces a picture larger than the configured maximum, or does not
-    /// parse (then 0 × 0): the track is not decoded until every SPS in force is
-    /// acceptable again.
-    Refused { width: u32, height: u32 },
+    /// An SPS announces what the decoder cannot or may not decode (see [`Refusal`]):
+    /// the track is not decoded until every SPS in force is acceptable again.
+    Refused(Refusal),
+}
+
+/// Why the video is not decoded, and the picture size the SPS announces (0 × 0 when
+/// it does not parse far enough to tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: RefuseReason,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What in an SPS makes the decoder refuse the stream. When several apply, the first
+/// in this order is given: chroma format, bit depth, interlacing, size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// Larger than `max_pixels`: refused before anything is allocated for it.
+    AboveMaxResolution,
+    /// Does not parse (or its size cannot be computed): its size is unknown.
+    UnparseableSps,
+    /// `frame_mbs_only_flag` = 0: field (PAFF) or MBAFF coding; openh264 decodes
+    /// frames only.
+    Interlaced,
+    /// 9- or 10-bit samples (High 10, or the 10-bit modes of the 4:2:2 and 4:4:4
+    /// profiles); openh264 decodes 8 bits only.
+    High10,
+    /// 11- to 14-bit samples (High 4:4:4 Predictive only).
+    HighBitDepth,
+    /// `chroma_format_idc` = 2 (4:2:2); openh264 decodes 4:2:0 and 4:0:0 only.
+    Chroma422,
+    /// `chroma_format_idc` = 3 (4:4:4, separate colour planes included).
+    Chroma444,
+}
+
+impl RefuseReason {
+    /// Stable name, as reported in the `unsupported_codec` event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefuseReason::AboveMaxResolution => "h264_above_max_resolution",
+            RefuseReason::UnparseableSps => "h264_unparseable_sps",
+            RefuseReason::Interlaced => "h264_interlaced",
+            RefuseReason::High10 => "h264_high10",
+            RefuseReason::HighBitDepth => "h264_high_bit_depth",
+            RefuseReason::Chroma422 => "h264_422",
+            RefuseReason::Chroma444 => "h264_444",
+        }
+    }
 }
 
 /// Counters of the video decoder.
@@ -45,7 +90,7 @@ pub struct VideoStats {
     pub errors: u64,
     /// Access units skipped while waiting for the first key frame.
     pub skipped_before_key: u64,
-    /// Access units not decoded because the resolution is above the limit.
+    /// Access units not decoded because an SPS in force is refused (see [`Refusal`]).
     pub refused: u64,
     /// Access units given to openh264 (a GOP decoded again counts again).
     pub decoded: u64,
@@ -64,9 +109,8 @@ pub struct VideoDecoder {
     thumb: Box<Thumb>,
     full_range: bool,
     max_pixels: u64,
-    /// Dimensions of the refused SPS (0 × 0: one that does not parse); cleared once
-    /// every SPS in force is acceptable.
-    refused: Option<(u32, u32)>,
+    /// The refusal in force; cleared once every SPS in force is acceptable.
+    refused: Option<Refusal>,
     /// False until the first key frame: nothing before it can decode.
     started: bool,
     /// The SPS in force per id (openh264 keeps one per id and a PPS may pick any):
@@ -133,7 +177,7 @@ impl VideoDecoder {
         Ok(())
     }
 
-    /// True while the current SPS is above the size limit.
+    /// True while an SPS in force is refused (see [`Refusal`]).
     pub fn is_refusing(&self) -> bool {
         self.refused.is_some()
     }
@@ -239,9 +283,10 @@ impl VideoDecoder {
         }
     }
 
-    /// Checks every SPS of an access unit: learns the signal range and enforces the
-    /// size limit. An SPS that does not parse is refused (its size is unknown: it could
-    /// be anything once openh264 reads it).
+    /// Checks every SPS of an access unit: learns the signal range, enforces the size
+    /// limit and refuses what openh264 cannot decode (see [`RefuseReason`]). An SPS
+    /// that does not parse is refused (its size is unknown: it could be anything once
+    /// openh264 reads it).
     fn inspect_sps(&mut self, data: &[u8], out: &mut dyn FnMut(VideoOut<'_>)) {
         let mut changed = false;
         for nal in annexb_nals(data) {
@@ -278,16 +323,13 @@ impl VideoDecoder {
         if !changed {
             return;
         }
-        let bad = self.sps.iter().find_map(|(_, _, v)| match *v {
-            SpsVerdict::Ok => None,
-            SpsVerdict::TooLarge(w, h) => Some((w, h)),
-            SpsVerdict::Unparseable => Some((0, 0)),
-        });
-        let refused = bad.or(self.unreadable_sps.then_some((0, 0)));
+        let bad = self.sps.iter().find_map(|(_, _, v)| v.refusal());
+        let unreadable = self.unreadable_sps.then_some(SpsVerdict::Unparseable);
+        let refused = bad.or_else(|| unreadable.and_then(SpsVerdict::refusal));
         if refused != self.refused {
             self.refused = refused;
-            if let Some((width, height)) = refused {
-                out(VideoOut::Refused { width, height });
+            if let Some(r) = refused {
+                out(VideoOut::Refused(r));
             }
         }
     }
@@ -349,10 +391,171 @@ enum SpsVerdict {
     TooLarge(u32, u32),
     /// Does not parse (or its size cannot be computed).
     Unparseable,
+    /// A format openh264 cannot decode, with the picture size (0 × 0 when unknown).
+    Unsupported(RefuseReason, u32, u32),
+}
+
+impl SpsVerdict {
+    /// The refusal this verdict makes, if any.
+    fn refusal(self) -> Option<Refusal> {
+        let (reason, width, height) = match self {
+            SpsVerdict::Ok => return None,
+            SpsVerdict::TooLarge(w, h) => (RefuseReason::AboveMaxResolution, w, h),
+            SpsVerdict::Unparseable => (RefuseReason::UnparseableSps, 0, 0),
+            SpsVerdict::Unsupported(r, w, h) => (r, w, h),
+        };
+        Some(Refusal {
+            reason,
+            width,
+            height,
+        })
+    }
+}
+
+/// The SPS fields that decide whether openh264 can decode a stream at all: its
+/// `ParseSps` rejects `chroma_format_idc` > 1, any bit depth but 8 and
+/// `frame_mbs_only_flag` = 0, after which every slice fails. 4:0:0 (monochrome) it
+/// decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SpsFormat {
+    /// 0 (4:0:0) to 3 (4:4:4).
+    chroma_format_idc: u32,
+    /// The larger of the luma and chroma bit depths (8 to 14).
+    bit_depth: u32,
+    /// None when the SPS could not be read as far as `frame_mbs_only_flag`.
+    frame_mbs_only: Option<bool>,
+}
+
+impl SpsFormat {
+    /// What in this format openh264 cannot decode, in [`RefuseReason`]'s order.
+    fn unsupported(&self) -> Option<RefuseReason> {
+        match self.chroma_format_idc {
+            2 => return Some(RefuseReason::Chroma422),
+            3 => return Some(RefuseReason::Chroma444),
+            _ => {}
+        }
+        match self.bit_depth {
+            ..=8 => {}
+            9 | 10 => return Some(RefuseReason::High10),
+            _ => return Some(RefuseReason::HighBitDepth),
+        }
+        (self.frame_mbs_only == Some(false)).then_some(RefuseReason::Interlaced)
+    }
+
+    /// The format of an SPS h264-reader parsed; None for an invalid chroma format.
+    fn of(sps: &h264_reader::nal::sps::SeqParameterSet) -> Option<SpsFormat> {
+        use h264_reader::nal::sps::{ChromaFormat, FrameMbsFlags};
+        let c = &sps.chroma_info;
+        let chroma_format_idc = match c.chroma_format {
+            ChromaFormat::Monochrome => 0,
+            ChromaFormat::YUV420 => 1,
+            ChromaFormat::YUV422 => 2,
+            ChromaFormat::YUV444 => 3,
+            ChromaFormat::Invalid(_) => return None,
+        };
+        Some(SpsFormat {
+            chroma_format_idc,
+            bit_depth: 8 + u32::from(c.bit_depth_luma_minus8.max(c.bit_depth_chroma_minus8)),
+            frame_mbs_only: Some(sps.frame_mbs_flags == FrameMbsFlags::Frames),
+        })
+    }
+
+    /// Reads the format from the start of an SPS RBSP that h264-reader cannot parse
+    /// whole (a VUI it rejects, say), so that a High 4:4:4 or interlaced stream is
+    /// refused for what it is, not as unparseable. None when not even the chroma format
+    /// and bit depths can be read, or they are out of range.
+    fn read(rbsp: &[u8]) -> Option<SpsFormat> {
+        use h264_reader::rbsp::{BitRead, BitReader};
+        let mut r = BitReader::new(rbsp);
+        let profile_idc: u8 = r.read(8, "profile_idc").ok()?;
+        r.skip(16, "constraint_flags, level_idc").ok()?;
+        r.read_ue("seq_parameter_set_id").ok()?;
+        // The profiles with chroma information: the same list as h264-reader's and
+        // openh264's.
+        let chroma_info = h264_reader::nal::sps::ProfileIdc::from(profile_idc).has_chroma_info();
+        let mut f = SpsFormat {
+            chroma_format_idc: 1,
+            bit_depth: 8,
+            frame_mbs_only: None,
+        };
+        if chroma_info {
+            f.chroma_format_idc = r.read_ue("chroma_format_idc").ok()?;
+            if f.chroma_format_idc > 3 {
+                return None;
+            }
+            if f.chroma_format_idc == 3 {
+                r.read_bool("separate_colour_plane_flag").ok()?;
+            }
+            let luma = r.read_ue("bit_depth_luma_minus8").ok()?;
+            let chroma = r.read_ue("bit_depth_chroma_minus8").ok()?;
+            if luma > 6 || chroma > 6 {
+                return None;
+            }
+            f.bit_depth = 8 + luma.max(chroma);
+        }
+        f.frame_mbs_only = read_frame_mbs_only(&mut r, chroma_info.then_some(f.chroma_format_idc));
+        Some(f)
+    }
+}
+
+/// Reads on from the bit depths (or from the SPS id without chroma information) to
+/// `frame_mbs_only_flag`. Every loop is bounded by the syntax (12 scaling lists of at
+/// most 64 entries, 255 offsets for reference frames).
+fn read_frame_mbs_only(
+    r: &mut impl h264_reader::rbsp::BitRead,
+    chroma_format_idc: Option<u32>,
+) -> Option<bool> {
+    if let Some(cfi) = chroma_format_idc {
+        r.read_bool("qpprime_y_zero_transform_bypass_flag").ok()?;
+        if r.read_bool("seq_scaling_matrix_present_flag").ok()? {
+            for i in 0..if cfi == 3 { 12 } else { 8 } {
+                if !r.read_bool("seq_scaling_list_present_flag").ok()? {
+                    continue;
+                }
+                let (mut last, mut next) = (8i64, 8i64);
+                for _ in 0..if i < 6 { 16 } else { 64 } {
+                    if next != 0 {
+                        let delta = r.read_se("delta_scale").ok()?;
+                        next = (last + i64::from(delta)).rem_euclid(256);
+                    }
+                    if next != 0 {
+                        last = next;
+                    }
+                }
+            }
+        }
+    }
+    r.read_ue("log2_max_frame_num_minus4").ok()?;
+    match r.read_ue("pic_order_cnt_type").ok()? {
+        0 => {
+            r.read_ue("log2_max_pic_order_cnt_lsb_minus4").ok()?;
+        }
+        1 => {
+            r.read_bool("delta_pic_order_always_zero_flag").ok()?;
+            r.read_se("offset_for_non_ref_pic").ok()?;
+            r.read_se("offset_for_top_to_bottom_field").ok()?;
+            let n = r.read_ue("num_ref_frames_in_pic_order_cnt_cycle").ok()?;
+            if n > 255 {
+                return None;
+            }
+            for _ in 0..n {
+                r.read_se("offset_for_ref_frame").ok()?;
+            }
+        }
+        2 => {}
+        _ => return None,
+    }
+    r.read_ue("max_num_ref_frames").ok()?;
+    r.read_bool("gaps_in_frame_num_value_allowed_flag").ok()?;
+    r.read_ue("pic_width_in_mbs_minus1").ok()?;
+    r.read_ue("pic_height_in_map_units_minus1").ok()?;
+    r.read_bool("frame_mbs_only_flag").ok()
 }
 
 /// Parses an SPS NAL: Ok((id, verdict, full range)); Err(Some(id)) when only its id
-/// could be read, Err(None) when not even that (or the id is out of range).
+/// could be read, Err(None) when not even that (or the id is out of range). What
+/// openh264 cannot decode is refused for that reason even when the SPS does not parse
+/// whole, as long as the fields that say so can be read.
 fn check_sps(
     nal: &[u8],
     max_pixels: u64,
@@ -362,7 +565,13 @@ fn check_sps(
         h264_reader::rbsp::BitReader::new(&rbsp[..]),
     ) {
         Ok(s) => s,
-        Err(_) => return Err(sps_id(&rbsp)),
+        Err(_) => {
+            let id = sps_id(&rbsp).ok_or(None)?;
+            return match SpsFormat::read(&rbsp).and_then(|f| f.unsupported()) {
+                Some(reason) => Ok((id, SpsVerdict::Unsupported(reason, 0, 0), false)),
+                None => Err(Some(id)),
+            };
+        }
     };
     let id = u32::from(sps.seq_parameter_set_id.id());
     let full_range = sps
@@ -370,31 +579,30 @@ fn check_sps(
         .as_ref()
         .and_then(|v| v.video_signal_type.as_ref())
         .is_some_and(|s| s.video_full_range_flag);
-    let verdict = match sps.pixel_dimensions() {
-        Ok((w, h)) if u64::from(w) * u64::from(h) > max_pixels => SpsVerdict::TooLarge(w, h),
-        Ok(_) => SpsVerdict::Ok,
-        Err(_) => SpsVerdict::Unparseable,
+    let Some(format) = SpsFormat::of(&sps) else {
+        return Ok((id, SpsVerdict::Unparseable, full_range));
+    };
+    let verdict = match (format.unsupported(), sps.pixel_dimensions()) {
+        (Some(reason), Ok((w, h))) => SpsVerdict::Unsupported(reason, w, h),
+        (Some(reason), Err(_)) => SpsVerdict::Unsupported(reason, 0, 0),
+        (None, Ok((w, h))) if u64::from(w) * u64::from(h) > max_pixels => {
+            SpsVerdict::TooLarge(w, h)
+        }
+        (None, Ok(_)) => SpsVerdict::Ok,
+        (None, Err(_)) => SpsVerdict::Unparseable,
     };
     Ok((id, verdict, full_range))
 }
 
-/// The `seq_parameter_set_id` (ue(v) after header, profile, constraints and level) of
-/// an SPS RBSP that does not parse as a whole; None if unreadable or above 31.
+/// The `seq_parameter_set_id` (ue(v) after profile, constraints and level) of an SPS
+/// RBSP (NAL header removed) that does not parse as a whole; None if unreadable or
+/// above 31.
 fn sps_id(rbsp: &[u8]) -> Option<u32> {
-    let bytes = rbsp.get(4..)?;
-    let bit = |n: usize| bytes.get(n / 8).map(|b| (b >> (7 - n % 8)) & 1);
-    let mut zeros = 0;
-    while bit(zeros)? == 0 {
-        zeros += 1;
-        if zeros > 5 {
-            return None; // a value above 62: not an SPS id
-        }
-    }
-    let mut v: u32 = 1;
-    for k in 0..zeros {
-        v = (v << 1) | u32::from(bit(zeros + 1 + k)?);
-    }
-    let id = v - 1;
+    use h264_reader::rbsp::BitRead;
+    let mut r = h264_reader::rbsp::BitReader::new(rbsp);
+    r.skip(24, "profile_idc, constraint_flags, level_idc")
+        .ok()?;
+    let id = r.read_ue("seq_parameter_set_id").ok()?;
     (id <= 31).then_some(id)
 }
 
@@ -424,47 +632,166 @@ mod tests {
         assert_eq!(d.stats.packets, 200);
     }
 
+    /// A bit writer for hand-built SPS NAL units.
+    #[derive(Default)]
+    struct Bits(Vec<bool>);
+
+    impl Bits {
+        fn u(&mut self, n: u32, v: u32) {
+            for i in (0..n).rev() {
+                self.0.push((v >> i) & 1 == 1);
+            }
+        }
+        fn ue(&mut self, v: u32) {
+            let x = v + 1;
+            let n = 32 - x.leading_zeros();
+            self.u(n - 1, 0);
+            self.u(n, x);
+        }
+        fn se(&mut self, v: i32) {
+            self.ue(if v > 0 {
+                2 * v as u32 - 1
+            } else {
+                2 * v.unsigned_abs()
+            });
+        }
+        /// Stop bit, alignment, NAL header 0x67 and emulation prevention.
+        fn sps_nal(mut self) -> Vec<u8> {
+            self.u(1, 1);
+            while self.0.len() % 8 != 0 {
+                self.0.push(false);
+            }
+            let mut nal = vec![0x67];
+            let mut zeros = 0;
+            for c in self.0.chunks(8) {
+                let b = c.iter().fold(0u8, |a, &x| (a << 1) | u8::from(x));
+                if zeros >= 2 && b <= 3 {
+                    nal.push(3);
+                    zeros = 0;
+                }
+                nal.push(b);
+                zeros = if b == 0 { zeros + 1 } else { 0 };
+            }
+            nal
+        }
+    }
+
+    /// The fields of a hand-built SPS. The default: Baseline, id 0, 1280 × 720, POC
+    /// type 2, frames only, no VUI.
+    #[derive(Debug, Clone, Copy)]
+    struct Spec {
+        profile: u8,
+        id: u32,
+        w_mbs: u32,
+        /// Map units: macroblock rows of a frame, or of a field when not frames only.
+        h_mbs: u32,
+        /// Written for the High profiles (100, 110, 122, 244, ...) only.
+        chroma_format_idc: u32,
+        separate_colour_plane: bool,
+        bit_depth_luma: u32,
+        bit_depth_chroma: u32,
+        /// A scaling matrix with two lists (one 4×4 of 16 deltas, one 8×8 cut short).
+        scaling_matrix: bool,
+        poc_type: u32,
+        frame_mbs_only: bool,
+        mbaff: bool,
+        /// A VUI flag with no VUI after it: h264-reader cannot parse the SPS whole.
+        broken_vui: bool,
+    }
+
+    impl Default for Spec {
+        fn default() -> Self {
+            Spec {
+                profile: 66,
+                id: 0,
+                w_mbs: 80,
+                h_mbs: 45,
+                chroma_format_idc: 1,
+                separate_colour_plane: false,
+                bit_depth_luma: 8,
+                bit_depth_chroma: 8,
+                scaling_matrix: false,
+                poc_type: 2,
+                frame_mbs_only: true,
+                mbaff: false,
+                broken_vui: false,
+            }
+        }
+    }
+
+    impl Spec {
+        fn nal(&self) -> Vec<u8> {
+            let mut b = Bits::default();
+            b.u(8, u32::from(self.profile));
+            b.u(8, 0);
+            b.u(8, 40);
+            b.ue(self.id);
+            if h264_reader::nal::sps::ProfileIdc::from(self.profile).has_chroma_info() {
+                b.ue(self.chroma_format_idc);
+                if self.chroma_format_idc == 3 {
+                    b.u(1, u32::from(self.separate_colour_plane));
+                }
+                b.ue(self.bit_depth_luma - 8);
+                b.ue(self.bit_depth_chroma - 8);
+                b.u(1, 0); // qpprime_y_zero_transform_bypass
+                b.u(1, u32::from(self.scaling_matrix));
+                if self.scaling_matrix {
+                    for i in 0..if self.chroma_format_idc == 3 { 12 } else { 8 } {
+                        match i {
+                            // 16 deltas of +1: 9, 10, ..., 24.
+                            0 => {
+                                b.u(1, 1);
+                                (0..16).for_each(|_| b.se(1));
+                            }
+                            // -8: the next scale is 0, the list ends (default list).
+                            6 => {
+                                b.u(1, 1);
+                                b.se(-8);
+                            }
+                            _ => b.u(1, 0),
+                        }
+                    }
+                }
+            }
+            b.ue(0); // log2_max_frame_num_minus4
+            b.ue(self.poc_type);
+            match self.poc_type {
+                0 => b.ue(2),
+                1 => {
+                    b.u(1, 0);
+                    b.se(-3);
+                    b.se(2);
+                    b.ue(2);
+                    b.se(5);
+                    b.se(-7);
+                }
+                _ => {}
+            }
+            b.ue(1); // max_num_ref_frames
+            b.u(1, 0); // gaps_in_frame_num_allowed
+            b.ue(self.w_mbs - 1);
+            b.ue(self.h_mbs - 1);
+            b.u(1, u32::from(self.frame_mbs_only));
+            if !self.frame_mbs_only {
+                b.u(1, u32::from(self.mbaff));
+            }
+            b.u(1, 1); // direct_8x8_inference
+            b.u(1, 0); // no cropping
+            b.u(1, u32::from(self.broken_vui));
+            b.sps_nal()
+        }
+    }
+
     /// An SPS NAL (Baseline, POC type 2, no VUI) with id `id` for `w_mbs` × `h_mbs`
     /// macroblocks.
     fn sps(id: u32, w_mbs: u32, h_mbs: u32) -> Vec<u8> {
-        let mut bits: Vec<bool> = vec![];
-        let mut u = |bits: &mut Vec<bool>, n: u32, v: u32| {
-            for i in (0..n).rev() {
-                bits.push((v >> i) & 1 == 1);
-            }
-        };
-        let ue = |bits: &mut Vec<bool>, u: &mut dyn FnMut(&mut Vec<bool>, u32, u32), v: u32| {
-            let x = v + 1;
-            let n = 32 - x.leading_zeros();
-            u(bits, n - 1, 0);
-            u(bits, n, x);
-        };
-        u(&mut bits, 8, 66);
-        u(&mut bits, 8, 0);
-        u(&mut bits, 8, 40);
-        for v in [id, 0, 2, 1] {
-            ue(&mut bits, &mut u, v);
+        Spec {
+            id,
+            w_mbs,
+            h_mbs,
+            ..Spec::default()
         }
-        u(&mut bits, 1, 0); // gaps_in_frame_num_allowed
-        ue(&mut bits, &mut u, w_mbs - 1);
-        ue(&mut bits, &mut u, h_mbs - 1);
-        u(&mut bits, 4, 0b1100); // frame_mbs_only, direct_8x8, no cropping, no VUI
-        u(&mut bits, 1, 1); // rbsp stop bit
-        while bits.len() % 8 != 0 {
-            bits.push(false);
-        }
-        let mut nal = vec![0x67];
-        let mut zeros = 0;
-        for c in bits.chunks(8) {
-            let b = c.iter().fold(0u8, |a, &x| (a << 1) | u8::from(x));
-            if zeros >= 2 && b <= 3 {
-                nal.push(3);
-                zeros = 0;
-            }
-            nal.push(b);
-            zeros = if b == 0 { zeros + 1 } else { 0 };
-        }
-        nal
+        .nal()
     }
 
     fn au(nals: &[&[u8]]) -> Vec<u8> {
@@ -474,21 +801,41 @@ mod tests {
     }
 
     /// Feeds (key, access unit) pairs; returns the refusals and the refused count.
-    fn refusals(aus: &[(bool, Vec<u8>)]) -> (Vec<(u32, u32)>, u64) {
+    fn refusals(aus: &[(bool, Vec<u8>)]) -> (Vec<Refusal>, u64) {
+        let (r, n, _) = decode_all(aus);
+        (r, n)
+    }
+
+    /// Feeds (key, access unit) pairs to a decoder refusing more than 1280 × 720;
+    /// returns the refusals, the refused count and the decode errors seen.
+    fn decode_all(aus: &[(bool, Vec<u8>)]) -> (Vec<Refusal>, u64, u64) {
         let mut d = VideoDecoder::new(1280 * 720).unwrap();
         let mut refused = vec![];
+        let mut errors = 0;
         for (key, data) in aus {
-            d.decode(0, *key, data, &mut |o| {
-                if let VideoOut::Refused { width, height } = o {
-                    refused.push((width, height));
-                }
+            d.decode(0, *key, data, &mut |o| match o {
+                VideoOut::Refused(r) => refused.push(r),
+                VideoOut::Error { .. } => errors += 1,
+                VideoOut::Frame(_) => {}
             });
         }
-        (refused, d.stats.refused)
+        assert_eq!(d.stats.errors, errors);
+        (refused, d.stats.refused, errors)
+    }
+
+    /// (width, height) of each refusal, checking its reason.
+    fn sizes(r: &[Refusal], reason: RefuseReason) -> Vec<(u32, u32)> {
+        r.iter()
+            .map(|r| {
+                assert_eq!(r.reason, reason, "{r:?}");
+                (r.width, r.height)
+            })
+            .collect()
     }
 
     #[test]
     fn every_sps_of_every_access_unit_is_checked() {
+        use RefuseReason::{AboveMaxResolution as Big, UnparseableSps};
         let small = sps(0, 80, 45); // 1280x720: at the limit, accepted
         let huge = sps(0, 256, 144); // 4096x2304
         let huge1 = sps(1, 256, 144);
@@ -507,7 +854,7 @@ mod tests {
         );
         // The second SPS of a key frame's access unit is oversized.
         let (r, _) = refusals(&[(true, au(&[&small, &huge1, idr]))]);
-        assert_eq!(r, [(4096, 2304)]);
+        assert_eq!(sizes(&r, Big), [(4096, 2304)]);
         // An oversized SPS in the middle of the stream, in a non-key access unit: that
         // access unit and the next are refused.
         let (r, n) = refusals(&[
@@ -515,10 +862,10 @@ mod tests {
             (false, au(&[&huge, p])),
             (false, au(&[p])),
         ]);
-        assert_eq!((r, n), (vec![(4096, 2304)], 2));
+        assert_eq!((sizes(&r, Big), n), (vec![(4096, 2304)], 2));
         // An SPS that does not parse is refused (0 x 0: size unknown), not accepted.
         let (r, _) = refusals(&[(true, au(&[&small, idr])), (false, au(&[&[0x67, 0x42], p]))]);
-        assert_eq!(r, [(0, 0)]);
+        assert_eq!(sizes(&r, UnparseableSps), [(0, 0)]);
         // A good SPS for the same id lifts the refusal; one for another id does not.
         let (r, n) = refusals(&[
             (true, au(&[&small, &huge1, idr])),
@@ -526,6 +873,295 @@ mod tests {
             (true, au(&[&sps(1, 80, 45), idr])),
             (false, au(&[p])),
         ]);
-        assert_eq!((r, n), (vec![(4096, 2304)], 2));
+        assert_eq!((sizes(&r, Big), n), (vec![(4096, 2304)], 2));
+    }
+
+    /// The verdict on a hand-built SPS, refusing more than 1920 × 1088.
+    fn verdict(spec: Spec) -> std::result::Result<SpsVerdict, Option<u32>> {
+        check_sps(&spec.nal(), 1920 * 1088).map(|(id, v, _)| {
+            assert_eq!(id, spec.id);
+            v
+        })
+    }
+
+    /// Whether h264-reader parses a hand-built SPS whole.
+    fn h264_reader_parses(spec: Spec) -> bool {
+        let nal = spec.nal();
+        let rbsp = h264_reader::rbsp::decode_nal(&nal).unwrap();
+        h264_reader::nal::sps::SeqParameterSet::from_bits(h264_reader::rbsp::BitReader::new(
+            &rbsp[..],
+        ))
+        .is_ok()
+    }
+
+    #[test]
+    fn what_openh264_cannot_decode_is_refused_with_its_reason() {
+        use RefuseReason::*;
+        use SpsVerdict::Unsupported as U;
+        let high = Spec {
+            profile: 100,
+            id: 3,
+            ..Spec::default()
+        };
+        assert_eq!(verdict(high), Ok(SpsVerdict::Ok));
+        assert_eq!(
+            verdict(Spec {
+                poc_type: 0,
+                ..high
+            }),
+            Ok(SpsVerdict::Ok)
+        );
+        // A scaling matrix is read past (8 lists; 12 with 4:4:4 below).
+        let scaled = Spec {
+            scaling_matrix: true,
+            ..high
+        };
+        assert!(h264_reader_parses(scaled));
+        assert_eq!(verdict(scaled), Ok(SpsVerdict::Ok));
+        // 4:0:0 (monochrome): openh264 decodes it, so it is not refused.
+        let mono = Spec {
+            chroma_format_idc: 0,
+            ..high
+        };
+        assert_eq!(verdict(mono), Ok(SpsVerdict::Ok));
+
+        // Bit depth: 9 or 10 bits (luma or chroma) is High 10; 11 to 14 bits is beyond.
+        let deep = |luma, chroma| Spec {
+            profile: 110,
+            bit_depth_luma: luma,
+            bit_depth_chroma: chroma,
+            ..high
+        };
+        assert_eq!(verdict(deep(10, 10)), Ok(U(High10, 1280, 720)));
+        assert_eq!(verdict(deep(8, 9)), Ok(U(High10, 1280, 720)));
+        assert_eq!(verdict(deep(9, 8)), Ok(U(High10, 1280, 720)));
+        let p444 = |luma, chroma| Spec {
+            profile: 244,
+            ..deep(luma, chroma)
+        };
+        assert_eq!(verdict(p444(12, 12)), Ok(U(HighBitDepth, 1280, 720)));
+        assert_eq!(verdict(p444(14, 8)), Ok(U(HighBitDepth, 1280, 720)));
+        // A 10-bit monochrome stream is refused for its depth.
+        let mono10 = Spec {
+            chroma_format_idc: 0,
+            ..deep(10, 10)
+        };
+        assert_eq!(verdict(mono10), Ok(U(High10, 1280, 720)));
+
+        // Chroma format: 4:2:2 and 4:4:4, at any depth (the format is named first).
+        let c422 = Spec {
+            profile: 122,
+            chroma_format_idc: 2,
+            ..high
+        };
+        assert_eq!(verdict(c422), Ok(U(Chroma422, 1280, 720)));
+        let c422_10 = Spec {
+            bit_depth_luma: 10,
+            bit_depth_chroma: 10,
+            ..c422
+        };
+        assert_eq!(verdict(c422_10), Ok(U(Chroma422, 1280, 720)));
+        let c444 = Spec {
+            profile: 244,
+            chroma_format_idc: 3,
+            ..high
+        };
+        assert_eq!(verdict(c444), Ok(U(Chroma444, 1280, 720)));
+        let planes = Spec {
+            separate_colour_plane: true,
+            scaling_matrix: true,
+            ..c444
+        };
+        assert!(h264_reader_parses(planes));
+        assert_eq!(verdict(planes), Ok(U(Chroma444, 1280, 720)));
+
+        // Interlaced: frame_mbs_only_flag = 0, MBAFF or not (the height counts fields:
+        // 34 map units of 2 macroblock rows).
+        let mbaff = Spec {
+            w_mbs: 120,
+            h_mbs: 34,
+            frame_mbs_only: false,
+            mbaff: true,
+            ..high
+        };
+        assert_eq!(verdict(mbaff), Ok(U(Interlaced, 1920, 1088)));
+        let paff = Spec {
+            mbaff: false,
+            ..mbaff
+        };
+        assert_eq!(verdict(paff), Ok(U(Interlaced, 1920, 1088)));
+        // Baseline cannot be interlaced, but its SPS can say so: refused all the same.
+        let base_i = Spec {
+            profile: 66,
+            ..mbaff
+        };
+        assert_eq!(verdict(base_i), Ok(U(Interlaced, 1920, 1088)));
+        // Interlaced and too large: the reason is the interlacing, with the size.
+        let big_i = Spec {
+            w_mbs: 256,
+            h_mbs: 72,
+            ..mbaff
+        };
+        assert_eq!(verdict(big_i), Ok(U(Interlaced, 4096, 2304)));
+        // Interlaced 4:2:2 10-bit: the chroma format is named.
+        let i422 = Spec {
+            frame_mbs_only: false,
+            mbaff: true,
+            ..c422_10
+        };
+        assert_eq!(verdict(i422), Ok(U(Chroma422, 1280, 1440)));
+        // High 10 interlaced: the depth is named.
+        let i10 = Spec {
+            frame_mbs_only: false,
+            ..deep(10, 10)
+        };
+        assert_eq!(verdict(i10), Ok(U(High10, 1280, 1440)));
+    }
+
+    #[test]
+    fn the_reason_survives_an_sps_h264_reader_cannot_parse_whole() {
+        use RefuseReason::*;
+        use SpsVerdict::Unsupported as U;
+        let broken = Spec {
+            profile: 100,
+            id: 7,
+            broken_vui: true,
+            ..Spec::default()
+        };
+        assert!(!h264_reader_parses(broken));
+        // A 4:2:0 8-bit progressive SPS that does not parse stays unparseable (its
+        // id is known).
+        assert_eq!(verdict(broken), Err(Some(7)));
+        for (spec, reason) in [
+            (
+                Spec {
+                    profile: 244,
+                    chroma_format_idc: 3,
+                    scaling_matrix: true,
+                    ..broken
+                },
+                Chroma444,
+            ),
+            (
+                Spec {
+                    profile: 122,
+                    chroma_format_idc: 2,
+                    ..broken
+                },
+                Chroma422,
+            ),
+            (
+                Spec {
+                    profile: 110,
+                    bit_depth_luma: 10,
+                    ..broken
+                },
+                High10,
+            ),
+            (
+                Spec {
+                    profile: 244,
+                    bit_depth_chroma: 12,
+                    ..broken
+                },
+                HighBitDepth,
+            ),
+            // frame_mbs_only_flag lies past the scaling lists and the POC fields.
+            (
+                Spec {
+                    frame_mbs_only: false,
+                    mbaff: true,
+                    scaling_matrix: true,
+                    ..broken
+                },
+                Interlaced,
+            ),
+            (
+                Spec {
+                    frame_mbs_only: false,
+                    poc_type: 1,
+                    ..broken
+                },
+                Interlaced,
+            ),
+            (
+                Spec {
+                    profile: 66,
+                    frame_mbs_only: false,
+                    poc_type: 0,
+                    ..broken
+                },
+                Interlaced,
+            ),
+        ] {
+            assert!(!h264_reader_parses(spec), "{spec:?}");
+            assert_eq!(verdict(spec), Ok(U(reason, 0, 0)), "{spec:?}");
+        }
+        // Cut short right after the bit depths: the chroma format still says why.
+        let mut cut = Spec {
+            profile: 122,
+            chroma_format_idc: 2,
+            ..broken
+        }
+        .nal();
+        cut.truncate(6);
+        assert_eq!(
+            check_sps(&cut, 1920 * 1088).map(|(id, v, _)| (id, v)),
+            Ok((7, U(Chroma422, 0, 0)))
+        );
+    }
+
+    #[test]
+    fn the_sps_id_of_an_sps_that_does_not_parse_is_read_after_the_level() {
+        for id in [0, 1, 5, 31] {
+            let nal = Spec {
+                id,
+                broken_vui: true,
+                ..Spec::default()
+            }
+            .nal();
+            let rbsp = h264_reader::rbsp::decode_nal(&nal).unwrap();
+            assert_eq!(sps_id(&rbsp), Some(id));
+        }
+    }
+
+    #[test]
+    fn an_interlaced_stream_is_refused_not_decoded_into_errors() {
+        let interlaced = Spec {
+            profile: 100,
+            h_mbs: 23,
+            frame_mbs_only: false,
+            mbaff: true,
+            ..Spec::default()
+        }
+        .nal();
+        let progressive = Spec {
+            profile: 100,
+            ..Spec::default()
+        }
+        .nal();
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x21, 0xA0];
+        let p: &[u8] = &[0x41, 0x9A, 0x21, 0x6C];
+        let (r, n, errors) = decode_all(&[
+            (true, au(&[&interlaced, idr])),
+            (false, au(&[p])),
+            (false, au(&[p])),
+            (true, au(&[&interlaced, idr])),
+        ]);
+        assert_eq!(
+            r,
+            [Refusal {
+                reason: RefuseReason::Interlaced,
+                width: 1280,
+                height: 736
+            }]
+        );
+        assert_eq!((n, errors), (4, 0), "nothing reaches openh264");
+        // A progressive SPS for the same id lifts the refusal: decoding resumes.
+        let (r, n, _) = decode_all(&[
+            (true, au(&[&interlaced, idr])),
+            (true, au(&[&progressive, idr])),
+        ]);
+        assert_eq!((r.len(), n), (1, 1));
     }
 }

@@ -437,4 +437,129 @@ mod tests {
         assert_eq!((events[1].start_s, events[1].end_s), (0.0, Some(0.0)));
         assert_eq!(events[1].metrics["session_end_s"], 1.5);
     }
+
+    /// The SPS libx264 writes for 1920x1080 MBAFF (`-flags +ildct+ilme`, High, level
+    /// 4.0): `frame_mbs_only_flag` = 0.
+    const MBAFF_SPS_1080I: &[u8] = &[
+        0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x04, 0x4f, 0xde, 0x02, 0x20, 0x00, 0x00,
+        0x03, 0x00, 0x20, 0x00, 0x00, 0x06, 0x43, 0xe2, 0xc5, 0xb2, 0xc0,
+    ];
+
+    #[test]
+    fn an_interlaced_stream_is_unsupported_codec_while_audio_goes_on() {
+        use crate::ingest::{Codec, Elementary};
+        let mut cfg = DetectConfig::default();
+        cfg.silence.min_duration = 0.0;
+        let mut a = Analyzer::new("p", "s", cfg).unwrap();
+        let mut events = vec![];
+        a.handle(
+            IngestMsg::Program(ProgramInfo {
+                video: Some(Elementary {
+                    pid: 0x100,
+                    stream_type: 0x1B,
+                    codec: Codec::H264,
+                }),
+                audio: Some(Elementary {
+                    pid: 0x101,
+                    stream_type: 0x0F,
+                    codec: Codec::Aac,
+                }),
+                other_streams: 0,
+            }),
+            &mut |e| events.push(e),
+        );
+        // 20 AAC frames (silence and tone alternating every two) between 50 video
+        // access units, each an SPS and a slice openh264 would reject.
+        let aac = include_bytes!("../../tests/data/aac/alternating.aac");
+        let mut frames = vec![];
+        let mut d = &aac[..];
+        while d.len() >= 7 {
+            let len =
+                (usize::from(d[3] & 3) << 11) | (usize::from(d[4]) << 3) | usize::from(d[5] >> 5);
+            frames.push(&d[..len]);
+            d = &d[len..];
+        }
+        assert_eq!(frames.len(), 20);
+        for i in 0..50i64 {
+            let mut au = vec![0, 0, 0, 1];
+            au.extend_from_slice(MBAFF_SPS_1080I);
+            au.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88, 0x84, 0x21, 0xA0]);
+            let video = Packet {
+                track: Track::Video,
+                pts: Some(i * 3600),
+                dts: None,
+                key: i % 25 == 0,
+                damaged: false,
+                data: au,
+            };
+            a.handle(IngestMsg::Packet(video), &mut |e| events.push(e));
+            if let Some(f) = frames.get(i as usize) {
+                let audio = Packet {
+                    track: Track::Audio,
+                    pts: Some(i * 1920),
+                    dts: None,
+                    key: true,
+                    damaged: false,
+                    data: f.to_vec(),
+                };
+                a.handle(IngestMsg::Packet(audio), &mut |e| events.push(e));
+            }
+        }
+        a.handle(IngestMsg::End(EndReason::EndOfInput), &mut |e| {
+            events.push(e)
+        });
+        let stats = a.stats();
+        assert_eq!(stats.video.refused, 50);
+        assert_eq!((stats.video.frames, stats.video.errors), (0, 0));
+        assert_eq!(stats.audio.frames, 20);
+        let kinds: Vec<DefectKind> = events.iter().map(|e| e.kind).collect();
+        assert!(
+            kinds
+                .iter()
+                .all(|k| matches!(k, DefectKind::UnsupportedCodec | DefectKind::Silence)),
+            "{kinds:?}"
+        );
+        assert!(kinds.contains(&DefectKind::Silence), "audio is analysed");
+        let refused: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.kind == DefectKind::UnsupportedCodec)
+            .collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        let (s, e) = (refused[0], refused[1]);
+        assert_eq!((s.state, s.start_s), (Phase::Start, 0.0));
+        assert_eq!(e.state, Phase::End);
+        for ev in [s, e] {
+            let m = &ev.metrics;
+            assert_eq!(m["track"], "video");
+            assert_eq!(m["codec"], "h264_interlaced");
+            assert_eq!(m["reason"], "h264_interlaced");
+            assert_eq!(m["stream_type"], 0x1B);
+            assert_eq!((&m["width"], &m["height"]), (&1920.into(), &1080.into()));
+        }
+    }
+
+    #[test]
+    fn a_codec_not_decoded_at_all_has_no_reason() {
+        use crate::ingest::{Codec, Elementary};
+        let mut a = Analyzer::new("p", "s", DetectConfig::default()).unwrap();
+        let mut events = vec![];
+        a.handle(
+            IngestMsg::Program(ProgramInfo {
+                video: Some(Elementary {
+                    pid: 0x100,
+                    stream_type: 0x24,
+                    codec: Codec::from_stream_type(0x24),
+                }),
+                audio: None,
+                other_streams: 0,
+            }),
+            &mut |e| events.push(e),
+        );
+        assert_eq!(events.len(), 1);
+        let m = &events[0].metrics;
+        assert_eq!(m["codec"], "hevc");
+        let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["codec", "stream_type", "track"]);
+    }
 }

@@ -7,13 +7,10 @@
 //! events: its transitions go to the analyzer's one transition list.
 
 use crate::decode::audio::AudioFormat;
+use crate::decode::video::Refusal;
 use crate::defect::{put, DefectKind, Metric, Metrics, Phase, Transition};
 use crate::ingest::{Codec, ProgramInfo, Track};
 
-/// `codec` name of the `unsupported_codec` event for an SPS above `max_pixels`.
-pub(super) const REFUSED_CODEC: &str = "h264_above_max_resolution";
-/// `codec` name of the `unsupported_codec` event for an SPS that does not parse.
-pub(super) const UNPARSEABLE_SPS: &str = "h264_unparseable_sps";
 /// MPEG-TS stream type of H.264 (reported with a refused SPS).
 const H264_STREAM_TYPE: i64 = 0x1B;
 
@@ -35,6 +32,24 @@ struct Unsupported {
     stream_type: i64,
     width: i64,
     height: i64,
+    /// H.264 refused from its SPS: why (also its `codec` name). None for a codec the
+    /// probe does not decode at all.
+    reason: Option<&'static str>,
+}
+
+impl Unsupported {
+    /// A codec the probe does not decode at all (no size, no reason).
+    fn codec(track: Track, start_s: f64, codec: &'static str, stream_type: u8) -> Self {
+        Unsupported {
+            track,
+            start_s,
+            codec,
+            stream_type: i64::from(stream_type),
+            width: 0,
+            height: 0,
+            reason: None,
+        }
+    }
 }
 
 /// Open `unsupported_codec` defects, one slot per track. See the module docs.
@@ -54,14 +69,8 @@ impl Tracks {
                 true
             }
             Some((codec, stream_type)) => {
-                self.open(
-                    Track::Video,
-                    t,
-                    codec.name(),
-                    i64::from(stream_type),
-                    (0, 0),
-                    found,
-                );
+                let u = Unsupported::codec(Track::Video, t, codec.name(), stream_type);
+                self.open(u, found);
                 false
             }
             None => {
@@ -91,14 +100,10 @@ impl Tracks {
         };
         match (format, p.audio.as_ref()) {
             (Some(_), _) => self.close(Track::Audio, t, found),
-            (None, Some(a)) => self.open(
-                Track::Audio,
-                t,
-                a.codec.name(),
-                i64::from(a.stream_type),
-                (0, 0),
-                found,
-            ),
+            (None, Some(a)) => {
+                let u = Unsupported::codec(Track::Audio, t, a.codec.name(), a.stream_type);
+                self.open(u, found);
+            }
             (None, None) => self.close(Track::Audio, t, found),
         }
         TrackPlan {
@@ -107,63 +112,46 @@ impl Tracks {
         }
     }
 
-    /// After a video packet: an SPS the decoder `refused` (width × height, 0 × 0 when
-    /// it does not parse) opens `unsupported_codec`; once the decoder is no longer
-    /// `refusing`, an open refusal closes. `t` gives the packet's media time (only
-    /// computed when a transition needs it).
+    /// After a video packet: an SPS the decoder `refused` opens `unsupported_codec`
+    /// (`codec` and `reason` name why, with the picture size when known); once the
+    /// decoder is no longer `refusing`, an open refusal closes. `t` gives the packet's
+    /// media time (only computed when a transition needs it).
     pub fn video_refusal(
         &mut self,
-        refused: Option<(u32, u32)>,
+        refused: Option<Refusal>,
         refusing: bool,
         t: impl FnOnce() -> f64,
         found: &mut Vec<Transition>,
     ) {
-        if let Some((w, h)) = refused {
-            self.open(
-                Track::Video,
-                t(),
-                if (w, h) == (0, 0) {
-                    UNPARSEABLE_SPS
-                } else {
-                    REFUSED_CODEC
-                },
-                H264_STREAM_TYPE,
-                (i64::from(w), i64::from(h)),
-                found,
-            );
+        if let Some(r) = refused {
+            let reason = r.reason.as_str();
+            let u = Unsupported {
+                track: Track::Video,
+                start_s: t(),
+                codec: reason,
+                stream_type: H264_STREAM_TYPE,
+                width: i64::from(r.width),
+                height: i64::from(r.height),
+                reason: Some(reason),
+            };
+            self.open(u, found);
         } else if !refusing
             && self
                 .unsupported
                 .iter()
                 .flatten()
-                .any(|u| u.codec == REFUSED_CODEC || u.codec == UNPARSEABLE_SPS)
+                .any(|u| u.reason.is_some())
         {
             self.close(Track::Video, t(), found);
         }
     }
 
-    /// Opens `unsupported_codec` on `track` unless one is open already.
-    fn open(
-        &mut self,
-        track: Track,
-        t: f64,
-        codec: &'static str,
-        stream_type: i64,
-        (width, height): (i64, i64),
-        found: &mut Vec<Transition>,
-    ) {
-        let slot = &mut self.unsupported[track_slot(track)];
+    /// Opens `unsupported_codec` on `u`'s track unless one is open already.
+    fn open(&mut self, u: Unsupported, found: &mut Vec<Transition>) {
+        let slot = &mut self.unsupported[track_slot(u.track)];
         if slot.is_some() {
             return;
         }
-        let u = Unsupported {
-            track,
-            start_s: t,
-            codec,
-            stream_type,
-            width,
-            height,
-        };
         *slot = Some(u);
         found.push(unsupported_transition(&u, Phase::Start, None));
     }
@@ -203,6 +191,9 @@ fn unsupported_transition(u: &Unsupported, phase: Phase, end: Option<f64>) -> Tr
     if u.width > 0 {
         put(&mut m, "width", Metric::Int(u.width));
         put(&mut m, "height", Metric::Int(u.height));
+    }
+    if let Some(reason) = u.reason {
+        put(&mut m, "reason", Metric::Str(reason));
     }
     Transition {
         kind: DefectKind::UnsupportedCodec,

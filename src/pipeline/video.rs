@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::codec::h264::au_info;
 use crate::config::{DetectConfig, LowFpsConfig, SyntaxCheck};
 use crate::decode::parse::SyntaxChecker;
-use crate::decode::video::{VideoDecoder, VideoOut, VideoStats};
+use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
 use crate::defect::{DecodeLevel, Transition};
 use crate::detect::black::BlackDetector;
@@ -158,14 +158,14 @@ impl VideoChain {
     }
 
     /// Decodes (or, per the decode level, only watches) one access unit and runs the
-    /// detectors on what comes out. Returns the size of an SPS the decoder refused
-    /// (0 × 0 when it does not parse), for `unsupported_codec`.
+    /// detectors on what comes out. Returns the refusal of an SPS the decoder just
+    /// refused, for `unsupported_codec`.
     pub fn packet(
         &mut self,
         au: Au<'_>,
         tl: &mut Timeline,
         found: &mut Vec<Transition>,
-    ) -> Option<(u32, u32)> {
+    ) -> Option<Refusal> {
         self.decoder.as_ref()?;
         let info = au_info(au.data);
         let collapsed = self.sizes.observe(au.data.len(), au.key, info.reference);
@@ -191,7 +191,7 @@ impl VideoChain {
                 let mut out = |o: VideoOut<'_>| match o {
                     VideoOut::Frame(th) => pics.frame(th, &tl.clock, scratch, true),
                     VideoOut::Error { pts, .. } => pics.error(pts, &tl.clock, scratch),
-                    VideoOut::Refused { width, height } => refused = Some((width, height)),
+                    VideoOut::Refused(r) => refused = Some(r),
                 };
                 dec.decode(au.pts, true, au.data, &mut out);
                 dec.flush(&mut out);
@@ -203,8 +203,8 @@ impl VideoChain {
                 }
             } else if !overflow {
                 dec.skip(au.data, &mut |o| {
-                    if let VideoOut::Refused { width, height } = o {
-                        refused = Some((width, height));
+                    if let VideoOut::Refused(r) = o {
+                        refused = Some(r);
                     }
                 });
             }
@@ -279,7 +279,7 @@ impl VideoChain {
         au: Au<'_>,
         tl: &mut Timeline,
         found: &mut Vec<Transition>,
-        refused: &mut Option<(u32, u32)>,
+        refused: &mut Option<Refusal>,
     ) {
         let Some(dec) = self.decoder.as_mut() else {
             return;
@@ -289,7 +289,7 @@ impl VideoChain {
         let mut out = |o: VideoOut<'_>| match o {
             VideoOut::Frame(th) => pics.frame(th, &tl.clock, found, false),
             VideoOut::Error { pts, .. } => pics.error(pts, &tl.clock, found),
-            VideoOut::Refused { width, height } => *refused = Some((width, height)),
+            VideoOut::Refused(r) => *refused = Some(r),
         };
         let decode = match level {
             DecodeLevel::Full => true,

@@ -245,6 +245,91 @@ clip_reschange_360p_720p() {
     detectors "$f" reschange_360p_720p
 }
 
+# ---------------------------------------------------------------- formats openh264 cannot decode
+# (interlaced, more than 8 bits, 4:2:2, 4:4:4: refused from the SPS as unsupported_codec)
+# and one it can (4:0:0). Pixel format, field order and SPS fields are checked.
+X264_ANY_FMT=(-c:v libx264 -preset veryfast -g 50 -keyint_min 50 -sc_threshold 0)
+
+# encode_fmt OUTFILE W H DURATION PIX_FMT VIDEO_FILTERS AUDIO_GRAPH [extra output options...]
+# testsrc2 at WxH, then VIDEO_FILTERS (may be empty) in yuv420p, then PIX_FMT.
+encode_fmt() {
+    local out=$1 w=$2 h=$3 dur=$4 pf=$5 vf=$6 ag=$7
+    shift 7
+    "${FF[@]}" -filter_complex "$(vsrc "$w" "$h" "$dur")${vf:+,$vf},format=$pf[v];$ag[a]" \
+        -map '[v]' -map '[a]' "${X264_ANY_FMT[@]}" -pix_fmt "$pf" "$@" "${AAC[@]}" "${TS[@]}" "$out"
+}
+
+fmt_interlaced_mbaff_1080i() {
+    local f=$OUT/interlaced_mbaff_1080i.ts
+    # x264 --interlaced (MBAFF), top field first, the usual form of a 1080i25 contribution
+    # feed; digital silence over [2, 4.5): the audio is still analysed
+    encode_fmt "$f" 1920 1080 6 yuv420p "" "$(tone 6 "$TONE_GAIN" 2 4.5)" \
+        -profile:v high -flags +ildct+ilme -top 1
+    check "${TOOLS[@]}" probe "$f" --profile High --width 1920 --height 1080 --duration 6 --gop 2 \
+        --pix-fmt yuv420p --field-order tt
+    check "${TOOLS[@]}" sps "$f" frame_mbs_only_flag=0 mb_adaptive_frame_field_flag=1 chroma_format_idc=1 \
+        bit_depth_luma_minus8=0
+    detectors "$f" interlaced_mbaff_1080i --expect silence:2:4.5
+}
+
+fmt_interlaced_fake_576i() {
+    local f=$OUT/interlaced_fake_576i.ts
+    # x264 --fake-interlaced: the SPS allows field pictures (frame_mbs_only_flag 0) without
+    # MBAFF, the pictures are coded as frames. x264 cannot code field pictures (PAFF); this
+    # is the nearest it comes, and the SPS is all the probe reads.
+    encode_fmt "$f" 720 576 5 yuv420p "" "$(tone 5)" -profile:v high -x264-params fake-interlaced=1:pic-struct=1
+    check "${TOOLS[@]}" probe "$f" --profile High --width 720 --height 576 --duration 5 --gop 2 --pix-fmt yuv420p
+    check "${TOOLS[@]}" sps "$f" frame_mbs_only_flag=0 mb_adaptive_frame_field_flag=0 chroma_format_idc=1
+    detectors "$f" interlaced_fake_576i
+}
+
+fmt_high10_360p() {
+    local f=$OUT/high10_360p.ts
+    encode_fmt "$f" 640 360 5 yuv420p10le "" "$(tone 5)" -profile:v high10
+    check "${TOOLS[@]}" probe "$f" --profile "High 10" --width 640 --height 360 --duration 5 --gop 2 \
+        --pix-fmt yuv420p10le --field-order progressive
+    check "${TOOLS[@]}" sps "$f" profile_idc=110 chroma_format_idc=1 bit_depth_luma_minus8=2 \
+        bit_depth_chroma_minus8=2 frame_mbs_only_flag=1
+    detectors "$f" high10_360p
+}
+
+fmt_high422_360p() {
+    local f=$OUT/high422_360p.ts
+    # 8-bit 4:2:2: refused for the chroma format alone
+    encode_fmt "$f" 640 360 5 yuv422p "" "$(tone 5)" -profile:v high422
+    check "${TOOLS[@]}" probe "$f" --profile "High 4:2:2" --width 640 --height 360 --duration 5 --gop 2 \
+        --pix-fmt yuv422p --field-order progressive
+    check "${TOOLS[@]}" sps "$f" profile_idc=122 chroma_format_idc=2 bit_depth_luma_minus8=0 \
+        bit_depth_chroma_minus8=0 frame_mbs_only_flag=1
+    detectors "$f" high422_360p
+}
+
+fmt_high444_360p() {
+    local f=$OUT/high444_360p.ts
+    encode_fmt "$f" 640 360 5 yuv444p "" "$(tone 5)" -profile:v high444
+    check "${TOOLS[@]}" probe "$f" --profile "High 4:4:4 Predictive" --width 640 --height 360 --duration 5 \
+        --gop 2 --pix-fmt yuv444p --field-order progressive
+    check "${TOOLS[@]}" sps "$f" profile_idc=244 chroma_format_idc=3 bit_depth_luma_minus8=0 \
+        bit_depth_chroma_minus8=0 frame_mbs_only_flag=1
+    detectors "$f" high444_360p
+}
+
+fmt_mono_black_360p() {
+    local f=$OUT/mono_black_360p.ts
+    # 4:0:0 (x264 i400, High profile): openh264 decodes it, so it is not refused. Black
+    # frames 50..124 = [2.0, 5.0) show that its pictures are decoded and analysed. ffmpeg's
+    # gray is full range: the SPS says so (VUI), black is Y=0, and ffmpeg's h264 decoder
+    # outputs it as yuvj420p with neutral chroma.
+    encode_fmt "$f" 640 360 6 gray "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(n,50,124)'" \
+        "$(tone 6)" -profile:v high
+    check "${TOOLS[@]}" probe "$f" --profile High --width 640 --height 360 --duration 6 --gop 2 \
+        --pix-fmt yuvj420p --field-order progressive
+    check "${TOOLS[@]}" sps "$f" profile_idc=100 chroma_format_idc=0 bit_depth_luma_minus8=0 frame_mbs_only_flag=1 \
+        video_full_range_flag=1
+    luma_frames "$f" 1 | check "${TOOLS[@]}" luma 640 360 --black 2 5 --black-y 0
+    detectors "$f" mono_black_360p --expect black:2:5 --allow freeze:2:5
+}
+
 # ---------------------------------------------------------------- bad inputs
 bad_truncated() {
     head -c 300100 "$OUT/silence_high_720p.ts" >"$OUT/truncated.ts"
@@ -301,13 +386,26 @@ write_truth() {
   {"file": "clean_quiet_360p.ts", "profile": "baseline", "width": 640, "height": 360, "duration_s": 10.0, "events": []},
   {"file": "reschange_360p_720p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0, "events": []},
   {"file": "desync_audio_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0,
-   "events": [{"kind": "av_desync", "start_s": 4.1, "end_s": 7.17}]}
+   "events": [{"kind": "av_desync", "start_s": 4.1, "end_s": 7.17}]},
+  {"file": "mono_black_360p.ts", "profile": "high", "width": 640, "height": 360, "duration_s": 6.0,
+   "events": [{"kind": "black", "start_s": 2.0, "end_s": 5.0}]}
  ],
  "bad": [
   {"file": "truncated.ts", "expect": "events", "events": [], "note": "cut mid-packet after 0.92 s: the incomplete last picture is dropped, no defect"},
   {"file": "random.bin", "expect": "error", "message_contains": "not an MPEG-TS"},
   {"file": "audio_only.ts", "expect": "events", "events": []},
   {"file": "hevc.ts", "expect": "events", "events": [{"kind": "unsupported_codec"}]},
+  {"file": "interlaced_mbaff_1080i.ts", "expect": "events",
+   "events": [{"kind": "silence", "start_s": 2.0, "end_s": 4.5},
+              {"kind": "unsupported_codec", "reason": "h264_interlaced", "start_s": 0.0, "end_s": 6.0}]},
+  {"file": "interlaced_fake_576i.ts", "expect": "events",
+   "events": [{"kind": "unsupported_codec", "reason": "h264_interlaced", "start_s": 0.0, "end_s": 5.0}]},
+  {"file": "high10_360p.ts", "expect": "events",
+   "events": [{"kind": "unsupported_codec", "reason": "h264_high10", "start_s": 0.0, "end_s": 5.0}]},
+  {"file": "high422_360p.ts", "expect": "events",
+   "events": [{"kind": "unsupported_codec", "reason": "h264_422", "start_s": 0.0, "end_s": 5.0}]},
+  {"file": "high444_360p.ts", "expect": "events",
+   "events": [{"kind": "unsupported_codec", "reason": "h264_444", "start_s": 0.0, "end_s": 5.0}]},
   {"file": "empty_pmt.ts", "expect": "error", "message_contains": "no video and no audio"}
  ]}
 EOF
@@ -320,6 +418,8 @@ for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_108
             clip_silence_high_720p clip_multi_main_360p clip_clean_dark_720p \
             clip_clean_slow_1080p clip_clean_quiet_360p clip_reschange_360p_720p \
             clip_desync_audio_360p clip_heavy_2160p100 \
+            fmt_interlaced_mbaff_1080i fmt_interlaced_fake_576i fmt_high10_360p fmt_high422_360p \
+            fmt_high444_360p fmt_mono_black_360p \
             bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt; do
     t0=$SECONDS
     "$step"

@@ -4,7 +4,9 @@
 Sub-commands:
   random OUT --size N --seed S      deterministic pseudo-random bytes, no 0x47 at all
   data-ts OUT --seconds S           MPEG-TS whose PMT carries only a private-data PES stream
-  probe FILE ...                    ffprobe-based structural checks (codec, size, GOP, first PTS)
+  probe FILE ...                    ffprobe-based structural checks (codec, size, GOP, first PTS,
+                                    pixel format, field order)
+  sps FILE NAME=VALUE ...           fields of the first H.264 SPS (ffmpeg's trace_headers)
   frames FILE --change-at T         resolution change + PTS continuity check
   luma W H ...                      luma statistics of raw gray8 frames read from stdin
   detect LOG ...                    parse ffmpeg black/freeze/silencedetect output and check it
@@ -136,6 +138,7 @@ def ffprobe_json(path, *args):
 def cmd_probe(a):
     info = ffprobe_json(a.file, "-show_entries",
                         "stream=index,codec_type,codec_name,profile,width,height,has_b_frames,"
+                        "pix_fmt,field_order,"
                         "start_time,duration,sample_rate,channels:format=start_time,duration,format_name")
     fmt = info["format"]
     if fmt.get("format_name") != "mpegts":
@@ -163,7 +166,12 @@ def cmd_probe(a):
             fail(f"{a.file}: size {v['width']}x{v['height']} != {a.width}x{a.height}")
         if a.bframes is not None and (int(v.get("has_b_frames", 0)) > 0) != a.bframes:
             fail(f"{a.file}: has_b_frames={v.get('has_b_frames')} but expected bframes={a.bframes}")
+        if a.pix_fmt and v.get("pix_fmt") != a.pix_fmt:
+            fail(f"{a.file}: pix_fmt {v.get('pix_fmt')!r} != {a.pix_fmt!r}")
+        if a.field_order and v.get("field_order") != a.field_order:
+            fail(f"{a.file}: field_order {v.get('field_order')!r} != {a.field_order!r}")
         msg.append(f"{v['codec_name']}/{v.get('profile')} {v['width']}x{v['height']} "
+                   f"{v.get('pix_fmt')} field_order={v.get('field_order')} "
                    f"has_b_frames={v.get('has_b_frames')}")
         if a.gop or a.keyframes:
             pk = ffprobe_json(a.file, "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags")
@@ -184,6 +192,39 @@ def cmd_probe(a):
     msg.append("first PTS " + " ".join(f"{k}={t:.6f}s" for k, t in starts.items()))
     msg.append(f"duration {dur:.3f}s")
     print(f"probe {a.file.split('/')[-1]}: " + "; ".join(msg))
+
+
+def cmd_sps(a):
+    """Checks fields of the file's first H.264 SPS, as ffmpeg's trace_headers reads it."""
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "info", "-i", a.file, "-map", "0:v:0",
+           "-c:v", "copy", "-frames:v", "1", "-bsf:v", "trace_headers", "-f", "null", "-"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        fail(f"sps {a.file}: ffmpeg failed: {res.stderr.strip()[-300:]}")
+    fields = {}
+    in_sps = False
+    for line in res.stderr.splitlines():
+        if "Sequence Parameter Set" in line:
+            in_sps = True
+            continue
+        if in_sps and ("Parameter Set" in line or "Slice Header" in line or "Supplemental" in line):
+            break
+        m = re.search(r"\]\s+\d+\s+(\w+)\s+[01]+ = (-?\d+)\s*$", line)
+        if in_sps and m:
+            fields.setdefault(m.group(1), int(m.group(2)))
+    if not fields:
+        fail(f"sps {a.file}: no SPS in the trace")
+    got = []
+    for spec in a.fields:
+        name, want = spec.split("=")
+        have = fields.get(name)
+        if have is None:
+            # an absent flag is inferred (e.g. mb_adaptive_frame_field_flag when frames only)
+            fail(f"sps {a.file}: {name} absent from the SPS")
+        if have != int(want):
+            fail(f"sps {a.file}: {name} = {have}, expected {want}")
+        got.append(f"{name}={have}")
+    print(f"sps {a.file.split('/')[-1]}: " + " ".join(got))
 
 
 def cmd_frames(a):
@@ -230,8 +271,8 @@ def cmd_luma(a):
         outside = [s for i, s in enumerate(stats) if not (b0 <= i * step / a.fps < b1 - 1e-9)]
         lo = min(s["min"] for s in inside)
         hi = max(s["max"] for s in inside)
-        if hi > 17 or lo < 15:
-            fail(f"luma: black section has Y in [{lo},{hi}], not ~16")
+        if hi > a.black_y + 1 or lo < a.black_y - 1:
+            fail(f"luma: black section has Y in [{lo},{hi}], not ~{a.black_y}")
         brightest_outside = min(s["mean"] for s in outside)
         if brightest_outside < 60:
             fail(f"luma: a non-black frame has mean Y {brightest_outside:.1f}")
@@ -382,6 +423,11 @@ def main():
     s.add_argument("--gop", type=float, help="keyframes expected every GOP seconds from 0")
     s.add_argument("--keyframes", help="comma-separated list of expected keyframe times")
     s.add_argument("--bframes", type=lambda v: v == "yes")
+    s.add_argument("--pix-fmt", help="ffprobe pix_fmt, e.g. yuv420p10le")
+    s.add_argument("--field-order", help="ffprobe field_order, e.g. tt or progressive")
+    s = sub.add_parser("sps")
+    s.add_argument("file")
+    s.add_argument("fields", nargs="+", help="NAME=VALUE, e.g. frame_mbs_only_flag=0")
     s = sub.add_parser("frames")
     s.add_argument("file")
     s.add_argument("--change-at", type=float, required=True)
@@ -392,6 +438,7 @@ def main():
     s.add_argument("--fps", type=float, default=25.0)
     s.add_argument("--step", type=int, default=1, help="frames were sampled every STEP frames")
     s.add_argument("--black", type=float, nargs=2)
+    s.add_argument("--black-y", type=int, default=16, help="Y of black: 16, or 0 in full range")
     s.add_argument("--dark", action="store_true")
     s = sub.add_parser("detect")
     s.add_argument("log")
@@ -407,7 +454,7 @@ def main():
     s.add_argument("--start", type=float, required=True)
     s.add_argument("--end", type=float, required=True)
     a = p.parse_args()
-    {"random": cmd_random, "data-ts": cmd_data_ts, "probe": cmd_probe, "frames": cmd_frames,
+    {"random": cmd_random, "data-ts": cmd_data_ts, "probe": cmd_probe, "sps": cmd_sps, "frames": cmd_frames,
      "luma": cmd_luma, "detect": cmd_detect, "framediff": cmd_framediff}[a.cmd](a)
 
 
