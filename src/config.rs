@@ -23,6 +23,10 @@ pub struct DetectConfig {
     /// Largest picture (width × height) decoded; a larger SPS is refused and reported
     /// as `unsupported_codec` instead of being allocated. Default 4096 × 2304.
     pub max_pixels: u64,
+    /// Largest memory (MiB) the video decoder may allocate for one stream's pictures,
+    /// estimated from the SPS (reference frames + 2 padded pictures); a larger SPS is
+    /// refused (`unsupported_codec`, reason `h264_decoder_memory`). Default 160.
+    pub max_decoder_mb: u64,
     /// How much of the video is decoded (`[detect.decode]`).
     pub decode: DecodeConfig,
 }
@@ -184,6 +188,12 @@ impl DetectConfig {
         }
         if self.max_pixels == 0 {
             return Err("max_pixels must be positive".into());
+        }
+        if !(8..=65536).contains(&self.max_decoder_mb) {
+            return Err(format!(
+                "max_decoder_mb must be between 8 and 65536, got {}",
+                self.max_decoder_mb
+            ));
         }
         let ring = self.decode.ring_mb;
         if !(ring.is_finite() && (0.25..=256.0).contains(&ring)) {
@@ -365,6 +375,7 @@ impl Default for DetectConfig {
             low_fps: LowFpsConfig::default(),
             av_sync: AvSyncConfig::default(),
             max_pixels: 4096 * 2304,
+            max_decoder_mb: 160,
             decode: DecodeConfig::default(),
         }
     }

@@ -173,6 +173,22 @@ fn events_of_two_streams_reach_a_subscriber_with_schema_topics_and_status() {
         )
     });
     assert_eq!(stats["events"].as_u64(), Some(6), "{stats}");
+    // Coverage is never hidden: the default level is auto, which decoded fewer
+    // pictures than the stream has, every picture around the defects.
+    let d = &stats["decode"];
+    assert_eq!(d["pictures"].as_u64(), Some(500), "{stats}");
+    let decoded = d["decoded"].as_u64().unwrap();
+    assert!(decoded > 0 && decoded < 500, "{stats}");
+    assert!(
+        d["escalations"].as_u64().unwrap() >= 2,
+        "black and freeze: {stats}"
+    );
+    let secs = &d["seconds"];
+    let total: f64 = ["full", "reference", "key"]
+        .iter()
+        .map(|k| secs[*k].as_f64().unwrap())
+        .sum();
+    assert!((total - 20.0).abs() < 0.2, "{stats}");
     assert_eq!(stats["stream"], "multi");
     assert!(stats["version"].as_str().is_some());
     assert_eq!(stats["open_defects"].as_array().unwrap().len(), 0);

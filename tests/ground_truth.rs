@@ -103,6 +103,11 @@ fn audio_timestamps_shifted_by_300ms_are_av_desync() {
 }
 
 #[test]
+fn open_gop_with_five_second_key_interval_and_a_freeze_between_keys() {
+    run_clip("multi_opengop_360p.ts");
+}
+
+#[test]
 fn every_clip_in_truth_json_is_covered() {
     // Guards against a clip added to the corpus without a test above.
     let named = [
@@ -117,6 +122,7 @@ fn every_clip_in_truth_json_is_covered() {
         "reschange_360p_720p.ts",
         "desync_audio_360p.ts",
         "mono_black_360p.ts",
+        "multi_opengop_360p.ts",
     ];
     for c in truth()["clips"].as_array().unwrap() {
         assert!(

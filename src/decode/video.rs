@@ -65,6 +65,10 @@ pub enum RefuseReason {
     Chroma422,
     /// `chroma_format_idc` = 3 (4:4:4, separate colour planes included).
     Chroma444,
+    /// The pictures openh264 would allocate for this SPS (its reference frames + 2,
+    /// each padded, with per-macroblock data) exceed `max_decoder_mb`: refused before
+    /// anything is allocated, so one stream cannot exhaust the box.
+    DecoderMemory,
 }
 
 impl RefuseReason {
@@ -78,6 +82,7 @@ impl RefuseReason {
             RefuseReason::HighBitDepth => "h264_high_bit_depth",
             RefuseReason::Chroma422 => "h264_422",
             RefuseReason::Chroma444 => "h264_444",
+            RefuseReason::DecoderMemory => "h264_decoder_memory",
         }
     }
 }
@@ -109,6 +114,8 @@ pub struct VideoDecoder {
     thumb: Box<Thumb>,
     full_range: bool,
     max_pixels: u64,
+    /// Largest picture memory allowed (see [`decoder_bytes`]).
+    max_decoder_bytes: u64,
     /// The refusal in force; cleared once every SPS in force is acceptable.
     refused: Option<Refusal>,
     /// False until the first key frame: nothing before it can decode.
@@ -121,8 +128,11 @@ pub struct VideoDecoder {
     /// Pictures were skipped (decode level) since the last IDR: the references of the
     /// next non-IDR key picture may be missing, which is not corruption.
     gap: bool,
-    /// Scratch for the parameter sets of a skipped access unit.
+    /// Scratch for parameter sets handed to openh264 on their own.
     params: Vec<u8>,
+    /// The PPS in force per id (raw NAL), for a restarted decoder. At most 256 (ids
+    /// 0–255); a PPS whose id does not parse is not kept.
+    pps: Vec<(u32, Vec<u8>)>,
     pub stats: VideoStats,
 }
 
@@ -140,8 +150,17 @@ const DS_FRAME_PENDING: i32 = 0x01;
 const DS_REF_LOST: i32 = 0x02;
 /// openh264's `dsRefListNullPtrs`: the reference list has holes.
 const DS_REF_LIST_NULL_PTRS: i32 = 0x40;
+/// openh264's `dsNoParamSets`: waiting for an IDR with its parameter sets.
+const DS_NO_PARAM_SETS: i32 = 0x10;
 
 impl VideoDecoder {
+    /// A decoder that refuses pictures whose memory would exceed `bytes` (see
+    /// [`decoder_bytes`]; default: no limit besides `max_pixels`).
+    pub fn with_memory_limit(mut self, bytes: u64) -> Self {
+        self.max_decoder_bytes = bytes;
+        self
+    }
+
     /// A decoder that refuses pictures larger than `max_pixels` (width × height).
     pub fn new(max_pixels: u64) -> Result<Self> {
         let cfg = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
@@ -153,12 +172,14 @@ impl VideoDecoder {
             thumb: Box::default(),
             full_range: false,
             max_pixels,
+            max_decoder_bytes: u64::MAX,
             refused: None,
             started: false,
             sps: Vec::new(),
             unreadable_sps: false,
             gap: false,
             params: Vec::new(),
+            pps: Vec::new(),
             stats: VideoStats::default(),
         })
     }
@@ -167,13 +188,31 @@ impl VideoDecoder {
     /// before a GOP is decoded a second time from its key picture, and when a stream
     /// goes back to decoding key pictures only. openh264 is not made to be fed an
     /// earlier key picture again: after pictures were skipped and flushed it can run
-    /// out of picture buffers (`dsOutOfMemory`) on the next P picture.
+    /// out of picture buffers (`dsOutOfMemory`) on the next P picture. The next
+    /// picture must be an IDR: with error concealment off, openh264 starts a sequence
+    /// at an IDR only.
     pub fn restart(&mut self) -> Result<()> {
         let cfg = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
         self.dec = Decoder::with_api_config(OpenH264API::from_source(), cfg)
             .map_err(|e| Error::Decoder(format!("openh264 init: {e}")))?;
         self.gap = false;
-        // Parameter sets come again with the key picture the caller starts from.
+        // A key picture that is not an IDR often comes without its parameter sets:
+        // the fresh decoder gets the ones in force.
+        let mut params = std::mem::take(&mut self.params);
+        params.clear();
+        for raw in self
+            .sps
+            .iter()
+            .map(|(_, raw, _)| raw)
+            .chain(self.pps.iter().map(|(_, raw)| raw))
+        {
+            params.extend_from_slice(&[0, 0, 0, 1]);
+            params.extend_from_slice(raw);
+        }
+        if !params.is_empty() && params.len() <= i32::MAX as usize {
+            let _ = self.decode_raw(0, &params);
+        }
+        self.params = params;
         Ok(())
     }
 
@@ -208,9 +247,11 @@ impl VideoDecoder {
         if idr {
             self.gap = false;
         } else if self.gap && key {
-            // A non-IDR key picture after skipped pictures: openh264 notes references
-            // it lost while skipping; the picture itself decodes (it is intra).
-            state &= !(DS_REF_LOST | DS_REF_LIST_NULL_PTRS);
+            // A key picture that is not an IDR after skipped pictures: openh264 (with
+            // error concealment off) restarts only at an IDR and refuses it, noting
+            // lost references and parameter sets. That is the level's doing, not
+            // corruption: no picture, no error.
+            state &= !(DS_REF_LOST | DS_REF_LIST_NULL_PTRS | DS_NO_PARAM_SETS);
         }
         if state & !DS_FRAME_PENDING != 0 {
             self.stats.errors += 1;
@@ -290,6 +331,10 @@ impl VideoDecoder {
     fn inspect_sps(&mut self, data: &[u8], out: &mut dyn FnMut(VideoOut<'_>)) {
         let mut changed = false;
         for nal in annexb_nals(data) {
+            if nal.first().map(|h| h & 0x1F) == Some(8) {
+                self.keep_pps(nal);
+                continue;
+            }
             if nal.first().map(|h| h & 0x1F) != Some(7) {
                 continue;
             }
@@ -298,7 +343,7 @@ impl VideoDecoder {
                 continue;
             }
             changed = true;
-            let (id, verdict) = match check_sps(nal, self.max_pixels) {
+            let (id, verdict) = match check_sps(nal, self.max_pixels, self.max_decoder_bytes) {
                 Ok((id, verdict, full_range)) => {
                     self.full_range = full_range;
                     self.unreadable_sps = false;
@@ -331,6 +376,24 @@ impl VideoDecoder {
             if let Some(r) = refused {
                 out(VideoOut::Refused(r));
             }
+        }
+    }
+
+    /// Remembers a PPS (for [`VideoDecoder::restart`]).
+    fn keep_pps(&mut self, nal: &[u8]) {
+        if self.pps.iter().any(|(_, raw)| raw.as_slice() == nal) {
+            return;
+        }
+        let Some(id) = pps_id(nal) else {
+            return;
+        };
+        match self.pps.iter_mut().find(|(i, _)| *i == id) {
+            Some(e) => {
+                e.1.clear();
+                e.1.extend_from_slice(nal);
+            }
+            // Ids are 0..=255 (checked): at most 256 entries.
+            None => self.pps.push((id, nal.to_vec())),
         }
     }
 
@@ -389,6 +452,8 @@ enum SpsVerdict {
     Ok,
     /// Larger than `max_pixels` (width, height).
     TooLarge(u32, u32),
+    /// The decoder's pictures would exceed the memory limit (width, height).
+    OverMemory(u32, u32),
     /// Does not parse (or its size cannot be computed).
     Unparseable,
     /// A format openh264 cannot decode, with the picture size (0 × 0 when unknown).
@@ -401,6 +466,7 @@ impl SpsVerdict {
         let (reason, width, height) = match self {
             SpsVerdict::Ok => return None,
             SpsVerdict::TooLarge(w, h) => (RefuseReason::AboveMaxResolution, w, h),
+            SpsVerdict::OverMemory(w, h) => (RefuseReason::DecoderMemory, w, h),
             SpsVerdict::Unparseable => (RefuseReason::UnparseableSps, 0, 0),
             SpsVerdict::Unsupported(r, w, h) => (r, w, h),
         };
@@ -559,6 +625,7 @@ fn read_frame_mbs_only(
 fn check_sps(
     nal: &[u8],
     max_pixels: u64,
+    max_decoder_bytes: u64,
 ) -> std::result::Result<(u32, SpsVerdict, bool), Option<u32>> {
     let rbsp = h264_reader::rbsp::decode_nal(nal).map_err(|_| None)?;
     let sps = match h264_reader::nal::sps::SeqParameterSet::from_bits(
@@ -588,10 +655,32 @@ fn check_sps(
         (None, Ok((w, h))) if u64::from(w) * u64::from(h) > max_pixels => {
             SpsVerdict::TooLarge(w, h)
         }
+        (None, Ok((w, h))) if decoder_bytes(w, h, sps.max_num_ref_frames) > max_decoder_bytes => {
+            SpsVerdict::OverMemory(w, h)
+        }
         (None, Ok(_)) => SpsVerdict::Ok,
         (None, Err(_)) => SpsVerdict::Unparseable,
     };
     Ok((id, verdict, full_range))
+}
+
+/// What openh264 allocates for pictures of `w` × `h` with `refs` reference frames:
+/// `refs + 2` pictures (`GetTargetRefListSize` in openh264's decoder.cpp), each padded
+/// by 32 pixels on every side, 4:2:0, plus about 256 bytes of per-macroblock data
+/// (motion vectors, reference indices, types) per picture.
+pub fn decoder_bytes(w: u32, h: u32, refs: u32) -> u64 {
+    let (w, h) = (u64::from(w), u64::from(h));
+    let picture = (w + 64) * (h + 64) * 3 / 2 + w.div_ceil(16) * h.div_ceil(16) * 256;
+    (u64::from(refs.min(16)) + 2) * picture
+}
+
+/// The `pic_parameter_set_id` (the first ue(v) after the header) of a PPS NAL; None if
+/// unreadable or above 255.
+fn pps_id(nal: &[u8]) -> Option<u32> {
+    let rbsp = h264_reader::rbsp::decode_nal(nal).ok()?;
+    let mut r = h264_reader::rbsp::BitReader::new(&rbsp[..]);
+    let id = h264_reader::rbsp::BitRead::read_ue(&mut r, "pic_parameter_set_id").ok()?;
+    (id <= 255).then_some(id)
 }
 
 /// The `seq_parameter_set_id` (ue(v) after profile, constraints and level) of an SPS
@@ -697,6 +786,7 @@ mod tests {
         mbaff: bool,
         /// A VUI flag with no VUI after it: h264-reader cannot parse the SPS whole.
         broken_vui: bool,
+        max_num_ref_frames: u32,
     }
 
     impl Default for Spec {
@@ -715,6 +805,7 @@ mod tests {
                 frame_mbs_only: true,
                 mbaff: false,
                 broken_vui: false,
+                max_num_ref_frames: 1,
             }
         }
     }
@@ -767,7 +858,7 @@ mod tests {
                 }
                 _ => {}
             }
-            b.ue(1); // max_num_ref_frames
+            b.ue(self.max_num_ref_frames);
             b.u(1, 0); // gaps_in_frame_num_allowed
             b.ue(self.w_mbs - 1);
             b.ue(self.h_mbs - 1);
@@ -876,9 +967,41 @@ mod tests {
         assert_eq!((sizes(&r, Big), n), (vec![(4096, 2304)], 2));
     }
 
+    #[test]
+    fn an_sps_whose_pictures_exceed_the_memory_limit_is_refused() {
+        // 720p with 1 reference frame: 3 pictures of 1344 × 784 × 1.5 + 3600 × 256 B.
+        assert_eq!(decoder_bytes(1280, 720, 1), 3 * (1_580_544 + 921_600));
+        let limit = decoder_bytes(1280, 720, 4);
+        let nal = |refs| {
+            Spec {
+                max_num_ref_frames: refs,
+                ..Spec::default()
+            }
+            .nal()
+        };
+        let v = |refs| check_sps(&nal(refs), u64::MAX, limit).map(|(_, v, _)| v);
+        assert_eq!(v(4), Ok(SpsVerdict::Ok));
+        assert_eq!(v(5), Ok(SpsVerdict::OverMemory(1280, 720)));
+        let r = SpsVerdict::OverMemory(1280, 720).refusal().unwrap();
+        assert_eq!(r.reason.as_str(), "h264_decoder_memory");
+        // Through the decoder: refused, nothing decoded.
+        let mut d = VideoDecoder::new(u64::MAX)
+            .unwrap()
+            .with_memory_limit(limit);
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x21, 0xA0];
+        let mut refusals = vec![];
+        d.decode(0, true, &au(&[&nal(16), idr]), &mut |o| {
+            if let VideoOut::Refused(r) = o {
+                refusals.push(r.reason);
+            }
+        });
+        assert_eq!(refusals, [RefuseReason::DecoderMemory]);
+        assert_eq!((d.stats.refused, d.stats.decoded), (1, 0));
+    }
+
     /// The verdict on a hand-built SPS, refusing more than 1920 × 1088.
     fn verdict(spec: Spec) -> std::result::Result<SpsVerdict, Option<u32>> {
-        check_sps(&spec.nal(), 1920 * 1088).map(|(id, v, _)| {
+        check_sps(&spec.nal(), 1920 * 1088, u64::MAX).map(|(id, v, _)| {
             assert_eq!(id, spec.id);
             v
         })
@@ -1106,7 +1229,7 @@ mod tests {
         .nal();
         cut.truncate(6);
         assert_eq!(
-            check_sps(&cut, 1920 * 1088).map(|(id, v, _)| (id, v)),
+            check_sps(&cut, 1920 * 1088, u64::MAX).map(|(id, v, _)| (id, v)),
             Ok((7, U(Chroma422, 0, 0)))
         );
     }

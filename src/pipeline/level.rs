@@ -42,6 +42,9 @@ pub struct LevelStats {
     /// broken.
     pub syntax_checked: u64,
     pub syntax_broken: u64,
+    /// A key picture was not an IDR: `auto` decodes reference pictures instead of
+    /// watching (openh264 restarts only at IDRs).
+    pub open_gop: bool,
 }
 
 /// The level state of one stream. See the module docs.
@@ -54,6 +57,9 @@ pub struct LevelControl {
     quiet_since: Option<f64>,
     /// The richest level the box affords now (`auto` on a live source only).
     cap: DecodeLevel,
+    /// `auto`'s level when not escalated: `Key` (watching), or `Reference` on a stream
+    /// whose key pictures are not IDRs (openh264 cannot start at them).
+    cheap: DecodeLevel,
     live: bool,
     last_change: Option<f64>,
     drained_since: Option<f64>,
@@ -68,6 +74,7 @@ impl LevelControl {
             escalated: false,
             quiet_since: None,
             cap: DecodeLevel::Full,
+            cheap: DecodeLevel::Key,
             live: false,
             last_change: None,
             drained_since: None,
@@ -87,9 +94,20 @@ impl LevelControl {
         self.choice.pinned().is_none()
     }
 
-    /// `auto` and not escalated: key pictures are decoded, the rest is watched.
+    /// `auto`, not escalated, at `Key`: key pictures are decoded, the rest is watched.
     pub fn watching(&self) -> bool {
-        self.is_auto() && !self.escalated
+        self.is_auto() && !self.escalated && self.cheap == DecodeLevel::Key
+    }
+
+    /// `auto` and escalated (decoding at the cap around a suspected or open defect).
+    pub fn escalated(&self) -> bool {
+        self.is_auto() && self.escalated
+    }
+
+    /// `auto`'s level when nothing is suspected: `Key`, or `Reference` for a stream
+    /// whose key pictures are not IDRs.
+    pub fn set_cheap(&mut self, level: DecodeLevel) {
+        self.cheap = level;
     }
 
     /// The level pictures are decoded at now.
@@ -97,7 +115,7 @@ impl LevelControl {
         match self.choice.pinned() {
             Some(l) => l,
             None if self.escalated => self.cap,
-            None => DecodeLevel::Key,
+            None => self.cheap.max(self.cap),
         }
     }
 
@@ -120,11 +138,10 @@ impl LevelControl {
         }
     }
 
-    /// A defect is suspected while watching: decode every picture (at the cap) from
-    /// now on. Returns true when this changed the level (the caller decodes its
-    /// look-back again).
+    /// A defect is suspected: decode every picture (at the cap) from now on. Returns
+    /// true when this escalated (a watching caller decodes its look-back again).
     pub fn escalate(&mut self, overflow: bool) -> bool {
-        if !self.watching() {
+        if !self.is_auto() || self.escalated {
             return false;
         }
         self.escalated = true;

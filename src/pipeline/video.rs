@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use crate::codec::h264::au_info;
+use crate::codec::h264::{au_info, has_idr};
 use crate::config::{DetectConfig, LowFpsConfig, SyntaxCheck};
 use crate::decode::parse::SyntaxChecker;
 use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
@@ -35,6 +35,7 @@ const PTS_REORDER: usize = 8;
 /// Decoder and picture detectors of one stream. See the module docs.
 pub(super) struct VideoChain {
     max_pixels: u64,
+    max_decoder_mb: u64,
     decoder: Option<VideoDecoder>,
     pictures: Pictures,
     level: LevelControl,
@@ -77,6 +78,7 @@ impl VideoChain {
     pub fn new(cfg: &DetectConfig) -> Self {
         VideoChain {
             max_pixels: cfg.max_pixels,
+            max_decoder_mb: cfg.max_decoder_mb,
             decoder: None,
             pictures: Pictures {
                 low_fps_cfg: cfg.low_fps.clone(),
@@ -104,7 +106,10 @@ impl VideoChain {
     pub fn open(&mut self) {
         if self.decoder.is_none() {
             match VideoDecoder::new(self.max_pixels) {
-                Ok(d) => self.decoder = Some(d),
+                Ok(d) => {
+                    self.decoder =
+                        Some(d.with_memory_limit(self.max_decoder_mb.saturating_mul(1 << 20)))
+                }
                 Err(e) => tracing::error!(error = %e, "video decoder unavailable"),
             }
         }
@@ -171,9 +176,21 @@ impl VideoChain {
         let collapsed = self.sizes.observe(au.data.len(), au.key, info.reference);
         let broken =
             self.level.watching() && !self.is_refusing() && !self.syntax_ok(au, info.reference);
+        // A key picture that is not an IDR (open GOP, recovery point): openh264 restarts
+        // only at IDRs, so watching (which skips the pictures between key pictures)
+        // cannot be used on this stream. From here `auto` decodes the reference
+        // pictures when nothing is suspected.
+        let open_gop = au.key && !self.level.stats.open_gop && !has_idr(au.data);
+        if open_gop {
+            self.level.set_cheap(DecodeLevel::Reference);
+            self.level.stats.open_gop = true;
+            tracing::debug!("key picture without IDR: auto decodes reference pictures");
+        }
+        let watching =
+            self.level.watching() || (open_gop && self.level.is_auto() && !self.level.escalated());
         let dec = self.decoder.as_mut()?;
         let mut refused = None;
-        if self.level.watching() {
+        if watching {
             let mut overflow = false;
             if !self.ring.push(au.pts, au.key, au.data) {
                 if self.ring.trim() {
@@ -182,7 +199,10 @@ impl VideoChain {
                 overflow = !self.ring.push(au.pts, au.key, au.data);
             }
             let mut suspect = au.damaged || collapsed || overflow || broken;
-            if au.key && !overflow {
+            if open_gop {
+                // Watching cannot go on: the look-back is decoded from its IDR now.
+                suspect = true;
+            } else if au.key && !overflow {
                 // The key picture is decoded and shown to the detectors; what they make
                 // of it is evidence only (a pending or confirmed defect = a suspicion).
                 let pics = &mut self.pictures;
@@ -220,7 +240,13 @@ impl VideoChain {
             if self.level.is_auto() {
                 let busy = self.pictures.busy() || au.damaged || collapsed;
                 let t = tl.clock.secs(au.pts);
-                if self.level.settle(t, busy, au.key) {
+                if !self.level.escalated() {
+                    // `auto` at reference pictures (open GOP): the detectors see every
+                    // reference picture already; a suspicion adds the others.
+                    if busy {
+                        self.level.escalate(false);
+                    }
+                } else if self.level.settle(t, busy, au.key) && self.level.watching() {
                     // Back to watching from this key picture on (decoded already).
                     self.restart_decoder();
                     self.checker = None;

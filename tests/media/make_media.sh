@@ -173,6 +173,18 @@ clip_multi_main_360p() {
     detectors "$f" multi_main_360p --expect black:2:5 --expect freeze:8:11 --expect silence:14:17 --allow freeze:2:5
 }
 
+# Open GOP (non-IDR I pictures with a recovery point), B-frames, a key picture every
+# 5 s: the freeze at [11, 14.5) lies between two key pictures (10 and 15), so a probe
+# decoding key pictures only cannot see it; `auto` must notice it between keys.
+clip_multi_opengop_360p() {
+    local f=$OUT/multi_opengop_360p.ts
+    # black frames 75..149 = [3, 6); frozen frames 275..362 = [11, 14.52) show frame 274
+    encode "$f" "$(vsrc 640 360 22),drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(n,75,149)',split[f0][f1];[f0][f1]freezeframes=first=275:last=362:replace=274" \
+        "$(tone 22 "$TONE_GAIN" 17 19.5)" -profile:v high -g 125 -keyint_min 125 -bf 3 -x264-params open-gop=1
+    check "${TOOLS[@]}" probe "$f" --profile High --width 640 --height 360 --duration 22 --gop 5
+    detectors "$f" multi_opengop_360p --expect black:3:6 --expect freeze:11:14.52 --expect silence:17:19.5 --allow freeze:3:6
+}
+
 clip_desync_audio_360p() {
     local f=$OUT/desync_audio_360p.ts src=$WORK/desync_src.ts
     encode "$src" "$(vsrc 640 360 10)" "$(tone 10)" -profile:v main
@@ -387,6 +399,10 @@ write_truth() {
   {"file": "reschange_360p_720p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0, "events": []},
   {"file": "desync_audio_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0,
    "events": [{"kind": "av_desync", "start_s": 4.1, "end_s": 7.17}]},
+  {"file": "multi_opengop_360p.ts", "profile": "high", "width": 640, "height": 360, "duration_s": 22.0,
+   "events": [{"kind": "black", "start_s": 3.0, "end_s": 6.0},
+              {"kind": "freeze", "start_s": 11.0, "end_s": 14.52},
+              {"kind": "silence", "start_s": 17.0, "end_s": 19.5}]},
   {"file": "mono_black_360p.ts", "profile": "high", "width": 640, "height": 360, "duration_s": 6.0,
    "events": [{"kind": "black", "start_s": 2.0, "end_s": 5.0}]}
  ],
@@ -417,7 +433,7 @@ START=$SECONDS
 for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_1080p \
             clip_silence_high_720p clip_multi_main_360p clip_clean_dark_720p \
             clip_clean_slow_1080p clip_clean_quiet_360p clip_reschange_360p_720p \
-            clip_desync_audio_360p clip_heavy_2160p100 \
+            clip_desync_audio_360p clip_multi_opengop_360p clip_heavy_2160p100 \
             fmt_interlaced_mbaff_1080i fmt_interlaced_fake_576i fmt_high10_360p fmt_high422_360p \
             fmt_high444_360p fmt_mono_black_360p \
             bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt; do

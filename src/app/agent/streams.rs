@@ -334,7 +334,7 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
         "at": at,
         "fps": crate::defect::round_to(fps, 2),
         "media_bitrate_bps": bitrate.round(),
-        "frames": a.video.frames,
+        "frames": pictures,
         "media_s": crate::defect::round_to(a.media_s, 3),
         "decode_errors": {"video": a.video.errors, "audio": a.audio.errors},
         "decode": decode_coverage(&a),
