@@ -79,9 +79,11 @@ pub struct DecodeConfig {
     pub ring_mb: f64,
     /// `auto`: which pictures it does not decode are still parsed down to their
     /// macroblocks (openh264 parse-only, no reconstruction) so that a corrupt slice
-    /// raises a suspicion: `all` (default), `reference` (pictures others predict
-    /// from), or `off` (cheapest; corrupt slices in pictures not decoded are then seen
-    /// only through the transport checks).
+    /// raises a suspicion: `reference` (default: pictures others predict from, whose
+    /// damage lasts until the next key picture), `all`, or `off` (cheapest; corrupt
+    /// slices in pictures not decoded are then seen only through the transport
+    /// checks). Parsing costs about half of decoding (entropy decoding is most of
+    /// openh264's time): docs/PERFORMANCE.md has the figures.
     pub syntax_check: SyntaxCheck,
 }
 
@@ -89,8 +91,8 @@ pub struct DecodeConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyntaxCheck {
-    #[default]
     All,
+    #[default]
     Reference,
     Off,
 }
@@ -100,7 +102,7 @@ impl Default for DecodeConfig {
         DecodeConfig {
             level: LevelChoice::Auto,
             ring_mb: 8.0,
-            syntax_check: SyntaxCheck::All,
+            syntax_check: SyntaxCheck::Reference,
         }
     }
 }

@@ -372,6 +372,7 @@ fn decode_coverage(a: &crate::pipeline::AnalyzerStats) -> serde_json::Value {
         "step_ups": l.step_ups,
         "syntax_checked": l.syntax_checked,
         "syntax_broken": l.syntax_broken,
+        "open_gop": l.open_gop,
     })
 }
 
