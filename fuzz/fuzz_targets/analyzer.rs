@@ -4,7 +4,9 @@
 //! Input layout (see fuzz/README.md):
 //!   byte 0     bits 0-1: detector timing profile (0 = defaults, 1 = min 0.1 s / clear
 //!              0, 2 = min 0 / clear 0.2 s, 3 = min 0.5 s / clear 0.5 s, edge check
-//!              off); bit 2: end reason (EndOfInput / Shutdown)
+//!              off); bit 2: end reason (EndOfInput / Shutdown); bits 3-4: decode
+//!              level (0 = auto, 1 = full, 2 = key, 3 = reference); bit 5: auto's
+//!              syntax check on every picture (`all`) instead of the default
 //!   the rest   the transport stream (a real .ts file with one byte in front)
 //! max_pixels is 1280*720 in every profile.
 //!
@@ -29,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use vqprobe::config::DetectConfig;
+use vqprobe::config::{DetectConfig, LevelChoice, SyntaxCheck};
 use vqprobe::defect::{DefectKind, Phase};
 use vqprobe::event::Event;
 use vqprobe::defect::EndReason;
@@ -42,6 +44,15 @@ fn config(profile: u8) -> DetectConfig {
         max_pixels: 1280 * 720,
         ..DetectConfig::default()
     };
+    c.decode.level = match (profile >> 3) & 3 {
+        0 => LevelChoice::Auto,
+        1 => LevelChoice::Full,
+        2 => LevelChoice::Key,
+        _ => LevelChoice::Reference,
+    };
+    if profile & 0x20 != 0 {
+        c.decode.syntax_check = SyntaxCheck::All;
+    }
     let (min, clear) = match profile & 3 {
         0 => return c,
         1 => (0.1, 0.0),
