@@ -251,3 +251,42 @@ fn a_bad_decode_level_is_refused_with_the_choices() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("half") && err.contains("reference"), "{err}");
 }
+
+#[test]
+fn a_stream_over_the_decoder_memory_budget_is_refused_with_an_event() {
+    // 720p with libx264's references needs more than 8 MiB of decoder pictures
+    // (docs/config.md, max_decoder_mb); audio goes on.
+    let dir = std::env::temp_dir().join(format!("vqprobe-levels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("detect.toml");
+    std::fs::write(&cfg, "max_decoder_mb = 8\n").unwrap();
+    let name = "silence_high_720p.ts";
+    let (ok, events, stderr) = check_json(
+        &media_dir().join(name),
+        &["--detect-config", cfg.to_str().unwrap()],
+    );
+    assert!(ok, "{stderr}");
+    let ends = paired_ends(&events);
+    let refused: Vec<&Value> = ends
+        .iter()
+        .filter(|e| e["kind"] == "unsupported_codec")
+        .collect();
+    assert_eq!(refused.len(), 1, "{ends:#?}");
+    let m = &refused[0]["metrics"];
+    assert_eq!(m["reason"], "h264_decoder_memory", "{m}");
+    assert_eq!(
+        (m["width"].as_u64(), m["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    // Nothing of the video was decoded; the silence is still found.
+    let (decoded, _) = coverage(&stderr);
+    assert_eq!(decoded, 0, "{stderr}");
+    let truth = clip_events(&clips().into_iter().find(|c| c["file"] == name).unwrap());
+    let others: Vec<Value> = ends
+        .iter()
+        .filter(|e| e["kind"] != "unsupported_codec")
+        .cloned()
+        .collect();
+    assert_intervals(name, &others, &truth, TOL);
+    let _ = std::fs::remove_dir_all(&dir);
+}
