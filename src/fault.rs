@@ -9,11 +9,17 @@
 //! * `feeder_panic` — the MQTT feeder task panics (`publish/mqtt/`).
 //! * `slow_decode` — the decode thread spends [`SLOW_DECODE`] more on every video
 //!   access unit, so a live source outruns it whatever the CPU.
+//! * `slow_openh264` — every access unit actually given to openh264 costs
+//!   [`SLOW_OPENH264`] more, so decoding every picture of a 25 fps source falls behind
+//!   while decoding key pictures only does not (the decode levels' overload steps).
 
 use std::time::Duration;
 
 /// Extra time per video access unit under `slow_decode`.
 pub const SLOW_DECODE: Duration = Duration::from_millis(40);
+
+/// Extra time per access unit decoded by openh264 under `slow_openh264`.
+pub const SLOW_OPENH264: Duration = Duration::from_millis(60);
 
 /// True when `name` is in `VQPROBE_FAULT` and this is a debug build.
 #[doc(hidden)]

@@ -378,6 +378,60 @@ fn decode_behind_a_live_source_drops_until_key_frames_reports_it_and_stays_bound
     assert!(peak_kib < 256 * 1024, "peak RSS {} MiB", peak_kib / 1024);
 }
 
+/// The coverage line's step-down count (`vqprobe check` prints it on stderr).
+fn step_downs(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("coverage: "))
+        .unwrap_or_else(|| panic!("no coverage line: {stderr}"));
+    let before = line
+        .split(" step-downs")
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("{line}"));
+    before.parse().unwrap_or_else(|_| panic!("{line}"))
+}
+
+#[test]
+fn auto_steps_down_when_decoding_every_picture_falls_behind_a_live_source() {
+    // The debug-only `slow_openh264` fault makes every picture given to openh264 cost
+    // 60 ms more: decoding all 25 pictures a second cannot keep up, decoding key
+    // pictures can. The black at 2-5 s escalates `auto` to every picture; the queue
+    // fills and the level steps down (before or while packets are dropped). Without the
+    // fault the same run never steps down.
+    let server = RtspServer::start(&[("/multi", &clip("multi_main_360p.ts"))], None);
+    let run = |fault: &str| {
+        let child = spawn_vqprobe_env(
+            &[
+                "check",
+                &server.url("/multi"),
+                "--format",
+                "json",
+                "--duration",
+                "9",
+                "--decode-level",
+                "auto",
+            ],
+            &[("VQPROBE_FAULT", fault)],
+        );
+        let (ok, events, stderr) = json_output(child);
+        assert!(ok, "{stderr}");
+        (events, stderr)
+    };
+    let (_, stderr) = run("slow_openh264");
+    assert!(step_downs(&stderr) >= 1, "no step-down: {stderr}");
+    let (events, stderr) = run("");
+    assert_eq!(step_downs(&stderr), 0, "{stderr}");
+    // Unhurried, the black is found as from the file.
+    let ends = paired_ends(&events);
+    assert!(
+        ends.iter().any(|e| e["kind"] == "black"
+            && (e["start_s"].as_f64().unwrap() - 2.0).abs() <= 0.5
+            && e["decode_level"] == "full"),
+        "{ends:#?}"
+    );
+}
+
 #[test]
 fn gstreamer_sender_reports_are_measured_and_say_in_sync() {
     // The RTCP path of av_desync against a real sender: GStreamer's SRs map both

@@ -405,6 +405,9 @@ impl VideoDecoder {
             ..SBufferInfo::default()
         };
         let t0 = Instant::now();
+        if crate::fault::fault("slow_openh264") {
+            std::thread::sleep(crate::fault::SLOW_OPENH264);
+        }
         // SAFETY: `data` is a live slice of `len` bytes (checked to fit i32); `dst` has
         // room for three plane pointers; `info` is a valid, initialised out-param.
         let state = unsafe {
