@@ -15,7 +15,8 @@
 //!   global allocator below: (a) the whole loop including demux, (b) only
 //!   `Analyzer::handle` of video packets. openh264 allocates with C++ `new`/`malloc`,
 //!   which the Rust global allocator never sees;
-//! * the release binary `vqprobe check CLIP --format json` and ffmpeg (with
+//! * the release binary `vqprobe check CLIP --format json --decode-level full` (and
+//!   `auto`, the default level) and ffmpeg (with
 //!   blackdetect/freezedetect/silencedetect, and decode only), each three times under
 //!   `/usr/bin/time -v`: wall, user CPU, peak RSS.
 
@@ -236,8 +237,11 @@ fn run_in_process(path: &Path, warmup: u64) -> InProcess {
     // As `vqprobe check` does: packet buffers circulate between demuxer and analyzer.
     let pool = vqprobe::ingest::pool::BufPool::new(72, TsLimits::default().max_video_pes);
     let mut demux = TsDemuxer::new(TsLimits::default()).with_pool(pool.clone());
-    let mut analyzer =
-        Analyzer::new("bench", "clip", DetectConfig::default()).expect("default config");
+    // The detection core: every picture decoded (the decode levels are measured by the
+    // `check --decode-level auto` row and by benches/agent.rs).
+    let mut cfg = DetectConfig::default();
+    cfg.decode.level = vqprobe::config::LevelChoice::Full;
+    let mut analyzer = Analyzer::new("bench", "clip", cfg).expect("valid config");
     analyzer.set_pool(pool);
     let mut buf = vec![0u8; CHUNK];
     let mut outs: Vec<DemuxOutput> = Vec::with_capacity(64);
@@ -568,6 +572,8 @@ struct ClipResult {
     decode_of_wall: f64,
     first: InProcess,
     check: Ext,
+    /// `check --decode-level auto`.
+    check_auto: Ext,
     ff_detect: Ext,
     ff_decode: Ext,
 }
@@ -583,7 +589,8 @@ fn measure(
     let expected = (secs * f64::from(FPS)).round() as u64;
     let warmup = WARMUP_FRAMES.min(expected / 4);
     let p = path.to_str().expect("utf-8 path");
-    let check_args = ["check", p, "--format", "json"];
+    let check_args = ["check", p, "--format", "json", "--decode-level", "full"];
+    let auto_args = ["check", p, "--format", "json", "--decode-level", "auto"];
     let ff_detect_args = [
         "-hide_banner",
         "-nostats",
@@ -613,6 +620,7 @@ fn measure(
     let ffmpeg = Path::new("ffmpeg");
     let mut runs = Vec::new();
     let (mut checks, mut ff_detects, mut ff_decodes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut autos = Vec::new();
     // Rounds interleave the four measurements, so a busy spell on the shared machine
     // slows all of them rather than one.
     for i in 0..RUNS {
@@ -636,6 +644,7 @@ fn measure(
         runs.push(r);
         for (what, prog, args, out) in [
             ("vqprobe check", bin, &check_args[..], &mut checks),
+            ("vqprobe check auto", bin, &auto_args[..], &mut autos),
             (
                 "ffmpeg detect",
                 ffmpeg,
@@ -682,6 +691,7 @@ fn measure(
             .map(|r| r.stats.decode_ns as f64 / 1e9 / r.wall_s),
     );
     let check = median_ext(&checks);
+    let check_auto = median_ext(&autos);
     let ff_detect = median_ext(&ff_detects);
     let ff_decode = median_ext(&ff_decodes);
     let first = runs.swap_remove(0);
@@ -703,6 +713,7 @@ fn measure(
         decode_of_wall,
         first,
         check,
+        check_auto,
         ff_detect,
         ff_decode,
     }
@@ -805,7 +816,17 @@ fn clip_table(r: &ClipResult) -> String {
             "",
         ),
         (
-            "`vqprobe check --format json` (release binary): fps, user + sys CPU".into(),
+            "`vqprobe check --decode-level auto` (the default level): fps, user + sys CPU".into(),
+            format!(
+                "{}, {} + {}",
+                fps_of(r.frames, &r.check_auto),
+                secs_opt(r.check_auto.user_s),
+                secs_opt(r.check_auto.sys_s)
+            ),
+            "",
+        ),
+        (
+            "`vqprobe check --format json --decode-level full` (release binary): fps, user + sys CPU".into(),
             format!(
                 "{}, {} + {}",
                 fps_of(r.frames, &r.check),
@@ -1085,7 +1106,7 @@ fn section(results: &[ClipResult], m: &Machine) -> String {
     let _ = writeln!(
         s,
         "- Processes ({RUNS} runs each, interleaved with the in-process runs; medians) under `/usr/bin/time -v`: the release binary \
-         `vqprobe check CLIP --format json`, `ffmpeg -hide_banner -nostats -threads 1 -i CLIP -vf \
+         `vqprobe check CLIP --format json --decode-level full` (and `--decode-level auto`), `ffmpeg -hide_banner -nostats -threads 1 -i CLIP -vf \
          blackdetect,freezedetect -af silencedetect -f null -`, and `ffmpeg -hide_banner -nostats -threads 1 \
          -i CLIP -f null -` (decodes audio too). fps = video frames / wall seconds.\n"
     );
