@@ -15,8 +15,10 @@
 //! | idle packet buffers kept for reuse | B / 8 | 1.5 MiB |
 //!
 //! They add up to B: what the probe buffers for one stream, besides the decoder's own
-//! pictures (openh264 reference frames, bounded by `max_pixels`) and small detector
-//! state. An access unit above its ceiling is dropped and counted (`ts_error` for
+//! pictures (openh264 reference frames + 2, refused from the SPS above `max_pixels` or
+//! `max_decoder_mb`), the pictures of `auto`'s parse-only syntax checker (a second
+//! openh264 instance, the same size), `auto`'s look-back ring (`[detect.decode]
+//! ring_mb`, default 8 MiB, holding about two GOPs) and small detector state. An access unit above its ceiling is dropped and counted (`ts_error` for
 //! MPEG-TS, see `detect::transport`; `oversized` in the live stats otherwise).
 //!
 //! The pool: buffers circulate between ingest (which fills them) and the decode thread
