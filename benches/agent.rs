@@ -106,15 +106,21 @@ impl Ctx {
 }
 
 /// The rows of one content: each level, then ffmpeg.
-fn level_table(out: &mut String, title: &str, runs: &[AgentRun], ff: &FfRun, nproc: usize) {
+fn level_table(
+    out: &mut String,
+    title: &str,
+    runs: &[(String, AgentRun)],
+    ff: &FfRun,
+    nproc: usize,
+) {
     writeln!(out, "{title}\n").unwrap();
     writeln!(
         out,
-        "| | CPU per stream (share of one core) | vqprobe / ffmpeg | RSS, all streams (per stream) | media s / wall s, slowest (mean) | pictures decoded | media time at full / reference / key | escalations / ring overflows |"
+        "| | CPU per stream (share of one core) | vqprobe / ffmpeg | RSS, all streams (per stream) | media s / wall s, slowest (mean); lag at the end | pictures decoded | media time at full / reference / key | escalations / ring overflows |"
     )
     .unwrap();
     writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |").unwrap();
-    for r in runs {
+    for (label, r) in runs {
         let d = &r.decode;
         let t: f64 = d.seconds.iter().sum();
         let share = |i: usize| {
@@ -132,14 +138,14 @@ fn level_table(out: &mut String, title: &str, runs: &[AgentRun], ff: &FfRun, npr
         };
         writeln!(
             out,
-            "| vqprobe `{}` | {}{floor} | {:.2} | {} ({}) | {} ({:.2}) | {} | {} / {} / {} | {} / {} |",
-            r.level,
+            "| vqprobe {label} | {}{floor} | {:.2} | {} ({}) | {} ({:.2}); {:.1} s | {} | {} / {} / {} | {} / {} |",
             pct(r.cpu_per_stream),
             r.cpu_per_stream / ff.cpu_per_stream,
             mib(r.rss_end_kib),
             mib(r.rss_end_kib / r.streams.max(1) as u64),
             pace(r.pace_min),
             r.pace_mean,
+            r.lag_max,
             pct(d.share()),
             share(0),
             share(1),
@@ -166,7 +172,7 @@ fn level_table(out: &mut String, title: &str, runs: &[AgentRun], ff: &FfRun, npr
         ff.pace_mean
     )
     .unwrap();
-    if let Some(auto) = runs.iter().find(|r| r.level == "auto") {
+    if let Some((_, auto)) = runs.iter().find(|r| r.0 == "`auto`") {
         let ratio = auto.cpu_per_stream / ff.cpu_per_stream;
         writeln!(
             out,
@@ -183,17 +189,21 @@ fn part_levels(ctx: &Ctx, secs: u64, latency: &mut Option<(AgentRun, &'static st
     writeln!(
         out,
         "{} streams of each content, looped at real-time pace (`pace = \"realtime\"`, \
-         `loop = true`), each level (`[detect.decode] level`) and the ffmpeg chain for \
-         {secs} s in turn; CPU and pace measured after a {} s warm-up. \"pictures decoded\" \
-         and the time per level are the streams' own stats (`decode` in the stats topic, \
-         summed over streams, whole run). Each {CLIP_SECS} s clip has a black picture at \
-         5–8 s and silence at 15–18 s, so `auto` escalates once per loop.\n",
+         `loop = true`), at each level (`[detect.decode] level`) and as the ffmpeg chain, \
+         {secs} s each in turn; CPU and pace measured after a {} s warm-up. The clips \
+         ({CLIP_SECS} s) have nothing to report, except the row \"`auto`, a defect every \
+         {CLIP_SECS} s\": the same content with a black picture at 5–8 s and silence at \
+         15–18 s, so `auto` escalates (and the ring is decoded again) once per loop and \
+         each stream emits four events per loop. \"pictures decoded\" and the time per \
+         level are the streams' own stats (`decode` on the stats topic, summed over the \
+         streams, whole run); the lag is how far the furthest-behind stream's media trails \
+         the wall clock at the end (start-up included).\n",
         ctx.streams,
         runs::warm_up(secs).as_secs()
     )
     .unwrap();
     for content in [Content::Broadcast, Content::Camera] {
-        let clip = media::ensure(&ctx.media_dir, content, 720);
+        let clip = media::ensure(&ctx.media_dir, content, 720, false);
         let mut rs = Vec::new();
         for level in LEVELS {
             eprintln!(
@@ -211,11 +221,27 @@ fn part_levels(ctx: &Ctx, secs: u64, latency: &mut Option<(AgentRun, &'static st
                 secs,
                 ctx.tck,
             );
-            if content == Content::Broadcast && level == "auto" {
-                *latency = Some((r.clone(), "the `levels` part's `auto` run of content (a)"));
-            }
-            rs.push(r);
+            rs.push((format!("`{level}`"), r));
         }
+        let defects = media::ensure(&ctx.media_dir, content, 720, true);
+        eprintln!("levels: {} 720p with defects, auto", content.tag());
+        let r = runs::agent(
+            &ctx.bin,
+            &defects,
+            &ctx.scratch
+                .join(format!("levels-{}-auto-defects", content.tag())),
+            ctx.streams,
+            "auto",
+            secs,
+            ctx.tck,
+        );
+        if content == Content::Broadcast {
+            *latency = Some((
+                r.clone(),
+                "the `levels` part's run of content (a) with a defect every 30 s",
+            ));
+        }
+        rs.push((format!("`auto`, a defect every {CLIP_SECS} s"), r));
         eprintln!("levels: {} 720p, ffmpeg", content.tag());
         let ff = runs::ffmpeg(
             &clip,
@@ -242,25 +268,28 @@ fn part_sides(ctx: &Ctx, secs: u64) -> String {
     let mut out = String::from("### 360p and 1080p\n\n");
     writeln!(
         out,
-        "Content (a) only, {} streams, `full` and `auto` against the ffmpeg chain, {secs} s \
-         each (warm-up {} s).\n",
+        "Content (a) only (nothing to report in the clip), {} streams, `full` and `auto` \
+         against the ffmpeg chain, {secs} s each (warm-up {} s).\n",
         ctx.streams,
         runs::warm_up(secs).as_secs()
     )
     .unwrap();
     for height in [360, 1080] {
-        let clip = media::ensure(&ctx.media_dir, Content::Broadcast, height);
+        let clip = media::ensure(&ctx.media_dir, Content::Broadcast, height, false);
         let mut rs = Vec::new();
         for level in ["full", "auto"] {
             eprintln!("sides: {height}p, {level}");
-            rs.push(runs::agent(
-                &ctx.bin,
-                &clip,
-                &ctx.scratch.join(format!("side-{height}-{level}")),
-                ctx.streams,
-                level,
-                secs,
-                ctx.tck,
+            rs.push((
+                format!("`{level}`"),
+                runs::agent(
+                    &ctx.bin,
+                    &clip,
+                    &ctx.scratch.join(format!("side-{height}-{level}")),
+                    ctx.streams,
+                    level,
+                    secs,
+                    ctx.tck,
+                ),
             ));
         }
         eprintln!("sides: {height}p, ffmpeg");
@@ -286,7 +315,7 @@ fn part_sides(ctx: &Ctx, secs: u64) -> String {
 }
 
 fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
-    let clip = media::ensure(&ctx.media_dir, Content::Broadcast, 720);
+    let clip = media::ensure(&ctx.media_dir, Content::Broadcast, 720, false);
     let ladder: Vec<usize> = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64]
         .into_iter()
         .filter(|&n| n <= max)
@@ -296,10 +325,14 @@ fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
         out,
         "N streams for {secs} s each (warm-up {} s), N = {} upward until a step does not \
          sustain: \"sustains\" = every stream's media seconds analysed ≥ 0.95 × wall seconds \
-         after the warm-up, and no packet dropped (stats `dropped.queue_full` + \
+         after the warm-up, its media at most {} s behind the wall clock at the end \
+         (start-up included), and no packet dropped (stats `dropped.queue_full` + \
          `until_key_frame`). A file source waits for room in the queue rather than dropping, \
-         so falling behind shows as pace below 1.\n",
+         so falling behind shows as pace below 1 and a growing lag. The clip has nothing to \
+         report (steady state). The ladder also stops before a step whose RSS, extrapolated \
+         from the last one, would exceed half of `MemAvailable`.\n",
         runs::warm_up(secs).as_secs(),
+        runs::MAX_LAG_S,
         ladder
             .iter()
             .map(|n| n.to_string())
@@ -309,14 +342,26 @@ fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
     .unwrap();
     writeln!(
         out,
-        "| level | N | CPU, all streams (cores) | RSS at the end | media s / wall s, slowest | dropped | pictures decoded | sustains |"
+        "| level | N | CPU, all streams (cores) | RSS at the end | media s / wall s, slowest | lag at the end | dropped | pictures decoded | sustains |"
     )
     .unwrap();
-    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |").unwrap();
+    writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
+    .unwrap();
     let mut best = [0usize; 2];
+    let mut stopped = [None::<usize>; 2];
     let mut rss_points = Vec::new();
     for (li, level) in ["full", "auto"].into_iter().enumerate() {
+        let mut last_rss: Option<(usize, u64)> = None;
         for &n in &ladder {
+            if let (Some((n0, r0)), Some(avail)) = (last_rss, mem_available_kib()) {
+                if r0 / n0 as u64 * n as u64 > avail / 2 {
+                    stopped[li] = Some(n);
+                    break;
+                }
+            }
             eprintln!("capacity: {level}, {n} streams, {secs} s");
             let r = runs::agent(
                 &ctx.bin,
@@ -330,10 +375,11 @@ fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
             let ok = r.sustains();
             writeln!(
                 out,
-                "| `{level}` | {n} | {:.2} | {} | {} | {} | {} | {} |",
+                "| `{level}` | {n} | {:.2} | {} | {} | {:.1} s | {} | {} | {} |",
                 r.cpu_per_stream * n as f64,
                 mib(r.rss_end_kib),
                 pace(r.pace_min),
+                r.lag_max,
                 r.dropped,
                 pct(r.decode.share()),
                 if ok { "yes" } else { "**no**" }
@@ -342,6 +388,7 @@ fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
             if level == "auto" {
                 rss_points.push((n as f64, r.rss_end_kib as f64 / 1024.0));
             }
+            last_rss = Some((n, r.rss_end_kib));
             if !ok {
                 break;
             }
@@ -349,26 +396,31 @@ fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
         }
     }
     let top = ladder.last().copied().unwrap_or(0);
-    let said = |n: usize| {
-        if n == top {
-            format!("≥ {n} (the top of the ladder)")
-        } else {
-            n.to_string()
+    // A level that never failed is only known to be at least its last step.
+    let open = |li: usize| best[li] == top || stopped[li].is_some();
+    let said = |li: usize| {
+        let n = best[li];
+        match stopped[li] {
+            Some(m) => format!("≥ {n} (stopped before {m}: memory)"),
+            None if n == top => format!("≥ {n} (the top of the ladder)"),
+            None => n.to_string(),
         }
+    };
+    let verdict = if best[0] > 0 && best[1] >= 5 * best[0] {
+        "met"
+    } else if open(1) {
+        "not decided: raise `VQPROBE_BENCH_CAPACITY_MAX`"
+    } else {
+        "NOT MET"
     };
     let rss_slope = slope(&rss_points);
     writeln!(
         out,
-        "\nCapacity: `full` {}, `auto` {} streams (target `auto` ≥ 5× `full`: {}). RSS per \
-         added stream at `auto` (least-squares slope of RSS over N, {} points): {:.1} MiB \
-         (target ≤ 12 MiB: {}).\n",
-        said(best[0]),
-        said(best[1]),
-        if best[0] > 0 && best[1] >= 5 * best[0] {
-            "met"
-        } else {
-            "NOT MET"
-        },
+        "\nCapacity: `full` {}, `auto` {} streams (target `auto` ≥ 5× `full`: {verdict}). RSS \
+         per added stream at `auto` (least-squares slope of the RSS at the end over N, {} \
+         points): {:.1} MiB (target ≤ 12 MiB at 720p: {}).\n",
+        said(0),
+        said(1),
         rss_points.len(),
         rss_slope,
         if rss_slope <= 12.0 { "met" } else { "NOT MET" }
@@ -380,7 +432,7 @@ fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
 }
 
 fn part_soak(ctx: &Ctx, secs: u64) -> (String, AgentRun) {
-    let clip = media::ensure(&ctx.media_dir, Content::Broadcast, 720);
+    let clip = media::ensure(&ctx.media_dir, Content::Broadcast, 720, true);
     eprintln!("soak: auto, {} streams, {secs} s", ctx.streams);
     let r = runs::agent(
         &ctx.bin,
@@ -400,7 +452,9 @@ fn part_soak(ctx: &Ctx, secs: u64) -> (String, AgentRun) {
     let grew = r.rss_end_kib as f64 > r.rss_start_kib as f64 * 1.10;
     writeln!(
         out,
-        "{} streams of 720p25 content (a) at `auto` for {secs} s. RSS after the warm-up \
+        "{} streams of 720p25 content (a) with a defect every {CLIP_SECS} s (a black picture \
+         at 5–8 s, silence at 15–18 s: `auto` escalates and decodes its ring once per loop) \
+         at `auto` for {secs} s. RSS after the warm-up \
          ({} s) {}, at half time {}, at the end {} (max {}): {} over the run, {} over the \
          second half; CPU per stream {}, slowest stream's pace {}. Flat: {}.\n",
         ctx.streams,
@@ -435,6 +489,18 @@ fn part_soak(ctx: &Ctx, secs: u64) -> (String, AgentRun) {
     (out, r)
 }
 
+/// `MemAvailable` of `/proc/meminfo`, KiB.
+fn mem_available_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 fn signed_mib(k: i64) -> String {
     format!("{:+.1} MiB", k as f64 / 1024.0)
 }
@@ -448,10 +514,11 @@ fn part_latency(ctx: &Ctx, r: &AgentRun, which: &str) -> String {
     let mut out = String::from("### Event latency, `auto`\n\n");
     writeln!(
         out,
-        "From {which} (`auto`, content (a) 720p25, {} streams, {} s): events emitted (agent log) / \
+        "From {which} (`{}`, content (a) 720p25, {} streams, {} s): events emitted (agent log) / \
          received by the subscriber {} / {}; latency from an event's `at` (taken when the \
          defect is confirmed) to its arrival at `mosquitto_sub`, median / p95 / max over {n}: \
          {p50:.0} / {p95:.0} / {pmax:.0} ms (target ≤ 500 ms on loopback: {}).\n",
+        r.level,
         r.streams,
         r.secs,
         r.logged,

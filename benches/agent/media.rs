@@ -59,13 +59,19 @@ fn width(height: u32) -> u32 {
 }
 
 /// The clip of `content` at `height` (16:9, 25 fps): moving test pattern with temporal
-/// noise (a realistic bitrate), a black picture at 5–8 s and silence at 15–18 s (so
-/// every stream emits events each loop), AAC sine tone.
-pub fn ensure(dir: &Path, content: Content, height: u32) -> PathBuf {
+/// noise (a realistic bitrate), AAC sine tone. With `defects`, a black picture at 5–8 s
+/// and silence at 15–18 s, so every stream emits events (and `auto` escalates) once per
+/// loop; without, nothing to report (the steady-state cost).
+pub fn ensure(dir: &Path, content: Content, height: u32, defects: bool) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(format!(
-        "agent2_{}_{height}p25_{CLIP_SECS}s_black5-8_silence15-18.ts",
-        content.tag()
+        "agent2_{}_{height}p25_{CLIP_SECS}s_{}.ts",
+        content.tag(),
+        if defects {
+            "black5-8_silence15-18"
+        } else {
+            "clean"
+        }
     ));
     if path.exists() {
         return path;
@@ -115,11 +121,16 @@ pub fn ensure(dir: &Path, content: Content, height: u32) -> PathBuf {
         ])
         .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
         .args(["-t", &CLIP_SECS.to_string(), "-map", "0:v", "-map", "1:a"])
-        .args([
-            "-vf",
-            "noise=alls=10:allf=t+u,drawbox=c=black:t=fill:enable='between(t,5,8)'",
-        ])
-        .args(["-af", "volume=0:enable='between(t,15,18)'"])
+        .args(if defects {
+            [
+                "-vf",
+                "noise=alls=10:allf=t+u,drawbox=c=black:t=fill:enable='between(t,5,8)'",
+                "-af",
+                "volume=0:enable='between(t,15,18)'",
+            ]
+        } else {
+            ["-vf", "noise=alls=10:allf=t+u", "-af", "anull"]
+        })
         .args(["-c:v", "libx264", "-preset", "fast", "-pix_fmt", "yuv420p"])
         .args(x264)
         .args(["-b:v", &format!("{kbps}k"), "-maxrate", &format!("{kbps}k")])

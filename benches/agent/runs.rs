@@ -70,6 +70,10 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
+/// Most seconds a stream's media may trail the wall clock at the end of a run that
+/// sustains (start-up included).
+pub const MAX_LAG_S: f64 = 3.0;
+
 /// One `vqprobe run` measurement.
 #[derive(Debug, Clone)]
 pub struct AgentRun {
@@ -89,6 +93,9 @@ pub struct AgentRun {
     pub pace_mean: f64,
     /// Streams that published stats after the warm-up.
     pub reporting: usize,
+    /// How far the furthest-behind stream's media is behind the wall clock at its last
+    /// stats: wall seconds since the agent started minus `media_s` (start-up included).
+    pub lag_max: f64,
     /// Packets dropped (queue full + until a key frame), all streams.
     pub dropped: u64,
     pub decode: DecodeSum,
@@ -98,9 +105,13 @@ pub struct AgentRun {
 }
 
 impl AgentRun {
-    /// Media keeping up with the wall clock (≥ 0.95) on every stream, nothing dropped.
+    /// Media keeping up with the wall clock on every stream (pace ≥ 0.95 after the
+    /// warm-up, at most [`MAX_LAG_S`] behind at the end), nothing dropped.
     pub fn sustains(&self) -> bool {
-        self.reporting == self.streams && self.pace_min >= 0.95 && self.dropped == 0
+        self.reporting == self.streams
+            && self.pace_min >= 0.95
+            && self.lag_max <= MAX_LAG_S
+            && self.dropped == 0
     }
 }
 
@@ -149,6 +160,7 @@ pub fn agent(
         .expect("vqprobe run");
     let pid = agent.id();
     let t0 = Instant::now();
+    let start_unix = unix_now();
     let warm = warm_up(secs);
     let every = sample_every(secs);
     let mut series = Vec::new();
@@ -237,7 +249,17 @@ pub fn agent(
         .collect();
     let mut decode = DecodeSum::default();
     let mut dropped = 0;
+    let mut lag_max = f64::NAN;
     for v in last_stats.values() {
+        if let (Some(at), Some(media)) = (
+            v["at"].as_str().and_then(rfc3339_secs),
+            v["media_s"].as_f64(),
+        ) {
+            let lag = at - start_unix - media;
+            if lag_max.is_nan() || lag > lag_max {
+                lag_max = lag;
+            }
+        }
         decode.add(&v["decode"]);
         dropped += v["dropped"]["queue_full"].as_u64().unwrap_or(0)
             + v["dropped"]["until_key_frame"].as_u64().unwrap_or(0);
@@ -255,6 +277,7 @@ pub fn agent(
         pace_min: percentile(&mut mins, 0.0),
         pace_mean: mean(&ratios),
         reporting: ratios.len(),
+        lag_max,
         dropped,
         decode,
         logged,
