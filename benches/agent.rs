@@ -19,8 +19,9 @@
 //! - `sides`: content (a) at 360p and 1080p, `full` and `auto` vs ffmpeg, each for
 //!   `VQPROBE_BENCH_SIDE_SECS` (60 s).
 //! - `capacity`: the most 720p25 (a) streams sustained in real time at `full` and at
-//!   `auto` (N = 1, 2, 4, 8, 12, 16, 24, 32, 48, 64 up to `VQPROBE_BENCH_CAPACITY_MAX`,
-//!   each `VQPROBE_BENCH_CAPACITY_SECS`, 60 s), RSS per added stream at `auto`.
+//!   `auto` (N = 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128 up to
+//!   `VQPROBE_BENCH_CAPACITY_MAX` (128), each `VQPROBE_BENCH_CAPACITY_SECS`, 60 s), RSS
+//!   per added stream at `auto`.
 //! - `soak`: RSS of N streams at `auto` over `VQPROBE_BENCH_SOAK_SECS` (600 s).
 //! - `outbox`: events/s through the library `Publisher` into the broker, live and
 //!   draining a spool.
@@ -116,7 +117,7 @@ fn level_table(
     writeln!(out, "{title}\n").unwrap();
     writeln!(
         out,
-        "| | CPU per stream (share of one core) | vqprobe / ffmpeg | RSS, all streams (per stream) | media s / wall s, slowest (mean); lag at the end | pictures decoded | media time at full / reference / key | escalations / ring overflows |"
+        "| | CPU per stream (share of one core) | vqprobe / ffmpeg | RSS, all streams (per stream) | media s / wall s, slowest (mean); lag at the end | pictures decoded | media time at full / reference / key | escalations / ring overflows / overload step-downs |"
     )
     .unwrap();
     writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |").unwrap();
@@ -138,7 +139,7 @@ fn level_table(
         };
         writeln!(
             out,
-            "| vqprobe {label} | {}{floor} | {:.2} | {} ({}) | {} ({:.2}); {:.1} s | {} | {} / {} / {} | {} / {} |",
+            "| vqprobe {label} | {}{floor} | {:.2} | {} ({}) | {} ({:.2}); {:.1} s | {} | {} / {} / {} | {} / {} / {} |",
             pct(r.cpu_per_stream),
             r.cpu_per_stream / ff.cpu_per_stream,
             mib(r.rss_end_kib),
@@ -151,7 +152,8 @@ fn level_table(
             share(1),
             share(2),
             d.escalations,
-            d.ring_overflows
+            d.ring_overflows,
+            d.step_downs
         )
         .unwrap();
     }
@@ -316,7 +318,7 @@ fn part_sides(ctx: &Ctx, secs: u64) -> String {
 
 fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
     let clip = media::ensure(&ctx.media_dir, Content::Broadcast, 720, false);
-    let ladder: Vec<usize> = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64]
+    let ladder: Vec<usize> = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128]
         .into_iter()
         .filter(|&n| n <= max)
         .collect();
@@ -332,12 +334,12 @@ fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
          report (steady state). The ladder also stops before a step whose RSS, extrapolated \
          from the last one, would exceed half of `MemAvailable`.\n",
         runs::warm_up(secs).as_secs(),
-        runs::MAX_LAG_S,
         ladder
             .iter()
             .map(|n| n.to_string())
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        runs::MAX_LAG_S,
     )
     .unwrap();
     writeln!(
@@ -623,7 +625,7 @@ fn main() {
     }
     if has("capacity") {
         let secs = env_u64("VQPROBE_BENCH_CAPACITY_SECS", 60).max(10);
-        let max = env_u64("VQPROBE_BENCH_CAPACITY_MAX", 64) as usize;
+        let max = env_u64("VQPROBE_BENCH_CAPACITY_MAX", 128) as usize;
         write_block(&part_capacity(&ctx, secs, max));
     }
     if has("soak") {
