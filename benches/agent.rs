@@ -1,560 +1,530 @@
-//! Agent-mode benchmark: writes the "Agent mode" section of `docs/PERFORMANCE.md`.
+//! Agent-mode benchmark: writes the "Agent mode" section of `docs/PERFORMANCE.md`, one
+//! `###` block per part (a run of some parts keeps the other blocks; the hand-written
+//! interpretation block is never overwritten).
 //!
-//! Run with `cargo bench --bench agent`. `VQPROBE_BENCH_AGENT_SECS` sets the soak length
-//! (default 600 s), `VQPROBE_BENCH_STREAMS` the stream count (default 8).
+//! Run with `cargo bench --bench agent`. Everything is a real process: a private
+//! mosquitto on 127.0.0.1, `vqprobe run` (the bench-profile binary) watching N looped
+//! file streams at real-time pace, a `mosquitto_sub` recording events and the per-stream
+//! stats, and for comparison N `ffmpeg -re -stream_loop -1 -threads 1 … -vf
+//! blackdetect,freezedetect -af silencedetect -f null -` processes, in the same run.
+//! CPU is user + system time from `/proc/PID/stat` after a warm-up, RSS from
+//! `/proc/PID/status`; media pace is media seconds analysed per wall second (the
+//! stats' `media_s`, ffmpeg's `-progress`).
 //!
-//! 1. **Soak**: a private mosquitto on 127.0.0.1, a `mosquitto_sub` recording every
-//!    event with its arrival time (`%U`), and `vqprobe run` (the bench-profile binary)
-//!    watching N looped 720p25 file streams at real-time pace. The clip (30 s, libx264
-//!    High with B-frames, AAC) has a black picture at 5–8 s and silence at 15–18 s, so
-//!    every stream emits four events per loop. Every 10 s the agent's CPU time
-//!    (`/proc/PID/stat`) and RSS (`/proc/PID/status`) are sampled. Reported: CPU per
-//!    stream, RSS after warm-up (30 s) and at the end, events sent vs received, and the
-//!    latency from an event's creation (its `at`, taken when the defect is confirmed) to
-//!    its arrival at the subscriber.
-//! 2. **ffmpeg side by side**: N `ffmpeg -re -stream_loop -1 -threads 1` processes with
-//!    blackdetect, freezedetect and silencedetect on the same clip, for 60 s: CPU per
-//!    stream and total RSS.
-//! 3. **Outbox throughput**: the library's `Publisher` (spool on disk) pushes 20 000
-//!    events of ~450 bytes into the broker; reported: events/s until every PUBACK is in,
-//!    with the broker up, and the drain rate of a spool filled while the broker was down.
+//! Parts (`VQPROBE_BENCH_PARTS`, comma-separated; default all):
+//! - `levels`: content (a) broadcast-like and (b) camera-like 720p25, N streams
+//!   (`VQPROBE_BENCH_STREAMS`, 8) at `full`, `reference`, `key`, `auto` and the ffmpeg
+//!   chain, each for `VQPROBE_BENCH_AGENT_SECS` (300 s); plus event latency of the
+//!   `auto` run of (a).
+//! - `sides`: content (a) at 360p and 1080p, `full` and `auto` vs ffmpeg, each for
+//!   `VQPROBE_BENCH_SIDE_SECS` (60 s).
+//! - `capacity`: the most 720p25 (a) streams sustained in real time at `full` and at
+//!   `auto` (N = 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128 up to
+//!   `VQPROBE_BENCH_CAPACITY_MAX` (128), each `VQPROBE_BENCH_CAPACITY_SECS`, 60 s), RSS
+//!   per added stream at `auto`.
+//! - `soak`: RSS of N streams at `auto` over `VQPROBE_BENCH_SOAK_SECS` (600 s).
+//! - `outbox`: events/s through the library `Publisher` into the broker, live and
+//!   draining a spool.
 
 #[path = "common/doc.rs"]
 mod doc;
+#[path = "agent/media.rs"]
+mod media;
+#[path = "agent/procs.rs"]
+mod procs;
+#[path = "agent/runs.rs"]
+mod runs;
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
 
-const CLIP_SECS: u32 = 30;
+use media::{Content, CLIP_SECS};
+use procs::{clk_tck, loadavg, percentile, slope};
+use runs::{AgentRun, FfRun};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const HEADING: &str = "## Agent mode";
+const INTERPRETATION: &str = "### Interpretation (written by hand after the run)";
+/// The `###` blocks of the section, in this order.
+const BLOCKS: [&str; 7] = [
+    "### Decode levels against ffmpeg, 720p25",
+    "### 360p and 1080p",
+    "### Capacity, 720p25 content (a)",
+    "### Soak, `auto`",
+    "### Event latency, `auto`",
+    "### Outbox throughput",
+    INTERPRETATION,
+];
+const LEVELS: [&str; 4] = ["full", "reference", "key", "auto"];
 
-fn ensure_clip(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("agent_720p25_30s_black5-8_silence15-18.ts");
-    if path.exists() {
-        return path;
-    }
-    eprintln!("making {} ...", path.display());
-    let tmp = path.with_extension("part.ts");
-    let st = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-        .args(["-t", &CLIP_SECS.to_string(), "-map", "0:v", "-map", "1:a"])
-        .args(["-vf", "drawbox=c=black:t=fill:enable='between(t,5,8)'"])
-        .args(["-af", "volume=0:enable='between(t,15,18)'"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "high",
-            "-preset",
-            "medium",
-            "-bf",
-            "3",
-        ])
-        .args([
-            "-g", "50", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k",
-        ])
-        .args(["-f", "mpegts"])
-        .arg(&tmp)
-        .status()
-        .expect("ffmpeg");
-    assert!(st.success(), "ffmpeg failed");
-    std::fs::rename(&tmp, &path).unwrap();
-    path
-}
-
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
 }
 
-/// (user + system CPU seconds, RSS KiB) of a process.
-fn sample(pid: u32, tck: f64) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tck;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((cpu, rss))
+fn mib(k: u64) -> String {
+    format!("{:.1} MiB", k as f64 / 1024.0)
 }
 
-struct Broker {
-    child: Child,
-    port: u16,
-    conf: PathBuf,
+fn pct(x: f64) -> String {
+    if x.is_nan() {
+        "—".into()
+    } else {
+        format!("{:.1}%", x * 100.0)
+    }
 }
 
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        std::fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nmax_queued_messages 100000\nlog_dest none\n"
-            ),
+fn pace(x: f64) -> String {
+    if x.is_nan() {
+        "—".into()
+    } else if x < 0.95 {
+        format!("**{x:.2} (behind)**")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// Everything a part needs.
+struct Ctx {
+    bin: PathBuf,
+    media_dir: PathBuf,
+    scratch: PathBuf,
+    tck: f64,
+    streams: usize,
+    nproc: usize,
+}
+
+impl Ctx {
+    fn conditions(&self, secs_note: &str) -> String {
+        format!(
+            "vqprobe {}, {} cores, load average {} at the end of this part; {secs_note}.",
+            vqprobe::VERSION,
+            self.nproc,
+            loadavg()
         )
-        .unwrap();
-        let mut b = Broker {
-            child: Command::new("true").spawn().unwrap(),
-            port,
-            conf,
-        };
-        b.spawn();
-        b
-    }
-
-    fn spawn(&mut self) {
-        self.child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("mosquitto did not start");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Messages received: (arrival unix seconds, payload).
-type Received = Arc<Mutex<Vec<(f64, String)>>>;
-
-/// `mosquitto_sub` recording what arrives.
-fn subscribe(port: u16, topic: &str) -> (Child, Received) {
-    let mut child = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-        ])
-        .args(["-F", "%U\t%p"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto_sub");
-    let out = child.stdout.take().unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if let Some((t, p)) = line.split_once('\t') {
-                if let Ok(t) = t.parse::<f64>() {
-                    g.lock().unwrap().push((t, p.to_string()));
-                }
-            }
-        }
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    (child, got)
-}
-
-fn rfc3339_secs(s: &str) -> Option<f64> {
-    let t = humantime::parse_rfc3339(s).ok()?;
-    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs_f64())
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-struct Soak {
-    cpu_per_stream: f64,
-    rss_start_kib: u64,
-    rss_end_kib: u64,
-    rss_max_kib: u64,
-    rss_series: Vec<(u64, u64)>,
-    logged: usize,
-    received: usize,
-    lat_ms: Vec<f64>,
-}
-
-fn soak(bin: &Path, clip: &Path, dir: &Path, streams: usize, secs: u64, tck: f64) -> Soak {
-    let broker = Broker::start(dir);
-    let (mut sub, got) = subscribe(broker.port, "vqprobe/+/+/events");
-    let mut cfg = format!(
-        "probe_id = \"bench\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[spool]\ndir = \"{}\"\n",
-        broker.port,
-        dir.join("spool").display()
-    );
-    for i in 0..streams {
-        write!(
-            cfg,
-            "[[streams]]\nid = \"s{i}\"\nurl = \"file://{}\"\npace = \"realtime\"\nloop = true\n",
-            clip.display()
-        )
-        .unwrap();
-    }
-    let cfg_path = dir.join("agent.toml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let log = dir.join("agent.log");
-    let mut agent = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("vqprobe run");
-    let pid = agent.id();
-    let t0 = Instant::now();
-    let warm = Duration::from_secs(30.min(secs / 4).max(5));
-    let mut series = Vec::new();
-    let mut first: Option<(f64, u64, Instant)> = None;
-    let mut last = (0.0, 0u64, t0);
-    let mut rss_max = 0;
-    while t0.elapsed() < Duration::from_secs(secs) {
-        std::thread::sleep(
-            Duration::from_secs(10)
-                .min(Duration::from_secs(secs).saturating_sub(t0.elapsed()))
-                .max(Duration::from_millis(100)),
-        );
-        let Some((cpu, rss)) = sample(pid, tck) else {
-            panic!(
-                "agent died:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let now = Instant::now();
-        series.push((t0.elapsed().as_secs(), rss));
-        rss_max = rss_max.max(rss);
-        if first.is_none() && t0.elapsed() >= warm {
-            first = Some((cpu, rss, now));
-        }
-        last = (cpu, rss, now);
-        eprintln!(
-            "t={:>4}s rss={} KiB cpu={cpu:.1}s",
-            t0.elapsed().as_secs(),
-            rss
-        );
-    }
-    let (c0, r0, i0) = first.expect("soak shorter than the warm-up");
-    let cpu_per_stream = (last.0 - c0) / last.2.duration_since(i0).as_secs_f64() / streams as f64;
-    // Stop cleanly so every event is flushed, then let the subscriber catch up.
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = agent.wait();
-    std::thread::sleep(Duration::from_secs(1));
-    let _ = sub.kill();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let logged = text.lines().filter(|l| l.contains(" event ")).count();
-    let got = got.lock().unwrap().clone();
-    let mut ids = std::collections::HashSet::new();
-    let mut lat = Vec::new();
-    for (arr, payload) in &got {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(payload) else {
-            continue;
-        };
-        if !ids.insert(v["id"].as_str().unwrap_or("").to_string()) {
-            continue;
-        }
-        // Shutdown ends are made at SIGTERM, not at a confirmation: leave them out.
-        if v["reason"].is_string() {
-            continue;
-        }
-        if let Some(at) = v["at"].as_str().and_then(rfc3339_secs) {
-            lat.push((arr - at) * 1000.0);
-        }
-    }
-    Soak {
-        cpu_per_stream,
-        rss_start_kib: r0,
-        rss_end_kib: last.1,
-        rss_max_kib: rss_max,
-        rss_series: series,
-        logged,
-        received: ids.len(),
-        lat_ms: lat,
-    }
-}
-
-/// N ffmpeg processes doing the same job for `secs`: (CPU per stream, total RSS KiB).
-fn ffmpeg_side(clip: &Path, streams: usize, secs: u64, tck: f64) -> (f64, u64) {
-    let mut kids: Vec<Child> = (0..streams)
-        .map(|_| {
-            Command::new("ffmpeg")
-                .args([
-                    "-hide_banner",
-                    "-nostats",
-                    "-loglevel",
-                    "error",
-                    "-threads",
-                    "1",
-                ])
-                .args(["-re", "-stream_loop", "-1", "-i"])
-                .arg(clip)
-                .args([
-                    "-vf",
-                    "blackdetect=d=2,freezedetect=d=2",
-                    "-af",
-                    "silencedetect=d=2",
-                ])
-                .args(["-f", "null", "-"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("ffmpeg")
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(5));
-    let s0: Vec<(f64, u64)> = kids.iter().filter_map(|k| sample(k.id(), tck)).collect();
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
-    let s1: Vec<(f64, u64)> = kids.iter().filter_map(|k| sample(k.id(), tck)).collect();
-    let dt = t0.elapsed().as_secs_f64();
-    for k in &mut kids {
-        let _ = k.kill();
-        let _ = k.wait();
-    }
-    let cpu: f64 = s1.iter().map(|s| s.0).sum::<f64>() - s0.iter().map(|s| s.0).sum::<f64>();
-    let rss: u64 = s1.iter().map(|s| s.1).sum();
-    (cpu / dt / streams as f64, rss)
-}
-
-/// Outbox throughput through the library publisher: (events/s live, events/s draining).
-fn outbox(dir: &Path, n: usize) -> (f64, f64) {
-    use vqprobe::publish::mqtt::{MqttSettings, Publisher};
-    use vqprobe::publish::spool::{Spool, SpoolOptions};
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let sample_event = {
-        let text = r#"{"v":1,"id":"0123456789abcdef-1-start","defect_id":"0123456789abcdef-1","probe":"bench","stream":"s0","kind":"black","state":"start","start_s":5.0,"at":"2026-11-26T06:30:52.490Z","severity":"critical","metrics":{"black_ratio_min":1.0,"frames":51,"luma_mean_max":16.003}}"#;
-        serde_json::from_str::<vqprobe::event::Event>(text).unwrap()
-    };
-    let run = |broker_first: bool, tag: &str| -> f64 {
-        let mut broker = Broker::start(&dir.join(tag));
-        if !broker_first {
-            broker.stop();
-        }
-        let settings = MqttSettings {
-            host: "127.0.0.1".into(),
-            port: broker.port,
-            tls: None,
-            client_id: format!("bench-{tag}"),
-            username: None,
-            password: None,
-            keepalive: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-            backoff_initial: 0.1,
-            backoff_max: 0.5,
-            prefix: "vqprobe".into(),
-            probe_id: "bench".into(),
-        };
-        let spool = Spool::open(SpoolOptions::new(
-            dir.join(tag).join("spool"),
-            64 << 20,
-            1 << 20,
-        ))
-        .unwrap();
-        rt.block_on(async {
-            let p =
-                Publisher::start(settings, spool, b"online".to_vec(), b"offline".to_vec()).unwrap();
-            let t0 = Instant::now();
-            for i in 0..n {
-                let mut e = sample_event.clone();
-                e.id = format!("bench-{i}");
-                p.event(&e);
-                if i % 256 == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            let start = if broker_first {
-                t0
+/// The rows of one content: each level, then ffmpeg.
+fn level_table(
+    out: &mut String,
+    title: &str,
+    runs: &[(String, AgentRun)],
+    ff: &FfRun,
+    nproc: usize,
+) {
+    writeln!(out, "{title}\n").unwrap();
+    writeln!(
+        out,
+        "| | CPU per stream (share of one core) | vqprobe / ffmpeg | RSS, all streams (per stream) | media s / wall s, slowest (mean); lag at the end | pictures decoded | media time at full / reference / key | escalations / ring overflows / overload step-downs |"
+    )
+    .unwrap();
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |").unwrap();
+    for (label, r) in runs {
+        let d = &r.decode;
+        let t: f64 = d.seconds.iter().sum();
+        let share = |i: usize| {
+            if t > 0.0 {
+                format!("{:.0}%", d.seconds[i] / t * 100.0)
             } else {
-                // Everything is spooled; now the broker comes up and the spool drains.
-                p.sync().await;
-                broker.spawn();
-                Instant::now()
-            };
-            loop {
-                if p.stats().pending == 0 {
+                "—".into()
+            }
+        };
+        let total = r.cpu_per_stream * r.streams as f64;
+        let floor = if total >= nproc as f64 * 0.9 || r.pace_min < 0.95 {
+            format!(" (saturated: {total:.2} cores; a floor)")
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "| vqprobe {label} | {}{floor} | {:.2} | {} ({}) | {} ({:.2}); {:.1} s | {} | {} / {} / {} | {} / {} / {} |",
+            pct(r.cpu_per_stream),
+            r.cpu_per_stream / ff.cpu_per_stream,
+            mib(r.rss_end_kib),
+            mib(r.rss_end_kib / r.streams.max(1) as u64),
+            pace(r.pace_min),
+            r.pace_mean,
+            r.lag_max,
+            pct(d.share()),
+            share(0),
+            share(1),
+            share(2),
+            d.escalations,
+            d.ring_overflows,
+            d.step_downs
+        )
+        .unwrap();
+    }
+    let total = ff.cpu_per_stream * ff.streams as f64;
+    let floor = if total >= nproc as f64 * 0.9 || ff.pace_min < 0.95 {
+        format!(" (saturated: {total:.2} cores; a floor)")
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "| ffmpeg chain, {} processes | {}{floor} | 1 | {} ({}) | {} ({:.2}) | 100% | — | — |",
+        ff.streams,
+        pct(ff.cpu_per_stream),
+        mib(ff.rss_total_kib),
+        mib(ff.rss_total_kib / ff.streams.max(1) as u64),
+        pace(ff.pace_min),
+        ff.pace_mean
+    )
+    .unwrap();
+    if let Some((_, auto)) = runs.iter().find(|r| r.0 == "`auto`") {
+        let ratio = auto.cpu_per_stream / ff.cpu_per_stream;
+        writeln!(
+            out,
+            "\nTarget: CPU per stream at `auto` ≤ 1/3 of ffmpeg's: {:.2} ({}).",
+            ratio,
+            if ratio <= 1.0 / 3.0 { "met" } else { "NOT MET" }
+        )
+        .unwrap();
+    }
+}
+
+fn part_levels(ctx: &Ctx, secs: u64, latency: &mut Option<(AgentRun, &'static str)>) -> String {
+    let mut out = String::from("### Decode levels against ffmpeg, 720p25\n\n");
+    writeln!(
+        out,
+        "{} streams of each content, looped at real-time pace (`pace = \"realtime\"`, \
+         `loop = true`), at each level (`[detect.decode] level`) and as the ffmpeg chain, \
+         {secs} s each in turn; CPU and pace measured after a {} s warm-up. The clips \
+         ({CLIP_SECS} s) have nothing to report, except the row \"`auto`, a defect every \
+         {CLIP_SECS} s\": the same content with a black picture at 5–8 s and silence at \
+         15–18 s, so `auto` escalates (and the ring is decoded again) once per loop and \
+         each stream emits four events per loop. \"pictures decoded\" and the time per \
+         level are the streams' own stats (`decode` on the stats topic, summed over the \
+         streams, whole run); the lag is how far the furthest-behind stream's media trails \
+         the wall clock at the end (start-up included).\n",
+        ctx.streams,
+        runs::warm_up(secs).as_secs()
+    )
+    .unwrap();
+    for content in [Content::Broadcast, Content::Camera] {
+        let clip = media::ensure(&ctx.media_dir, content, 720, false);
+        let mut rs = Vec::new();
+        for level in LEVELS {
+            eprintln!(
+                "levels: {} 720p, {level}, {} streams, {secs} s",
+                content.tag(),
+                ctx.streams
+            );
+            let r = runs::agent(
+                &ctx.bin,
+                &clip,
+                &ctx.scratch
+                    .join(format!("levels-{}-{level}", content.tag())),
+                ctx.streams,
+                level,
+                secs,
+                ctx.tck,
+            );
+            rs.push((format!("`{level}`"), r));
+        }
+        let defects = media::ensure(&ctx.media_dir, content, 720, true);
+        eprintln!("levels: {} 720p with defects, auto", content.tag());
+        let r = runs::agent(
+            &ctx.bin,
+            &defects,
+            &ctx.scratch
+                .join(format!("levels-{}-auto-defects", content.tag())),
+            ctx.streams,
+            "auto",
+            secs,
+            ctx.tck,
+        );
+        if content == Content::Broadcast {
+            *latency = Some((
+                r.clone(),
+                "the `levels` part's run of content (a) with a defect every 30 s",
+            ));
+        }
+        rs.push((format!("`auto`, a defect every {CLIP_SECS} s"), r));
+        eprintln!("levels: {} 720p, ffmpeg", content.tag());
+        let ff = runs::ffmpeg(
+            &clip,
+            &ctx.scratch.join(format!("ff-{}", content.tag())),
+            ctx.streams,
+            secs,
+            ctx.tck,
+        );
+        level_table(
+            &mut out,
+            &format!("**{}**", content.describe(720)),
+            &rs,
+            &ff,
+            ctx.nproc,
+        );
+        out.push('\n');
+    }
+    out.push_str(&ctx.conditions(&format!("{secs} s per run")));
+    out.push('\n');
+    out
+}
+
+fn part_sides(ctx: &Ctx, secs: u64) -> String {
+    let mut out = String::from("### 360p and 1080p\n\n");
+    writeln!(
+        out,
+        "Content (a) only (nothing to report in the clip), {} streams, `full` and `auto` \
+         against the ffmpeg chain, {secs} s each (warm-up {} s).\n",
+        ctx.streams,
+        runs::warm_up(secs).as_secs()
+    )
+    .unwrap();
+    for height in [360, 1080] {
+        let clip = media::ensure(&ctx.media_dir, Content::Broadcast, height, false);
+        let mut rs = Vec::new();
+        for level in ["full", "auto"] {
+            eprintln!("sides: {height}p, {level}");
+            rs.push((
+                format!("`{level}`"),
+                runs::agent(
+                    &ctx.bin,
+                    &clip,
+                    &ctx.scratch.join(format!("side-{height}-{level}")),
+                    ctx.streams,
+                    level,
+                    secs,
+                    ctx.tck,
+                ),
+            ));
+        }
+        eprintln!("sides: {height}p, ffmpeg");
+        let ff = runs::ffmpeg(
+            &clip,
+            &ctx.scratch.join(format!("ff-{height}")),
+            ctx.streams,
+            secs,
+            ctx.tck,
+        );
+        level_table(
+            &mut out,
+            &format!("**{}**", Content::Broadcast.describe(height)),
+            &rs,
+            &ff,
+            ctx.nproc,
+        );
+        out.push('\n');
+    }
+    out.push_str(&ctx.conditions(&format!("{secs} s per run")));
+    out.push('\n');
+    out
+}
+
+fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
+    let clip = media::ensure(&ctx.media_dir, Content::Broadcast, 720, false);
+    let ladder: Vec<usize> = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128]
+        .into_iter()
+        .filter(|&n| n <= max)
+        .collect();
+    let mut out = String::from("### Capacity, 720p25 content (a)\n\n");
+    writeln!(
+        out,
+        "N streams for {secs} s each (warm-up {} s), N = {} upward until a step does not \
+         sustain: \"sustains\" = every stream's media seconds analysed ≥ 0.95 × wall seconds \
+         after the warm-up, its media at most {} s behind the wall clock at the end \
+         (start-up included), and no packet dropped (stats `dropped.queue_full` + \
+         `until_key_frame`). A file source waits for room in the queue rather than dropping, \
+         so falling behind shows as pace below 1 and a growing lag. The clip has nothing to \
+         report (steady state). The ladder also stops before a step whose RSS, extrapolated \
+         from the last one, would exceed half of `MemAvailable`.\n",
+        runs::warm_up(secs).as_secs(),
+        ladder
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        runs::MAX_LAG_S,
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| level | N | CPU, all streams (cores) | RSS at the end | media s / wall s, slowest | lag at the end | dropped | pictures decoded | sustains |"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
+    .unwrap();
+    let mut best = [0usize; 2];
+    let mut stopped = [None::<usize>; 2];
+    let mut rss_points = Vec::new();
+    for (li, level) in ["full", "auto"].into_iter().enumerate() {
+        let mut last_rss: Option<(usize, u64)> = None;
+        for &n in &ladder {
+            if let (Some((n0, r0)), Some(avail)) = (last_rss, mem_available_kib()) {
+                if r0 / n0 as u64 * n as u64 > avail / 2 {
+                    stopped[li] = Some(n);
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                assert!(
-                    start.elapsed() < Duration::from_secs(300),
-                    "outbox did not drain"
-                );
             }
-            let rate = n as f64 / start.elapsed().as_secs_f64();
-            let _ = p
-                .shutdown(b"offline".to_vec(), Duration::from_secs(2))
-                .await;
-            rate
-        })
+            eprintln!("capacity: {level}, {n} streams, {secs} s");
+            let r = runs::agent(
+                &ctx.bin,
+                &clip,
+                &ctx.scratch.join(format!("cap-{level}-{n}")),
+                n,
+                level,
+                secs,
+                ctx.tck,
+            );
+            let ok = r.sustains();
+            writeln!(
+                out,
+                "| `{level}` | {n} | {:.2} | {} | {} | {:.1} s | {} | {} | {} |",
+                r.cpu_per_stream * n as f64,
+                mib(r.rss_end_kib),
+                pace(r.pace_min),
+                r.lag_max,
+                r.dropped,
+                pct(r.decode.share()),
+                if ok { "yes" } else { "**no**" }
+            )
+            .unwrap();
+            if level == "auto" {
+                rss_points.push((n as f64, r.rss_end_kib as f64 / 1024.0));
+            }
+            last_rss = Some((n, r.rss_end_kib));
+            if !ok {
+                break;
+            }
+            best[li] = n;
+        }
+    }
+    let top = ladder.last().copied().unwrap_or(0);
+    // A level that never failed is only known to be at least its last step.
+    let open = |li: usize| best[li] == top || stopped[li].is_some();
+    let said = |li: usize| {
+        let n = best[li];
+        match stopped[li] {
+            Some(m) => format!("≥ {n} (stopped before {m}: memory)"),
+            None if n == top => format!("≥ {n} (the top of the ladder)"),
+            None => n.to_string(),
+        }
     };
-    let live = run(true, "outbox-live");
-    let drain = run(false, "outbox-drain");
-    (live, drain)
+    let verdict = if best[0] > 0 && best[1] >= 5 * best[0] {
+        "met"
+    } else if open(1) {
+        "not decided: raise `VQPROBE_BENCH_CAPACITY_MAX`"
+    } else {
+        "NOT MET"
+    };
+    let rss_slope = slope(&rss_points);
+    writeln!(
+        out,
+        "\nCapacity: `full` {}, `auto` {} streams (target `auto` ≥ 5× `full`: {verdict}). RSS \
+         per added stream at `auto` (least-squares slope of the RSS at the end over N, {} \
+         points): {:.1} MiB (target ≤ 12 MiB at 720p: {}).\n",
+        said(0),
+        said(1),
+        rss_points.len(),
+        rss_slope,
+        if rss_slope <= 12.0 { "met" } else { "NOT MET" }
+    )
+    .unwrap();
+    out.push_str(&ctx.conditions(&format!("{secs} s per step")));
+    out.push('\n');
+    out
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn main() {
-    let secs: u64 = std::env::var("VQPROBE_BENCH_AGENT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
-    let streams: usize = std::env::var("VQPROBE_BENCH_STREAMS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_vqprobe"));
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let media = ensure_clip(&target.join("bench-media"));
-    let scratch = std::env::temp_dir().join(format!("vqprobe-bench-agent-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).unwrap();
-    let tck = clk_tck();
-    let load_start = loadavg();
-    let commit = vqprobe::VERSION;
-    eprintln!("soak: {streams} streams for {secs} s");
-    let mut s = soak(&bin, &media, &scratch, streams, secs, tck);
-    eprintln!("ffmpeg side by side: 60 s");
-    let (ff_cpu, ff_rss) = ffmpeg_side(&media, streams, 60, tck);
-    eprintln!("outbox throughput");
-    let (live, drain) = outbox(&scratch, 20_000);
-    let load_end = loadavg();
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let n_lat = s.lat_ms.len();
-    let p50 = percentile(&mut s.lat_ms, 0.5);
-    let p95 = percentile(&mut s.lat_ms, 0.95);
-    let pmax = percentile(&mut s.lat_ms, 1.0);
-    let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
-    let mut out = String::new();
-    writeln!(out, "## Agent mode\n").unwrap();
+fn part_soak(ctx: &Ctx, secs: u64) -> (String, AgentRun) {
+    let clip = media::ensure(&ctx.media_dir, Content::Broadcast, 720, true);
+    eprintln!("soak: auto, {} streams, {secs} s", ctx.streams);
+    let r = runs::agent(
+        &ctx.bin,
+        &clip,
+        &ctx.scratch.join("soak"),
+        ctx.streams,
+        "auto",
+        secs,
+        ctx.tck,
+    );
+    let mut out = String::from("### Soak, `auto`\n\n");
+    let half = r
+        .rss_series
+        .iter()
+        .find(|(t, _)| *t >= secs / 2)
+        .map_or(r.rss_start_kib, |p| p.1);
+    let grew = r.rss_end_kib as f64 > r.rss_start_kib as f64 * 1.10;
     writeln!(
         out,
-        "Produced by `cargo bench --bench agent` (source: `benches/agent.rs`) with vqprobe {commit}, \
-         on {nproc} cores, load average {load_start} at start and {load_end} at the end. \
-         {streams} looped 720p25 file streams (libx264 High, B-frames, AAC; {CLIP_SECS} s clip with a \
-         black picture at 5–8 s and silence at 15–18 s, so four events per stream per loop) at \
-         real-time pace, published to a private mosquitto on 127.0.0.1, for {secs} s. ffmpeg ran \
-         the same clip with blackdetect, freezedetect and silencedetect, one single-threaded \
-         process per stream (`-re -stream_loop -1 -threads 1`), for 60 s in the same run.\n"
-    )
-    .unwrap();
-    writeln!(out, "| | vqprobe agent | ffmpeg (N processes) |").unwrap();
-    writeln!(out, "| --- | --- | --- |").unwrap();
-    writeln!(
-        out,
-        "| CPU per stream (user + system, share of one core) | {:.1}% | {:.1}% |",
-        s.cpu_per_stream * 100.0,
-        ff_cpu * 100.0
+        "{} streams of 720p25 content (a) with a defect every {CLIP_SECS} s (a black picture \
+         at 5–8 s, silence at 15–18 s: `auto` escalates and decodes its ring once per loop) \
+         at `auto` for {secs} s. RSS after the warm-up \
+         ({} s) {}, at half time {}, at the end {} (max {}): {} over the run, {} over the \
+         second half; CPU per stream {}, slowest stream's pace {}. Flat: {}.\n",
+        ctx.streams,
+        runs::warm_up(secs).as_secs(),
+        mib(r.rss_start_kib),
+        mib(half),
+        mib(r.rss_end_kib),
+        mib(r.rss_max_kib),
+        signed_mib(r.rss_end_kib as i64 - r.rss_start_kib as i64),
+        signed_mib(r.rss_end_kib as i64 - half as i64),
+        pct(r.cpu_per_stream),
+        pace(r.pace_min),
+        if grew {
+            "NO (grew more than 10%)"
+        } else {
+            "yes (within 10% of the post-warm-up RSS)"
+        }
     )
     .unwrap();
     writeln!(
         out,
-        "| RSS, {streams} streams: after warm-up → at the end (max) | {} → {} ({}) | {} |",
-        mib(s.rss_start_kib),
-        mib(s.rss_end_kib),
-        mib(s.rss_max_kib),
-        mib(ff_rss)
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "| events emitted / received by the subscriber | {} / {} | — |",
-        s.logged, s.received
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "| latency, defect confirmed → subscriber (median / p95 / max over {n_lat}) | {p50:.0} / {p95:.0} / {pmax:.0} ms | — |"
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "| outbox into mosquitto, broker up (20 000 events, each fsync-batched and PUBACKed) | {live:.0} events/s | — |"
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "| outbox drain after an outage (20 000 spooled events) | {drain:.0} events/s | — |"
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "\nRSS over the soak (seconds: MiB): {}.",
-        s.rss_series
+        "RSS over the soak (seconds: MiB): {}.\n",
+        r.rss_series
             .iter()
-            .map(|(t, r)| format!("{t}: {:.1}", *r as f64 / 1024.0))
+            .map(|(t, k)| format!("{t}: {:.1}", *k as f64 / 1024.0))
             .collect::<Vec<_>>()
             .join(", ")
     )
     .unwrap();
-    let grew = s.rss_end_kib as f64 > s.rss_start_kib as f64 * 1.10;
+    out.push_str(&ctx.conditions(&format!("{secs} s")));
+    out.push('\n');
+    (out, r)
+}
+
+/// `MemAvailable` of `/proc/meminfo`, KiB.
+fn mem_available_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn signed_mib(k: i64) -> String {
+    format!("{:+.1} MiB", k as f64 / 1024.0)
+}
+
+fn part_latency(ctx: &Ctx, r: &AgentRun, which: &str) -> String {
+    let mut lat = r.lat_ms.clone();
+    let n = lat.len();
+    let p50 = percentile(&mut lat, 0.5);
+    let p95 = percentile(&mut lat, 0.95);
+    let pmax = percentile(&mut lat, 1.0);
+    let mut out = String::from("### Event latency, `auto`\n\n");
     writeln!(
         out,
-        "\nTargets: RSS must not grow ({}); latency ≤ 500 ms on loopback ({}).",
-        if grew {
-            "NOT MET: grew more than 10%"
-        } else {
-            "met"
-        },
+        "From {which} (`{}`, content (a) 720p25, {} streams, {} s): events emitted (agent log) / \
+         received by the subscriber {} / {}; latency from an event's `at` (taken when the \
+         defect is confirmed) to its arrival at `mosquitto_sub`, median / p95 / max over {n}: \
+         {p50:.0} / {p95:.0} / {pmax:.0} ms (target ≤ 500 ms on loopback: {}).\n",
+        r.level,
+        r.streams,
+        r.secs,
+        r.logged,
+        r.received,
         if p95 <= 500.0 {
             "met at p95"
         } else {
@@ -562,13 +532,114 @@ fn main() {
         }
     )
     .unwrap();
+    out.push_str(&ctx.conditions(&format!("{} s", r.secs)));
+    out.push('\n');
+    out
+}
+
+fn part_outbox(ctx: &Ctx) -> String {
+    eprintln!("outbox throughput");
+    let (live, drain) = runs::outbox(&ctx.scratch, 20_000);
+    let mut out = String::from("### Outbox throughput\n\n");
+    writeln!(
+        out,
+        "The library's `Publisher` (spool on disk, 32 in flight) and a private mosquitto:\n\n\
+         | | events/s |\n| --- | --- |\n\
+         | outbox into mosquitto, broker up (20 000 events, each fsync-batched and PUBACKed) | {live:.0} |\n\
+         | outbox drain after an outage (20 000 spooled events) | {drain:.0} |\n"
+    )
+    .unwrap();
+    out.push_str(&ctx.conditions("20 000 events each way"));
+    out.push('\n');
+    out
+}
+
+const INTRO: &str = "Produced by `cargo bench --bench agent` (source: `benches/agent.rs` and \
+`benches/agent/`); each block below is one part of it (`VQPROBE_BENCH_PARTS`) and says how \
+long it ran and under which load. Streams are MPEG-TS files looped at real-time pace \
+inside `vqprobe run`, published to a private mosquitto on 127.0.0.1; the ffmpeg chain \
+is `ffmpeg -re -stream_loop -1 -threads 1 -i CLIP -vf blackdetect,freezedetect -af \
+silencedetect -f null -`, one process per stream, run in turn in the same benchmark. \
+CPU is user + system time of the processes (`/proc/PID/stat`), as a share of one core; \
+it is not the machine's idle time, so other load on the box changes it little unless \
+the cores are saturated (then the figure is a floor and the media falls behind the \
+wall clock, shown in bold).";
+
+/// Writes one block (its first line is its heading) into `docs/PERFORMANCE.md`.
+fn write_block(text: &str) {
     let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/PERFORMANCE.md");
-    let doc = doc::splice(
-        std::fs::read_to_string(&doc_path).ok(),
-        "## Agent mode",
-        &out,
-    );
+    let old = std::fs::read_to_string(&doc_path).ok();
+    let mut doc = doc::splice_sub(old, HEADING, INTRO, &BLOCKS, text);
+    if !doc.contains(INTERPRETATION) {
+        doc = doc::splice_sub(
+            Some(doc),
+            HEADING,
+            INTRO,
+            &BLOCKS,
+            &format!(
+                "{INTERPRETATION}\n\n**TO BE WRITTEN BY THE LEAD after the full-length run.** \
+                 The benchmark keeps this block as it is.\n"
+            ),
+        );
+    }
     std::fs::write(&doc_path, doc).unwrap();
-    println!("{out}");
+    println!("{text}");
+}
+
+fn main() {
+    let parts_env = std::env::var("VQPROBE_BENCH_PARTS")
+        .unwrap_or_else(|_| "levels,sides,capacity,soak,outbox".into());
+    let parts: Vec<&str> = parts_env.split(',').map(str::trim).collect();
+    let known = ["levels", "sides", "capacity", "soak", "outbox"];
+    for p in &parts {
+        assert!(
+            known.contains(p),
+            "unknown part `{p}` in VQPROBE_BENCH_PARTS (known: {known:?})"
+        );
+    }
+    let has = |p: &str| parts.contains(&p);
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let scratch = std::env::temp_dir().join(format!("vqprobe-bench-agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let ctx = Ctx {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_vqprobe")),
+        media_dir: target.join("bench-media"),
+        scratch: scratch.clone(),
+        tck: clk_tck(),
+        streams: env_u64("VQPROBE_BENCH_STREAMS", 8).max(1) as usize,
+        nproc: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+    };
+    let mut latency = None;
+    if has("levels") {
+        let secs = env_u64("VQPROBE_BENCH_AGENT_SECS", 300).max(10);
+        let text = part_levels(&ctx, secs, &mut latency);
+        write_block(&text);
+    }
+    if has("sides") {
+        let secs = env_u64("VQPROBE_BENCH_SIDE_SECS", 60).max(10);
+        write_block(&part_sides(&ctx, secs));
+    }
+    if has("capacity") {
+        let secs = env_u64("VQPROBE_BENCH_CAPACITY_SECS", 60).max(10);
+        let max = env_u64("VQPROBE_BENCH_CAPACITY_MAX", 128) as usize;
+        write_block(&part_capacity(&ctx, secs, max));
+    }
+    if has("soak") {
+        let secs = env_u64("VQPROBE_BENCH_SOAK_SECS", 600).max(20);
+        let (text, run) = part_soak(&ctx, secs);
+        write_block(&text);
+        // The latency of the `levels` part's `auto` run, else of the soak.
+        latency.get_or_insert((run, "the soak"));
+    }
+    if let Some((r, which)) = &latency {
+        write_block(&part_latency(&ctx, r, which));
+    }
+    if has("outbox") {
+        write_block(&part_outbox(&ctx));
+    }
     let _ = std::fs::remove_dir_all(&scratch);
 }
