@@ -185,12 +185,11 @@ impl VideoDecoder {
     }
 
     /// Replaces openh264's decoder by a fresh one (the SPS checks and counters stay):
-    /// before a GOP is decoded a second time from its key picture, and when a stream
-    /// goes back to decoding key pictures only. openh264 is not made to be fed an
-    /// earlier key picture again: after pictures were skipped and flushed it can run
-    /// out of picture buffers (`dsOutOfMemory`) on the next P picture. The next
-    /// picture must be an IDR: with error concealment off, openh264 starts a sequence
-    /// at an IDR only.
+    /// before a GOP is decoded a second time from its key picture. openh264 is not made
+    /// to be fed an earlier key picture again: after pictures were skipped and flushed
+    /// it can run out of picture buffers (`dsOutOfMemory`) on the next P picture. The
+    /// next picture must be an IDR: with error concealment off, openh264 starts a
+    /// sequence at an IDR only.
     pub fn restart(&mut self) -> Result<()> {
         let cfg = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
         self.dec = Decoder::with_api_config(OpenH264API::from_source(), cfg)

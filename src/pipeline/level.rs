@@ -19,6 +19,10 @@ pub const CALM_S: f64 = 2.0;
 pub const BACKLOG_HIGH: f32 = 0.75;
 /// Queue fill at or below which the backlog counts as drained.
 pub const BACKLOG_LOW: f32 = 0.25;
+/// Seconds the queue must stay at or above [`BACKLOG_HIGH`] before a step down: a
+/// burst (an escalation decoding its look-back again) fills the queue for a moment
+/// and drains at once; only a box that cannot keep up keeps it full.
+pub const STEP_DOWN_AFTER_S: f64 = 0.5;
 /// Seconds between two step-downs (the queue needs time to react).
 pub const STEP_DOWN_EVERY_S: f64 = 1.0;
 /// Seconds the queue must stay drained before a step back up.
@@ -63,6 +67,8 @@ pub struct LevelControl {
     live: bool,
     last_change: Option<f64>,
     drained_since: Option<f64>,
+    /// Since when (monotonic s) the queue is at or above [`BACKLOG_HIGH`].
+    full_since: Option<f64>,
     last_t: Option<f64>,
     pub stats: LevelStats,
 }
@@ -78,6 +84,7 @@ impl LevelControl {
             live: false,
             last_change: None,
             drained_since: None,
+            full_since: None,
             last_t: None,
             stats: LevelStats::default(),
         }
@@ -174,8 +181,9 @@ impl LevelControl {
     }
 
     /// The ingest queue's fill (0–1) at monotonic time `now` (seconds). A live `auto`
-    /// stream steps down one level while the queue stays high, before ingest has to
-    /// drop, and back up once it stayed drained for [`STEP_UP_AFTER_S`].
+    /// stream steps down one level once the queue stayed high for
+    /// [`STEP_DOWN_AFTER_S`] (at most one step per [`STEP_DOWN_EVERY_S`]), before ingest
+    /// has to drop, and back up once it stayed drained for [`STEP_UP_AFTER_S`].
     pub fn backlog(&mut self, now: f64, fill: f32) {
         if !self.is_auto() || !self.live {
             return;
@@ -183,12 +191,17 @@ impl LevelControl {
         let since_change = self.last_change.map_or(f64::INFINITY, |c| now - c);
         if fill >= BACKLOG_HIGH {
             self.drained_since = None;
-            if self.cap != DecodeLevel::Key && since_change >= STEP_DOWN_EVERY_S {
+            let full_for = now - *self.full_since.get_or_insert(now);
+            if self.cap != DecodeLevel::Key
+                && full_for >= STEP_DOWN_AFTER_S
+                && since_change >= STEP_DOWN_EVERY_S
+            {
                 self.cap = self.cap.cheaper();
                 self.last_change = Some(now);
                 self.stats.step_downs += 1;
             }
         } else if fill <= BACKLOG_LOW {
+            self.full_since = None;
             let since = *self.drained_since.get_or_insert(now);
             if self.cap != DecodeLevel::Full
                 && now - since >= STEP_UP_AFTER_S
@@ -201,6 +214,7 @@ impl LevelControl {
             }
         } else {
             self.drained_since = None;
+            self.full_since = None;
         }
     }
 }
@@ -311,16 +325,23 @@ mod tests {
         assert_eq!(c.cap(), DecodeLevel::Full, "not live: never steps down");
         c.set_live(true);
         c.escalate(false);
-        c.backlog(0.0, 0.9);
+        // A burst: full for 0.4 s, then drained. No step.
+        c.backlog(0.0, 1.0);
+        c.backlog(0.4, 0.9);
+        c.backlog(0.45, 0.5);
+        c.backlog(0.8, 0.9);
+        assert_eq!(c.cap(), DecodeLevel::Full, "a burst is not an overload");
+        // Sustained: 0.5 s full steps down once.
+        c.backlog(1.3, 0.8);
         assert_eq!(
             (c.cap(), c.level()),
             (DecodeLevel::Reference, DecodeLevel::Reference)
         );
-        c.backlog(0.5, 0.9);
+        c.backlog(1.8, 0.9);
         assert_eq!(c.cap(), DecodeLevel::Reference, "one step per second");
-        c.backlog(1.0, 0.8);
+        c.backlog(2.4, 0.8);
         assert_eq!(c.cap(), DecodeLevel::Key);
-        c.backlog(2.0, 1.0);
+        c.backlog(4.0, 1.0);
         assert_eq!(c.stats.step_downs, 2, "Key is the floor");
         // Half-full: neither step.
         c.backlog(3.0, 0.5);
@@ -337,8 +358,10 @@ mod tests {
         c.backlog(51.0, 0.0);
         assert_eq!(c.cap(), DecodeLevel::Full);
         assert_eq!(c.stats.step_ups, 2);
-        // A spike resets the drained timer.
+        // Full again for 0.5 s: a step down.
         c.backlog(52.0, 0.9);
+        assert_eq!(c.cap(), DecodeLevel::Full);
+        c.backlog(52.5, 0.9);
         assert_eq!(c.cap(), DecodeLevel::Reference);
     }
 

@@ -247,9 +247,8 @@ impl VideoChain {
                         self.level.escalate(false);
                     }
                 } else if self.level.settle(t, busy, au.key) && self.level.watching() {
-                    // Back to watching from this key picture on (decoded already).
-                    self.restart_decoder();
-                    self.checker = None;
+                    // Back to watching from this key picture on (decoded already; the
+                    // syntax checker resumes at it).
                     let _ = self.syntax_ok(au, info.reference);
                     self.ring.clear();
                     self.ring.push(au.pts, au.key, au.data);
