@@ -132,9 +132,14 @@ pub fn agent(
         broker.port,
         &["vqprobe/+/+/events", "vqprobe/bench/+/stats"],
     );
+    // `LEVEL+syntax=S`: the level with `syntax_check = "S"` (auto only).
+    let decode = match level.split_once("+syntax=") {
+        Some((l, sc)) => format!("level = \"{l}\"\nsyntax_check = \"{sc}\"\n"),
+        None => format!("level = \"{level}\"\n"),
+    };
     let mut cfg = format!(
         "probe_id = \"bench\"\nstats_interval = \"2s\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n\
-         [spool]\ndir = \"{}\"\n[limits]\nmax_streams = {}\n[detect.decode]\nlevel = \"{level}\"\n",
+         [spool]\ndir = \"{}\"\n[limits]\nmax_streams = {}\n[detect.decode]\n{decode}",
         broker.port,
         dir.join("spool").display(),
         streams.max(32)
