@@ -409,4 +409,32 @@ mod tests {
         let c: DetectConfig = toml::from_str("[av_sync]\nthreshold_ms = 0.0\n").unwrap();
         assert!(c.validate().unwrap_err().contains("av_sync.threshold_ms"));
     }
+
+    #[test]
+    fn decode_settings_default_to_auto_and_are_checked() {
+        let d = DetectConfig::default();
+        assert_eq!(d.decode.level, LevelChoice::Auto);
+        assert_eq!(d.decode.syntax_check, SyntaxCheck::Reference);
+        assert_eq!(d.decode.ring_bytes(), 8 << 20);
+        let c: DetectConfig =
+            toml::from_str("[decode]\nlevel = \"key\"\nsyntax_check = \"off\"\n").unwrap();
+        assert_eq!(c.decode.level.pinned(), Some(DecodeLevel::Key));
+        assert_eq!(c.decode.syntax_check, SyntaxCheck::Off);
+        for bad in [
+            "[decode]\nlevel = \"half\"\n",
+            "[decode]\nsyntax = \"off\"\n",
+            "[decode]\nsyntax_check = \"some\"\n",
+        ] {
+            assert!(toml::from_str::<DetectConfig>(bad).is_err(), "{bad}");
+        }
+        let c: DetectConfig = toml::from_str("[decode]\nring_mb = 0.1\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("decode.ring_mb"));
+        let c: DetectConfig = toml::from_str("max_decoder_mb = 4\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("max_decoder_mb"));
+        assert_eq!(
+            LevelChoice::parse("reference"),
+            Some(LevelChoice::Reference)
+        );
+        assert_eq!(LevelChoice::parse("Full"), None);
+    }
 }
