@@ -21,7 +21,7 @@ use openh264::OpenH264API;
 use openh264_sys2::{SBufferInfo, DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER};
 
 use super::{Reducer, Thumb};
-use crate::codec::h264::{annexb_nals, au_info, has_idr, parameter_sets_into};
+use crate::codec::h264::{annexb_nals, has_idr, parameter_sets_into, AuInfo};
 use crate::error::{Error, Result};
 
 /// Decoder outputs, in the order the decoder produced them.
@@ -266,7 +266,7 @@ impl VideoDecoder {
     /// An access unit the decode level leaves out: its SPS are still checked (refusals
     /// and the signal range follow the stream) and its parameter sets still reach
     /// openh264, so the next decoded picture finds them.
-    pub fn skip(&mut self, data: &[u8], out: &mut dyn FnMut(VideoOut<'_>)) {
+    pub fn skip(&mut self, data: &[u8], info: &AuInfo, out: &mut dyn FnMut(VideoOut<'_>)) {
         self.stats.packets += 1;
         self.inspect_sps(data, out);
         if self.refused.is_some() {
@@ -277,7 +277,6 @@ impl VideoDecoder {
         if !self.started {
             return;
         }
-        let info = au_info(data);
         if info.slices > 0 && (info.reference || self.gap) {
             self.gap = true;
         }

@@ -298,6 +298,7 @@ impl Analyzer {
                     key: p.key,
                     damaged: p.damaged,
                     data: &p.data,
+                    info: crate::codec::h264::au_info(&p.data),
                 };
                 let refused = self.video.packet(au, tl, found);
                 let refusing = self.video.is_refusing();

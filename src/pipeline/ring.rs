@@ -10,11 +10,14 @@
 
 use std::collections::VecDeque;
 
+use crate::codec::h264::AuInfo;
+
 /// One access unit kept for a possible second decode.
 #[derive(Debug)]
 pub struct RingAu {
     pub pts: i64,
     pub key: bool,
+    pub info: AuInfo,
     pub data: Vec<u8>,
 }
 
@@ -61,7 +64,7 @@ impl GopRing {
 
     /// Keeps a copy of an access unit. Returns false (and keeps nothing) when it does
     /// not fit the byte or count bound.
-    pub fn push(&mut self, pts: i64, key: bool, data: &[u8]) -> bool {
+    pub fn push(&mut self, pts: i64, key: bool, info: AuInfo, data: &[u8]) -> bool {
         if self.bytes + data.len() > self.cap || self.aus.len() >= MAX_AUS {
             return false;
         }
@@ -72,6 +75,7 @@ impl GopRing {
         self.aus.push_back(RingAu {
             pts,
             key,
+            info,
             data: buf,
         });
         true
@@ -140,21 +144,21 @@ mod tests {
     fn the_byte_bound_holds_and_trimming_keeps_the_newest_gop() {
         let mut r = GopRing::new(1000);
         // GOP 1: key 300 + 3 × 100; GOP 2: key 300.
-        assert!(r.push(0, true, &[1; 300]));
+        assert!(r.push(0, true, AuInfo::default(), &[1; 300]));
         for i in 1..4 {
-            assert!(r.push(i, false, &[2; 100]));
+            assert!(r.push(i, false, AuInfo::default(), &[2; 100]));
         }
-        assert!(r.push(4, true, &[3; 300]));
+        assert!(r.push(4, true, AuInfo::default(), &[3; 300]));
         assert_eq!((r.len(), r.bytes()), (5, 900));
         // 200 more would make 1100 > 1000: refused, nothing kept.
-        assert!(!r.push(5, false, &[4; 200]));
+        assert!(!r.push(5, false, AuInfo::default(), &[4; 200]));
         assert_eq!((r.len(), r.bytes()), (5, 900));
         assert!(r.trim());
         assert_eq!((r.len(), r.bytes()), (1, 300));
-        assert!(r.push(5, false, &[4; 200]));
+        assert!(r.push(5, false, AuInfo::default(), &[4; 200]));
         assert!(!r.trim(), "already starts at its only key");
         // A single access unit above the bound never fits.
-        assert!(!r.push(6, false, &[5; 1001]));
+        assert!(!r.push(6, false, AuInfo::default(), &[5; 1001]));
         let all = r.take_all();
         assert_eq!(all.iter().map(|a| a.pts).collect::<Vec<_>>(), [4, 5]);
         assert_eq!(r.bytes(), 0);
@@ -164,7 +168,7 @@ mod tests {
     fn keeps_from_the_second_newest_key() {
         let mut r = GopRing::new(1 << 20);
         for (pts, key) in [(0, true), (1, false), (2, true), (3, false), (4, true)] {
-            r.push(pts, key, &[0; 10]);
+            r.push(pts, key, AuInfo::default(), &[0; 10]);
         }
         assert!(r.keep_from_key(2));
         assert_eq!(
@@ -172,7 +176,7 @@ mod tests {
             [2, 3, 4]
         );
         // Fewer keys than asked: nothing dropped.
-        r.push(9, false, &[0; 10]);
+        r.push(9, false, AuInfo::default(), &[0; 10]);
         assert!(!r.keep_from_key(2));
         assert_eq!(r.len(), 1);
     }
@@ -181,8 +185,8 @@ mod tests {
     fn the_count_bound_holds() {
         let mut r = GopRing::new(usize::MAX);
         for i in 0..MAX_AUS as i64 {
-            assert!(r.push(i, i == 0, &[]));
+            assert!(r.push(i, i == 0, AuInfo::default(), &[]));
         }
-        assert!(!r.push(0, false, &[]));
+        assert!(!r.push(0, false, AuInfo::default(), &[]));
     }
 }

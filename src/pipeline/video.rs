@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use crate::codec::h264::{au_info, has_idr};
+use crate::codec::h264::{has_idr, AuInfo};
 use crate::config::{DetectConfig, LowFpsConfig, SyntaxCheck};
 use crate::decode::parse::SyntaxChecker;
 use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
@@ -55,6 +55,8 @@ pub(super) struct Au<'a> {
     pub key: bool,
     pub damaged: bool,
     pub data: &'a [u8],
+    /// Read once per access unit by the caller ([`crate::codec::h264::au_info`]).
+    pub info: AuInfo,
 }
 
 /// The picture detectors and frame timing (apart from the decoder, so a decoder's
@@ -172,7 +174,7 @@ impl VideoChain {
         found: &mut Vec<Transition>,
     ) -> Option<Refusal> {
         self.decoder.as_ref()?;
-        let info = au_info(au.data);
+        let info = au.info;
         let collapsed = self.sizes.observe(au.data.len(), au.key, info.reference);
         let broken =
             self.level.watching() && !self.is_refusing() && !self.syntax_ok(au, info.reference);
@@ -192,11 +194,11 @@ impl VideoChain {
         let mut refused = None;
         if watching {
             let mut overflow = false;
-            if !self.ring.push(au.pts, au.key, au.data) {
+            if !self.ring.push(au.pts, au.key, info, au.data) {
                 if self.ring.trim() {
                     self.level.stats.ring_trims += 1;
                 }
-                overflow = !self.ring.push(au.pts, au.key, au.data);
+                overflow = !self.ring.push(au.pts, au.key, info, au.data);
             }
             let mut suspect = au.damaged || collapsed || overflow || broken;
             if open_gop {
@@ -222,7 +224,7 @@ impl VideoChain {
                     self.ring.keep_from_key(2);
                 }
             } else if !overflow {
-                dec.skip(au.data, &mut |o| {
+                dec.skip(au.data, &info, &mut |o| {
                     if let VideoOut::Refused(r) = o {
                         refused = Some(r);
                     }
@@ -251,7 +253,7 @@ impl VideoChain {
                     // syntax checker resumes at it).
                     let _ = self.syntax_ok(au, info.reference);
                     self.ring.clear();
-                    self.ring.push(au.pts, au.key, au.data);
+                    self.ring.push(au.pts, au.key, info, au.data);
                 }
             }
         }
@@ -318,7 +320,7 @@ impl VideoChain {
         };
         let decode = match level {
             DecodeLevel::Full => true,
-            DecodeLevel::Reference => au.key || au_info(au.data).reference,
+            DecodeLevel::Reference => au.key || au.info.reference,
             DecodeLevel::Key => au.key,
         };
         if decode {
@@ -328,7 +330,7 @@ impl VideoChain {
                 dec.flush(&mut out);
             }
         } else {
-            dec.skip(au.data, &mut out);
+            dec.skip(au.data, &au.info, &mut out);
         }
     }
 
@@ -346,6 +348,7 @@ impl VideoChain {
                 key: a.key,
                 damaged: false,
                 data: &a.data,
+                info: a.info,
             };
             self.decode_at_level(au, tl, found, &mut refused);
         }
