@@ -94,6 +94,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    app::tune_allocator();
     let cli = Cli::parse();
     // The agent logs one line per event and its lifecycle at `info`; the one-shot
     // commands print events on stdout and keep stderr for problems. RUST_LOG wins.

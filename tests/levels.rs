@@ -46,6 +46,29 @@ fn coverage(stderr: &str) -> (u64, u64) {
     (it.next().unwrap(), it.next().unwrap())
 }
 
+/// (parsed, broken, unchecked) from the coverage line's syntax-check counts.
+fn parsed(stderr: &str) -> (u64, u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("coverage: "))
+        .unwrap_or_else(|| panic!("no coverage line in {stderr}"));
+    let tail = line.rsplit("; ").next().unwrap_or_else(|| panic!("{line}"));
+    let (counts, shed) = tail
+        .split_once("), syntax check shed ")
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(shed.ends_with(" s"), "{line}");
+    let nums: Vec<u64> = counts
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(
+        counts.contains(" parsed (") && counts.contains(" broken, ") && nums.len() == 3,
+        "{line}"
+    );
+    (nums[0], nums[1], nums[2])
+}
+
 /// Key picture times of a clip in media seconds (origin: the first timestamp of any
 /// stream, as vqprobe's media clock), and the number of video pictures, by ffprobe.
 fn keys_of(name: &str) -> (Vec<f64>, u64) {
@@ -229,6 +252,26 @@ fn the_coverage_line_tells_what_was_decoded() {
         "auto decoded {decoded} of {pictures}: {stderr}"
     );
     assert!(stderr.contains(", key 10.0 s;"), "{stderr}");
+    // Every reference picture not decoded was parsed, none broken, none left
+    // unchecked (the checker saw each IDR).
+    let (n, broken, unchecked) = parsed(&stderr);
+    assert!(n + decoded >= pictures / 2, "{stderr}");
+    assert_eq!((broken, unchecked), (0, 0), "{stderr}");
+    // Corrupt slices with the transport intact: only the syntax check sees them
+    // between key pictures.
+    let (_, stderr) = run("corrupt_baseline_1080p.ts", "auto");
+    let (n, broken, _) = parsed(&stderr);
+    assert!(n > 0 && broken >= 1, "{stderr}");
+    let (ok, _, stderr) = check_json(
+        &media_dir().join("corrupt_baseline_1080p.ts"),
+        &["--decode-level", "full"],
+    );
+    assert!(ok);
+    assert_eq!(
+        parsed(&stderr),
+        (0, 0, 0),
+        "nothing is parsed at full: {stderr}"
+    );
 }
 
 #[test]

@@ -15,3 +15,20 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "vqprobe".to_string())
 }
+
+/// Makes freed decoder memory go back to the system (call once, first thing).
+///
+/// glibc raises its mmap threshold each time a large mmapped block is freed, so after
+/// a few openh264 instances come and go (re-decodes, the decoder pool, a shed syntax
+/// check) their pictures would be carved from the heap and kept after free: RSS would
+/// stay at its high-water mark. A fixed threshold (128 KiB, glibc's default start)
+/// keeps large blocks mmapped and returned on free. musl (the static builds) always
+/// returns large blocks; nothing to do there.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread is
+    // spawned.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}

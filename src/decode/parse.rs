@@ -25,6 +25,18 @@ const DS_REF_BITS: i64 = 0x02 | 0x40;
 /// openh264's `dsNoParamSets`: no SPS/PPS seen yet.
 const DS_NO_PARAM_SETS: i64 = 0x10;
 
+/// What [`SyntaxChecker::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// Every slice parsed.
+    Clean,
+    /// A slice's syntax is broken.
+    Broken,
+    /// Not checked: openh264 lacked parameter sets or references (it parses again
+    /// from the next IDR). Counted, never taken for a defect.
+    Unchecked,
+}
+
 /// A parse-only openh264 decoder.
 pub struct SyntaxChecker {
     api: OpenH264API,
@@ -70,10 +82,10 @@ impl SyntaxChecker {
         })
     }
 
-    /// Parses one Annex B access unit; returns false when its syntax is broken.
-    pub fn check(&mut self, data: &[u8]) -> bool {
+    /// Parses one Annex B access unit.
+    pub fn check(&mut self, data: &[u8]) -> Parsed {
         if data.is_empty() || data.len() > i32::MAX as usize {
-            return true;
+            return Parsed::Clean;
         }
         // SAFETY: `data` is a live slice of `len` bytes; `info` is a valid out-param
         // owned by self; the decoder was initialised in parse-only mode.
@@ -88,7 +100,13 @@ impl SyntaxChecker {
                 None => 0,
             }
         };
-        state & !(DS_FRAME_PENDING | DS_REF_BITS | DS_NO_PARAM_SETS) == 0
+        if state & !(DS_FRAME_PENDING | DS_REF_BITS | DS_NO_PARAM_SETS) != 0 {
+            Parsed::Broken
+        } else if state & (DS_REF_BITS | DS_NO_PARAM_SETS) != 0 {
+            Parsed::Unchecked
+        } else {
+            Parsed::Clean
+        }
     }
 }
 

@@ -109,7 +109,11 @@ pub struct VideoStats {
 
 /// openh264 wrapper owning the frame reducer.
 pub struct VideoDecoder {
-    dec: Decoder,
+    /// The openh264 instance; None while released (see [`VideoDecoder::release`]).
+    dec: Option<Decoder>,
+    /// The instance decoded only IDR pictures and was flushed since it was made or
+    /// taken from the pool: it may go back to the pool.
+    clean: bool,
     reducer: Reducer,
     thumb: Box<Thumb>,
     full_range: bool,
@@ -163,11 +167,9 @@ impl VideoDecoder {
 
     /// A decoder that refuses pictures larger than `max_pixels` (width × height).
     pub fn new(max_pixels: u64) -> Result<Self> {
-        let cfg = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
-        let dec = Decoder::with_api_config(OpenH264API::from_source(), cfg)
-            .map_err(|e| Error::Decoder(format!("openh264 init: {e}")))?;
         Ok(VideoDecoder {
-            dec,
+            dec: Some(new_openh264()?),
+            clean: true,
             reducer: Reducer::default(),
             thumb: Box::default(),
             full_range: false,
@@ -191,12 +193,56 @@ impl VideoDecoder {
     /// next picture must be an IDR: with error concealment off, openh264 starts a
     /// sequence at an IDR only.
     pub fn restart(&mut self) -> Result<()> {
-        let cfg = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
-        self.dec = Decoder::with_api_config(OpenH264API::from_source(), cfg)
-            .map_err(|e| Error::Decoder(format!("openh264 init: {e}")))?;
+        self.dec = Some(new_openh264()?);
+        self.clean = true;
         self.gap = false;
-        // A key picture that is not an IDR often comes without its parameter sets:
-        // the fresh decoder gets the ones in force.
+        self.feed_parameter_sets();
+        Ok(())
+    }
+
+    /// Gives the openh264 instance up between key pictures (the `auto` level while
+    /// watching, and `key`): an instance that decoded only IDR pictures goes back to
+    /// the process-wide pool of idle instances (see [`DecoderPool`]), any other is
+    /// dropped. The next [`VideoDecoder::decode`] takes one again and gives it the
+    /// parameter sets in force, so the next picture must be an IDR. The SPS checks,
+    /// counters and reducer stay. Pictures held for reordering must have been flushed.
+    pub fn release(&mut self) {
+        if let Some(dec) = self.dec.take() {
+            if self.clean {
+                POOL.put(dec);
+            } else {
+                POOL.count_dropped();
+            }
+        }
+        self.gap = false;
+    }
+
+    /// An openh264 instance from the pool (or a new one) with the parameter sets in
+    /// force, when released. False when none can be made.
+    fn acquire(&mut self) -> bool {
+        if self.dec.is_some() {
+            return true;
+        }
+        let dec = match POOL.take() {
+            Some(d) => d,
+            None => match new_openh264() {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "video decoder unavailable");
+                    return false;
+                }
+            },
+        };
+        self.dec = Some(dec);
+        self.clean = true;
+        self.feed_parameter_sets();
+        true
+    }
+
+    /// Gives openh264 every SPS and PPS in force (a key picture that is not an IDR
+    /// often comes without its parameter sets; a pooled instance holds another
+    /// stream's).
+    fn feed_parameter_sets(&mut self) {
         let mut params = std::mem::take(&mut self.params);
         params.clear();
         for raw in self
@@ -212,7 +258,6 @@ impl VideoDecoder {
             let _ = self.decode_raw(0, &params);
         }
         self.params = params;
-        Ok(())
     }
 
     /// True while an SPS in force is refused (see [`Refusal`]).
@@ -240,8 +285,14 @@ impl VideoDecoder {
         if data.is_empty() || data.len() > i32::MAX as usize {
             return;
         }
+        if !self.acquire() {
+            return;
+        }
         self.stats.decoded += 1;
         let idr = has_idr(data);
+        if !idr {
+            self.clean = false;
+        }
         let (mut state, frame) = self.decode_raw(pts, data);
         if idr {
             self.gap = false;
@@ -280,7 +331,7 @@ impl VideoDecoder {
         if info.slices > 0 && (info.reference || self.gap) {
             self.gap = true;
         }
-        if info.parameter_sets {
+        if info.parameter_sets && self.dec.is_some() {
             let mut params = std::mem::take(&mut self.params);
             params.clear();
             parameter_sets_into(data, &mut params);
@@ -295,10 +346,13 @@ impl VideoDecoder {
 
     /// End of stream: outputs the pictures still held for reordering.
     pub fn flush(&mut self, out: &mut dyn FnMut(VideoOut<'_>)) {
+        let Some(dec) = self.dec.as_mut() else {
+            return;
+        };
         let mut remaining: i32 = 0;
         // SAFETY: get_option writes one int for this option id.
         let rc = unsafe {
-            self.dec.raw_api().get_option(
+            dec.raw_api().get_option(
                 DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER,
                 (&raw mut remaining).cast(),
             )
@@ -309,11 +363,12 @@ impl VideoDecoder {
         for _ in 0..remaining.clamp(0, 32) {
             let mut dst = [null_mut::<u8>(); 3];
             let mut info = SBufferInfo::default();
+            let Some(dec) = self.dec.as_mut() else {
+                return;
+            };
             // SAFETY: dst has room for three plane pointers, info is a valid out-param.
             unsafe {
-                self.dec
-                    .raw_api()
-                    .flush_frame(dst.as_mut_ptr(), &raw mut info);
+                dec.raw_api().flush_frame(dst.as_mut_ptr(), &raw mut info);
             }
             if self.take_frame(&dst, &info) {
                 self.stats.frames += 1;
@@ -397,6 +452,9 @@ impl VideoDecoder {
 
     /// Calls openh264 on one access unit. Returns (decoding state, picture available).
     fn decode_raw(&mut self, pts: i64, data: &[u8]) -> (i32, bool) {
+        let Some(dec) = self.dec.as_mut() else {
+            return (0, false);
+        };
         let mut dst = [null_mut::<u8>(); 3];
         let mut info = SBufferInfo {
             uiInBsTimeStamp: pts as u64,
@@ -409,7 +467,7 @@ impl VideoDecoder {
         // SAFETY: `data` is a live slice of `len` bytes (checked to fit i32); `dst` has
         // room for three plane pointers; `info` is a valid, initialised out-param.
         let state = unsafe {
-            self.dec.raw_api().decode_frame_no_delay(
+            dec.raw_api().decode_frame_no_delay(
                 data.as_ptr(),
                 data.len() as i32,
                 dst.as_mut_ptr(),
@@ -446,6 +504,104 @@ impl VideoDecoder {
         true
     }
 }
+
+/// A new openh264 decoder as vqprobe runs it: one thread, no flush after each
+/// picture (B-frames are reordered inside), error concealment off.
+fn new_openh264() -> Result<Decoder> {
+    let cfg = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+    Decoder::with_api_config(OpenH264API::from_source(), cfg)
+        .map_err(|e| Error::Decoder(format!("openh264 init: {e}")))
+}
+
+/// Idle openh264 instances shared by the streams that decode key pictures only (see
+/// [`VideoDecoder::release`]). An instance holds about 14 MiB at 720p (its bitstream
+/// buffer, per-macroblock arrays and reference-plus-two pictures, all touched), and
+/// making one costs about 6 times an IDR decode (page faults); a stream that decodes
+/// one key picture in 2 s needs it for about 1/1000 of the time. So the streams that
+/// only watch share a few: memory per stream no longer carries a decoder.
+///
+/// Bound: at most [`DecoderPool::MAX_IDLE`] idle instances; one given back to a full
+/// pool is dropped (counted). Instances in use belong to their streams (at most one
+/// each), so the total is bounded by the streams.
+pub struct DecoderPool {
+    idle: std::sync::Mutex<Vec<Decoder>>,
+    stats: std::sync::Mutex<PoolStats>,
+}
+
+/// Counters of the decoder pool (process-wide).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    /// Instances taken from the pool.
+    pub reused: u64,
+    /// Instances made because the pool was empty.
+    pub made: u64,
+    /// Instances dropped: the pool was full, or the instance had decoded other than
+    /// IDR pictures (after a re-decode) and is not lent to another stream.
+    pub dropped: u64,
+    /// Idle instances now.
+    pub idle: u64,
+}
+
+impl DecoderPool {
+    /// Idle instances kept: enough for the decode threads that run at once on a
+    /// small box; more are made on demand and dropped when given back.
+    pub const MAX_IDLE: usize = 4;
+
+    const fn new() -> Self {
+        DecoderPool {
+            idle: std::sync::Mutex::new(Vec::new()),
+            stats: std::sync::Mutex::new(PoolStats {
+                reused: 0,
+                made: 0,
+                dropped: 0,
+                idle: 0,
+            }),
+        }
+    }
+
+    fn take(&self) -> Option<Decoder> {
+        let d = self.idle.lock().ok()?.pop();
+        if let Ok(mut s) = self.stats.lock() {
+            if d.is_some() {
+                s.reused += 1;
+                s.idle = s.idle.saturating_sub(1);
+            } else {
+                s.made += 1;
+            }
+        }
+        d
+    }
+
+    fn put(&self, d: Decoder) {
+        let kept = match self.idle.lock() {
+            Ok(mut idle) if idle.len() < Self::MAX_IDLE => {
+                idle.push(d);
+                true
+            }
+            _ => false,
+        };
+        if let Ok(mut s) = self.stats.lock() {
+            if kept {
+                s.idle += 1;
+            } else {
+                s.dropped += 1;
+            }
+        }
+    }
+
+    fn count_dropped(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.dropped += 1;
+        }
+    }
+
+    /// The pool's counters.
+    pub fn stats() -> PoolStats {
+        POOL.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+}
+
+static POOL: DecoderPool = DecoderPool::new();
 
 /// What an SPS allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,6 +46,11 @@ pub struct LevelStats {
     /// broken.
     pub syntax_checked: u64,
     pub syntax_broken: u64,
+    /// Of those, the ones openh264 could not check (parameter sets or references
+    /// missing, as after a start or a re-decode): not taken for a defect.
+    pub syntax_unchecked: u64,
+    /// Media seconds during which the syntax check was shed for overload.
+    pub syntax_shed_seconds: f64,
     /// A key picture was not an IDR: `auto` decodes reference pictures instead of
     /// watching (openh264 restarts only at IDRs).
     pub open_gop: bool,
@@ -65,6 +70,9 @@ pub struct LevelControl {
     /// whose key pictures are not IDRs (openh264 cannot start at them).
     cheap: DecodeLevel,
     live: bool,
+    /// The syntax check is shed: the first step down of a live `auto` stream whose
+    /// decoder falls behind (it is most of what a watching stream costs).
+    syntax_shed: bool,
     last_change: Option<f64>,
     drained_since: Option<f64>,
     /// Since when (monotonic s) the queue is at or above [`BACKLOG_HIGH`].
@@ -82,6 +90,7 @@ impl LevelControl {
             cap: DecodeLevel::Full,
             cheap: DecodeLevel::Key,
             live: false,
+            syntax_shed: false,
             last_change: None,
             drained_since: None,
             full_since: None,
@@ -131,6 +140,11 @@ impl LevelControl {
         self.cap
     }
 
+    /// The syntax check is shed for overload (see [`LevelControl::backlog`]).
+    pub fn syntax_shed(&self) -> bool {
+        self.syntax_shed
+    }
+
     /// Accounts the video up to media time `t` to the current level.
     pub fn account(&mut self, t: f64) {
         if let Some(last) = self.last_t {
@@ -138,6 +152,9 @@ impl LevelControl {
             // Gaps over 2 s are outages; backwards is a discontinuity.
             if d > 0.0 && d <= 2.0 {
                 self.stats.seconds[self.level().index()] += d;
+                if self.syntax_shed {
+                    self.stats.syntax_shed_seconds += d;
+                }
             }
         }
         if self.last_t.is_none_or(|l| t > l) || t < self.last_t.unwrap_or(t) - 2.0 {
@@ -181,9 +198,12 @@ impl LevelControl {
     }
 
     /// The ingest queue's fill (0–1) at monotonic time `now` (seconds). A live `auto`
-    /// stream steps down one level once the queue stayed high for
-    /// [`STEP_DOWN_AFTER_S`] (at most one step per [`STEP_DOWN_EVERY_S`]), before ingest
-    /// has to drop, and back up once it stayed drained for [`STEP_UP_AFTER_S`].
+    /// stream steps down once the queue stayed high for [`STEP_DOWN_AFTER_S`] (at most
+    /// one step per [`STEP_DOWN_EVERY_S`]), before ingest has to drop, and back up once
+    /// it stayed drained for [`STEP_UP_AFTER_S`]. The steps down: the syntax check is
+    /// shed first (most of what a watching stream costs, and what it sees least
+    /// often: corrupt slices with the transport intact), then the cap goes `full` →
+    /// `reference` → `key`. Up in the reverse order.
     pub fn backlog(&mut self, now: f64, fill: f32) {
         if !self.is_auto() || !self.live {
             return;
@@ -192,22 +212,26 @@ impl LevelControl {
         if fill >= BACKLOG_HIGH {
             self.drained_since = None;
             let full_for = now - *self.full_since.get_or_insert(now);
-            if self.cap != DecodeLevel::Key
-                && full_for >= STEP_DOWN_AFTER_S
-                && since_change >= STEP_DOWN_EVERY_S
-            {
-                self.cap = self.cap.cheaper();
+            let floor = self.cap == DecodeLevel::Key && self.syntax_shed;
+            if !floor && full_for >= STEP_DOWN_AFTER_S && since_change >= STEP_DOWN_EVERY_S {
+                if self.syntax_shed {
+                    self.cap = self.cap.cheaper();
+                } else {
+                    self.syntax_shed = true;
+                }
                 self.last_change = Some(now);
                 self.stats.step_downs += 1;
             }
         } else if fill <= BACKLOG_LOW {
             self.full_since = None;
             let since = *self.drained_since.get_or_insert(now);
-            if self.cap != DecodeLevel::Full
-                && now - since >= STEP_UP_AFTER_S
-                && since_change >= STEP_UP_AFTER_S
-            {
-                self.cap = self.cap.richer();
+            let top = self.cap == DecodeLevel::Full && !self.syntax_shed;
+            if !top && now - since >= STEP_UP_AFTER_S && since_change >= STEP_UP_AFTER_S {
+                if self.cap != DecodeLevel::Full {
+                    self.cap = self.cap.richer();
+                } else {
+                    self.syntax_shed = false;
+                }
                 self.last_change = Some(now);
                 self.drained_since = Some(now);
                 self.stats.step_ups += 1;
@@ -323,6 +347,7 @@ mod tests {
         let mut c = LevelControl::new(LevelChoice::Auto);
         c.backlog(0.0, 1.0);
         assert_eq!(c.cap(), DecodeLevel::Full, "not live: never steps down");
+        assert!(!c.syntax_shed());
         c.set_live(true);
         c.escalate(false);
         // A burst: full for 0.4 s, then drained. No step.
@@ -330,24 +355,35 @@ mod tests {
         c.backlog(0.4, 0.9);
         c.backlog(0.45, 0.5);
         c.backlog(0.8, 0.9);
-        assert_eq!(c.cap(), DecodeLevel::Full, "a burst is not an overload");
-        // Sustained: 0.5 s full steps down once.
+        assert_eq!(
+            (c.cap(), c.syntax_shed()),
+            (DecodeLevel::Full, false),
+            "a burst is not an overload"
+        );
+        // Sustained: 0.5 s full sheds the syntax check first.
         c.backlog(1.3, 0.8);
+        assert_eq!(
+            (c.cap(), c.level(), c.syntax_shed()),
+            (DecodeLevel::Full, DecodeLevel::Full, true)
+        );
+        c.backlog(1.8, 0.9);
+        assert_eq!(c.cap(), DecodeLevel::Full, "one step per second");
+        c.backlog(2.4, 0.8);
         assert_eq!(
             (c.cap(), c.level()),
             (DecodeLevel::Reference, DecodeLevel::Reference)
         );
-        c.backlog(1.8, 0.9);
-        assert_eq!(c.cap(), DecodeLevel::Reference, "one step per second");
-        c.backlog(2.4, 0.8);
+        c.backlog(3.4, 0.8);
         assert_eq!(c.cap(), DecodeLevel::Key);
-        c.backlog(4.0, 1.0);
-        assert_eq!(c.stats.step_downs, 2, "Key is the floor");
+        c.backlog(5.0, 1.0);
+        c.backlog(7.0, 1.0);
+        assert_eq!(c.stats.step_downs, 3, "Key without the check is the floor");
         // Half-full: neither step.
-        c.backlog(3.0, 0.5);
+        c.backlog(8.0, 0.5);
         c.backlog(30.0, 0.5);
-        assert_eq!(c.cap(), DecodeLevel::Key);
-        // Drained for 10 s: one step up, then 10 s more for the next.
+        assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Key, true));
+        // Drained for 10 s: one step up, then 10 s more for the next; the syntax
+        // check comes back last.
         c.backlog(31.0, 0.1);
         c.backlog(40.9, 0.1);
         assert_eq!(c.cap(), DecodeLevel::Key);
@@ -356,13 +392,34 @@ mod tests {
         c.backlog(45.0, 0.0);
         assert_eq!(c.cap(), DecodeLevel::Reference);
         c.backlog(51.0, 0.0);
-        assert_eq!(c.cap(), DecodeLevel::Full);
-        assert_eq!(c.stats.step_ups, 2);
-        // Full again for 0.5 s: a step down.
-        c.backlog(52.0, 0.9);
-        assert_eq!(c.cap(), DecodeLevel::Full);
-        c.backlog(52.5, 0.9);
-        assert_eq!(c.cap(), DecodeLevel::Reference);
+        assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Full, true));
+        c.backlog(61.0, 0.0);
+        assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Full, false));
+        assert_eq!(c.stats.step_ups, 3);
+        c.backlog(80.0, 0.0);
+        assert_eq!(c.stats.step_ups, 3, "nothing above the top");
+        // Full again for 0.5 s: a step down (the check again).
+        c.backlog(82.0, 0.9);
+        assert!(!c.syntax_shed());
+        c.backlog(82.5, 0.9);
+        assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Full, true));
+    }
+
+    #[test]
+    fn shed_seconds_are_accounted() {
+        let mut c = LevelControl::new(LevelChoice::Auto);
+        c.set_live(true);
+        for i in 0..50 {
+            c.account(f64::from(i) * 0.04);
+        }
+        c.backlog(0.0, 1.0);
+        c.backlog(0.6, 1.0);
+        assert!(c.syntax_shed());
+        for i in 50..100 {
+            c.account(f64::from(i) * 0.04);
+        }
+        let shed = c.stats.syntax_shed_seconds;
+        assert!((shed - 2.0).abs() < 1e-6, "{shed}");
     }
 
     #[test]

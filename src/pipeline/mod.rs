@@ -83,7 +83,7 @@ impl AnalyzerStats {
             format!("{:.1}% of pictures decoded", x * 100.0)
         });
         format!(
-            "coverage: {share} ({} of {}); full {:.1} s, reference {:.1} s, key {:.1} s; {} escalations, {} ring overflows, {} step-downs",
+            "coverage: {share} ({} of {}); full {:.1} s, reference {:.1} s, key {:.1} s; {} escalations, {} ring overflows, {} step-downs; {} parsed ({} broken, {} unchecked), syntax check shed {:.1} s",
             self.video.decoded,
             self.video.packets.saturating_sub(self.video.refused),
             s[0],
@@ -92,6 +92,10 @@ impl AnalyzerStats {
             self.levels.escalations,
             self.levels.ring_overflows,
             self.levels.step_downs,
+            self.levels.syntax_checked,
+            self.levels.syntax_broken,
+            self.levels.syntax_unchecked,
+            self.levels.syntax_shed_seconds,
         )
     }
 }

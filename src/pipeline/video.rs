@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::codec::h264::{has_idr, AuInfo};
 use crate::config::{DetectConfig, LowFpsConfig, SyntaxCheck};
-use crate::decode::parse::SyntaxChecker;
+use crate::decode::parse::{Parsed, SyntaxChecker};
 use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
 use crate::defect::{DecodeLevel, Transition};
@@ -217,6 +217,8 @@ impl VideoChain {
                 };
                 dec.decode(au.pts, true, au.data, &mut out);
                 dec.flush(&mut out);
+                // Until the next key picture the stream needs no decoder.
+                dec.release();
                 if !scratch.is_empty() || pics.busy() {
                     suspect = true;
                 } else {
@@ -278,6 +280,11 @@ impl VideoChain {
         if !wanted {
             return true;
         }
+        if self.level.syntax_shed() {
+            // Shed for overload: its memory goes too (it starts again at an IDR).
+            self.checker = None;
+            return true;
+        }
         if self.checker.is_none() {
             match SyntaxChecker::new() {
                 Ok(c) => self.checker = Some(c),
@@ -291,12 +298,18 @@ impl VideoChain {
         let Some(c) = self.checker.as_mut() else {
             return true;
         };
-        let ok = c.check(au.data);
         self.level.stats.syntax_checked += 1;
-        if !ok {
-            self.level.stats.syntax_broken += 1;
+        match c.check(au.data) {
+            Parsed::Clean => true,
+            Parsed::Broken => {
+                self.level.stats.syntax_broken += 1;
+                false
+            }
+            Parsed::Unchecked => {
+                self.level.stats.syntax_unchecked += 1;
+                true
+            }
         }
-        ok
     }
 
     /// Decodes one access unit as the current level says (all, reference pictures,
@@ -326,8 +339,10 @@ impl VideoChain {
         if decode {
             dec.decode(au.pts, au.key, au.data, &mut out);
             if level == DecodeLevel::Key {
-                // Nothing follows to push a held picture out: take it now.
+                // Nothing follows to push a held picture out: take it now. Until the
+                // next key picture the stream needs no decoder.
                 dec.flush(&mut out);
+                dec.release();
             }
         } else {
             dec.skip(au.data, &au.info, &mut out);

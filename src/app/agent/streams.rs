@@ -275,6 +275,7 @@ pub(super) fn publish_stats(
         "at": at,
         "streams": streams.len(),
         "outbox": ob,
+        "decoder_pool": crate::decode::video::DecoderPool::stats(),
     });
     publisher.best_effort(
         settings.agent_stats_topic(),
@@ -372,6 +373,8 @@ fn decode_coverage(a: &crate::pipeline::AnalyzerStats) -> serde_json::Value {
         "step_ups": l.step_ups,
         "syntax_checked": l.syntax_checked,
         "syntax_broken": l.syntax_broken,
+        "syntax_unchecked": l.syntax_unchecked,
+        "syntax_shed_s": crate::defect::round_to(l.syntax_shed_seconds, 1),
         "open_gop": l.open_gop,
     })
 }
