@@ -12,6 +12,9 @@
 //! * `slow_openh264` — every access unit actually given to openh264 costs
 //!   [`SLOW_OPENH264`] more, so decoding every picture of a 25 fps source falls behind
 //!   while decoding key pictures only does not (the decode levels' overload steps).
+//! * `slow_parse` — every picture `auto`'s syntax check parses costs
+//!   [`SLOW_OPENH264`] more, so watching a 25 fps source falls behind until the check
+//!   is shed.
 
 use std::time::Duration;
 

@@ -392,6 +392,19 @@ fn step_downs(stderr: &str) -> u64 {
     before.parse().unwrap_or_else(|_| panic!("{line}"))
 }
 
+/// The coverage line's media seconds with the syntax check shed.
+fn shed_seconds(stderr: &str) -> f64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("coverage: "))
+        .unwrap_or_else(|| panic!("no coverage line: {stderr}"));
+    line.split("syntax check shed ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(" s"))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
 #[test]
 fn auto_steps_down_when_decoding_every_picture_falls_behind_a_live_source() {
     // The debug-only `slow_openh264` fault makes every picture given to openh264 cost
@@ -399,12 +412,18 @@ fn auto_steps_down_when_decoding_every_picture_falls_behind_a_live_source() {
     // pictures can. The black at 2-5 s escalates `auto` to every picture; the queue
     // fills and the level steps down (before or while packets are dropped). Without the
     // fault the same run never steps down.
-    let server = RtspServer::start(&[("/multi", &clip("multi_main_360p.ts"))], None);
-    let run = |fault: &str| {
+    let server = RtspServer::start(
+        &[
+            ("/multi", &clip("multi_main_360p.ts")),
+            ("/quiet", &clip("clean_quiet_360p.ts")),
+        ],
+        None,
+    );
+    let run_at = |path: &str, fault: &str| {
         let child = spawn_vqprobe_env(
             &[
                 "check",
-                &server.url("/multi"),
+                &server.url(path),
                 "--format",
                 "json",
                 "--duration",
@@ -418,10 +437,29 @@ fn auto_steps_down_when_decoding_every_picture_falls_behind_a_live_source() {
         assert!(ok, "{stderr}");
         (events, stderr)
     };
+    let run = |fault: &str| run_at("/multi", fault);
     let (_, stderr) = run("slow_openh264");
+    // Escalated, the cap goes down first.
     assert!(step_downs(&stderr) >= 1, "no step-down: {stderr}");
+    assert!(!stderr.contains(", reference 0.0 s,"), "{stderr}");
+    // A clean IPPP stream is watched throughout (every picture is parsed): it falls
+    // behind only when the syntax check is slow, and then the check is shed.
+    let (events, stderr) = run_at("/quiet", "slow_parse");
+    assert!(step_downs(&stderr) >= 1, "no step-down: {stderr}");
+    assert!(shed_seconds(&stderr) > 0.0, "{stderr}");
+    assert!(
+        events.iter().all(|e| e["kind"] != "corruption"),
+        "{events:?}"
+    );
+    let (_, stderr) = run_at("/quiet", "");
+    assert_eq!(
+        (step_downs(&stderr), shed_seconds(&stderr)),
+        (0, 0.0),
+        "{stderr}"
+    );
     let (events, stderr) = run("");
     assert_eq!(step_downs(&stderr), 0, "{stderr}");
+    assert_eq!(shed_seconds(&stderr), 0.0, "{stderr}");
     // Unhurried, the black is found as from the file.
     let ends = paired_ends(&events);
     assert!(

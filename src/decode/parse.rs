@@ -87,6 +87,9 @@ impl SyntaxChecker {
         if data.is_empty() || data.len() > i32::MAX as usize {
             return Parsed::Clean;
         }
+        if crate::fault::fault("slow_parse") {
+            std::thread::sleep(crate::fault::SLOW_OPENH264);
+        }
         // SAFETY: `data` is a live slice of `len` bytes; `info` is a valid out-param
         // owned by self; the decoder was initialised in parse-only mode.
         let state = unsafe {

@@ -1405,6 +1405,89 @@ mod tests {
         }
     }
 
+    /// Access units of `n` pictures of flat luma `y` (`w` × `h`), coded by openh264's
+    /// encoder: an IDR (with SPS and PPS) and P pictures.
+    fn coded(w: usize, h: usize, y: u8, n: usize) -> Vec<Vec<u8>> {
+        let mut enc = openh264::encoder::Encoder::new().unwrap();
+        (0..n)
+            .map(|_| {
+                let mut yuv = vec![128u8; w * h * 3 / 2];
+                yuv[..w * h].fill(y);
+                let buf = openh264::formats::YUVBuffer::from_vec(yuv, w, h);
+                enc.encode(&buf).unwrap().to_vec()
+            })
+            .collect()
+    }
+
+    /// Decodes one key picture and releases the decoder; (width, height, mean luma).
+    fn key_picture(d: &mut VideoDecoder, pts: i64, au: &[u8]) -> (u16, u16, f32) {
+        let mut got = None;
+        let mut out = |o: VideoOut<'_>| match o {
+            VideoOut::Frame(t) => got = Some((t.width, t.height, t.luma_mean)),
+            other => panic!("{other:?}"),
+        };
+        d.decode(pts, true, au, &mut out);
+        d.flush(&mut out);
+        d.release();
+        got.expect("a picture")
+    }
+
+    #[test]
+    fn released_decoders_are_lent_to_other_streams_and_decode_their_key_pictures() {
+        let dark = coded(64, 64, 40, 1);
+        let bright = coded(96, 48, 200, 1);
+        let before = DecoderPool::stats();
+        let mut a = VideoDecoder::new(1 << 20).unwrap();
+        let mut b = VideoDecoder::new(1 << 20).unwrap();
+        for round in 0..3 {
+            let pts = round * 90_000;
+            let (w, h, y) = key_picture(&mut a, pts, &dark[0]);
+            assert_eq!((w, h), (64, 64), "round {round}");
+            assert!((y - 40.0).abs() < 6.0, "round {round}: luma {y}");
+            let (w, h, y) = key_picture(&mut b, pts, &bright[0]);
+            assert_eq!((w, h), (96, 48), "round {round}");
+            assert!((y - 200.0).abs() < 6.0, "round {round}: luma {y}");
+        }
+        assert!(a.dec.is_none() && b.dec.is_none(), "released");
+        assert_eq!((a.stats.frames, a.stats.errors), (3, 0));
+        assert_eq!((b.stats.frames, b.stats.errors), (3, 0));
+        let after = DecoderPool::stats();
+        // Four acquisitions after the first releases (other tests may add theirs).
+        assert!(
+            after.reused + after.made >= before.reused + before.made + 4,
+            "{before:?} {after:?}"
+        );
+    }
+
+    #[test]
+    fn a_decoder_that_decoded_p_pictures_is_not_lent() {
+        let aus = coded(64, 64, 90, 3);
+        let before = DecoderPool::stats();
+        let mut d = VideoDecoder::new(1 << 20).unwrap();
+        let mut frames = 0;
+        for (i, au) in aus.iter().enumerate() {
+            d.decode(i as i64 * 3600, i == 0, au, &mut |o| {
+                if let VideoOut::Frame(_) = o {
+                    frames += 1;
+                }
+            });
+        }
+        d.flush(&mut |o| {
+            if let VideoOut::Frame(_) = o {
+                frames += 1;
+            }
+        });
+        assert_eq!(frames, 3);
+        assert!(!d.clean);
+        d.release();
+        assert!(DecoderPool::stats().dropped > before.dropped);
+        // Taken again, it starts from the parameter sets in force: the next key
+        // picture decodes.
+        let (w, h, y) = key_picture(&mut d, 20_000, &aus[0]);
+        assert_eq!((w, h), (64, 64));
+        assert!((y - 90.0).abs() < 6.0, "{y}");
+    }
+
     #[test]
     fn an_interlaced_stream_is_refused_not_decoded_into_errors() {
         let interlaced = Spec {

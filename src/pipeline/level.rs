@@ -200,10 +200,12 @@ impl LevelControl {
     /// The ingest queue's fill (0–1) at monotonic time `now` (seconds). A live `auto`
     /// stream steps down once the queue stayed high for [`STEP_DOWN_AFTER_S`] (at most
     /// one step per [`STEP_DOWN_EVERY_S`]), before ingest has to drop, and back up once
-    /// it stayed drained for [`STEP_UP_AFTER_S`]. The steps down: the syntax check is
-    /// shed first (most of what a watching stream costs, and what it sees least
-    /// often: corrupt slices with the transport intact), then the cap goes `full` →
-    /// `reference` → `key`. Up in the reverse order.
+    /// it stayed drained for [`STEP_UP_AFTER_S`]. Two things can go: the syntax check
+    /// (most of what a watching stream costs; it sees what nothing else does, corrupt
+    /// slices with the transport intact, but only between key pictures) and the cap
+    /// on escalated decoding (`full` → `reference` → `key`). What costs now goes
+    /// first: the check while watching, the cap while escalated. Back up, the cap
+    /// comes back first and the check last.
     pub fn backlog(&mut self, now: f64, fill: f32) {
         if !self.is_auto() || !self.live {
             return;
@@ -214,10 +216,13 @@ impl LevelControl {
             let full_for = now - *self.full_since.get_or_insert(now);
             let floor = self.cap == DecodeLevel::Key && self.syntax_shed;
             if !floor && full_for >= STEP_DOWN_AFTER_S && since_change >= STEP_DOWN_EVERY_S {
-                if self.syntax_shed {
-                    self.cap = self.cap.cheaper();
-                } else {
+                // What costs now goes first: the cap while decoding around a
+                // suspicion, the syntax check while watching.
+                let shed_first = !self.escalated;
+                if self.cap == DecodeLevel::Key || (shed_first && !self.syntax_shed) {
                     self.syntax_shed = true;
+                } else {
+                    self.cap = self.cap.cheaper();
                 }
                 self.last_change = Some(now);
                 self.stats.step_downs += 1;
@@ -360,24 +365,21 @@ mod tests {
             (DecodeLevel::Full, false),
             "a burst is not an overload"
         );
-        // Sustained: 0.5 s full sheds the syntax check first.
+        // Sustained while escalated: 0.5 s full lowers the cap first.
         c.backlog(1.3, 0.8);
         assert_eq!(
             (c.cap(), c.level(), c.syntax_shed()),
-            (DecodeLevel::Full, DecodeLevel::Full, true)
+            (DecodeLevel::Reference, DecodeLevel::Reference, false)
         );
         c.backlog(1.8, 0.9);
-        assert_eq!(c.cap(), DecodeLevel::Full, "one step per second");
+        assert_eq!(c.cap(), DecodeLevel::Reference, "one step per second");
         c.backlog(2.4, 0.8);
-        assert_eq!(
-            (c.cap(), c.level()),
-            (DecodeLevel::Reference, DecodeLevel::Reference)
-        );
+        assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Key, false));
         c.backlog(3.4, 0.8);
-        assert_eq!(c.cap(), DecodeLevel::Key);
+        assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Key, true));
         c.backlog(5.0, 1.0);
         c.backlog(7.0, 1.0);
-        assert_eq!(c.stats.step_downs, 3, "Key without the check is the floor");
+        assert_eq!(c.stats.step_downs, 3, "key without the check is the floor");
         // Half-full: neither step.
         c.backlog(8.0, 0.5);
         c.backlog(30.0, 0.5);
@@ -398,11 +400,20 @@ mod tests {
         assert_eq!(c.stats.step_ups, 3);
         c.backlog(80.0, 0.0);
         assert_eq!(c.stats.step_ups, 3, "nothing above the top");
-        // Full again for 0.5 s: a step down (the check again).
-        c.backlog(82.0, 0.9);
-        assert!(!c.syntax_shed());
-        c.backlog(82.5, 0.9);
+    }
+
+    #[test]
+    fn a_watching_stream_sheds_its_syntax_check_first() {
+        let mut c = LevelControl::new(LevelChoice::Auto);
+        c.set_live(true);
+        assert!(c.watching());
+        c.backlog(0.0, 0.9);
+        c.backlog(0.6, 0.9);
         assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Full, true));
+        // Still behind: the cap of the next escalation goes down too.
+        c.backlog(1.7, 0.9);
+        assert_eq!(c.cap(), DecodeLevel::Reference);
+        assert!(c.watching());
     }
 
     #[test]
