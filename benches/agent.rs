@@ -13,9 +13,10 @@
 //!
 //! Parts (`VQPROBE_BENCH_PARTS`, comma-separated; default all):
 //! - `levels`: content (a) broadcast-like and (b) camera-like 720p25, N streams
-//!   (`VQPROBE_BENCH_STREAMS`, 8) at `full`, `reference`, `key`, `auto` and the ffmpeg
-//!   chain, each for `VQPROBE_BENCH_AGENT_SECS` (300 s); plus event latency of the
-//!   `auto` run of (a).
+//!   (`VQPROBE_BENCH_STREAMS`, 8) at `full`, `reference`, `key`, `auto`, `auto` without
+//!   its syntax check (or the levels of `VQPROBE_BENCH_LEVELS`), `auto` with a defect
+//!   every 30 s, and the ffmpeg chain, each for `VQPROBE_BENCH_AGENT_SECS` (300 s); plus
+//!   event latency of the `auto` run of (a) with defects.
 //! - `sides`: content (a) at 360p and 1080p, `full` and `auto` vs ffmpeg, each for
 //!   `VQPROBE_BENCH_SIDE_SECS` (60 s).
 //! - `capacity`: the most 720p25 (a) streams sustained in real time at `full` and at
@@ -57,6 +58,24 @@ const BLOCKS: [&str; 7] = [
 /// The levels measured; `auto+syntax=off` is `auto` without its syntax check (the
 /// cheapest setting; see docs/events.md for what it cannot see).
 const LEVELS: [&str; 5] = ["full", "reference", "key", "auto", "auto+syntax=off"];
+
+/// The levels of the `levels` part: `VQPROBE_BENCH_LEVELS` (comma-separated, from
+/// [`LEVELS`]), default all.
+fn levels_wanted() -> Vec<&'static str> {
+    match std::env::var("VQPROBE_BENCH_LEVELS") {
+        Ok(v) => v
+            .split(',')
+            .map(str::trim)
+            .map(|l| {
+                LEVELS
+                    .into_iter()
+                    .find(|k| *k == l)
+                    .unwrap_or_else(|| panic!("unknown level `{l}` (known: {LEVELS:?})"))
+            })
+            .collect(),
+        Err(_) => LEVELS.to_vec(),
+    }
+}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -217,7 +236,7 @@ fn part_levels(ctx: &Ctx, secs: u64, latency: &mut Option<(AgentRun, &'static st
     for content in [Content::Broadcast, Content::Camera] {
         let clip = media::ensure(&ctx.media_dir, content, 720, false);
         let mut rs = Vec::new();
-        for level in LEVELS {
+        for level in levels_wanted() {
             eprintln!(
                 "levels: {} 720p, {level}, {} streams, {secs} s",
                 content.tag(),
