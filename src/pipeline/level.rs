@@ -27,6 +27,16 @@ pub const STEP_DOWN_AFTER_S: f64 = 0.5;
 pub const STEP_DOWN_EVERY_S: f64 = 1.0;
 /// Seconds the queue must stay drained before a step back up.
 pub const STEP_UP_AFTER_S: f64 = 10.0;
+/// Seconds the queue must stay drained before the shed syntax check comes back, the
+/// first time. A box at its limit would otherwise take it back, fall behind, shed it
+/// again, and so on (each time making a parse-only decoder, and dropping packets
+/// before the step down): so each shed within [`SHED_MEMORY_S`] of a restore doubles
+/// the wait, up to [`SYNTAX_RESTORE_MAX_S`].
+pub const SYNTAX_RESTORE_S: f64 = 30.0;
+/// See [`SYNTAX_RESTORE_S`].
+pub const SYNTAX_RESTORE_MAX_S: f64 = 600.0;
+/// See [`SYNTAX_RESTORE_S`].
+pub const SHED_MEMORY_S: f64 = 300.0;
 
 /// Counters of the decode levels (per stream, cumulative).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -73,6 +83,10 @@ pub struct LevelControl {
     /// The syntax check is shed: the first step down of a live `auto` stream whose
     /// decoder falls behind (it is most of what a watching stream costs).
     syntax_shed: bool,
+    /// Seconds drained before the shed check comes back (see [`SYNTAX_RESTORE_S`]).
+    syntax_restore_s: f64,
+    /// When (monotonic s) the check last came back.
+    syntax_restored_at: Option<f64>,
     last_change: Option<f64>,
     drained_since: Option<f64>,
     /// Since when (monotonic s) the queue is at or above [`BACKLOG_HIGH`].
@@ -91,6 +105,8 @@ impl LevelControl {
             cheap: DecodeLevel::Key,
             live: false,
             syntax_shed: false,
+            syntax_restore_s: SYNTAX_RESTORE_S,
+            syntax_restored_at: None,
             last_change: None,
             drained_since: None,
             full_since: None,
@@ -219,8 +235,16 @@ impl LevelControl {
                 // What costs now goes first: the cap while decoding around a
                 // suspicion, the syntax check while watching.
                 let shed_first = !self.escalated;
-                if self.cap == DecodeLevel::Key || (shed_first && !self.syntax_shed) {
+                if !self.syntax_shed && (self.cap == DecodeLevel::Key || shed_first) {
                     self.syntax_shed = true;
+                    let again = self
+                        .syntax_restored_at
+                        .is_some_and(|r| now - r < SHED_MEMORY_S);
+                    self.syntax_restore_s = if again {
+                        (self.syntax_restore_s * 2.0).min(SYNTAX_RESTORE_MAX_S)
+                    } else {
+                        SYNTAX_RESTORE_S
+                    };
                 } else {
                     self.cap = self.cap.cheaper();
                 }
@@ -231,11 +255,17 @@ impl LevelControl {
             self.full_since = None;
             let since = *self.drained_since.get_or_insert(now);
             let top = self.cap == DecodeLevel::Full && !self.syntax_shed;
-            if !top && now - since >= STEP_UP_AFTER_S && since_change >= STEP_UP_AFTER_S {
+            let wait = if self.cap == DecodeLevel::Full {
+                self.syntax_restore_s
+            } else {
+                STEP_UP_AFTER_S
+            };
+            if !top && now - since >= wait && since_change >= wait {
                 if self.cap != DecodeLevel::Full {
                     self.cap = self.cap.richer();
                 } else {
                     self.syntax_shed = false;
+                    self.syntax_restored_at = Some(now);
                 }
                 self.last_change = Some(now);
                 self.drained_since = Some(now);
@@ -395,11 +425,48 @@ mod tests {
         assert_eq!(c.cap(), DecodeLevel::Reference);
         c.backlog(51.0, 0.0);
         assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Full, true));
+        // The check waits longer: 30 s drained.
         c.backlog(61.0, 0.0);
+        assert!(c.syntax_shed());
+        c.backlog(81.0, 0.0);
         assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Full, false));
         assert_eq!(c.stats.step_ups, 3);
-        c.backlog(80.0, 0.0);
+        c.backlog(120.0, 0.0);
         assert_eq!(c.stats.step_ups, 3, "nothing above the top");
+    }
+
+    #[test]
+    fn a_check_shed_again_soon_after_it_came_back_waits_twice_as_long() {
+        let mut c = LevelControl::new(LevelChoice::Auto);
+        c.set_live(true);
+        let mut shed_at = |c: &mut LevelControl, t: f64| {
+            c.backlog(t, 0.9);
+            c.backlog(t + 0.6, 0.9);
+            assert!(c.syntax_shed(), "shed at {t}");
+        };
+        let restored_after = |c: &mut LevelControl, from: f64| -> f64 {
+            let mut t = from;
+            while c.syntax_shed() {
+                t += 1.0;
+                c.backlog(t, 0.0);
+                assert!(t < from + 2000.0);
+            }
+            t - from
+        };
+        shed_at(&mut c, 0.0);
+        c.backlog(1.0, 0.0);
+        assert_eq!(restored_after(&mut c, 1.0), 30.0);
+        // Shed again 10 s after it came back: 60 s, then 120 s.
+        shed_at(&mut c, 41.0);
+        c.backlog(42.0, 0.0);
+        assert_eq!(restored_after(&mut c, 42.0), 60.0);
+        shed_at(&mut c, 110.0);
+        c.backlog(111.0, 0.0);
+        assert_eq!(restored_after(&mut c, 111.0), 120.0);
+        // After 5 calm minutes the wait starts again at 30 s.
+        shed_at(&mut c, 600.0);
+        c.backlog(601.0, 0.0);
+        assert_eq!(restored_after(&mut c, 601.0), 30.0);
     }
 
     #[test]
