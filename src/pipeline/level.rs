@@ -439,7 +439,7 @@ mod tests {
     fn a_check_shed_again_soon_after_it_came_back_waits_twice_as_long() {
         let mut c = LevelControl::new(LevelChoice::Auto);
         c.set_live(true);
-        let mut shed_at = |c: &mut LevelControl, t: f64| {
+        let shed_at = |c: &mut LevelControl, t: f64| {
             c.backlog(t, 0.9);
             c.backlog(t + 0.6, 0.9);
             assert!(c.syntax_shed(), "shed at {t}");
