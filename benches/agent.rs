@@ -22,7 +22,8 @@
 //! - `capacity`: the most 720p25 (a) streams sustained in real time at `full` and at
 //!   `auto` (N = 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128 up to
 //!   `VQPROBE_BENCH_CAPACITY_MAX` (128), each `VQPROBE_BENCH_CAPACITY_SECS`, 60 s), RSS
-//!   per added stream at `auto`.
+//!   per added stream at `auto`. `VQPROBE_BENCH_CAPACITY_LEVELS` (comma-separated)
+//!   and `VQPROBE_BENCH_CAPACITY_MIN` (the lowest N) re-run part of the ladder.
 //! - `soak`: RSS of N streams at `auto` over `VQPROBE_BENCH_SOAK_SECS` (600 s).
 //! - `outbox`: events/s through the library `Publisher` into the broker, live and
 //!   draining a spool.
@@ -351,9 +352,10 @@ fn part_sides(ctx: &Ctx, secs: u64) -> String {
 
 fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
     let clip = media::ensure(&ctx.media_dir, Content::Broadcast, 720, false);
+    let min = env_u64("VQPROBE_BENCH_CAPACITY_MIN", 1) as usize;
     let ladder: Vec<usize> = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128]
         .into_iter()
-        .filter(|&n| n <= max)
+        .filter(|&n| n <= max && n >= min)
         .collect();
     let mut out = String::from("### Capacity, 720p25 content (a)\n\n");
     writeln!(
@@ -389,7 +391,15 @@ fn part_capacity(ctx: &Ctx, secs: u64, max: usize) -> String {
     let mut best = [0usize; 3];
     let mut stopped = [None::<usize>; 3];
     let mut rss_points = [Vec::new(), Vec::new(), Vec::new()];
+    // `VQPROBE_BENCH_CAPACITY_LEVELS`: a subset to run (a re-run of one level).
+    let only = std::env::var("VQPROBE_BENCH_CAPACITY_LEVELS").ok();
     for (li, level) in CAP_LEVELS.into_iter().enumerate() {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|x| x.trim() == level))
+        {
+            continue;
+        }
         let mut last_rss: Option<(usize, u64)> = None;
         for &n in &ladder {
             if let (Some((n0, r0)), Some(avail)) = (last_rss, mem_available_kib()) {
