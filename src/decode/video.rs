@@ -114,6 +114,10 @@ pub struct VideoDecoder {
     /// The instance decoded only IDR pictures and was flushed since it was made or
     /// taken from the pool: it may go back to the pool.
     clean: bool,
+    /// The last access unit decoded was an IDR: the instance can be given up (the next
+    /// one starts from an IDR too). After a non-IDR key picture (open GOP, intra-only
+    /// streams with recovery points) it is kept: a fresh one could not decode the next.
+    last_idr: bool,
     reducer: Reducer,
     thumb: Box<Thumb>,
     full_range: bool,
@@ -170,6 +174,7 @@ impl VideoDecoder {
         Ok(VideoDecoder {
             dec: Some(new_openh264()?),
             clean: true,
+            last_idr: false,
             reducer: Reducer::default(),
             thumb: Box::default(),
             full_range: false,
@@ -204,9 +209,13 @@ impl VideoDecoder {
     /// watching, and `key`): an instance that decoded only IDR pictures goes back to
     /// the process-wide pool of idle instances (see [`DecoderPool`]), any other is
     /// dropped. The next [`VideoDecoder::decode`] takes one again and gives it the
-    /// parameter sets in force, so the next picture must be an IDR. The SPS checks,
-    /// counters and reducer stay. Pictures held for reordering must have been flushed.
+    /// parameter sets in force, so the next picture must be an IDR: an instance whose
+    /// last picture was not an IDR is kept. The SPS checks, counters and reducer stay.
+    /// Pictures held for reordering must have been flushed.
     pub fn release(&mut self) {
+        if !self.last_idr {
+            return;
+        }
         if let Some(dec) = self.dec.take() {
             if self.clean {
                 POOL.put(dec);
@@ -214,7 +223,6 @@ impl VideoDecoder {
                 POOL.count_dropped();
             }
         }
-        self.gap = false;
     }
 
     /// An openh264 instance from the pool (or a new one) with the parameter sets in
@@ -290,9 +298,8 @@ impl VideoDecoder {
         }
         self.stats.decoded += 1;
         let idr = has_idr(data);
-        if !idr {
-            self.clean = false;
-        }
+        self.clean &= idr;
+        self.last_idr = idr;
         let (mut state, frame) = self.decode_raw(pts, data);
         if idr {
             self.gap = false;
@@ -1479,7 +1486,16 @@ mod tests {
         });
         assert_eq!(frames, 3);
         assert!(!d.clean);
+        // Its last picture was a P picture: it is kept (a fresh one could not decode
+        // the next non-IDR picture).
         d.release();
+        assert!(d.dec.is_some());
+        // After an IDR it is given up, and not lent: it decoded P pictures.
+        let mut out = |_: VideoOut<'_>| {};
+        d.decode(15_000, true, &aus[0], &mut out);
+        d.flush(&mut out);
+        d.release();
+        assert!(d.dec.is_none());
         assert!(DecoderPool::stats().dropped > before.dropped);
         // Taken again, it starts from the parameter sets in force: the next key
         // picture decodes.
