@@ -15,6 +15,8 @@
 //! * `slow_parse` — every picture `auto`'s syntax check parses costs
 //!   [`SLOW_OPENH264`] more, so watching a 25 fps source falls behind until the check
 //!   is shed.
+//! * `box_busy` — the box-wide gate (`pipeline::gate`) refuses every syntax check, as
+//!   on a box whose CPUs are busy, so live `auto` streams watch without the check.
 
 use std::time::Duration;
 

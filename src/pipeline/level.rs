@@ -83,6 +83,9 @@ pub struct LevelControl {
     /// The syntax check is shed: the first step down of a live `auto` stream whose
     /// decoder falls behind (it is most of what a watching stream costs).
     syntax_shed: bool,
+    /// A live `auto` stream's check has not started yet: it waits for the box-wide
+    /// gate (`gate`), as a shed check waits to come back.
+    syntax_pending: bool,
     /// Seconds drained before the shed check comes back (see [`SYNTAX_RESTORE_S`]).
     syntax_restore_s: f64,
     /// When (monotonic s) the check last came back.
@@ -105,6 +108,7 @@ impl LevelControl {
             cheap: DecodeLevel::Key,
             live: false,
             syntax_shed: false,
+            syntax_pending: false,
             syntax_restore_s: SYNTAX_RESTORE_S,
             syntax_restored_at: None,
             last_change: None,
@@ -119,6 +123,9 @@ impl LevelControl {
     /// does a backlog step the level down.
     pub fn set_live(&mut self, live: bool) {
         self.live = live;
+        // A live stream's check starts when the box-wide gate admits it (on the first
+        // packet unless the box is busy; see `backlog`).
+        self.syntax_pending = live && self.is_auto();
     }
 
     /// True for `auto`.
@@ -156,9 +163,10 @@ impl LevelControl {
         self.cap
     }
 
-    /// The syntax check is shed for overload (see [`LevelControl::backlog`]).
+    /// The syntax check is shed for overload, or not admitted yet (see
+    /// [`LevelControl::backlog`]).
     pub fn syntax_shed(&self) -> bool {
-        self.syntax_shed
+        self.syntax_shed || self.syntax_pending
     }
 
     /// Accounts the video up to media time `t` to the current level.
@@ -168,7 +176,7 @@ impl LevelControl {
             // Gaps over 2 s are outages; backwards is a discontinuity.
             if d > 0.0 && d <= 2.0 {
                 self.stats.seconds[self.level().index()] += d;
-                if self.syntax_shed {
+                if self.syntax_shed() {
                     self.stats.syntax_shed_seconds += d;
                 }
             }
@@ -222,9 +230,16 @@ impl LevelControl {
     /// on escalated decoding (`full` → `reference` → `key`). What costs now goes
     /// first: the check while watching, the cap while escalated. Back up, the cap
     /// comes back first and the check last.
-    pub fn backlog(&mut self, now: f64, fill: f32) {
+    ///
+    /// The check (re)starts only when `admit` says the box has room for it (the
+    /// process-wide `gate::try_admit` in production): at the start of a live stream,
+    /// and after a shed once the drained wait is over. `admit` is asked only then.
+    pub fn backlog(&mut self, now: f64, fill: f32, admit: &mut dyn FnMut() -> bool) {
         if !self.is_auto() || !self.live {
             return;
+        }
+        if self.syntax_pending && !self.syntax_shed && fill < BACKLOG_HIGH && admit() {
+            self.syntax_pending = false;
         }
         let since_change = self.last_change.map_or(f64::INFINITY, |c| now - c);
         if fill >= BACKLOG_HIGH {
@@ -237,6 +252,7 @@ impl LevelControl {
                 let shed_first = !self.escalated;
                 if !self.syntax_shed && (self.cap == DecodeLevel::Key || shed_first) {
                     self.syntax_shed = true;
+                    self.syntax_pending = false;
                     let again = self
                         .syntax_restored_at
                         .is_some_and(|r| now - r < SHED_MEMORY_S);
@@ -260,7 +276,9 @@ impl LevelControl {
             } else {
                 STEP_UP_AFTER_S
             };
-            if !top && now - since >= wait && since_change >= wait {
+            // Short-circuits: the gate is asked only when the check would come back.
+            let ready = !top && now - since >= wait && since_change >= wait;
+            if ready && (self.cap != DecodeLevel::Full || admit()) {
                 if self.cap != DecodeLevel::Full {
                     self.cap = self.cap.richer();
                 } else {
@@ -338,8 +356,8 @@ mod tests {
             let mut c = LevelControl::new(choice);
             c.set_live(true);
             assert!(!c.escalate(false));
-            c.backlog(0.0, 1.0);
-            c.backlog(5.0, 1.0);
+            c.backlog(0.0, 1.0, &mut || true);
+            c.backlog(5.0, 1.0, &mut || true);
             assert!(!c.settle(10.0, false, true));
             assert_eq!(c.level(), level);
             assert_eq!(c.stats.step_downs, 0);
@@ -380,58 +398,58 @@ mod tests {
     #[test]
     fn a_live_backlog_steps_down_with_hysteresis_and_back_up() {
         let mut c = LevelControl::new(LevelChoice::Auto);
-        c.backlog(0.0, 1.0);
+        c.backlog(0.0, 1.0, &mut || true);
         assert_eq!(c.cap(), DecodeLevel::Full, "not live: never steps down");
         assert!(!c.syntax_shed());
         c.set_live(true);
         c.escalate(false);
         // A burst: full for 0.4 s, then drained. No step.
-        c.backlog(0.0, 1.0);
-        c.backlog(0.4, 0.9);
-        c.backlog(0.45, 0.5);
-        c.backlog(0.8, 0.9);
+        c.backlog(0.0, 1.0, &mut || true);
+        c.backlog(0.4, 0.9, &mut || true);
+        c.backlog(0.45, 0.5, &mut || true);
+        c.backlog(0.8, 0.9, &mut || true);
         assert_eq!(
             (c.cap(), c.syntax_shed()),
             (DecodeLevel::Full, false),
             "a burst is not an overload"
         );
         // Sustained while escalated: 0.5 s full lowers the cap first.
-        c.backlog(1.3, 0.8);
+        c.backlog(1.3, 0.8, &mut || true);
         assert_eq!(
             (c.cap(), c.level(), c.syntax_shed()),
             (DecodeLevel::Reference, DecodeLevel::Reference, false)
         );
-        c.backlog(1.8, 0.9);
+        c.backlog(1.8, 0.9, &mut || true);
         assert_eq!(c.cap(), DecodeLevel::Reference, "one step per second");
-        c.backlog(2.4, 0.8);
+        c.backlog(2.4, 0.8, &mut || true);
         assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Key, false));
-        c.backlog(3.4, 0.8);
+        c.backlog(3.4, 0.8, &mut || true);
         assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Key, true));
-        c.backlog(5.0, 1.0);
-        c.backlog(7.0, 1.0);
+        c.backlog(5.0, 1.0, &mut || true);
+        c.backlog(7.0, 1.0, &mut || true);
         assert_eq!(c.stats.step_downs, 3, "key without the check is the floor");
         // Half-full: neither step.
-        c.backlog(8.0, 0.5);
-        c.backlog(30.0, 0.5);
+        c.backlog(8.0, 0.5, &mut || true);
+        c.backlog(30.0, 0.5, &mut || true);
         assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Key, true));
         // Drained for 10 s: one step up, then 10 s more for the next; the syntax
         // check comes back last.
-        c.backlog(31.0, 0.1);
-        c.backlog(40.9, 0.1);
+        c.backlog(31.0, 0.1, &mut || true);
+        c.backlog(40.9, 0.1, &mut || true);
         assert_eq!(c.cap(), DecodeLevel::Key);
-        c.backlog(41.0, 0.2);
+        c.backlog(41.0, 0.2, &mut || true);
         assert_eq!(c.cap(), DecodeLevel::Reference);
-        c.backlog(45.0, 0.0);
+        c.backlog(45.0, 0.0, &mut || true);
         assert_eq!(c.cap(), DecodeLevel::Reference);
-        c.backlog(51.0, 0.0);
+        c.backlog(51.0, 0.0, &mut || true);
         assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Full, true));
         // The check waits longer: 30 s drained.
-        c.backlog(61.0, 0.0);
+        c.backlog(61.0, 0.0, &mut || true);
         assert!(c.syntax_shed());
-        c.backlog(81.0, 0.0);
+        c.backlog(81.0, 0.0, &mut || true);
         assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Full, false));
         assert_eq!(c.stats.step_ups, 3);
-        c.backlog(120.0, 0.0);
+        c.backlog(120.0, 0.0, &mut || true);
         assert_eq!(c.stats.step_ups, 3, "nothing above the top");
     }
 
@@ -440,32 +458,32 @@ mod tests {
         let mut c = LevelControl::new(LevelChoice::Auto);
         c.set_live(true);
         let shed_at = |c: &mut LevelControl, t: f64| {
-            c.backlog(t, 0.9);
-            c.backlog(t + 0.6, 0.9);
+            c.backlog(t, 0.9, &mut || true);
+            c.backlog(t + 0.6, 0.9, &mut || true);
             assert!(c.syntax_shed(), "shed at {t}");
         };
         let restored_after = |c: &mut LevelControl, from: f64| -> f64 {
             let mut t = from;
             while c.syntax_shed() {
                 t += 1.0;
-                c.backlog(t, 0.0);
+                c.backlog(t, 0.0, &mut || true);
                 assert!(t < from + 2000.0);
             }
             t - from
         };
         shed_at(&mut c, 0.0);
-        c.backlog(1.0, 0.0);
+        c.backlog(1.0, 0.0, &mut || true);
         assert_eq!(restored_after(&mut c, 1.0), 30.0);
         // Shed again 10 s after it came back: 60 s, then 120 s.
         shed_at(&mut c, 41.0);
-        c.backlog(42.0, 0.0);
+        c.backlog(42.0, 0.0, &mut || true);
         assert_eq!(restored_after(&mut c, 42.0), 60.0);
         shed_at(&mut c, 110.0);
-        c.backlog(111.0, 0.0);
+        c.backlog(111.0, 0.0, &mut || true);
         assert_eq!(restored_after(&mut c, 111.0), 120.0);
         // After 5 calm minutes the wait starts again at 30 s.
         shed_at(&mut c, 600.0);
-        c.backlog(601.0, 0.0);
+        c.backlog(601.0, 0.0, &mut || true);
         assert_eq!(restored_after(&mut c, 601.0), 30.0);
     }
 
@@ -474,11 +492,11 @@ mod tests {
         let mut c = LevelControl::new(LevelChoice::Auto);
         c.set_live(true);
         assert!(c.watching());
-        c.backlog(0.0, 0.9);
-        c.backlog(0.6, 0.9);
+        c.backlog(0.0, 0.9, &mut || true);
+        c.backlog(0.6, 0.9, &mut || true);
         assert_eq!((c.cap(), c.syntax_shed()), (DecodeLevel::Full, true));
         // Still behind: the cap of the next escalation goes down too.
-        c.backlog(1.7, 0.9);
+        c.backlog(1.7, 0.9, &mut || true);
         assert_eq!(c.cap(), DecodeLevel::Reference);
         assert!(c.watching());
     }
@@ -487,17 +505,84 @@ mod tests {
     fn shed_seconds_are_accounted() {
         let mut c = LevelControl::new(LevelChoice::Auto);
         c.set_live(true);
+        c.backlog(0.0, 0.0, &mut || true);
         for i in 0..50 {
             c.account(f64::from(i) * 0.04);
         }
-        c.backlog(0.0, 1.0);
-        c.backlog(0.6, 1.0);
+        c.backlog(1.0, 1.0, &mut || true);
+        c.backlog(1.6, 1.0, &mut || true);
         assert!(c.syntax_shed());
         for i in 50..100 {
             c.account(f64::from(i) * 0.04);
         }
         let shed = c.stats.syntax_shed_seconds;
         assert!((shed - 2.0).abs() < 1e-6, "{shed}");
+    }
+
+    #[test]
+    fn a_live_stream_starts_its_check_when_the_box_admits_it() {
+        // A file read as fast as it decodes is not live: its check runs from the start.
+        let mut c = LevelControl::new(LevelChoice::Auto);
+        c.set_live(false);
+        assert!(!c.syntax_shed());
+        let mut c = LevelControl::new(LevelChoice::Auto);
+        c.set_live(true);
+        assert!(c.syntax_shed(), "waits for the gate");
+        let mut asked = 0;
+        c.backlog(0.0, 0.0, &mut || {
+            asked += 1;
+            false
+        });
+        for i in 0..=25 {
+            c.account(f64::from(i) * 0.04);
+        }
+        // Not asked while the stream's own queue is full.
+        c.backlog(0.5, 0.9, &mut || {
+            asked += 1;
+            true
+        });
+        assert_eq!(asked, 1);
+        assert!(c.syntax_shed());
+        c.backlog(1.0, 0.1, &mut || true);
+        assert!(!c.syntax_shed());
+        for i in 26..=50 {
+            c.account(f64::from(i) * 0.04);
+        }
+        // The second before admission counts as shed, the one after does not.
+        let shed = c.stats.syntax_shed_seconds;
+        assert!((shed - 1.0).abs() < 1e-6, "{shed}");
+        assert_eq!((c.stats.step_downs, c.stats.step_ups), (0, 0));
+    }
+
+    #[test]
+    fn a_shed_check_comes_back_only_when_the_box_admits_it() {
+        let mut c = LevelControl::new(LevelChoice::Auto);
+        c.set_live(true);
+        c.backlog(0.0, 0.0, &mut || true);
+        c.backlog(1.0, 0.9, &mut || true);
+        c.backlog(1.6, 0.9, &mut || true);
+        assert!(c.syntax_shed());
+        let mut asked = 0;
+        // Drained from 2 s: the gate is not asked before the restore wait is over...
+        for t in 2..32 {
+            c.backlog(f64::from(t), 0.0, &mut || {
+                asked += 1;
+                false
+            });
+        }
+        assert_eq!(asked, 0);
+        // ...then asked on each call, and the check stays shed while it says no.
+        for t in 32..40 {
+            c.backlog(f64::from(t), 0.0, &mut || {
+                asked += 1;
+                false
+            });
+        }
+        assert_eq!(asked, 8);
+        assert!(c.syntax_shed());
+        c.backlog(40.0, 0.0, &mut || true);
+        assert!(!c.syntax_shed());
+        assert_eq!((c.stats.step_downs, c.stats.step_ups), (1, 1));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! - `video`: decoder → thumbs → `black`, `freeze`, `corruption`, `low_fps`;
 //! - `audio`: decoder → levels → `silence`;
 //! - `avsync`: `av_desync` from PTS at arrival or RTCP sender reports;
-//! - `thread`: `spawn_decode_thread` runs an analyzer between two bounded channels.
+//! - `thread`: `spawn_decode_thread` runs an analyzer between two bounded channels;
+//! - `level` (one stream's decode level) and `gate` (the box-wide admission of
+//!   `auto`'s syntax check).
 //!
 //! The facade alone sets the media clock's origin, turns transitions into events (in
 //! the order the parts found them, through one reused list) and times delivery
@@ -22,6 +24,7 @@
 
 mod audio;
 mod avsync;
+pub mod gate;
 pub mod level;
 mod ring;
 mod thread;

@@ -146,7 +146,7 @@ impl VideoChain {
 
     /// The ingest queue's fill (0–1) at monotonic seconds `now`.
     pub fn backlog(&mut self, now: f64, fill: f32) {
-        self.level.backlog(now, fill);
+        self.level.backlog(now, fill, &mut super::gate::try_admit);
     }
 
     /// Bytes held by the look-back ring.

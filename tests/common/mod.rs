@@ -175,3 +175,26 @@ pub fn assert_intervals(what: &str, ends: &[Value], expected: &[(String, f64, f6
         .collect();
     assert!(extra.is_empty(), "{what}: unexpected events {extra:#?}");
 }
+
+/// (parsed, broken, unchecked) from the coverage line's syntax-check counts.
+pub fn parsed(stderr: &str) -> (u64, u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("coverage: "))
+        .unwrap_or_else(|| panic!("no coverage line in {stderr}"));
+    let tail = line.rsplit("; ").next().unwrap_or_else(|| panic!("{line}"));
+    let (counts, shed) = tail
+        .split_once("), syntax check shed ")
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(shed.ends_with(" s"), "{line}");
+    let nums: Vec<u64> = counts
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(
+        counts.contains(" parsed (") && counts.contains(" broken, ") && nums.len() == 3,
+        "{line}"
+    );
+    (nums[0], nums[1], nums[2])
+}

@@ -276,6 +276,7 @@ pub(super) fn publish_stats(
         "streams": streams.len(),
         "outbox": ob,
         "decoder_pool": crate::decode::video::DecoderPool::stats(),
+        "check_gate": crate::pipeline::gate::stats(),
     });
     publisher.best_effort(
         settings.agent_stats_topic(),
