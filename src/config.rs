@@ -29,6 +29,10 @@ pub struct DetectConfig {
     pub max_decoder_mb: u64,
     /// How much of the video is decoded (`[detect.decode]`).
     pub decode: DecodeConfig,
+    /// Make a JPEG thumbnail for each picture defect's start (set by `check --thumbs`,
+    /// `demo --report` and the agent's `[thumbnails]`; not a `[detect]` key).
+    #[serde(skip)]
+    pub thumbnails: bool,
 }
 
 /// The decode level setting: `auto` (the default) or a level the stream is pinned to.
@@ -379,6 +383,7 @@ impl Default for DetectConfig {
             max_pixels: 4096 * 2304,
             max_decoder_mb: 160,
             decode: DecodeConfig::default(),
+            thumbnails: false,
         }
     }
 }

@@ -52,6 +52,14 @@ pub struct Event {
     /// `reference`, `key`); absent for a stream without decoded video.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decode_level: Option<crate::defect::DecodeLevel>,
+    /// On the `start` of a picture defect with a thumbnail: where it is (the agent:
+    /// its MQTT topic; `check --thumbs DIR`: the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumb: Option<String>,
+    /// The thumbnail itself (JPEG), until whoever delivers the event stores or sends
+    /// it; never serialised.
+    #[serde(skip)]
+    pub jpeg: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Event {
@@ -164,6 +172,8 @@ impl EventFactory {
             reason,
             metrics,
             decode_level: None,
+            thumb: None,
+            jpeg: None,
         }
     }
 }

@@ -68,6 +68,11 @@ enum Command {
         /// docs/events.md says what each level sees.
         #[arg(long, value_name = "LEVEL", value_parser = ["auto", "full", "reference", "key"])]
         decode_level: Option<String>,
+        /// Write a JPEG thumbnail (320 px wide) of each picture defect's start to
+        /// DIR/{defect_id}.jpg (created if missing); JSON events then carry its path
+        /// in `thumb`.
+        #[arg(long, value_name = "DIR")]
+        thumbs: Option<PathBuf>,
     },
     /// Run the built-in synthetic stream with scripted defects (no camera, no broker).
     Demo {
@@ -165,6 +170,7 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             stream_id,
             probe_id,
             decode_level,
+            thumbs,
         } => {
             let opts = check::CheckArgs {
                 input,
@@ -179,6 +185,7 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                 stream_id,
                 probe_id,
                 decode_level: decode_level.as_deref().and_then(LevelChoice::parse),
+                thumbs,
             }
             .resolve()?;
             let report = check::run(&opts, &mut stdout).await?;

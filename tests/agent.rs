@@ -94,6 +94,14 @@ fn events_of_two_streams_reach_a_subscriber_with_schema_topics_and_status() {
     let dir = TempDir::new("agent-basic");
     let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
     let sub = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let thumbs = Subscriber::start(
+        broker.port,
+        "vqprobe/+/+/thumbs/#",
+        &SubOpts {
+            hex: true,
+            ..Default::default()
+        },
+    );
     let mut agent = Agent::start(
         dir.path(),
         &config(
@@ -106,6 +114,7 @@ fn events_of_two_streams_reach_a_subscriber_with_schema_topics_and_status() {
             "",
         ),
     );
+    let mut picture_starts = 0;
     for (stream, clip) in [
         ("multi", "multi_main_360p.ts"),
         ("black", "black_high_360p.ts"),
@@ -131,7 +140,42 @@ fn events_of_two_streams_reach_a_subscriber_with_schema_topics_and_status() {
         let ends = paired_ends(&events);
         assert_intervals(stream, &ends, &want, 0.5);
         assert_delivered_in_order(&agent.logged_event_ids(Some(stream)), &events, stream);
+        // Each picture defect's start names its thumbnail's topic, where a 320×180
+        // JPEG of the picture (QoS 1, not retained) arrives; nothing else has one.
+        for e in &events {
+            let picture = e["kind"] == "black" || e["kind"] == "freeze";
+            if !(picture && e["state"] == "start") {
+                assert!(e.get("thumb").is_none(), "{e}");
+                continue;
+            }
+            picture_starts += 1;
+            let topic = format!(
+                "vqprobe/{PROBE}/{stream}/thumbs/{}",
+                e["defect_id"].as_str().unwrap()
+            );
+            assert_eq!(e["thumb"].as_str(), Some(topic.as_str()), "{e}");
+            let msg = wait_for(Duration::from_secs(10), || {
+                thumbs.messages().into_iter().find(|m| m.topic == topic)
+            })
+            .unwrap_or_else(|| panic!("no thumbnail on {topic}"));
+            assert_eq!((msg.qos, msg.retained), (1, false), "{}", msg.topic);
+            let jpeg = msg.bytes();
+            let mut d = jpeg_decoder::Decoder::new(&jpeg[..]);
+            let px = d.decode().expect("a JPEG");
+            let info = d.info().unwrap();
+            assert_eq!((info.width, info.height), (320, 180), "{topic}");
+            let mean = px.iter().map(|&v| f64::from(v)).sum::<f64>() / px.len() as f64;
+            if e["kind"] == "black" {
+                assert!(mean < 30.0, "{topic}: a black picture, mean {mean}");
+            } else {
+                assert!(mean > 40.0, "{topic}: the frozen picture, mean {mean}");
+            }
+        }
     }
+    assert_eq!(
+        picture_starts, 3,
+        "black and freeze of multi, black of black"
+    );
     // Status: retained `online` with version, start time and streams, for a late subscriber.
     let late = Subscriber::start(
         broker.port,
@@ -193,13 +237,19 @@ fn events_of_two_streams_reach_a_subscriber_with_schema_topics_and_status() {
     assert!(stats["version"].as_str().is_some());
     assert_eq!(stats["open_defects"].as_array().unwrap().len(), 0);
     assert_eq!(stats["decode_errors"]["video"], 0);
-    // The agent stats of the same tick may still be on their way.
+    assert_eq!(stats["thumbs"]["made"], 2, "{stats}");
+    // The agent stats of the same tick may still be on their way; they count the
+    // thumbnails the broker acknowledged.
+    let agent_stats = wait_for(Duration::from_secs(5), || {
+        sub.on(&format!("{PROBE}/stats"))
+            .into_iter()
+            .map(|m| m.json())
+            .find(|j| j["outbox"]["thumbs"]["delivered"] == 3)
+    });
     assert!(
-        wait_for(Duration::from_secs(3), || {
-            (!sub.on(&format!("{PROBE}/stats")).is_empty()).then_some(())
-        })
-        .is_some(),
-        "agent stats"
+        agent_stats.is_some(),
+        "agent stats with 3 thumbnails delivered: {:?}",
+        sub.on(&format!("{PROBE}/stats")).last()
     );
     // SIGKILL: the broker publishes the Last Will, retained `offline`.
     agent.kill();

@@ -62,6 +62,8 @@ fn event(stream: &str, id: &str, pad: usize) -> Event {
         reason: None,
         metrics,
         decode_level: None,
+        thumb: None,
+        jpeg: None,
     }
 }
 

@@ -464,7 +464,10 @@ fn auto_steps_down_when_decoding_every_picture_falls_behind_a_live_source() {
     let (events, stderr) = run_at("/quiet", "box_busy");
     assert_eq!((step_downs(&stderr), parsed(&stderr).0), (0, 0), "{stderr}");
     assert!(shed_seconds(&stderr) > 7.0, "{stderr}");
-    assert!(events.iter().all(|e| e["kind"] != "corruption"), "{events:?}");
+    assert!(
+        events.iter().all(|e| e["kind"] != "corruption"),
+        "{events:?}"
+    );
     let (events, stderr) = run("");
     assert_eq!(step_downs(&stderr), 0, "{stderr}");
     assert_eq!(shed_seconds(&stderr), 0.0, "{stderr}");

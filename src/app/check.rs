@@ -32,6 +32,8 @@ pub struct CheckOptions {
     pub hls: HlsOptions,
     pub probe_id: String,
     pub stream_id: String,
+    /// `--thumbs`: where thumbnails are written (the folder exists).
+    pub thumbs: Option<PathBuf>,
 }
 
 /// The command line's values of `check`, before they are checked and defaulted.
@@ -50,6 +52,8 @@ pub struct CheckArgs {
     pub probe_id: Option<String>,
     /// `--decode-level`: overrides the detector settings' `[decode] level`.
     pub decode_level: Option<LevelChoice>,
+    /// `--thumbs DIR`.
+    pub thumbs: Option<PathBuf>,
 }
 
 impl CheckArgs {
@@ -72,6 +76,13 @@ impl CheckArgs {
         };
         if let Some(level) = self.decode_level {
             detect.decode.level = level;
+        }
+        if let Some(dir) = &self.thumbs {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            detect.thumbnails = true;
         }
         let stream_id = self
             .stream_id
@@ -104,6 +115,7 @@ impl CheckArgs {
             },
             probe_id: self.probe_id.unwrap_or_else(super::hostname),
             stream_id,
+            thumbs: self.thumbs,
         })
     }
 }
@@ -178,7 +190,10 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
         format: opts.format,
     };
     let mut events = Vec::new();
-    let result = session::run(&spec, shutdown, None, &mut |ev: Event| {
+    let result = session::run(&spec, shutdown, None, &mut |mut ev: Event| {
+        if let (Some(dir), Some(jpeg)) = (&opts.thumbs, ev.jpeg.take()) {
+            ev.thumb = write_thumb(dir, &ev.defect_id, &jpeg);
+        }
         let _ = writeln!(out, "{}", printer.line(&ev));
         let _ = out.flush();
         events.push(ev);
@@ -191,6 +206,22 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
         stats: report.stats,
         live: report.live,
     })
+}
+
+/// Writes `DIR/{defect_id}.jpg` (through a temporary name, so a reader never sees a
+/// partial file); its path, or None after a warning when it cannot be written.
+fn write_thumb(dir: &Path, defect_id: &str, jpeg: &[u8]) -> Option<String> {
+    let path = dir.join(format!("{defect_id}.jpg"));
+    let tmp = dir.join(format!(".{defect_id}.jpg.tmp"));
+    let written = std::fs::write(&tmp, jpeg).and_then(|()| std::fs::rename(&tmp, &path));
+    match written {
+        Ok(()) => Some(path.display().to_string()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(path = %path.display(), error = %e, "thumbnail not written");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //!
 //! * Video ([`video`]): openh264 → [`Thumb`] (luma histogram, 64×36 luma grid,
 //!   block-edge statistics), or a decode error.
+//! * Thumbnails ([`preview`]): on request, each picture also downscaled to at most
+//!   320 × 320 colour, encoded as JPEG only when a defect starts.
 //! * Audio ([`audio`]): AAC (symphonia) or PCM → [`AudioLevel`] (RMS and peak dBFS
 //!   per codec frame).
 //!
@@ -14,6 +16,7 @@
 
 pub mod audio;
 pub mod parse;
+pub mod preview;
 pub mod video;
 
 /// Width of the downscaled luma grid.

@@ -20,6 +20,7 @@ use openh264::decoder::{Decoder, DecoderConfig, Flush};
 use openh264::OpenH264API;
 use openh264_sys2::{SBufferInfo, DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER};
 
+use super::preview::{Planes, Preview};
 use super::{Reducer, Thumb};
 use crate::codec::h264::{annexb_nals, has_idr, parameter_sets_into, AuInfo};
 use crate::error::{Error, Result};
@@ -27,10 +28,17 @@ use crate::error::{Error, Result};
 /// Decoder outputs, in the order the decoder produced them.
 #[derive(Debug)]
 pub enum VideoOut<'a> {
-    /// A decoded picture, summarised.
-    Frame(&'a Thumb),
+    /// A decoded picture, summarised, with its downscaled colour picture when the
+    /// decoder makes previews ([`VideoDecoder::with_previews`]).
+    Frame(&'a Thumb, Option<&'a Preview>),
     /// The access unit with this PTS failed to decode (openh264 decoding-state bits).
-    Error { pts: i64, state: i32 },
+    /// `last`: the preview of the last picture decoded before it, if previews are on
+    /// (what a thumbnail can show when no damaged picture came out).
+    Error {
+        pts: i64,
+        state: i32,
+        last: Option<&'a Preview>,
+    },
     /// An SPS announces what the decoder cannot or may not decode (see [`Refusal`]):
     /// the track is not decoded until every SPS in force is acceptable again.
     Refused(Refusal),
@@ -120,6 +128,8 @@ pub struct VideoDecoder {
     last_idr: bool,
     reducer: Reducer,
     thumb: Box<Thumb>,
+    /// The last picture downscaled for thumbnails (only when asked for).
+    preview: Option<Box<Preview>>,
     full_range: bool,
     max_pixels: u64,
     /// Largest picture memory allowed (see [`decoder_bytes`]).
@@ -169,6 +179,21 @@ impl VideoDecoder {
         self
     }
 
+    /// Every picture is also downscaled into a [`Preview`] (at most 320 × 320, about
+    /// 300 KiB held), handed out with its summary, for defect thumbnails.
+    pub fn with_previews(mut self) -> Self {
+        self.preview = Some(Box::new(Preview::new()));
+        self
+    }
+
+    /// The summary and preview of a picture just taken.
+    fn picture(&self) -> VideoOut<'_> {
+        VideoOut::Frame(
+            &self.thumb,
+            self.preview.as_deref().filter(|p| !p.is_empty()),
+        )
+    }
+
     /// A decoder that refuses pictures larger than `max_pixels` (width × height).
     pub fn new(max_pixels: u64) -> Result<Self> {
         Ok(VideoDecoder {
@@ -177,6 +202,7 @@ impl VideoDecoder {
             last_idr: false,
             reducer: Reducer::default(),
             thumb: Box::default(),
+            preview: None,
             full_range: false,
             max_pixels,
             max_decoder_bytes: u64::MAX,
@@ -313,11 +339,15 @@ impl VideoDecoder {
         if state & !DS_FRAME_PENDING != 0 {
             self.stats.errors += 1;
             tracing::debug!(pts, state, idr, gap = self.gap, "decode error");
-            out(VideoOut::Error { pts, state });
+            out(VideoOut::Error {
+                pts,
+                state,
+                last: self.preview.as_deref().filter(|p| !p.is_empty()),
+            });
         }
         if frame {
             self.stats.frames += 1;
-            out(VideoOut::Frame(&self.thumb));
+            out(self.picture());
         }
     }
 
@@ -379,7 +409,7 @@ impl VideoDecoder {
             }
             if self.take_frame(&dst, &info) {
                 self.stats.frames += 1;
-                out(VideoOut::Frame(&self.thumb));
+                out(self.picture());
             }
         }
     }
@@ -507,9 +537,50 @@ impl VideoDecoder {
         self.thumb.pts = info.uiOutYuvTimeStamp as i64;
         self.thumb.full_range = self.full_range;
         self.reducer.reduce(y, stride, w, h, &mut self.thumb);
+        if let Some(p) = self.preview.as_deref_mut() {
+            let (ch, cs) = (h.div_ceil(2), info_c_stride(info));
+            let planes = if dst[1].is_null() || dst[2].is_null() || cs == 0 {
+                None
+            } else {
+                // SAFETY: as for the luma plane: with iBufferStatus == 1 the chroma
+                // pointers address planes of ⌈height/2⌉ rows of iStride[1] bytes,
+                // valid until the next decode call.
+                unsafe {
+                    Some((
+                        std::slice::from_raw_parts(dst[1], ch * cs),
+                        std::slice::from_raw_parts(dst[2], ch * cs),
+                    ))
+                }
+            };
+            match planes {
+                Some((u, v)) => {
+                    p.pts = self.thumb.pts;
+                    p.fill(
+                        Planes {
+                            y,
+                            u,
+                            v,
+                            y_stride: stride,
+                            c_stride: cs,
+                            width: w,
+                            height: h,
+                        },
+                        self.full_range,
+                    );
+                }
+                None => p.clear(),
+            }
+        }
         self.stats.reduce_ns += t0.elapsed().as_nanos() as u64;
         true
     }
+}
+
+/// The chroma stride of a returned picture (0 when openh264 gave none).
+fn info_c_stride(info: &SBufferInfo) -> usize {
+    // SAFETY: only called after iBufferStatus == 1 (the system-buffer member is set).
+    let s = unsafe { info.UsrData.sSystemBuffer.iStride[1] };
+    usize::try_from(s).unwrap_or(0)
 }
 
 /// A new openh264 decoder as vqprobe runs it: one thread, no flush after each
@@ -1071,7 +1142,7 @@ mod tests {
             d.decode(0, *key, data, &mut |o| match o {
                 VideoOut::Refused(r) => refused.push(r),
                 VideoOut::Error { .. } => errors += 1,
-                VideoOut::Frame(_) => {}
+                VideoOut::Frame(..) => {}
             });
         }
         assert_eq!(d.stats.errors, errors);
@@ -1430,7 +1501,7 @@ mod tests {
     fn key_picture(d: &mut VideoDecoder, pts: i64, au: &[u8]) -> (u16, u16, f32) {
         let mut got = None;
         let mut out = |o: VideoOut<'_>| match o {
-            VideoOut::Frame(t) => got = Some((t.width, t.height, t.luma_mean)),
+            VideoOut::Frame(t, _) => got = Some((t.width, t.height, t.luma_mean)),
             other => panic!("{other:?}"),
         };
         d.decode(pts, true, au, &mut out);
@@ -1474,13 +1545,13 @@ mod tests {
         let mut frames = 0;
         for (i, au) in aus.iter().enumerate() {
             d.decode(i as i64 * 3600, i == 0, au, &mut |o| {
-                if let VideoOut::Frame(_) = o {
+                if let VideoOut::Frame(..) = o {
                     frames += 1;
                 }
             });
         }
         d.flush(&mut |o| {
-            if let VideoOut::Frame(_) = o {
+            if let VideoOut::Frame(..) = o {
                 frames += 1;
             }
         });

@@ -27,6 +27,7 @@ mod avsync;
 pub mod gate;
 pub mod level;
 mod ring;
+pub mod shots;
 mod thread;
 mod tracks;
 mod video;
@@ -68,6 +69,8 @@ pub struct AnalyzerStats {
     pub level: Option<crate::defect::DecodeLevel>,
     /// Bytes held by the look-back ring now.
     pub ring_bytes: u64,
+    /// Defect thumbnails (`None`: this stream makes none).
+    pub thumbs: Option<shots::ShotStats>,
 }
 
 impl AnalyzerStats {
@@ -185,6 +188,7 @@ impl Analyzer {
             levels: self.video.level_stats(),
             level: self.video.current_level(),
             ring_bytes: self.video.ring_bytes() as u64,
+            thumbs: self.video.shot_stats(),
         }
     }
 
@@ -263,6 +267,9 @@ impl Analyzer {
     fn emit(&mut self, t: &Transition, reason: Option<EndReason>, out: &mut dyn FnMut(Event)) {
         let mut ev = self.events.make(t, reason);
         ev.decode_level = self.video.current_level();
+        if t.phase == Phase::Start {
+            ev.jpeg = self.video.take_thumb(t.kind);
+        }
         self.emitted += 1;
         tracing::debug!(
             stream = %ev.stream, kind = ev.kind.as_str(), state = ?ev.state,

@@ -13,9 +13,10 @@ use std::time::Instant;
 use crate::codec::h264::{has_idr, AuInfo};
 use crate::config::{DetectConfig, LowFpsConfig, SyntaxCheck};
 use crate::decode::parse::{Parsed, SyntaxChecker};
+use crate::decode::preview::Preview;
 use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
-use crate::defect::{DecodeLevel, Transition};
+use crate::defect::{DecodeLevel, DefectKind, Transition};
 use crate::detect::black::BlackDetector;
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
@@ -24,6 +25,7 @@ use crate::timebase::MediaClock;
 
 use super::level::{LevelControl, LevelStats, SizeWatch};
 use super::ring::GopRing;
+use super::shots::{ShotStats, Shots};
 use super::Timeline;
 
 /// Frame duration assumed until two pictures give a real one (25 fps).
@@ -46,6 +48,8 @@ pub(super) struct VideoChain {
     syntax: SyntaxCheck,
     /// `auto` while watching: parses the pictures not decoded (made on first use).
     checker: Option<SyntaxChecker>,
+    /// Decoders hand out previews for defect thumbnails.
+    thumbnails: bool,
 }
 
 /// An access unit as the video chain needs it.
@@ -74,6 +78,8 @@ struct Pictures {
     /// Presentation times of the last access units, for `low_fps` in display order.
     pending_t: heapless::Vec<f64, PTS_REORDER>,
     detect_ns: u64,
+    /// Defect thumbnails (only when asked for).
+    shots: Option<Shots>,
 }
 
 impl VideoChain {
@@ -93,6 +99,7 @@ impl VideoChain {
                 frame_dur: DEFAULT_FRAME_DUR,
                 pending_t: heapless::Vec::new(),
                 detect_ns: 0,
+                shots: cfg.thumbnails.then(Shots::new),
             },
             level: LevelControl::new(cfg.decode.level),
             sizes: SizeWatch::default(),
@@ -100,6 +107,7 @@ impl VideoChain {
             scratch: Vec::new(),
             syntax: cfg.decode.syntax_check,
             checker: None,
+            thumbnails: cfg.thumbnails,
         }
     }
 
@@ -109,8 +117,12 @@ impl VideoChain {
         if self.decoder.is_none() {
             match VideoDecoder::new(self.max_pixels) {
                 Ok(d) => {
-                    self.decoder =
-                        Some(d.with_memory_limit(self.max_decoder_mb.saturating_mul(1 << 20)))
+                    let d = d.with_memory_limit(self.max_decoder_mb.saturating_mul(1 << 20));
+                    self.decoder = Some(if self.thumbnails {
+                        d.with_previews()
+                    } else {
+                        d
+                    });
                 }
                 Err(e) => tracing::error!(error = %e, "video decoder unavailable"),
             }
@@ -157,6 +169,16 @@ impl VideoChain {
     /// Time spent in the picture detectors (ns).
     pub fn detect_ns(&self) -> u64 {
         self.pictures.detect_ns
+    }
+
+    /// The thumbnail (JPEG) made for the start of `kind` just found, if any.
+    pub fn take_thumb(&mut self, kind: DefectKind) -> Option<std::sync::Arc<[u8]>> {
+        self.pictures.shots.as_mut()?.take(kind)
+    }
+
+    /// Thumbnail counters (None when the stream makes none).
+    pub fn shot_stats(&self) -> Option<ShotStats> {
+        self.pictures.shots.as_ref().map(|s| s.stats)
     }
 
     /// The decoder refuses the stream's SPS (see [`VideoDecoder::is_refusing`]).
@@ -211,8 +233,10 @@ impl VideoChain {
                 let scratch = &mut self.scratch;
                 scratch.clear();
                 let mut out = |o: VideoOut<'_>| match o {
-                    VideoOut::Frame(th) => pics.frame(th, &tl.clock, scratch, true),
-                    VideoOut::Error { pts, .. } => pics.error(pts, &tl.clock, scratch),
+                    VideoOut::Frame(th, pv) => pics.frame(th, pv, &tl.clock, scratch, true),
+                    VideoOut::Error { pts, last, .. } => {
+                        pics.error(pts, last, &tl.clock, scratch, true)
+                    }
                     VideoOut::Refused(r) => refused = Some(r),
                 };
                 dec.decode(au.pts, true, au.data, &mut out);
@@ -327,8 +351,8 @@ impl VideoChain {
         let level = self.level.level();
         let pics = &mut self.pictures;
         let mut out = |o: VideoOut<'_>| match o {
-            VideoOut::Frame(th) => pics.frame(th, &tl.clock, found, false),
-            VideoOut::Error { pts, .. } => pics.error(pts, &tl.clock, found),
+            VideoOut::Frame(th, pv) => pics.frame(th, pv, &tl.clock, found, false),
+            VideoOut::Error { pts, last, .. } => pics.error(pts, last, &tl.clock, found, false),
             VideoOut::Refused(r) => *refused = Some(r),
         };
         let decode = match level {
@@ -406,8 +430,8 @@ impl VideoChain {
         };
         let pics = &mut self.pictures;
         dec.flush(&mut |o| {
-            if let VideoOut::Frame(th) = o {
-                pics.frame(th, &tl.clock, found, false);
+            if let VideoOut::Frame(th, pv) = o {
+                pics.frame(th, pv, &tl.clock, found, false);
             }
         });
         pics.drain_times(tl, found);
@@ -447,8 +471,16 @@ impl VideoChain {
 impl Pictures {
     /// Runs the picture detectors on one decoded picture. `watch`: a key picture seen
     /// while watching (`auto`): the blockiness baseline is learned from full-rate
-    /// pictures only, so it is not fed.
-    fn frame(&mut self, th: &Thumb, clock: &MediaClock, found: &mut Vec<Transition>, watch: bool) {
+    /// pictures only, so it is not fed, and what is found is evidence, not events (no
+    /// thumbnails).
+    fn frame(
+        &mut self,
+        th: &Thumb,
+        preview: Option<&Preview>,
+        clock: &MediaClock,
+        found: &mut Vec<Transition>,
+        watch: bool,
+    ) {
         let t = clock.secs(th.pts);
         tracing::trace!(
             t,
@@ -469,14 +501,28 @@ impl Pictures {
                 self.corruption.observe(t, CorruptionSample::Frame(th))
             },
         ];
-        found.extend(found_here.into_iter().flatten());
         self.detect_ns += d0.elapsed().as_nanos() as u64;
+        if let Some(s) = self.shots.as_mut().filter(|_| !watch) {
+            s.picture(th, preview, !self.corruption.is_idle(), &found_here);
+        }
+        found.extend(found_here.into_iter().flatten());
     }
 
-    /// An access unit that failed to decode.
-    fn error(&mut self, pts: i64, clock: &MediaClock, found: &mut Vec<Transition>) {
+    /// An access unit that failed to decode (`watch`: as for [`Pictures::frame`]).
+    fn error(
+        &mut self,
+        pts: i64,
+        last: Option<&Preview>,
+        clock: &MediaClock,
+        found: &mut Vec<Transition>,
+        watch: bool,
+    ) {
         let t = clock.secs(pts);
-        found.extend(self.corruption.observe(t, CorruptionSample::DecodeError));
+        let tr = self.corruption.observe(t, CorruptionSample::DecodeError);
+        if let (Some(s), Some(tr)) = (self.shots.as_mut().filter(|_| !watch), &tr) {
+            s.no_picture(tr, last);
+        }
+        found.extend(tr);
     }
 
     /// A picture defect is pending or open.
@@ -489,6 +535,9 @@ impl Pictures {
         self.black.rewind();
         self.freeze.rewind();
         self.corruption.rewind();
+        if let Some(s) = self.shots.as_mut() {
+            s.rewind();
+        }
     }
 
     /// Every access unit, decoded or not, is a picture on the timeline: the frame

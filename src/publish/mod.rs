@@ -49,8 +49,13 @@ impl LinePrinter {
                     .reason
                     .map(|r| format!(" reason={}", serde_json::json!(r).as_str().unwrap_or("")))
                     .unwrap_or_default();
+                let thumb = ev
+                    .thumb
+                    .as_deref()
+                    .map(|t| format!(" thumb={t}"))
+                    .unwrap_or_default();
                 format!(
-                    "{:<18} {:<5} {interval}  [{}]{metrics}{reason}",
+                    "{:<18} {:<5} {interval}  [{}]{metrics}{reason}{thumb}",
                     ev.kind.as_str(),
                     state,
                     serde_json::json!(ev.severity).as_str().unwrap_or("")

@@ -209,6 +209,13 @@ pub struct Msg {
 }
 
 impl Msg {
+    /// The payload of a subscriber started with `hex`.
+    pub fn bytes(&self) -> Vec<u8> {
+        (0..self.payload.len() / 2)
+            .map(|i| u8::from_str_radix(&self.payload[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.payload)
             .unwrap_or_else(|e| panic!("not JSON on {}: {e}: {}", self.topic, self.payload))
@@ -227,6 +234,8 @@ pub struct SubOpts {
     pub persistent_id: Option<String>,
     pub tls: Option<(PathBuf, Option<(PathBuf, PathBuf)>)>,
     pub auth: Option<(String, String)>,
+    /// Payloads as hex (binary payloads such as thumbnails); see [`Msg::bytes`].
+    pub hex: bool,
 }
 
 impl Subscriber {
@@ -234,8 +243,15 @@ impl Subscriber {
         let mut cmd = Command::new("mosquitto_sub");
         cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
             .args(["-q", "1", "-t", topic])
-            // QoS, retained flag, topic, payload; tab-separated.
-            .args(["-F", "%q\t%r\t%t\t%p"]);
+            // QoS, retained flag, topic, payload (or its hex); tab-separated.
+            .args([
+                "-F",
+                if opts.hex {
+                    "%q\t%r\t%t\t%x"
+                } else {
+                    "%q\t%r\t%t\t%p"
+                },
+            ]);
         if let Some(id) = &opts.persistent_id {
             cmd.args(["-c", "-i", id]);
         }
@@ -259,8 +275,18 @@ impl Subscriber {
         let out = child.stdout.take().unwrap();
         let m = msgs.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
+            // Byte lines, read lossily: a binary payload (a thumbnail on `vqprobe/#`)
+            // must not end the reader; its fragments do not parse as messages.
+            let mut reader = BufReader::new(out);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches('\n');
                 let mut it = line.splitn(4, '\t');
                 let (Some(q), Some(r), Some(t), Some(p)) =
                     (it.next(), it.next(), it.next(), it.next())

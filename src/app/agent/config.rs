@@ -56,8 +56,33 @@ pub struct AgentConfig {
     /// overrides single fields.
     #[serde(default)]
     pub detect: toml::Table,
+    /// Defect thumbnails (`[thumbnails]`).
+    #[serde(default)]
+    pub thumbnails: ThumbnailsConfig,
     #[serde(default)]
     pub streams: Vec<toml::Spanned<StreamConfig>>,
+}
+
+/// `[thumbnails]`: a JPEG (320 px wide) of each picture defect's start, published on
+/// `{prefix}/{probe_id}/{stream}/thumbs/{defect_id}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThumbnailsConfig {
+    /// Make and publish thumbnails. true.
+    pub enabled: bool,
+    /// Bound on thumbnails waiting for the broker, bytes (memory only; events have
+    /// their own spool). 1 MiB. Overflow policy: drop-oldest, counted
+    /// (`outbox.thumbs.dropped`).
+    pub queue_bytes: u64,
+}
+
+impl Default for ThumbnailsConfig {
+    fn default() -> Self {
+        ThumbnailsConfig {
+            enabled: true,
+            queue_bytes: crate::publish::mqtt::THUMB_BUDGET as u64,
+        }
+    }
 }
 
 fn d_stats() -> Duration {
@@ -425,6 +450,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
     cfg.hls
         .validate()
         .map_err(|m| err(line_of_key(text, "[hls]"), "hls", m))?;
+    if !(64 * 1024..=64 << 20).contains(&cfg.thumbnails.queue_bytes) {
+        return Err(err(
+            line_of_key(text, "queue_bytes"),
+            "thumbnails.queue_bytes",
+            "must be between 65536 (64 KiB) and 67108864 (64 MiB)".into(),
+        ));
+    }
     if cfg.spool.max_bytes < 64 * 1024 {
         return Err(err(
             line_of_key(text, "max_bytes"),
@@ -563,9 +595,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         }
         let mut t = base_detect.clone();
         merge(&mut t, &s.detect);
-        let detect: DetectConfig = toml::Value::Table(t)
+        let mut detect: DetectConfig = toml::Value::Table(t)
             .try_into()
             .map_err(|e: toml::de::Error| err(line, &field("detect"), e.message().to_string()))?;
+        detect.thumbnails = cfg.thumbnails.enabled;
         detect
             .validate()
             .map_err(|m| err(line, &field("detect"), m))?;
@@ -749,6 +782,42 @@ url = "rtsp://camera.local/stream1"
         assert!(with("-1").is_err());
         assert!(
             p(&MIN.replace("[[streams]]", "[limits]\nstream_memory = 8\n[[streams]]")).is_err()
+        );
+    }
+
+    #[test]
+    fn thumbnails_are_on_by_default_bounded_and_can_be_turned_off() {
+        let l = p(MIN).unwrap();
+        assert!(l.streams[0].detect.thumbnails);
+        assert_eq!(l.cfg.thumbnails.queue_bytes, 1 << 20);
+        let s = l.mqtt_settings().unwrap();
+        assert_eq!(
+            s.thumbs_topic("cam1", "ab-1"),
+            "vqprobe/edge-fra-01/cam1/thumbs/ab-1"
+        );
+        let with =
+            |t: &str| p(&MIN.replace("[[streams]]", &format!("[thumbnails]\n{t}\n[[streams]]")));
+        assert!(
+            !with("enabled = false").unwrap().streams[0]
+                .detect
+                .thumbnails
+        );
+        assert_eq!(
+            with("queue_bytes = 262144")
+                .unwrap()
+                .cfg
+                .thumbnails
+                .queue_bytes,
+            262_144
+        );
+        for bad in ["queue_bytes = 1000", "queue_bytes = 1000000000"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("thumbnails.queue_bytes"), "{e}");
+        }
+        assert!(with("size = 3").is_err(), "unknown keys are refused");
+        // Not a [detect] key: thumbnails are not set per detector table.
+        assert!(
+            p(&MIN.replace("[[streams]]", "[detect]\nthumbnails = true\n[[streams]]")).is_err()
         );
     }
 

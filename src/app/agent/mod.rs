@@ -153,6 +153,9 @@ impl Agent {
         let tls_digest = tls_files_digest(&loaded);
         let status = Status::new(&loaded.cfg.probe_id, SystemTime::now(), stream_ids(&loaded));
         let publisher = Publisher::start(settings, spool, status.online(), status.offline())?;
+        publisher.set_thumb_budget(
+            usize::try_from(loaded.cfg.thumbnails.queue_bytes).unwrap_or(usize::MAX),
+        );
         tracing::info!(
             version = crate::VERSION,
             probe = %loaded.cfg.probe_id,
@@ -192,6 +195,9 @@ impl Agent {
     /// The probe id and the broker connection keep their settings.
     pub async fn apply(&mut self, loaded: Loaded) {
         apply(&self.ctx, &mut self.streams, &loaded).await;
+        self.publisher.set_thumb_budget(
+            usize::try_from(loaded.cfg.thumbnails.queue_bytes).unwrap_or(usize::MAX),
+        );
         self.status.streams = stream_ids(&loaded);
         self.publisher.set_online(self.status.online());
         self.current = loaded;

@@ -166,7 +166,14 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
         let began = Instant::now();
         let publisher = ctx.publisher.clone();
         let st = state.clone();
-        let mut on_event = move |ev: Event| {
+        let mut on_event = move |mut ev: Event| {
+            // The thumbnail goes to its own topic (memory, bounded); the start event
+            // names that topic.
+            if let Some(jpeg) = ev.jpeg.take() {
+                let topic = publisher.settings().thumbs_topic(&ev.stream, &ev.defect_id);
+                ev.thumb = Some(topic.clone());
+                publisher.thumb(topic, jpeg);
+            }
             // Spooled before it is logged: an event in the log is in the spool, even if
             // the process is killed right after.
             publisher.event(&ev);
@@ -352,6 +359,12 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
         "last_error": *s.last_error.lock().unwrap_or_else(|e| e.into_inner()),
         "events": s.events.load(Ordering::Relaxed),
         "open_defects": open,
+        "thumbs": a.thumbs.map(|t| json!({
+            "made": t.made,
+            "missing": t.missing,
+            "dropped": t.dropped,
+            "encode_ms": crate::defect::round_to(t.encode_ns as f64 / 1e6, 1),
+        })),
     })
 }
 

@@ -69,13 +69,40 @@ const PUBLISH_OVERHEAD: usize = 16;
 /// Best-effort (QoS 0) messages, such as stats, queued while waiting for a connection.
 /// Policy: drop-oldest, counted.
 const QOS0_QUEUE: usize = 64;
+/// Default bound on thumbnails waiting for the broker, bytes (see
+/// [`Publisher::set_thumb_budget`]).
+pub const THUMB_BUDGET: usize = 1 << 20;
 
 /// What a sent QoS 1 publish was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     Record(u64),
+    /// A thumbnail, by its number in [`State::thumbs`].
+    Thumb(u64),
     Online,
     Offline,
+}
+
+/// A thumbnail waiting for its PUBACK (memory only: thumbnails are not spooled).
+struct ThumbMsg {
+    n: u64,
+    topic: String,
+    jpeg: std::sync::Arc<[u8]>,
+    /// The connection it was last sent on (resent on a new one until acknowledged).
+    sent_epoch: Option<u64>,
+}
+
+/// Counters of the thumbnails (`outbox.thumbs` in the agent's stats).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ThumbStats {
+    /// Waiting for the broker now, and their bytes.
+    pub pending: usize,
+    pub pending_bytes: usize,
+    /// Acknowledged by the broker.
+    pub delivered: u64,
+    /// Dropped to stay within the byte budget (the oldest first), or larger than it.
+    /// Events are never dropped for a thumbnail: they have their own spool.
+    pub dropped: u64,
 }
 
 /// Counters of the broker link.
@@ -106,6 +133,7 @@ pub struct OutboxStats {
     pub pending_bytes: u64,
     pub spool: SpoolStats,
     pub link: LinkStats,
+    pub thumbs: ThumbStats,
 }
 
 struct State {
@@ -126,6 +154,12 @@ struct State {
     /// A clean DISCONNECT was requested: the connection closing is not an error.
     closing: bool,
     qos0: VecDeque<(String, Vec<u8>)>,
+    /// Thumbnails to send (oldest first), their bytes, the byte budget, the next number.
+    thumbs: VecDeque<ThumbMsg>,
+    thumb_bytes: usize,
+    thumb_budget: usize,
+    thumb_n: u64,
+    thumb_stats: ThumbStats,
     link: LinkStats,
     /// Highest record acknowledged in the current connection.
     acked_max: Option<u64>,
@@ -135,6 +169,29 @@ struct State {
 }
 
 impl State {
+    /// Queues a thumbnail within the byte budget (see [`Publisher::thumb`]).
+    fn queue_thumb(&mut self, topic: String, jpeg: std::sync::Arc<[u8]>) {
+        if jpeg.len() + topic.len() + PUBLISH_OVERHEAD > MAX_PACKET.min(self.thumb_budget) {
+            self.thumb_stats.dropped += 1;
+            return;
+        }
+        while self.thumb_bytes + jpeg.len() > self.thumb_budget {
+            let Some(old) = self.thumbs.pop_front() else {
+                break;
+            };
+            self.thumb_bytes -= old.jpeg.len();
+            self.thumb_stats.dropped += 1;
+        }
+        self.thumb_n += 1;
+        self.thumb_bytes += jpeg.len();
+        self.thumbs.push_back(ThumbMsg {
+            n: self.thumb_n,
+            topic,
+            jpeg,
+            sent_epoch: None,
+        });
+    }
+
     fn new(spool: Spool, online: Vec<u8>) -> State {
         let cursor = spool.head();
         State {
@@ -152,6 +209,11 @@ impl State {
             offline_acked: false,
             closing: false,
             qos0: VecDeque::new(),
+            thumbs: VecDeque::new(),
+            thumb_bytes: 0,
+            thumb_budget: THUMB_BUDGET,
+            thumb_n: 0,
+            thumb_stats: ThumbStats::default(),
             link: LinkStats::default(),
             acked_max: None,
             suspect: None,
@@ -336,6 +398,20 @@ impl Publisher {
         self.shared.wake.notify_one();
     }
 
+    /// Queues a thumbnail (QoS 1, not retained, not spooled: kept in memory within the
+    /// byte budget, oldest dropped first and counted; resent after a reconnection
+    /// until the broker acknowledges it). Sent after the events waiting with it.
+    pub fn thumb(&self, topic: String, jpeg: std::sync::Arc<[u8]>) {
+        self.shared.lock().queue_thumb(topic, jpeg);
+        self.shared.wake.notify_one();
+    }
+
+    /// The byte budget of thumbnails waiting for the broker (default
+    /// [`THUMB_BUDGET`]).
+    pub fn set_thumb_budget(&self, bytes: usize) {
+        self.shared.lock().thumb_budget = bytes;
+    }
+
     /// Replaces the retained `online` payload (published again on the next connection
     /// and now if connected).
     pub fn set_online(&self, online: Vec<u8>) {
@@ -354,6 +430,11 @@ impl Publisher {
             pending_bytes: st.spool.bytes(),
             spool: st.spool.stats(),
             link: st.link.clone(),
+            thumbs: ThumbStats {
+                pending: st.thumbs.len(),
+                pending_bytes: st.thumb_bytes,
+                ..st.thumb_stats.clone()
+            },
         }
     }
 
@@ -557,6 +638,14 @@ fn on_event(st: &mut State, ev: &MqttEvent) -> bool {
                             st.suspect = None;
                         }
                     }
+                    Slot::Thumb(n) => {
+                        if let Some(i) = st.thumbs.iter().position(|t| t.n == n) {
+                            if let Some(t) = st.thumbs.remove(i) {
+                                st.thumb_bytes -= t.jpeg.len();
+                                st.thumb_stats.delivered += 1;
+                            }
+                        }
+                    }
                     Slot::Offline => st.offline_acked = true,
                     Slot::Online => {}
                 }
@@ -732,6 +821,28 @@ fn pump(client: &AsyncClient, st: &mut State, status_topic: &str) {
         st.outstanding += 1;
         st.link.published += 1;
     }
+    // Thumbnails after the events waiting now, in the same window.
+    let epoch = st.epoch;
+    let mut sent = 0;
+    for t in st.thumbs.iter_mut() {
+        if st.outstanding + sent >= WINDOW {
+            break;
+        }
+        if t.sent_epoch == Some(epoch) {
+            continue;
+        }
+        if client
+            .try_publish(t.topic.clone(), QoS::AtLeastOnce, false, t.jpeg.to_vec())
+            .is_err()
+        {
+            break;
+        }
+        t.sent_epoch = Some(epoch);
+        st.fifo.push_back(Slot::Thumb(t.n));
+        sent += 1;
+    }
+    st.outstanding += sent;
+    st.link.published += sent as u64;
     while let Some((topic, payload)) = st.qos0.pop_front() {
         if client
             .try_publish(topic, QoS::AtMostOnce, false, payload)
@@ -947,5 +1058,39 @@ mod tests {
             st.fifo.iter().copied().collect::<Vec<_>>(),
             [Slot::Record(b), Slot::Record(c)]
         );
+    }
+
+    #[test]
+    fn thumbnails_stay_within_their_budget_oldest_first_and_leave_on_their_puback() {
+        let mut el = client();
+        let mut st = State::new(spool("thumbs"), b"online".to_vec());
+        st.thumb_budget = 100 * 1024;
+        let jpeg = |kib: usize| -> std::sync::Arc<[u8]> { vec![0xff; kib * 1024].into() };
+        for i in 0..4 {
+            st.queue_thumb(format!("t/thumbs/{i}"), jpeg(30));
+        }
+        // 4 × 30 KiB > 100 KiB: the oldest went.
+        let topics: Vec<&str> = st.thumbs.iter().map(|t| t.topic.as_str()).collect();
+        assert_eq!(topics, ["t/thumbs/1", "t/thumbs/2", "t/thumbs/3"]);
+        assert_eq!((st.thumb_bytes, st.thumb_stats.dropped), (90 * 1024, 1));
+        // Larger than the whole budget: dropped, nothing else touched.
+        st.queue_thumb("t/thumbs/big".into(), jpeg(101));
+        assert_eq!((st.thumbs.len(), st.thumb_stats.dropped), (3, 2));
+        // Sent on a connection: its PUBACK takes it out and counts it delivered.
+        on_connack(&mut el, &mut st);
+        let n = st.thumbs[0].n;
+        st.fifo.extend([Slot::Online, Slot::Thumb(n)]);
+        for ev in [
+            MqttEvent::Outgoing(Outgoing::Publish(1)),
+            MqttEvent::Outgoing(Outgoing::Publish(2)),
+            MqttEvent::Incoming(Packet::PubAck(PubAck::new(2))),
+        ] {
+            on_event(&mut st, &ev);
+        }
+        assert_eq!(st.thumbs.len(), 2);
+        assert_eq!(st.thumb_bytes, 60 * 1024);
+        assert_eq!(st.thumb_stats.delivered, 1);
+        // Events were never touched.
+        assert_eq!(st.spool.len(), 0);
     }
 }

@@ -51,6 +51,14 @@ impl MqttSettings {
     pub fn events_topic(&self, stream: &str) -> String {
         format!("{}/{}/{stream}/events", self.prefix, self.probe_id)
     }
+    /// `{prefix}/{probe_id}/{stream}/thumbs/{defect_id}`: the JPEG of a picture
+    /// defect's start.
+    pub fn thumbs_topic(&self, stream: &str, defect_id: &str) -> String {
+        format!(
+            "{}/{}/{stream}/thumbs/{defect_id}",
+            self.prefix, self.probe_id
+        )
+    }
     /// `{prefix}/{probe_id}/{stream}/stats`.
     pub fn stats_topic(&self, stream: &str) -> String {
         format!("{}/{}/{stream}/stats", self.prefix, self.probe_id)
