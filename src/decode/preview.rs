@@ -4,7 +4,8 @@
 //! [`PREVIEW_MAX_W`] × [`PREVIEW_MAX_H`] (aspect kept), as interleaved full-range
 //! YCbCr: exactly what a JPEG encoder takes, so a thumbnail costs no colour conversion.
 //! Made from the decoder's own output planes, before the next decode call (no second
-//! decode), only for streams that want thumbnails; the JPEG is encoded only when a
+//! decode), only for streams that want thumbnails and only for the pictures a
+//! thumbnail may show (`pipeline::shots` decides); the JPEG is encoded only when a
 //! defect starts.
 //!
 //! Hand-written: the downscale is a fixed 2 × 2-tap box sample per output pixel (four
@@ -154,21 +155,6 @@ impl Preview {
         }
         self.width = w;
         self.height = h;
-    }
-
-    /// Copies `other` into this preview (no allocation once this one's buffer exists).
-    pub fn copy_from(&mut self, other: &Preview) {
-        self.width = other.width;
-        self.height = other.height;
-        self.pts = other.pts;
-        self.ycc.clear();
-        self.ycc.extend_from_slice(&other.ycc);
-    }
-
-    /// Forgets the picture (keeps the buffer).
-    pub fn clear(&mut self) {
-        self.width = 0;
-        self.height = 0;
     }
 
     /// The picture as a baseline JPEG (4:2:0, quality [`JPEG_QUALITY`]).

@@ -20,7 +20,7 @@ use openh264::decoder::{Decoder, DecoderConfig, Flush};
 use openh264::OpenH264API;
 use openh264_sys2::{SBufferInfo, DECODER_OPTION_NUM_OF_FRAMES_REMAINING_IN_BUFFER};
 
-use super::preview::{Planes, Preview};
+use super::preview::Planes;
 use super::{Reducer, Thumb};
 use crate::codec::h264::{annexb_nals, has_idr, parameter_sets_into, AuInfo};
 use crate::error::{Error, Result};
@@ -28,17 +28,12 @@ use crate::error::{Error, Result};
 /// Decoder outputs, in the order the decoder produced them.
 #[derive(Debug)]
 pub enum VideoOut<'a> {
-    /// A decoded picture, summarised, with its downscaled colour picture when the
-    /// decoder makes previews ([`VideoDecoder::with_previews`]).
-    Frame(&'a Thumb, Option<&'a Preview>),
+    /// A decoded picture, summarised, with its planes when the decoder hands them out
+    /// ([`VideoDecoder::with_previews`]): valid only during this call (a thumbnail is
+    /// downscaled from them there, only when one is wanted).
+    Frame(&'a Thumb, Option<Planes<'a>>),
     /// The access unit with this PTS failed to decode (openh264 decoding-state bits).
-    /// `last`: the preview of the last picture decoded before it, if previews are on
-    /// (what a thumbnail can show when no damaged picture came out).
-    Error {
-        pts: i64,
-        state: i32,
-        last: Option<&'a Preview>,
-    },
+    Error { pts: i64, state: i32 },
     /// An SPS announces what the decoder cannot or may not decode (see [`Refusal`]):
     /// the track is not decoded until every SPS in force is acceptable again.
     Refused(Refusal),
@@ -128,8 +123,11 @@ pub struct VideoDecoder {
     last_idr: bool,
     reducer: Reducer,
     thumb: Box<Thumb>,
-    /// The last picture downscaled for thumbnails (only when asked for).
-    preview: Option<Box<Preview>>,
+    /// Pictures are handed out with their planes (for thumbnails).
+    previews: bool,
+    /// The planes of the picture just taken, between `take_frame` and its `out` call
+    /// only (openh264 reuses the buffer at its next call).
+    planes: Option<RawPlanes>,
     full_range: bool,
     max_pixels: u64,
     /// Largest picture memory allowed (see [`decoder_bytes`]).
@@ -179,19 +177,36 @@ impl VideoDecoder {
         self
     }
 
-    /// Every picture is also downscaled into a [`Preview`] (at most 320 × 320, about
-    /// 300 KiB held), handed out with its summary, for defect thumbnails.
+    /// Every picture is handed out with its planes too (for defect thumbnails; see
+    /// [`VideoOut::Frame`]). Costs nothing until a plane is read.
     pub fn with_previews(mut self) -> Self {
-        self.preview = Some(Box::new(Preview::new()));
+        self.previews = true;
         self
     }
 
-    /// The summary and preview of a picture just taken.
+    /// The summary and planes of the picture just taken.
     fn picture(&self) -> VideoOut<'_> {
-        VideoOut::Frame(
-            &self.thumb,
-            self.preview.as_deref().filter(|p| !p.is_empty()),
-        )
+        let planes = self.planes.as_ref().map(|p| {
+            let ch = p.height.div_ceil(2);
+            // SAFETY: `planes` is set by `take_frame` from the buffer openh264 returned
+            // (iBufferStatus == 1: luma of height × y_stride bytes, chroma of
+            // ⌈height/2⌉ × c_stride bytes each) and cleared right after the `out` call
+            // this value is made for, before any other call into openh264 (which is
+            // when the buffer would be reused); the slices borrow `self`, so they
+            // cannot outlive that call.
+            unsafe {
+                Planes {
+                    y: std::slice::from_raw_parts(p.y, p.height * p.y_stride),
+                    u: std::slice::from_raw_parts(p.u, ch * p.c_stride),
+                    v: std::slice::from_raw_parts(p.v, ch * p.c_stride),
+                    y_stride: p.y_stride,
+                    c_stride: p.c_stride,
+                    width: p.width,
+                    height: p.height,
+                }
+            }
+        });
+        VideoOut::Frame(&self.thumb, planes)
     }
 
     /// A decoder that refuses pictures larger than `max_pixels` (width × height).
@@ -202,7 +217,8 @@ impl VideoDecoder {
             last_idr: false,
             reducer: Reducer::default(),
             thumb: Box::default(),
-            preview: None,
+            previews: false,
+            planes: None,
             full_range: false,
             max_pixels,
             max_decoder_bytes: u64::MAX,
@@ -339,15 +355,12 @@ impl VideoDecoder {
         if state & !DS_FRAME_PENDING != 0 {
             self.stats.errors += 1;
             tracing::debug!(pts, state, idr, gap = self.gap, "decode error");
-            out(VideoOut::Error {
-                pts,
-                state,
-                last: self.preview.as_deref().filter(|p| !p.is_empty()),
-            });
+            out(VideoOut::Error { pts, state });
         }
         if frame {
             self.stats.frames += 1;
             out(self.picture());
+            self.planes = None;
         }
     }
 
@@ -410,6 +423,7 @@ impl VideoDecoder {
             if self.take_frame(&dst, &info) {
                 self.stats.frames += 1;
                 out(self.picture());
+                self.planes = None;
             }
         }
     }
@@ -537,44 +551,40 @@ impl VideoDecoder {
         self.thumb.pts = info.uiOutYuvTimeStamp as i64;
         self.thumb.full_range = self.full_range;
         self.reducer.reduce(y, stride, w, h, &mut self.thumb);
-        if let Some(p) = self.preview.as_deref_mut() {
-            let (ch, cs) = (h.div_ceil(2), info_c_stride(info));
-            let planes = if dst[1].is_null() || dst[2].is_null() || cs == 0 {
-                None
-            } else {
-                // SAFETY: as for the luma plane: with iBufferStatus == 1 the chroma
-                // pointers address planes of ⌈height/2⌉ rows of iStride[1] bytes,
-                // valid until the next decode call.
-                unsafe {
-                    Some((
-                        std::slice::from_raw_parts(dst[1], ch * cs),
-                        std::slice::from_raw_parts(dst[2], ch * cs),
-                    ))
-                }
-            };
-            match planes {
-                Some((u, v)) => {
-                    p.pts = self.thumb.pts;
-                    p.fill(
-                        Planes {
-                            y,
-                            u,
-                            v,
-                            y_stride: stride,
-                            c_stride: cs,
-                            width: w,
-                            height: h,
-                        },
-                        self.full_range,
-                    );
-                }
-                None => p.clear(),
-            }
+        self.planes = None;
+        let cs = info_c_stride(info);
+        if self.previews && !dst[1].is_null() && !dst[2].is_null() && cs > 0 {
+            self.planes = Some(RawPlanes {
+                y: dst[0],
+                u: dst[1],
+                v: dst[2],
+                y_stride: stride,
+                c_stride: cs,
+                width: w,
+                height: h,
+            });
         }
         self.stats.reduce_ns += t0.elapsed().as_nanos() as u64;
         true
     }
 }
+
+/// Where openh264's output planes are (see [`VideoDecoder::picture`]).
+#[derive(Debug, Clone, Copy)]
+struct RawPlanes {
+    y: *const u8,
+    u: *const u8,
+    v: *const u8,
+    y_stride: usize,
+    c_stride: usize,
+    width: usize,
+    height: usize,
+}
+
+// SAFETY: the pointers are only dereferenced in `VideoDecoder::picture`, on the thread
+// that owns the decoder, between the openh264 call that filled them and the next one;
+// moving the (cleared) decoder to another thread moves no live pointer.
+unsafe impl Send for RawPlanes {}
 
 /// The chroma stride of a returned picture (0 when openh264 gave none).
 fn info_c_stride(info: &SBufferInfo) -> usize {

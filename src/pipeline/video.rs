@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::codec::h264::{has_idr, AuInfo};
 use crate::config::{DetectConfig, LowFpsConfig, SyntaxCheck};
 use crate::decode::parse::{Parsed, SyntaxChecker};
-use crate::decode::preview::Preview;
+use crate::decode::preview::Planes;
 use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
 use crate::defect::{DecodeLevel, DefectKind, Transition};
@@ -234,9 +234,7 @@ impl VideoChain {
                 scratch.clear();
                 let mut out = |o: VideoOut<'_>| match o {
                     VideoOut::Frame(th, pv) => pics.frame(th, pv, &tl.clock, scratch, true),
-                    VideoOut::Error { pts, last, .. } => {
-                        pics.error(pts, last, &tl.clock, scratch, true)
-                    }
+                    VideoOut::Error { pts, .. } => pics.error(pts, &tl.clock, scratch, true),
                     VideoOut::Refused(r) => refused = Some(r),
                 };
                 dec.decode(au.pts, true, au.data, &mut out);
@@ -352,7 +350,7 @@ impl VideoChain {
         let pics = &mut self.pictures;
         let mut out = |o: VideoOut<'_>| match o {
             VideoOut::Frame(th, pv) => pics.frame(th, pv, &tl.clock, found, false),
-            VideoOut::Error { pts, last, .. } => pics.error(pts, last, &tl.clock, found, false),
+            VideoOut::Error { pts, .. } => pics.error(pts, &tl.clock, found, false),
             VideoOut::Refused(r) => *refused = Some(r),
         };
         let decode = match level {
@@ -476,7 +474,7 @@ impl Pictures {
     fn frame(
         &mut self,
         th: &Thumb,
-        preview: Option<&Preview>,
+        planes: Option<Planes<'_>>,
         clock: &MediaClock,
         found: &mut Vec<Transition>,
         watch: bool,
@@ -503,24 +501,17 @@ impl Pictures {
         ];
         self.detect_ns += d0.elapsed().as_nanos() as u64;
         if let Some(s) = self.shots.as_mut().filter(|_| !watch) {
-            s.picture(th, preview, !self.corruption.is_idle(), &found_here);
+            s.picture(th, t, planes, !self.corruption.is_idle(), &found_here);
         }
         found.extend(found_here.into_iter().flatten());
     }
 
     /// An access unit that failed to decode (`watch`: as for [`Pictures::frame`]).
-    fn error(
-        &mut self,
-        pts: i64,
-        last: Option<&Preview>,
-        clock: &MediaClock,
-        found: &mut Vec<Transition>,
-        watch: bool,
-    ) {
+    fn error(&mut self, pts: i64, clock: &MediaClock, found: &mut Vec<Transition>, watch: bool) {
         let t = clock.secs(pts);
         let tr = self.corruption.observe(t, CorruptionSample::DecodeError);
         if let (Some(s), Some(tr)) = (self.shots.as_mut().filter(|_| !watch), &tr) {
-            s.no_picture(tr, last);
+            s.no_picture(tr);
         }
         found.extend(tr);
     }
