@@ -879,3 +879,189 @@ fn the_agent_value_reloads_and_shuts_down_through_its_signal_stream() {
         "{last}"
     );
 }
+
+/// `curl` a URL: (HTTP status, content type, body).
+fn curl(url: &str) -> (u16, String, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code} %{content_type}",
+            url,
+        ])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (code, ctype) = tail.split_once(' ').unwrap_or((tail, ""));
+    (
+        code.parse().unwrap_or(0),
+        ctype.to_string(),
+        body.to_string(),
+    )
+}
+
+/// Checks a page against the text exposition format: every family has one HELP and
+/// one TYPE before its samples, every sample is `name{labels} value` with a number,
+/// no series twice. Returns the samples as (series, value).
+fn parse_exposition(page: &str) -> std::collections::HashMap<String, f64> {
+    let mut samples = std::collections::HashMap::new();
+    let mut helped = std::collections::HashSet::new();
+    let mut typed = std::collections::HashMap::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(helped.insert(name.to_string()), "HELP twice: {line}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap_or(""));
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(helped.contains(name), "TYPE before HELP: {line}");
+            assert!(
+                typed.insert(name.to_string(), kind.to_string()).is_none(),
+                "{line}"
+            );
+            continue;
+        }
+        assert!(
+            !line.is_empty() && !line.starts_with('#'),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
+        assert!(typed.contains_key(name), "sample before its TYPE: {line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+        let v: f64 = if value == "NaN" {
+            f64::NAN
+        } else {
+            value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {line}"))
+        };
+        if typed[name] == "counter" && !v.is_nan() {
+            assert!(v >= 0.0, "negative counter: {line}");
+        }
+        assert!(
+            samples.insert(series.to_string(), v).is_none(),
+            "twice: {line}"
+        );
+    }
+    samples
+}
+
+#[test]
+fn prometheus_metrics_give_the_streams_counters_and_the_broker_state() {
+    let dir = TempDir::new("agent-metrics");
+    let mut broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let port = common::mqtt::free_port();
+    let cfg = config(
+        &broker.url(),
+        &dir.path().join("spool"),
+        &[("multi", "multi_main_360p.ts", "fast")],
+        "",
+    )
+    .replacen(
+        "[mqtt]",
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n[mqtt]"),
+        1,
+    );
+    let _agent = Agent::start(dir.path(), &cfg);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let done = r#"vqprobe_stream_events_total{stream="multi",kind="silence"} 2"#;
+    let page = wait_for(Duration::from_secs(60), || {
+        let (code, _, body) = curl(&url);
+        (code == 200 && body.lines().any(|l| l == done)).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("no page with the clip's events: {:?}", curl(&url)));
+    let (_, ctype, _) = curl(&url);
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    let m = parse_exposition(&page);
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} missing:\n{page}"));
+    // multi_main_360p: black, freeze and silence, each a start and an end.
+    for (kind, n) in [
+        ("black", 2.0),
+        ("freeze", 2.0),
+        ("silence", 2.0),
+        ("corruption", 0.0),
+    ] {
+        assert_eq!(
+            get(&format!(
+                "vqprobe_stream_events_total{{stream=\"multi\",kind=\"{kind}\"}}"
+            )),
+            n,
+            "{kind}"
+        );
+        assert_eq!(
+            get(&format!(
+                "vqprobe_stream_open_defects{{stream=\"multi\",kind=\"{kind}\"}}"
+            )),
+            0.0
+        );
+    }
+    // The whole 20-s clip at one level or another.
+    let secs: f64 = ["full", "reference", "key"]
+        .iter()
+        .map(|l| {
+            get(&format!(
+                "vqprobe_stream_decode_level_seconds_total{{stream=\"multi\",level=\"{l}\"}}"
+            ))
+        })
+        .sum();
+    assert!((secs - 20.0).abs() < 0.2, "{secs}");
+    assert_eq!(get("vqprobe_streams"), 1.0);
+    assert_eq!(get("vqprobe_broker_connected"), 1.0);
+    assert_eq!(
+        get(r#"vqprobe_stream_decode_errors_total{stream="multi",track="video"}"#),
+        0.0
+    );
+    // Thumbnails of the black and the freeze reached the broker.
+    let delivered = wait_for(Duration::from_secs(5), || {
+        let m = parse_exposition(&curl(&url).2);
+        (m.get("vqprobe_outbox_delivered_total") == Some(&6.0)
+            && m.get("vqprobe_thumbs_delivered_total") == Some(&2.0))
+        .then_some(())
+    });
+    assert!(delivered.is_some(), "{}", curl(&url).2);
+    assert!(get("vqprobe_stats_age_seconds") < 5.0);
+    // Only /metrics is served.
+    assert_eq!(curl(&format!("http://127.0.0.1:{port}/")).0, 404);
+    // With the broker gone the metrics go on, and say so.
+    broker.stop();
+    let down = wait_for(Duration::from_secs(15), || {
+        let m = parse_exposition(&curl(&url).2);
+        (m.get("vqprobe_broker_connected") == Some(&0.0)).then_some(())
+    });
+    assert!(down.is_some(), "{}", curl(&url).2);
+    // A second agent cannot take the port: it fails at start and names the setting.
+    let dir2 = TempDir::new("agent-metrics-2");
+    let cfg2 = cfg.replace(
+        &dir.path().join("spool").display().to_string(),
+        &dir2.path().join("spool").display().to_string(),
+    );
+    let mut second = Agent::start(dir2.path(), &cfg2);
+    let status = second
+        .wait_exit(Duration::from_secs(15))
+        .expect("the second agent exits");
+    assert!(!status.success());
+    assert!(
+        second
+            .log()
+            .contains(&format!("metrics.listen = \"127.0.0.1:{port}\"")),
+        "{}",
+        second.log()
+    );
+}

@@ -59,6 +59,9 @@ pub struct AgentConfig {
     /// Defect thumbnails (`[thumbnails]`).
     #[serde(default)]
     pub thumbnails: ThumbnailsConfig,
+    /// The Prometheus endpoint (`[metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default)]
     pub streams: Vec<toml::Spanned<StreamConfig>>,
 }
@@ -74,6 +77,14 @@ pub struct ThumbnailsConfig {
     /// their own spool). 1 MiB. Overflow policy: drop-oldest, counted
     /// (`outbox.thumbs.dropped`).
     pub queue_bytes: u64,
+}
+
+/// `[metrics]`: Prometheus metrics over HTTP (off unless `listen` is set).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address and port to serve `GET /metrics` on, e.g. "127.0.0.1:9898". Unset: off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ThumbnailsConfig {

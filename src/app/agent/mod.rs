@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use self::config::Loaded;
 use self::streams::{apply, publish_stats, stop_streams, Ctx, StreamHandle};
 use crate::error::{Error, Result};
+use crate::publish::metrics::Page;
 use crate::publish::mqtt::Publisher;
 use crate::publish::spool::{Spool, SpoolOptions};
 use crate::publish::status::Status;
@@ -112,6 +113,18 @@ pub struct Agent {
     /// The status payload's fixed part (probe, start time, pid).
     status: Status,
     tls_digest: u64,
+    /// `[metrics]`: the page the stats tick renders, and the HTTP server's task
+    /// (aborted when the agent goes).
+    metrics: Option<(Page, AbortOnDrop)>,
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Agent {
@@ -137,6 +150,20 @@ impl Agent {
                 "spool: undelivered events from the previous run will be sent"
             );
         }
+        let metrics = match loaded.cfg.metrics.listen {
+            Some(addr) => {
+                // Bound before READY: a port in use is a start failure, not a log line.
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|e| Error::Config(format!("metrics.listen = \"{addr}\": {e}")))?;
+                let page = Page::default();
+                let task = tokio::spawn(crate::publish::metrics::serve(listener, page.clone()));
+                tracing::info!(%addr, "metrics: serving GET /metrics");
+                Some((page, AbortOnDrop(task)))
+            }
+            None => None,
+        };
         let settings = loaded.mqtt_settings()?;
         if settings.password.is_some() && settings.tls.is_none() {
             if is_loopback(&settings.host) {
@@ -179,6 +206,7 @@ impl Agent {
             streams,
             status,
             tls_digest,
+            metrics,
         })
     }
 
@@ -211,9 +239,10 @@ impl Agent {
             Ok(new) => {
                 if new.cfg.probe_id != self.current.cfg.probe_id
                     || new.cfg.spool != self.current.cfg.spool
+                    || new.cfg.metrics != self.current.cfg.metrics
                 {
                     tracing::warn!(
-                        "SIGHUP: changes to probe_id or [spool] take effect after a restart"
+                        "SIGHUP: changes to probe_id, [spool] or [metrics] take effect after a restart"
                     );
                 }
                 let new_digest = tls_files_digest(&new);
@@ -266,7 +295,12 @@ impl Agent {
                 // counters) go out at once rather than at the next interval.
                 Ok(()) = connects.changed() => {
                     if *connects.borrow_and_update() > 1 {
-                        publish_stats(&self.publisher, &self.streams, &self.current);
+                        publish_stats(
+                            &self.publisher,
+                            &self.streams,
+                            &self.current,
+                            self.metrics.as_ref().map(|m| &m.0),
+                        );
                     }
                 }
                 why = self.publisher.failed() => {
@@ -292,7 +326,12 @@ impl Agent {
                     None => signals_open = false,
                 },
                 _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
-                _ = stats_tick.tick() => publish_stats(&self.publisher, &self.streams, &self.current),
+                _ = stats_tick.tick() => publish_stats(
+                            &self.publisher,
+                            &self.streams,
+                            &self.current,
+                            self.metrics.as_ref().map(|m| &m.0),
+                        ),
                 _ = sync_tick.tick() => {
                     if sync_task.as_ref().is_none_or(|t| t.is_finished()) {
                         let p = self.publisher.clone();

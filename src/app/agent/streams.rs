@@ -16,7 +16,7 @@ use super::config::{Loaded, StreamPlan};
 use super::{notify, watchdog_interval};
 use crate::app::session::{self, SessionCounters, SessionSpec};
 use crate::backoff::Backoff;
-use crate::defect::Phase;
+use crate::defect::{DefectKind, Phase};
 use crate::event::Event;
 use crate::publish::mqtt::Publisher;
 use crate::redact::{redact_in_text, redact_url};
@@ -32,6 +32,8 @@ struct StreamState {
     /// Open defects: kind, defect id, start.
     open: Mutex<Vec<(String, String, f64)>>,
     events: AtomicU64,
+    /// Events per kind ([`DefectKind::ALL`] order), for the Prometheus metrics.
+    events_by_kind: [AtomicU64; DefectKind::COUNT],
     restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// Previous stats sample: (frames, media bytes, at).
@@ -179,6 +181,9 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
             publisher.event(&ev);
             log_event(&ev);
             st.events.fetch_add(1, Ordering::Relaxed);
+            if let Some(i) = DefectKind::ALL.iter().position(|k| *k == ev.kind) {
+                st.events_by_kind[i].fetch_add(1, Ordering::Relaxed);
+            }
             if let Ok(mut open) = st.open.lock() {
                 match ev.state {
                     Phase::Start => open.push((
@@ -267,12 +272,18 @@ pub(super) fn publish_stats(
     publisher: &Publisher,
     streams: &HashMap<String, StreamHandle>,
     loaded: &Loaded,
+    page: Option<&crate::publish::metrics::Page>,
 ) {
     let settings = publisher.settings();
     let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let mut samples = Vec::with_capacity(if page.is_some() { streams.len() } else { 0 });
     for (id, h) in streams {
         let payload = stream_stats(id, &h.state, &loaded.cfg.probe_id, &at);
         publisher.best_effort(settings.stats_topic(id), payload.to_string().into_bytes());
+        if page.is_some() {
+            let events = std::array::from_fn(|i| h.state.events_by_kind[i].load(Ordering::Relaxed));
+            samples.push((id.as_str(), payload, events));
+        }
     }
     let ob = publisher.stats();
     let payload = json!({
@@ -285,6 +296,20 @@ pub(super) fn publish_stats(
         "decoder_pool": crate::decode::video::DecoderPool::stats(),
         "check_gate": crate::pipeline::gate::stats(),
     });
+    if let Some(page) = page {
+        samples.sort_by(|a, b| a.0.cmp(b.0));
+        let samples: Vec<_> = samples
+            .iter()
+            .map(
+                |(id, stats, events)| crate::publish::metrics::StreamSample {
+                    id,
+                    stats,
+                    events: *events,
+                },
+            )
+            .collect();
+        page.set(crate::publish::metrics::render(&samples, &payload));
+    }
     publisher.best_effort(
         settings.agent_stats_topic(),
         payload.to_string().into_bytes(),
