@@ -13,10 +13,15 @@
 //! every Error carries a non-zero state; a Refused size is above max_pixels, or 0 x 0
 //! (an SPS that does not parse) in an access unit that carries an SPS; a format
 //! refusal (interlaced, bit depth, chroma format) comes from an access unit that
-//! carries an SPS; the decoder's counters match the outputs seen.
+//! carries an SPS; the decoder's counters match the outputs seen. Every picture's
+//! planes (the decoder runs with previews on, as the pipeline does for thumbnails) are
+//! read whole: downscaled into a preview no larger than the picture, within 320 × 320,
+//! and JPEG-encoded for every eighth picture, so ASan sees every byte of the `unsafe`
+//! plane slices and the JPEG path runs on whatever picture sizes openh264 produces.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use vqprobe::decode::preview::{Preview, PREVIEW_MAX_H, PREVIEW_MAX_W};
 use vqprobe::decode::video::{RefuseReason, VideoDecoder, VideoOut};
 use vqprobe::codec::h264::has_idr as h264_has_idr;
 
@@ -55,12 +60,23 @@ fn has_sps(au: &[u8]) -> bool {
 struct Seen {
     frames: u64,
     errors: u64,
+    preview: Preview,
 }
 
 fn check(o: VideoOut<'_>, seen: &mut Seen, au_has_sps: bool) {
     match o {
-        VideoOut::Frame(t) => {
+        VideoOut::Frame(t, planes) => {
             seen.frames += 1;
+            let p = planes.expect("previews are on: every picture comes with its planes");
+            assert_eq!((p.width, p.height), (t.width as usize, t.height as usize));
+            seen.preview.fill(p, seen.frames % 2 == 0);
+            let (w, h) = seen.preview.size();
+            assert!(w > 0 && w <= PREVIEW_MAX_W.min(t.width as usize).max(2), "{w}x{h} of {t:?}");
+            assert!(h > 0 && h <= PREVIEW_MAX_H.min(t.height as usize).max(2), "{w}x{h} of {t:?}");
+            if seen.frames % 8 == 1 {
+                let jpeg = seen.preview.jpeg().expect("a filled preview encodes");
+                assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
+            }
             assert!(t.width > 0 && t.height > 0, "{t:?}");
             let sum: u64 = t.hist.iter().map(|&c| u64::from(c)).sum();
             assert_eq!(sum, u64::from(t.samples), "{t:?}");
@@ -93,7 +109,9 @@ fn check(o: VideoOut<'_>, seen: &mut Seen, au_has_sps: bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut dec = VideoDecoder::new(MAX_PIXELS).expect("openh264 init");
+    let mut dec = VideoDecoder::new(MAX_PIXELS)
+        .expect("openh264 init")
+        .with_previews();
     let mut seen = Seen::default();
     let aus = access_units(data);
     for (i, au) in aus.iter().enumerate() {
