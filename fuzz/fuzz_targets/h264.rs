@@ -21,9 +21,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use vqprobe::codec::h264::has_idr as h264_has_idr;
 use vqprobe::decode::preview::{Preview, PREVIEW_MAX_H, PREVIEW_MAX_W};
 use vqprobe::decode::video::{RefuseReason, VideoDecoder, VideoOut};
-use vqprobe::codec::h264::has_idr as h264_has_idr;
 
 const MAX_PIXELS: u64 = 1280 * 720;
 
@@ -71,8 +71,14 @@ fn check(o: VideoOut<'_>, seen: &mut Seen, au_has_sps: bool) {
             assert_eq!((p.width, p.height), (t.width as usize, t.height as usize));
             seen.preview.fill(p, seen.frames % 2 == 0);
             let (w, h) = seen.preview.size();
-            assert!(w > 0 && w <= PREVIEW_MAX_W.min(t.width as usize).max(2), "{w}x{h} of {t:?}");
-            assert!(h > 0 && h <= PREVIEW_MAX_H.min(t.height as usize).max(2), "{w}x{h} of {t:?}");
+            assert!(
+                w > 0 && w <= PREVIEW_MAX_W.min(t.width as usize).max(2),
+                "{w}x{h} of {t:?}"
+            );
+            assert!(
+                h > 0 && h <= PREVIEW_MAX_H.min(t.height as usize).max(2),
+                "{w}x{h} of {t:?}"
+            );
             if seen.frames % 8 == 1 {
                 let jpeg = seen.preview.jpeg().expect("a filled preview encodes");
                 assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
