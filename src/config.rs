@@ -33,6 +33,10 @@ pub struct DetectConfig {
     /// `demo --report` and the agent's `[thumbnails]`; not a `[detect]` key).
     #[serde(skip)]
     pub thumbnails: bool,
+    /// Record the per-second series of a report (set by `check --report` and `demo
+    /// --report`; not a `[detect]` key; see `pipeline::series`).
+    #[serde(skip)]
+    pub series: bool,
 }
 
 /// The decode level setting: `auto` (the default) or a level the stream is pinned to.
@@ -384,6 +388,7 @@ impl Default for DetectConfig {
             max_decoder_mb: 160,
             decode: DecodeConfig::default(),
             thumbnails: false,
+            series: false,
         }
     }
 }

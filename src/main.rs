@@ -73,6 +73,12 @@ enum Command {
         /// in `thumb`.
         #[arg(long, value_name = "DIR")]
         thumbs: Option<PathBuf>,
+        /// Write a self-contained HTML report to FILE at the end: the input's
+        /// properties, a timeline of the defects, per-second plots of luma, motion,
+        /// block edges and sound level with the thresholds, and the thumbnails. Decodes
+        /// every picture unless --decode-level says otherwise.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Run the built-in synthetic stream with scripted defects (no camera, no broker).
     Demo {
@@ -85,6 +91,9 @@ enum Command {
         /// mqtts://...), on vqprobe/{probe}/demo/events.
         #[arg(long, value_name = "URL")]
         mqtt: Option<String>,
+        /// Write a self-contained HTML report of the run to FILE (see `check --report`).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// The agent: watch every stream of the configuration file and publish events over
     /// MQTT until SIGTERM (SIGHUP reloads the file).
@@ -171,6 +180,7 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             probe_id,
             decode_level,
             thumbs,
+            report,
         } => {
             let opts = check::CheckArgs {
                 input,
@@ -186,6 +196,7 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
                 probe_id,
                 decode_level: decode_level.as_deref().and_then(LevelChoice::parse),
                 thumbs,
+                report,
             }
             .resolve()?;
             let report = check::run(&opts, &mut stdout).await?;
@@ -196,11 +207,13 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             format,
             realtime,
             mqtt,
+            report,
         } => {
             let opts = demo::DemoOptions {
                 format,
                 realtime,
                 mqtt,
+                report,
             };
             let report = demo::run(&opts, &app::hostname(), &mut stdout).await?;
             match format {

@@ -15,7 +15,7 @@ use crate::ingest::rtsp::RtspTransport;
 use crate::ingest::sink::LiveStats;
 use crate::ingest::source::SourceOptions;
 use crate::pipeline::AnalyzerStats;
-use crate::publish::{LinePrinter, OutputFormat};
+use crate::publish::{report, LinePrinter, OutputFormat};
 use crate::shutdown::Shutdown;
 
 /// What `check` was asked to do.
@@ -34,6 +34,8 @@ pub struct CheckOptions {
     pub stream_id: String,
     /// `--thumbs`: where thumbnails are written (the folder exists).
     pub thumbs: Option<PathBuf>,
+    /// `--report`: the HTML report written at the end.
+    pub report: Option<PathBuf>,
 }
 
 /// The command line's values of `check`, before they are checked and defaulted.
@@ -54,6 +56,8 @@ pub struct CheckArgs {
     pub decode_level: Option<LevelChoice>,
     /// `--thumbs DIR`.
     pub thumbs: Option<PathBuf>,
+    /// `--report FILE`.
+    pub report: Option<PathBuf>,
 }
 
 impl CheckArgs {
@@ -76,6 +80,14 @@ impl CheckArgs {
         };
         if let Some(level) = self.decode_level {
             detect.decode.level = level;
+        } else if self.report.is_some() {
+            // A report plots every picture unless asked to show what another level sees.
+            detect.decode.level = LevelChoice::Full;
+        }
+        if let Some(path) = &self.report {
+            check_report_path(path)?;
+            detect.series = true;
+            detect.thumbnails = true;
         }
         if let Some(dir) = &self.thumbs {
             std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -116,8 +128,26 @@ impl CheckArgs {
             probe_id: self.probe_id.unwrap_or_else(super::hostname),
             stream_id,
             thumbs: self.thumbs,
+            report: self.report,
         })
     }
+}
+
+/// The report's folder exists and the path is not a folder (checked before the
+/// analysis, not after it).
+fn check_report_path(path: &Path) -> Result<()> {
+    let bad = |why: &str| Error::Config(format!("--report {}: {why}", path.display()));
+    if path.is_dir() {
+        return Err(bad("is a folder; name the HTML file to write"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(bad("its folder does not exist"));
+    }
+    Ok(())
 }
 
 /// Default stream id of an input: the last segment of its path, never from its user
@@ -149,10 +179,17 @@ pub fn load_detect(path: &Path) -> Result<DetectConfig> {
     Ok(cfg)
 }
 
+/// Events a `check` run keeps for its result at most (a live source may run for
+/// ever; every event is still printed).
+pub const MAX_KEPT_EVENTS: usize = 100_000;
+
 /// What a `check` run found.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
+    /// The first [`MAX_KEPT_EVENTS`] events.
     pub events: Vec<Event>,
+    /// Events printed but not kept.
+    pub events_not_kept: u64,
     pub stats: AnalyzerStats,
     /// Live sources only.
     pub live: Option<LiveStats>,
@@ -190,21 +227,58 @@ pub async fn run(opts: &CheckOptions, out: &mut dyn Write) -> Result<CheckReport
         format: opts.format,
     };
     let mut events = Vec::new();
+    let mut events_not_kept = 0u64;
+    let (mut thumbs_kept, mut thumbs_not_kept) = (0usize, 0u64);
     let result = session::run(&spec, shutdown, None, &mut |mut ev: Event| {
-        if let (Some(dir), Some(jpeg)) = (&opts.thumbs, ev.jpeg.take()) {
-            ev.thumb = write_thumb(dir, &ev.defect_id, &jpeg);
+        let jpeg = ev.jpeg.take();
+        if let (Some(dir), Some(jpeg)) = (&opts.thumbs, &jpeg) {
+            ev.thumb = write_thumb(dir, &ev.defect_id, jpeg);
         }
         let _ = writeln!(out, "{}", printer.line(&ev));
         let _ = out.flush();
+        if events.len() >= MAX_KEPT_EVENTS {
+            events_not_kept += 1;
+            return;
+        }
+        // The report embeds the first thumbnails; the rest are counted.
+        if opts.report.is_some() && jpeg.is_some() {
+            if thumbs_kept < report::MAX_THUMBS {
+                thumbs_kept += 1;
+                ev.jpeg = jpeg;
+            } else {
+                thumbs_not_kept += 1;
+            }
+        }
         events.push(ev);
     })
     .await;
     ctrl_c.abort();
-    let report = result?;
+    let session = result?;
+    if let Some(path) = &opts.report {
+        let series = session.series.clone().unwrap_or_default();
+        let input = crate::redact::redact_url(&opts.input);
+        let html = report::render(&report::ReportInput {
+            input: &input,
+            probe_id: &opts.probe_id,
+            stream_id: &opts.stream_id,
+            stats: &session.stats,
+            series: &series,
+            events: &events,
+            events_not_kept,
+            thumbs_not_kept,
+            detect: &opts.detect,
+            note: None,
+        });
+        report::write(path, &html)?;
+        for ev in &mut events {
+            ev.jpeg = None;
+        }
+    }
     Ok(CheckReport {
         events,
-        stats: report.stats,
-        live: report.live,
+        events_not_kept,
+        stats: session.stats,
+        live: session.live,
     })
 }
 

@@ -73,6 +73,8 @@ pub struct SessionReport {
     pub stats: AnalyzerStats,
     /// Live sources only: the sink's delivery counters.
     pub live: Option<LiveStats>,
+    /// The per-second series (`detect.series` only).
+    pub series: Option<crate::pipeline::series::Series>,
 }
 
 /// Runs one session of `spec.input` until the input ends, `shutdown` is triggered or
@@ -168,7 +170,7 @@ where
         }
     }
     // The decode thread has dropped its event sender: it is finishing or done.
-    let analyzer = tokio::task::spawn_blocking(move || decode.join())
+    let mut analyzer = tokio::task::spawn_blocking(move || decode.join())
         .await
         .map_err(|e| Error::Other(format!("decode thread: {e}")))?
         .map_err(|_| Error::Other("decode thread panicked".into()))?;
@@ -195,5 +197,6 @@ where
     Ok(SessionReport {
         stats: analyzer.stats(),
         live,
+        series: analyzer.take_series(),
     })
 }

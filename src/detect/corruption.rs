@@ -67,6 +67,13 @@ impl CorruptionDetector {
         self.baseline
     }
 
+    /// The block-edge ratio above which a picture counts as blocky (`None`: the
+    /// baseline is still being learned, or the edge test is off). For reports.
+    pub fn threshold(&self) -> Option<f32> {
+        (self.cfg.edge_jump > 0.0 && self.warm >= WARMUP_FRAMES)
+            .then_some(self.baseline * self.cfg.edge_jump)
+    }
+
     /// Feeds one sample at media time `t`.
     pub fn observe(&mut self, t: f64, s: CorruptionSample<'_>) -> Option<Transition> {
         let corrupt = match s {

@@ -26,6 +26,8 @@ pub struct FreezeDetector {
     /// Largest difference seen inside the current interval (evidence).
     max_diff: f32,
     frames: u32,
+    /// The difference of the last picture compared (`None`: it was not compared).
+    last_diff: Option<f32>,
 }
 
 impl FreezeDetector {
@@ -38,6 +40,7 @@ impl FreezeDetector {
             ref_dims: None,
             max_diff: 0.0,
             frames: 0,
+            last_diff: None,
         }
     }
 
@@ -45,10 +48,12 @@ impl FreezeDetector {
     /// verdict on the same frame.
     pub fn observe(&mut self, t: f64, thumb: &Thumb, black: bool) -> Option<Transition> {
         let dims = (thumb.width, thumb.height);
+        self.last_diff = None;
         let frozen = match self.ref_dims {
             Some(d) if d == dims && !black => {
                 let (diff, changed) = thumb.grid_diff(&self.reference, self.cfg.cell_step);
                 let changed_share = changed as f32 / GRID_LEN as f32;
+                self.last_diff = Some(diff);
                 tracing::trace!(t, diff_db = to_db(f64::from(diff)), changed, "freeze diff");
                 // Same picture: small average difference AND no region that really
                 // changed. Coding noise is small and everywhere; motion is large and
@@ -72,6 +77,12 @@ impl FreezeDetector {
         }
         let edge = self.hyst.step(t, frozen)?;
         Some(transition(DefectKind::Freeze, edge, self.metrics()))
+    }
+
+    /// The last picture's difference to the reference, dB (`None`: it was black, the
+    /// first, or of a new size, and not compared). For reports.
+    pub fn last_diff_db(&self) -> Option<f64> {
+        self.last_diff.map(|d| to_db(f64::from(d)))
     }
 
     /// Nothing pending or open.

@@ -15,6 +15,7 @@ use crate::defect::Transition;
 use crate::detect::silence::SilenceDetector;
 use crate::timebase;
 
+use super::series::{Lane, FLOOR_DB};
 use super::Timeline;
 
 /// Decoder and silence detector of one stream. See the module docs.
@@ -22,6 +23,8 @@ pub(super) struct AudioChain {
     decoder: Option<AudioDecoder>,
     silence: SilenceDetector,
     detect_ns: u64,
+    /// A report's sound level series (only when asked for).
+    series: Option<Lane>,
 }
 
 impl AudioChain {
@@ -30,6 +33,7 @@ impl AudioChain {
             decoder: None,
             silence: SilenceDetector::new(cfg.silence.clone()),
             detect_ns: 0,
+            series: cfg.series.then(Lane::default),
         }
     }
 
@@ -75,6 +79,7 @@ impl AudioChain {
         };
         let silence = &mut self.silence;
         let detect_ns = &mut self.detect_ns;
+        let series = &mut self.series;
         dec.decode(pts, data, &mut |lvl: AudioLevel| {
             // AAC decoded before any timestamp was seen counts its samples from tick 0
             // (`decode::audio`); such sound is placed at that count, without starting
@@ -87,7 +92,15 @@ impl AudioChain {
             let d0 = Instant::now();
             found.extend(silence.observe(t, &lvl));
             *detect_ns += d0.elapsed().as_nanos() as u64;
+            if let Some(s) = series.as_mut() {
+                s.push(t, lvl.rms_dbfs.max(FLOOR_DB));
+            }
         });
+    }
+
+    /// The sound level series so far (`None`: not recorded).
+    pub fn take_series(&mut self) -> Option<Lane> {
+        self.series.take()
     }
 
     /// Closes an open `silence` at `t`.

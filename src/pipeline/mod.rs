@@ -27,6 +27,7 @@ mod avsync;
 pub mod gate;
 pub mod level;
 mod ring;
+pub mod series;
 pub mod shots;
 mod thread;
 mod tracks;
@@ -40,7 +41,7 @@ use crate::decode::video::VideoStats;
 use crate::defect::{put, DefectKind, EndReason, Metric, Metrics, Phase, Transition};
 use crate::error::Result;
 use crate::event::{Event, EventFactory};
-use crate::ingest::{IngestMsg, Packet, ProgramInfo, Track};
+use crate::ingest::{Codec, IngestMsg, Packet, ProgramInfo, Track};
 use crate::timebase::MediaClock;
 
 use audio::AudioChain;
@@ -130,6 +131,9 @@ pub struct Analyzer {
     /// nothing found may be dropped).
     found: Vec<Transition>,
     emitted: u64,
+    /// A report's series: the program's properties here, the lanes in the chains
+    /// (only when asked for; see `series`).
+    series: Option<Box<series::Series>>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -154,6 +158,7 @@ impl Analyzer {
             pool: None,
             found: Vec::with_capacity(8),
             emitted: 0,
+            series: cfg.series.then(Box::default),
         })
     }
 
@@ -279,7 +284,31 @@ impl Analyzer {
     }
 
     /// A new program: the tracks say which decoders it needs.
+    /// The report's series and properties so far (`None`: not recorded, or taken).
+    pub fn take_series(&mut self) -> Option<series::Series> {
+        let mut s = *self.series.take()?;
+        s.pictures = self.video.take_series().unwrap_or_default();
+        s.audio_dbfs = self.audio.take_series().unwrap_or_default();
+        Some(s)
+    }
+
     fn program(&mut self, p: &ProgramInfo) {
+        if let Some(s) = self.series.as_mut() {
+            s.video_codec = p.video.as_ref().map(|e| e.codec.name());
+            s.audio_codec = p.audio.as_ref().map(|e| e.codec.name());
+            s.audio_format = p.audio.as_ref().and_then(|e| match e.codec {
+                Codec::PcmS16le {
+                    sample_rate,
+                    channels,
+                }
+                | Codec::G711 {
+                    sample_rate,
+                    channels,
+                    ..
+                } => Some((sample_rate, channels)),
+                _ => None,
+            });
+        }
         let t = self.timeline.end;
         self.avsync.tracks_changed();
         let plan = self.tracks.program(p, t, &mut self.found);

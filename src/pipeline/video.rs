@@ -25,6 +25,7 @@ use crate::timebase::MediaClock;
 
 use super::level::{LevelControl, LevelStats, SizeWatch};
 use super::ring::GopRing;
+use super::series::PictureSeries;
 use super::shots::{ShotStats, Shots};
 use super::Timeline;
 
@@ -80,6 +81,8 @@ struct Pictures {
     detect_ns: u64,
     /// Defect thumbnails (only when asked for).
     shots: Option<Shots>,
+    /// A report's series (only when asked for).
+    series: Option<Box<PictureSeries>>,
 }
 
 impl VideoChain {
@@ -100,6 +103,7 @@ impl VideoChain {
                 pending_t: heapless::Vec::new(),
                 detect_ns: 0,
                 shots: cfg.thumbnails.then(Shots::new),
+                series: cfg.series.then(Box::default),
             },
             level: LevelControl::new(cfg.decode.level),
             sizes: SizeWatch::default(),
@@ -174,6 +178,11 @@ impl VideoChain {
     /// The thumbnail (JPEG) made for the start of `kind` just found, if any.
     pub fn take_thumb(&mut self, kind: DefectKind) -> Option<std::sync::Arc<[u8]>> {
         self.pictures.shots.as_mut()?.take(kind)
+    }
+
+    /// The picture series so far (`None`: not recorded).
+    pub fn take_series(&mut self) -> Option<PictureSeries> {
+        self.pictures.series.take().map(|b| *b)
     }
 
     /// Thumbnail counters (None when the stream makes none).
@@ -500,6 +509,14 @@ impl Pictures {
             },
         ];
         self.detect_ns += d0.elapsed().as_nanos() as u64;
+        if let Some(s) = self.series.as_mut() {
+            s.picture(
+                t,
+                th,
+                self.freeze.last_diff_db(),
+                self.corruption.threshold(),
+            );
+        }
         if let Some(s) = self.shots.as_mut().filter(|_| !watch) {
             s.picture(th, t, planes, !self.corruption.is_idle(), &found_here);
         }

@@ -4,6 +4,7 @@
 
 pub mod metrics;
 pub mod mqtt;
+pub mod report;
 pub mod spool;
 pub mod status;
 
