@@ -1,7 +1,8 @@
 //! Home Assistant MQTT discovery (`[homeassistant] discovery = true`) against a real
 //! mosquitto: the retained discovery configs, the problem states driven by a clip's
 //! real defects, the frame-rate sensor's source, Home Assistant's birth message, and
-//! the clearing of streams removed across a restart and by SIGHUP.
+//! the clearing of streams removed across a restart and by SIGHUP, and the configs sent
+//! again after a reconnection.
 
 mod common;
 
@@ -159,7 +160,7 @@ fn template_value(template: &str, payload: &Value) -> Option<f64> {
 #[test]
 fn discovery_configs_problem_states_birth_and_removed_streams() {
     let dir = TempDir::new("ha");
-    let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let mut broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
     let ha = Subscriber::start(broker.port, "homeassistant/#", &SubOpts::default());
     let vq = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
     let spool = dir.path().join("spool");
@@ -277,8 +278,9 @@ fn discovery_configs_problem_states_birth_and_removed_streams() {
     })
     .unwrap_or_else(|| panic!("configs not sent again after the birth message"));
 
-    // Restart without `gone` (and with a new stream): the agent finds gone's retained
-    // configs on the broker and clears them, with its problem states.
+    // Restart without `gone` (and with a new stream; `black` now as fast as it decodes,
+    // so that its black is over before the checks below): the agent finds gone's
+    // retained configs on the broker and clears them, with its problem states.
     agent.signal("TERM");
     assert!(agent
         .wait_exit(Duration::from_secs(20))
@@ -289,7 +291,7 @@ fn discovery_configs_problem_states_birth_and_removed_streams() {
             &broker.url(),
             &spool,
             &[
-                ("black", "black_high_360p.ts", "realtime"),
+                ("black", "black_high_360p.ts", "fast"),
                 ("new", "black_high_360p.ts", "fast"),
             ],
         ),
@@ -321,13 +323,17 @@ fn discovery_configs_problem_states_birth_and_removed_streams() {
         .collect();
     assert_eq!(cleared.len(), 8, "{cleared:?}");
 
-    // SIGHUP without `new`: cleared at once.
+    // SIGHUP without `new`, with `added`: new's topics cleared at once, added announced
+    // with its states.
     std::fs::write(
         &cfg_path,
         config(
             &broker.url(),
             &spool,
-            &[("black", "black_high_360p.ts", "realtime")],
+            &[
+                ("black", "black_high_360p.ts", "fast"),
+                ("added", "black_high_360p.ts", "fast"),
+            ],
         ),
     )
     .unwrap();
@@ -336,7 +342,8 @@ fn discovery_configs_problem_states_birth_and_removed_streams() {
         let c = retained(broker.port, "homeassistant/#");
         let s = retained(broker.port, "vqprobe/+/+/problem/#");
         let stale = c.keys().chain(s.keys()).any(|t| t.contains("new"));
-        (!stale && c.len() == 6).then_some((c, s))
+        let added = s.keys().filter(|t| t.contains("/added/")).count();
+        (!stale && c.len() == 11 && added == 3).then_some((c, s))
     })
     .unwrap_or_else(|| {
         panic!(
@@ -344,7 +351,24 @@ fn discovery_configs_problem_states_birth_and_removed_streams() {
             retained(broker.port, "#").keys()
         )
     });
-    assert_configs(&configs, &["black"]);
+    assert_configs(&configs, &["black", "added"]);
+
+    // A broker that lost its retained messages (restarted without persistence): after
+    // the reconnection the agent has sent every config and state again.
+    broker.restart();
+    let (configs, states) = wait_for(Duration::from_secs(20), || {
+        let c = retained(broker.port, "homeassistant/#");
+        let s = retained(broker.port, "vqprobe/+/+/problem/#");
+        let off = s.values().all(|m| m.payload == "OFF");
+        (c.len() == 11 && s.len() == 6 && off).then_some((c, s))
+    })
+    .unwrap_or_else(|| panic!("not sent again: {:?}", retained(broker.port, "#").keys()));
+    assert_configs(&configs, &["black", "added"]);
+    for s in ["black", "added"] {
+        for g in ["picture", "sound", "delivery"] {
+            assert_eq!(states[&problem_topic(s, g)].payload, "OFF", "{s} {g}");
+        }
+    }
     assert!(!agent.log().contains("ERROR"), "{}", agent.log());
 }
 

@@ -99,15 +99,12 @@ impl Ha {
         inner.streams = wanted;
     }
 
-    /// Sets a stream's problem state of group `g` (retained). Ignored for a stream not
-    /// announced (a removed stream's late end events must not bring its state back).
+    /// Sets a stream's problem state of group `g` (retained). Called by the stream's
+    /// task, which may start before [`Ha::announce`] lists a stream added by SIGHUP; a
+    /// removed stream's task has ended (or was aborted) before its topics are cleared,
+    /// so nothing brings them back.
     pub(super) fn problem(&self, stream: &str, g: Group, on: bool) {
-        let inner = self.lock();
-        if !inner.streams.contains(stream) {
-            return;
-        }
-        let topic = inner.names.topics.problem_topic(stream, g.as_str());
-        drop(inner);
+        let topic = self.lock().names.topics.problem_topic(stream, g.as_str());
         let payload = if on { ON } else { OFF };
         self.publisher.retain(topic, payload.as_bytes().to_vec());
     }
