@@ -372,6 +372,52 @@ fn discovery_configs_problem_states_birth_and_removed_streams() {
     assert!(!agent.log().contains("ERROR"), "{}", agent.log());
 }
 
+/// A defect still open when the agent stops ends with `reason: "shutdown"`: its problem
+/// state is OFF on the broker before the probe goes offline.
+#[test]
+fn a_problem_open_at_shutdown_is_turned_off() {
+    let dir = TempDir::new("ha-stop");
+    let broker = Mosquitto::start(&dir.path().join("broker"), &BrokerOpts::default());
+    let vq = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let spool = dir.path().join("spool");
+    let mut agent = Agent::start(
+        dir.path(),
+        &config(
+            &broker.url(),
+            &spool,
+            &[("black", "black_high_360p.ts", "realtime")],
+        ),
+    );
+    let picture = problem_topic("black", "picture");
+    wait_for(Duration::from_secs(30), || {
+        (payloads(&vq, &picture).last().map(String::as_str) == Some("ON")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("picture states: {:?}", payloads(&vq, &picture)));
+    agent.signal("TERM");
+    assert!(agent
+        .wait_exit(Duration::from_secs(20))
+        .is_some_and(|s| s.success()));
+    assert_eq!(payloads(&vq, &picture), ["OFF", "ON", "OFF"]);
+    let end = vq
+        .messages()
+        .into_iter()
+        .filter(|m| m.topic == format!("vqprobe/{PROBE}/black/events"))
+        .map(|m| m.json())
+        .find(|e| e["state"] == "end")
+        .expect("the black's end event");
+    assert_eq!(end["reason"], "shutdown", "{end}");
+    // The OFF came before `offline`, and stays retained.
+    let msgs = vq.messages();
+    let off = msgs.iter().rposition(|m| m.topic == picture).unwrap();
+    let offline = msgs
+        .iter()
+        .rposition(|m| m.topic.ends_with("/status") && m.payload.contains("offline"))
+        .expect("offline status");
+    assert!(off < offline, "OFF after offline");
+    let states = retained(broker.port, "vqprobe/+/+/problem/#");
+    assert_eq!(states[&picture].payload, "OFF");
+}
+
 #[test]
 fn a_bad_discovery_prefix_and_unknown_keys_are_refused() {
     let dir = TempDir::new("ha-cfg");

@@ -167,3 +167,27 @@ pub(super) fn problems(open: impl Iterator<Item = crate::defect::DefectKind>) ->
     }
     on
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defect::DefectKind;
+
+    #[test]
+    fn problems_follow_the_open_defects_groups() {
+        assert_eq!(problems(std::iter::empty()), [false; 3]);
+        assert_eq!(
+            problems([DefectKind::Black, DefectKind::Freeze].into_iter()),
+            [true, false, false]
+        );
+        assert_eq!(
+            problems([DefectKind::Silence, DefectKind::SourceDown].into_iter()),
+            [false, true, true]
+        );
+        assert_eq!(
+            problems([DefectKind::UnsupportedCodec].into_iter()),
+            [false, false, true]
+        );
+        assert_eq!(problems(DefectKind::ALL.into_iter()), [true; 3]);
+    }
+}
