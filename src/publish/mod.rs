@@ -2,6 +2,7 @@
 //! sends them over MQTT ([`mqtt::Publisher`]) through a bounded, disk-spooled outbox
 //! ([`spool::Spool`]) from which an event leaves only when the broker acknowledged it.
 
+pub mod homeassistant;
 pub mod metrics;
 pub mod mqtt;
 pub mod report;

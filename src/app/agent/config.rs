@@ -62,6 +62,9 @@ pub struct AgentConfig {
     /// The Prometheus endpoint (`[metrics]`).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Home Assistant MQTT discovery (`[homeassistant]`).
+    #[serde(default)]
+    pub homeassistant: HomeAssistantConfig,
     #[serde(default)]
     pub streams: Vec<toml::Spanned<StreamConfig>>,
 }
@@ -85,6 +88,35 @@ pub struct ThumbnailsConfig {
 pub struct MetricsConfig {
     /// Address and port to serve `GET /metrics` on, e.g. "127.0.0.1:9898". Unset: off.
     pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[homeassistant]`: Home Assistant MQTT discovery (off unless `discovery = true`):
+/// retained discovery configs under `prefix`, a device per stream under the probe's.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    /// Announce the probe and its streams to Home Assistant. false.
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix. "homeassistant".
+    pub prefix: String,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        HomeAssistantConfig {
+            discovery: false,
+            prefix: "homeassistant".into(),
+        }
+    }
+}
+
+/// Whether `p` can be the first levels of MQTT topics: not empty, no wildcard (`+`,
+/// `#`), no NUL, no leading or trailing `/`, no empty level.
+fn valid_topic_prefix(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 256
+        && !p.contains(['+', '#', '\0'])
+        && p.split('/').all(|level| !level.is_empty())
 }
 
 impl Default for ThumbnailsConfig {
@@ -468,6 +500,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             "must be between 65536 (64 KiB) and 67108864 (64 MiB)".into(),
         ));
     }
+    if !valid_topic_prefix(&cfg.homeassistant.prefix) {
+        return Err(err(
+            line_of_key(text, "prefix"),
+            "homeassistant.prefix",
+            format!(
+                "`{}` must be a non-empty MQTT topic prefix without '+', '#', NUL, empty levels or a leading or trailing '/'",
+                cfg.homeassistant.prefix.replace('\0', "\\0")
+            ),
+        ));
+    }
     if cfg.spool.max_bytes < 64 * 1024 {
         return Err(err(
             line_of_key(text, "max_bytes"),
@@ -552,6 +594,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
     }
     let mut plans = Vec::with_capacity(cfg.streams.len());
     let mut seen = std::collections::HashSet::new();
+    let mut ha_ids = std::collections::HashMap::new();
     for (i, sp) in cfg.streams.iter().enumerate() {
         let line = Some(line_of(text, sp.span().start));
         let s = sp.get_ref();
@@ -572,6 +615,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
                 &field("id"),
                 format!("duplicate stream id `{}`", s.id),
             ));
+        }
+        if cfg.homeassistant.discovery {
+            let ha = crate::publish::homeassistant::sanitize(&s.id);
+            if let Some(other) = ha_ids.insert(ha.clone(), s.id.clone()) {
+                return Err(err(
+                    line,
+                    &field("id"),
+                    format!(
+                        "streams `{other}` and `{}` have the same Home Assistant id `{ha}` ('.' becomes '_'): rename one",
+                        s.id
+                    ),
+                ));
+            }
         }
         // Classify the URL now, as every session will (the one `Source::parse`), so
         // that a typo fails at load, not at run time. `pace` and `loop` are refused
@@ -830,6 +886,46 @@ url = "rtsp://camera.local/stream1"
         assert!(
             p(&MIN.replace("[[streams]]", "[detect]\nthumbnails = true\n[[streams]]")).is_err()
         );
+    }
+
+    #[test]
+    fn home_assistant_discovery_is_off_by_default_and_its_prefix_validated() {
+        let l = p(MIN).unwrap();
+        assert!(!l.cfg.homeassistant.discovery);
+        assert_eq!(l.cfg.homeassistant.prefix, "homeassistant");
+        let with =
+            |t: &str| p(&MIN.replace("[[streams]]", &format!("[homeassistant]\n{t}\n[[streams]]")));
+        let on = with("discovery = true\nprefix = \"ha/discovery\"").unwrap();
+        assert!(on.cfg.homeassistant.discovery);
+        assert_eq!(on.cfg.homeassistant.prefix, "ha/discovery");
+        for bad in ["", "ha/+", "ha/#", "/ha", "ha/", "ha//x", "h\\u0000a"] {
+            let e = with(&format!("discovery = true\nprefix = \"{bad}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("homeassistant.prefix") && e.contains(":7:") && e.contains("'+'"),
+                "{bad}: {e}"
+            );
+        }
+        let e = with("discovery = true\nprefx = \"ha\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `prefx`"), "{e}");
+        assert!(with("discovery = \"yes\"").is_err());
+        // Two stream ids that Home Assistant would see as one are refused, with
+        // discovery on only.
+        let two = MIN.to_string()
+            + "[[streams]]\nid = \"cam.1\"\nurl = \"rtsp://a/b\"\n\
+               [[streams]]\nid = \"cam_1\"\nurl = \"rtsp://a/c\"\n";
+        assert!(p(&two).is_ok());
+        let e = p(&two.replacen(
+            "[[streams]]",
+            "[homeassistant]\ndiscovery = true\n[[streams]]",
+            1,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("same Home Assistant id `cam_1`"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   `WatchdogSec` when it is set.
 
 pub mod config;
+mod homeassistant;
 mod streams;
 
 use std::collections::HashMap;
@@ -116,6 +117,9 @@ pub struct Agent {
     /// `[metrics]`: the page the stats tick renders, and the HTTP server's task
     /// (aborted when the agent goes).
     metrics: Option<(Page, AbortOnDrop)>,
+    /// `[homeassistant]`: the task handling Home Assistant's birth messages and stale
+    /// configs (aborted when the agent goes).
+    _ha_task: Option<AbortOnDrop>,
 }
 
 /// A task that ends with its owner.
@@ -191,9 +195,18 @@ impl Agent {
             streams = loaded.streams.len(),
             "vqprobe agent starting"
         );
+        let ha = homeassistant::Ha::start(&publisher, publisher.settings(), &loaded);
+        let ha_task = ha.clone().map(|ha| AbortOnDrop(tokio::spawn(ha.listen())));
+        if ha.is_some() {
+            tracing::info!(
+                prefix = %loaded.cfg.homeassistant.prefix,
+                "Home Assistant discovery: announcing the probe and its streams"
+            );
+        }
         let ctx = Ctx {
             publisher: publisher.clone(),
             probe_id: loaded.cfg.probe_id.clone(),
+            ha,
         };
         let mut streams = HashMap::new();
         apply(&ctx, &mut streams, &loaded).await;
@@ -207,6 +220,7 @@ impl Agent {
             status,
             tls_digest,
             metrics,
+            _ha_task: ha_task,
         })
     }
 
@@ -223,6 +237,11 @@ impl Agent {
     /// The probe id and the broker connection keep their settings.
     pub async fn apply(&mut self, loaded: Loaded) {
         apply(&self.ctx, &mut self.streams, &loaded).await;
+        // After the streams: a removed stream's end events (problems OFF) go before
+        // its topics are cleared.
+        if let Some(ha) = &self.ctx.ha {
+            ha.announce(&loaded);
+        }
         self.publisher.set_thumb_budget(
             usize::try_from(loaded.cfg.thumbnails.queue_bytes).unwrap_or(usize::MAX),
         );
@@ -240,9 +259,10 @@ impl Agent {
                 if new.cfg.probe_id != self.current.cfg.probe_id
                     || new.cfg.spool != self.current.cfg.spool
                     || new.cfg.metrics != self.current.cfg.metrics
+                    || new.cfg.homeassistant != self.current.cfg.homeassistant
                 {
                     tracing::warn!(
-                        "SIGHUP: changes to probe_id, [spool] or [metrics] take effect after a restart"
+                        "SIGHUP: changes to probe_id, [spool], [metrics] or [homeassistant] take effect after a restart"
                     );
                 }
                 let new_digest = tls_files_digest(&new);

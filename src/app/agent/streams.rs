@@ -13,11 +13,13 @@ use futures::FutureExt;
 use serde_json::json;
 
 use super::config::{Loaded, StreamPlan};
+use super::homeassistant::{problems, Ha};
 use super::{notify, watchdog_interval};
 use crate::app::session::{self, SessionCounters, SessionSpec};
 use crate::backoff::Backoff;
 use crate::defect::{DefectKind, Phase};
 use crate::event::Event;
+use crate::publish::homeassistant::Group;
 use crate::publish::mqtt::Publisher;
 use crate::redact::{redact_in_text, redact_url};
 use crate::shutdown::Shutdown;
@@ -30,7 +32,9 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 struct StreamState {
     counters: SessionCounters,
     /// Open defects: kind, defect id, start.
-    open: Mutex<Vec<(String, String, f64)>>,
+    open: Mutex<Vec<(DefectKind, String, f64)>>,
+    /// The Home Assistant problem states published last ([`Group::ALL`] order).
+    problems: Mutex<[bool; 3]>,
     events: AtomicU64,
     /// Events per kind ([`DefectKind::ALL`] order), for the Prometheus metrics.
     events_by_kind: [AtomicU64; DefectKind::COUNT],
@@ -52,6 +56,8 @@ pub(super) struct StreamHandle {
 pub(super) struct Ctx {
     pub(super) publisher: Publisher,
     pub(super) probe_id: String,
+    /// Home Assistant discovery (`[homeassistant] discovery = true`).
+    pub(super) ha: Option<Arc<Ha>>,
 }
 
 /// Brings the running streams in line with `loaded`.
@@ -164,10 +170,18 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
         budget: plan.budget,
     };
     let mut backoff = Backoff::new(1.0, 60.0);
+    // Home Assistant: every problem OFF until a defect opens (a restarted stream
+    // starts clean, whatever its previous task left).
+    if let Some(ha) = &ctx.ha {
+        for g in Group::ALL {
+            ha.problem(&id, g, false);
+        }
+    }
     loop {
         let began = Instant::now();
         let publisher = ctx.publisher.clone();
         let st = state.clone();
+        let ha = ctx.ha.clone();
         let mut on_event = move |mut ev: Event| {
             // The thumbnail goes to its own topic (memory, bounded); the start event
             // names that topic.
@@ -186,14 +200,11 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
             }
             if let Ok(mut open) = st.open.lock() {
                 match ev.state {
-                    Phase::Start => open.push((
-                        ev.kind.as_str().to_string(),
-                        ev.defect_id.clone(),
-                        ev.start_s,
-                    )),
+                    Phase::Start => open.push((ev.kind, ev.defect_id.clone(), ev.start_s)),
                     Phase::End => open.retain(|(_, d, _)| *d != ev.defect_id),
                 }
             }
+            sync_problems(ha.as_deref(), &ev.stream, &st);
         };
         let result = std::panic::AssertUnwindSafe(session::run(
             &spec,
@@ -206,6 +217,9 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
         if let Ok(mut open) = state.open.lock() {
             open.clear();
         }
+        // A session that ended (failed, panicked, stopped) has nothing open any more,
+        // whether or not its end events came out.
+        sync_problems(ctx.ha.as_deref(), &id, &state);
         if shutdown.is_set() {
             return;
         }
@@ -251,6 +265,25 @@ async fn stream_loop(ctx: Ctx, plan: StreamPlan, mut shutdown: Shutdown, state: 
             }
         }
     }
+}
+
+/// Publishes the Home Assistant problem states that changed with the stream's open
+/// defects.
+fn sync_problems(ha: Option<&Ha>, stream: &str, st: &StreamState) {
+    let Some(ha) = ha else {
+        return;
+    };
+    let now = match st.open.lock() {
+        Ok(open) => problems(open.iter().map(|(k, _, _)| *k)),
+        Err(_) => return,
+    };
+    let mut last = st.problems.lock().unwrap_or_else(|e| e.into_inner());
+    for g in Group::ALL {
+        if last[g.index()] != now[g.index()] {
+            ha.problem(stream, g, now[g.index()]);
+        }
+    }
+    *last = now;
 }
 
 /// One log line per event (journald-friendly key=value fields).
@@ -356,7 +389,7 @@ fn stream_stats(id: &str, s: &StreamState, probe: &str, at: &str) -> serde_json:
         .lock()
         .map(|o| {
             o.iter()
-                .map(|(k, d, st)| json!({"kind": k, "defect_id": d, "start_s": st}))
+                .map(|(k, d, st)| json!({"kind": k.as_str(), "defect_id": d, "start_s": st}))
                 .collect()
         })
         .unwrap_or_default();

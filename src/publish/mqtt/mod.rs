@@ -72,6 +72,15 @@ const QOS0_QUEUE: usize = 64;
 /// Default bound on thumbnails waiting for the broker, bytes (see
 /// [`Publisher::set_thumb_budget`]).
 pub const THUMB_BUDGET: usize = 1 << 20;
+/// Most retained messages kept (see [`Publisher::retain`]); a new topic beyond it is
+/// dropped, counted and logged.
+pub const RETAINED_MAX: usize = 4096;
+/// Retained messages in flight at once: at most half of the window, so that events
+/// always have the other half.
+const RETAINED_WINDOW: usize = WINDOW / 2;
+/// Messages received on the subscriptions of [`Publisher::subscribe`] waiting for their
+/// reader. Policy: drop-newest, counted.
+const INCOMING_QUEUE: usize = 256;
 
 /// What a sent QoS 1 publish was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +88,8 @@ enum Slot {
     Record(u64),
     /// A thumbnail, by its number in [`State::thumbs`].
     Thumb(u64),
+    /// A retained message, by its generation (see [`State::retained`]).
+    Retained(u64),
     Online,
     Offline,
 }
@@ -102,6 +113,29 @@ pub struct ThumbStats {
     pub delivered: u64,
     /// Dropped to stay within the byte budget (the oldest first), or larger than it.
     /// Events are never dropped for a thumbnail: they have their own spool.
+    pub dropped: u64,
+}
+
+/// A retained message (memory only; see [`Publisher::retain`]).
+struct RetainedMsg {
+    payload: Vec<u8>,
+    /// Changes with every new payload (unique across topics).
+    generation: u64,
+    /// In [`State::retained_queue`] (to be sent on this connection).
+    queued: bool,
+}
+
+/// Counters of the retained messages (`outbox.retained` in the agent's stats).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RetainedStats {
+    /// Topics kept now (sent again after every reconnection), and those waiting to be
+    /// sent on this connection.
+    pub topics: usize,
+    pub pending: usize,
+    /// Acknowledged by the broker.
+    pub delivered: u64,
+    /// New topics refused beyond [`RETAINED_MAX`], and messages received on the
+    /// agent's subscriptions dropped because their reader was behind.
     pub dropped: u64,
 }
 
@@ -134,6 +168,7 @@ pub struct OutboxStats {
     pub spool: SpoolStats,
     pub link: LinkStats,
     pub thumbs: ThumbStats,
+    pub retained: RetainedStats,
 }
 
 struct State {
@@ -160,6 +195,18 @@ struct State {
     thumb_budget: usize,
     thumb_n: u64,
     thumb_stats: ThumbStats,
+    /// Retained messages by topic (latest payload only), the topics to send on this
+    /// connection (in order), the generation counter, and the generations in flight.
+    retained: HashMap<String, RetainedMsg>,
+    retained_queue: VecDeque<String>,
+    retained_gen: u64,
+    retained_inflight: HashMap<u64, String>,
+    retained_stats: RetainedStats,
+    /// Topic filters subscribed to (QoS 0) on every connection, the connection they
+    /// were last subscribed on, and where matching messages go.
+    subs: Vec<String>,
+    subs_epoch: u64,
+    subs_tx: Option<tokio::sync::mpsc::Sender<(String, Vec<u8>)>>,
     link: LinkStats,
     /// Highest record acknowledged in the current connection.
     acked_max: Option<u64>,
@@ -169,6 +216,53 @@ struct State {
 }
 
 impl State {
+    /// Sets the retained message of `topic` (see [`Publisher::retain`]).
+    fn set_retained(&mut self, topic: String, payload: Vec<u8>) {
+        if self
+            .retained
+            .get(&topic)
+            .is_some_and(|m| m.payload == payload)
+        {
+            return;
+        }
+        if !self.retained.contains_key(&topic) && self.retained.len() >= RETAINED_MAX {
+            self.retained_stats.dropped += 1;
+            tracing::warn!(
+                %topic,
+                max = RETAINED_MAX,
+                "MQTT: too many retained messages; this one is dropped (counted in outbox.retained.dropped)"
+            );
+            return;
+        }
+        self.retained_gen += 1;
+        let generation = self.retained_gen;
+        let m = self
+            .retained
+            .entry(topic.clone())
+            .or_insert_with(|| RetainedMsg {
+                payload: Vec::new(),
+                generation,
+                queued: false,
+            });
+        m.payload = payload;
+        m.generation = generation;
+        if !m.queued {
+            m.queued = true;
+            self.retained_queue.push_back(topic);
+        }
+    }
+
+    /// Queues every retained message to be sent again (a new connection, or a
+    /// subscriber that asked for them). Sorted: the same order every time.
+    fn requeue_retained(&mut self) {
+        let mut topics: Vec<String> = self.retained.keys().cloned().collect();
+        topics.sort();
+        for m in self.retained.values_mut() {
+            m.queued = true;
+        }
+        self.retained_queue = topics.into();
+    }
+
     /// Queues a thumbnail within the byte budget (see [`Publisher::thumb`]).
     fn queue_thumb(&mut self, topic: String, jpeg: std::sync::Arc<[u8]>) {
         if jpeg.len() + topic.len() + PUBLISH_OVERHEAD > MAX_PACKET.min(self.thumb_budget) {
@@ -214,6 +308,14 @@ impl State {
             thumb_budget: THUMB_BUDGET,
             thumb_n: 0,
             thumb_stats: ThumbStats::default(),
+            retained: HashMap::new(),
+            retained_queue: VecDeque::new(),
+            retained_gen: 0,
+            retained_inflight: HashMap::new(),
+            retained_stats: RetainedStats::default(),
+            subs: Vec::new(),
+            subs_epoch: 0,
+            subs_tx: None,
             link: LinkStats::default(),
             acked_max: None,
             suspect: None,
@@ -422,6 +524,41 @@ impl Publisher {
         self.shared.wake.notify_one();
     }
 
+    /// Sets the retained message of `topic` (QoS 1): sent now if connected, sent again
+    /// after every reconnection, and kept in memory only (never spooled: it is state,
+    /// not an event). A new payload for a topic replaces one not yet sent (only the
+    /// latest counts); an empty payload clears the topic on the broker and is forgotten
+    /// once acknowledged. Sent before the events waiting, within half of the window. At
+    /// most [`RETAINED_MAX`] topics.
+    pub fn retain(&self, topic: String, payload: Vec<u8>) {
+        self.shared.lock().set_retained(topic, payload);
+        self.shared.wake.notify_one();
+    }
+
+    /// Sends every retained message again (e.g. a subscriber that lost them asked).
+    pub fn resend_retained(&self) {
+        self.shared.lock().requeue_retained();
+        self.shared.wake.notify_one();
+    }
+
+    /// Subscribes to `filters` (QoS 0) on every connection from now on; messages that
+    /// match arrive on the returned channel (bounded: when its reader is behind, new
+    /// messages are dropped and counted in `outbox.retained.dropped`). Replaces an
+    /// earlier call's filters and channel.
+    pub fn subscribe(
+        &self,
+        filters: Vec<String>,
+    ) -> tokio::sync::mpsc::Receiver<(String, Vec<u8>)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(INCOMING_QUEUE);
+        let mut st = self.shared.lock();
+        st.subs = filters;
+        st.subs_epoch = 0;
+        st.subs_tx = Some(tx);
+        drop(st);
+        self.shared.wake.notify_one();
+        rx
+    }
+
     /// Counters now.
     pub fn stats(&self) -> OutboxStats {
         let st = self.shared.lock();
@@ -434,6 +571,11 @@ impl Publisher {
                 pending: st.thumbs.len(),
                 pending_bytes: st.thumb_bytes,
                 ..st.thumb_stats.clone()
+            },
+            retained: RetainedStats {
+                topics: st.retained.len(),
+                pending: st.retained_queue.len(),
+                ..st.retained_stats.clone()
             },
         }
     }
@@ -615,6 +757,8 @@ fn on_connack(el: &mut EventLoop, st: &mut State) {
     st.link.connected = true;
     st.link.connects += 1;
     st.acked_max = None;
+    st.retained_inflight.clear();
+    st.requeue_retained();
 }
 
 /// One event of the current connection. Returns whether an acknowledgement arrived.
@@ -646,13 +790,42 @@ fn on_event(st: &mut State, ev: &MqttEvent) -> bool {
                             }
                         }
                     }
+                    Slot::Retained(generation) => {
+                        st.retained_stats.delivered += 1;
+                        if let Some(topic) = st.retained_inflight.remove(&generation) {
+                            // A clearing (empty payload) acknowledged and not replaced
+                            // since: the broker holds nothing for it; forget it.
+                            if st.retained.get(&topic).is_some_and(|m| {
+                                m.generation == generation && m.payload.is_empty() && !m.queued
+                            }) {
+                                st.retained.remove(&topic);
+                            }
+                        }
+                    }
                     Slot::Offline => st.offline_acked = true,
                     Slot::Online => {}
                 }
             }
             true
         }
+        MqttEvent::Incoming(Packet::Publish(p)) => {
+            on_incoming(st, p);
+            false
+        }
         _ => false,
+    }
+}
+
+/// A message on one of the subscriptions: to its reader when it matches a filter of
+/// [`Publisher::subscribe`] (the persistent session may hold older subscriptions).
+fn on_incoming(st: &mut State, p: &rumqttc::Publish) {
+    if !st.subs.iter().any(|f| rumqttc::matches(&p.topic, f)) {
+        return;
+    }
+    if let Some(tx) = &st.subs_tx {
+        if tx.try_send((p.topic.clone(), p.payload.to_vec())).is_err() {
+            st.retained_stats.dropped += 1;
+        }
     }
 }
 
@@ -748,6 +921,7 @@ fn on_connection_error(el: &mut EventLoop, st: &mut State, by_peer: bool) {
     st.outstanding = 0;
     st.link.connected = false;
     st.link.connection_errors += 1;
+    st.retained_inflight.clear();
 }
 
 async fn feed(
@@ -788,6 +962,37 @@ fn pump(client: &AsyncClient, st: &mut State, status_topic: &str) {
         st.fifo.push_back(Slot::Online);
         st.outstanding += 1;
         st.online_epoch = st.epoch;
+    }
+    if !st.subs.is_empty() && st.subs_epoch != st.epoch {
+        let filters = st
+            .subs
+            .iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtMostOnce));
+        if client.try_subscribe_many(filters).is_ok() {
+            st.subs_epoch = st.epoch;
+        }
+    }
+    // Retained state (small, bounded) before the events, within half of the window.
+    while st.outstanding < RETAINED_WINDOW {
+        let Some(topic) = st.retained_queue.pop_front() else {
+            break;
+        };
+        let Some(m) = st.retained.get_mut(&topic) else {
+            continue;
+        };
+        if client
+            .try_publish(topic.clone(), QoS::AtLeastOnce, true, m.payload.clone())
+            .is_err()
+        {
+            st.retained_queue.push_front(topic);
+            break;
+        }
+        m.queued = false;
+        let generation = m.generation;
+        st.fifo.push_back(Slot::Retained(generation));
+        st.retained_inflight.insert(generation, topic);
+        st.outstanding += 1;
+        st.link.published += 1;
     }
     // Probation: a record suspected of being refused is the last one sent until it is
     // acknowledged, so that a closing by the broker points at it alone (and not, say,
@@ -1058,6 +1263,116 @@ mod tests {
             st.fifo.iter().copied().collect::<Vec<_>>(),
             [Slot::Record(b), Slot::Record(c)]
         );
+    }
+
+    /// Retained state: only the latest payload of a topic is sent, everything again on
+    /// a new connection, within half of the window before the events; an acknowledged
+    /// clearing is forgotten.
+    #[test]
+    fn retained_messages_are_latest_only_resent_on_reconnect_and_clearings_forgotten() {
+        let mut sp = spool("retained");
+        let ev = sp.push("t/ev", b"e");
+        let (client, mut el) = AsyncClient::new(MqttOptions::new("unit", "127.0.0.1", 1), 128);
+        let mut st = State::new(sp, b"online".to_vec());
+        st.set_retained("ha/a".into(), b"ON".to_vec());
+        st.set_retained("ha/a".into(), b"OFF".to_vec());
+        st.set_retained("ha/b".into(), b"cfg".to_vec());
+        assert_eq!(st.retained_queue.len(), 2, "one entry per topic");
+        on_connack(&mut el, &mut st);
+        pump(&client, &mut st, "status");
+        let sent: Vec<Slot> = st.fifo.iter().copied().collect();
+        let ga = st.retained["ha/a"].generation;
+        let gb = st.retained["ha/b"].generation;
+        assert_eq!(
+            sent,
+            [
+                Slot::Online,
+                Slot::Retained(ga),
+                Slot::Retained(gb),
+                Slot::Record(ev)
+            ]
+        );
+        assert_eq!(st.retained["ha/a"].payload, b"OFF");
+        // The same payload again changes nothing; a new one is queued.
+        st.set_retained("ha/b".into(), b"cfg".to_vec());
+        assert!(st.retained_queue.is_empty());
+        st.set_retained("ha/b".into(), Vec::new());
+        assert_eq!(st.retained_queue.len(), 1);
+        let gb2 = st.retained["ha/b"].generation;
+        pump(&client, &mut st, "status");
+        for (pk, _) in (1u16..).zip(0..5) {
+            on_event(&mut st, &MqttEvent::Outgoing(Outgoing::Publish(pk)));
+        }
+        // The clearing acknowledged: forgotten; the older publish of b acknowledged
+        // before it changes nothing.
+        for pk in [3u16, 5] {
+            on_event(
+                &mut st,
+                &MqttEvent::Incoming(Packet::PubAck(PubAck::new(pk))),
+            );
+        }
+        assert!(
+            !st.retained.contains_key("ha/b"),
+            "the acknowledged clearing stays"
+        );
+        assert_eq!(st.retained_stats.delivered, 2);
+        let _ = gb2;
+        // A new connection: what is kept is sent again.
+        on_connection_error(&mut el, &mut st, false);
+        on_connack(&mut el, &mut st);
+        pump(&client, &mut st, "status");
+        assert!(st.fifo.contains(&Slot::Retained(ga)));
+        // Never more than half of the window for retained messages.
+        for i in 0..2 * WINDOW {
+            st.set_retained(format!("ha/many/{i}"), b"x".to_vec());
+        }
+        on_connection_error(&mut el, &mut st, false);
+        on_connack(&mut el, &mut st);
+        pump(&client, &mut st, "status");
+        let retained = st
+            .fifo
+            .iter()
+            .filter(|s| matches!(s, Slot::Retained(_)))
+            .count();
+        assert_eq!(
+            retained,
+            RETAINED_WINDOW - 1,
+            "online + retained fill half the window"
+        );
+    }
+
+    #[test]
+    fn retained_topics_are_bounded() {
+        let mut st = State::new(spool("retained-max"), b"online".to_vec());
+        for i in 0..RETAINED_MAX + 3 {
+            st.set_retained(format!("t/{i}"), b"x".to_vec());
+        }
+        assert_eq!(st.retained.len(), RETAINED_MAX);
+        assert_eq!(st.retained_stats.dropped, 3);
+        // A known topic still takes a new payload.
+        st.set_retained("t/0".into(), b"y".to_vec());
+        assert_eq!(st.retained["t/0"].payload, b"y");
+    }
+
+    #[test]
+    fn only_messages_matching_the_subscriptions_reach_their_reader() {
+        let mut st = State::new(spool("subs"), b"online".to_vec());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        st.subs = vec!["ha/status".into(), "ha/+/node/+/config".into()];
+        st.subs_tx = Some(tx);
+        let publish = |t: &str, p: &str| {
+            MqttEvent::Incoming(Packet::Publish(Publish::new(t, QoS::AtMostOnce, p)))
+        };
+        on_event(&mut st, &publish("other/status", "online"));
+        on_event(&mut st, &publish("ha/sensor/node/x/config", "{}"));
+        // The channel is full: dropped and counted.
+        on_event(&mut st, &publish("ha/status", "online"));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(("ha/sensor/node/x/config".to_string(), b"{}".to_vec()))
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(st.retained_stats.dropped, 1);
     }
 
     #[test]

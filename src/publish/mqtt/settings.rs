@@ -63,6 +63,11 @@ impl MqttSettings {
     pub fn stats_topic(&self, stream: &str) -> String {
         format!("{}/{}/{stream}/stats", self.prefix, self.probe_id)
     }
+    /// `{prefix}/{probe_id}/{stream}/problem/{group}` (retained `ON` / `OFF`: the state of
+    /// a Home Assistant problem binary sensor, `[homeassistant]`).
+    pub fn problem_topic(&self, stream: &str, group: &str) -> String {
+        format!("{}/{}/{stream}/problem/{group}", self.prefix, self.probe_id)
+    }
     /// `{prefix}/{probe_id}/stats` (the agent's own counters).
     pub fn agent_stats_topic(&self) -> String {
         format!("{}/{}/stats", self.prefix, self.probe_id)
