@@ -231,7 +231,9 @@ struct InProcess {
     other_handle_allocs: Allocs,
 }
 
-fn run_in_process(path: &Path, warmup: u64) -> InProcess {
+/// `extras`: thumbnails and a report's series on (as `check --thumbs --report`), to
+/// measure what they add; off, as the agent runs without them.
+fn run_in_process(path: &Path, warmup: u64, extras: bool) -> InProcess {
     let t0 = Instant::now();
     let mut file = File::open(path).expect("open clip");
     // As `vqprobe check` does: packet buffers circulate between demuxer and analyzer.
@@ -241,6 +243,8 @@ fn run_in_process(path: &Path, warmup: u64) -> InProcess {
     // `check --decode-level auto` row and by benches/agent.rs).
     let mut cfg = DetectConfig::default();
     cfg.decode.level = vqprobe::config::LevelChoice::Full;
+    cfg.thumbnails = extras;
+    cfg.series = extras;
     let mut analyzer = Analyzer::new("bench", "clip", cfg).expect("valid config");
     analyzer.set_pool(pool);
     let mut buf = vec![0u8; CHUNK];
@@ -576,6 +580,12 @@ struct ClipResult {
     check_auto: Ext,
     ff_detect: Ext,
     ff_decode: Ext,
+    /// In-process wall (medians) without and with thumbnails + series, the detector
+    /// share with them (preview and JPEG time included) and that time alone.
+    wall_off: f64,
+    wall_on: f64,
+    share_on: f64,
+    thumbs_ms: f64,
 }
 
 fn measure(
@@ -621,10 +631,22 @@ fn measure(
     let mut runs = Vec::new();
     let (mut checks, mut ff_detects, mut ff_decodes) = (Vec::new(), Vec::new(), Vec::new());
     let mut autos = Vec::new();
+    let mut extras: Vec<InProcess> = Vec::new();
     // Rounds interleave the four measurements, so a busy spell on the shared machine
     // slows all of them rather than one.
     for i in 0..RUNS {
-        let r = run_in_process(path, warmup);
+        let r = run_in_process(path, warmup, false);
+        let x = run_in_process(path, warmup, true);
+        eprintln!(
+            "  {} round {}: with thumbnails + series: wall {:.3} s, reduce {:.1} ms, detect {:.1} ms, preview/JPEG {:.1} ms",
+            clip.label,
+            i + 1,
+            x.wall_s,
+            x.stats.reduce_ns as f64 / 1e6,
+            x.stats.detect_ns as f64 / 1e6,
+            x.stats.thumbs.map_or(0, |t| t.encode_ns) as f64 / 1e6
+        );
+        extras.push(x);
         let s = &r.stats;
         eprintln!(
             "  {} round {}: in-process {} frames, wall {:.3} s, decode {:.3} s, reduce {:.1} ms, detect {:.1} ms, allocs (a) {}+{} (b) {}+{} over {} frames",
@@ -694,8 +716,24 @@ fn measure(
     let check_auto = median_ext(&autos);
     let ff_detect = median_ext(&ff_detects);
     let ff_decode = median_ext(&ff_decodes);
+    let wall_off = median(runs.iter().map(|r| r.wall_s));
+    let wall_on = median(extras.iter().map(|r| r.wall_s));
+    let share_on = median(extras.iter().map(|r| {
+        let s = &r.stats;
+        let thumbs = s.thumbs.map_or(0, |t| t.encode_ns);
+        (s.reduce_ns + s.detect_ns + thumbs) as f64 / s.decode_ns as f64
+    }));
+    let thumbs_ms = median(
+        extras
+            .iter()
+            .map(|r| r.stats.thumbs.map_or(0, |t| t.encode_ns) as f64 / 1e6),
+    );
     let first = runs.swap_remove(0);
     ClipResult {
+        wall_off,
+        wall_on,
+        share_on,
+        thumbs_ms,
         label: clip.label,
         width: clip.width,
         height: clip.height,
@@ -1173,6 +1211,34 @@ fn section(results: &[ClipResult], m: &Machine) -> String {
         },
         met(m.nasm.starts_with("yes"))
     );
+    let _ = writeln!(s, "### Thumbnails and report series\n");
+    let _ = writeln!(
+        s,
+        "The same in-process loop with `thumbnails` and `series` on (what `check --thumbs --report` \
+         and the agent's `[thumbnails]` add: the decoder hands out its planes, one picture per media \
+         second is downscaled and kept, series bins are updated), interleaved with the runs above \
+         (off, the default of the detection core). Clean clips: no defect starts, so no JPEG is encoded; \
+         a start adds one 320-px JPEG (about 1 ms).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| clip | wall, off | wall, on | difference | reduce + detect (+ previews) / decode, on | previews |"
+    );
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {:.3} s | {:.3} s | {:+.1}% | {:.2}% (off {:.2}%) | {:.1} ms |",
+            r.label,
+            r.wall_off,
+            r.wall_on,
+            (r.wall_on / r.wall_off - 1.0) * 100.0,
+            r.share_on * 100.0,
+            r.share * 100.0,
+            r.thumbs_ms
+        );
+    }
+    s.push('\n');
     let _ = writeln!(s, "### Interpretation\n");
     s.push_str(&interpretation(results, m));
     let _ = writeln!(s, "\n### Reproduce\n");

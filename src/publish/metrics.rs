@@ -303,6 +303,22 @@ pub fn render(streams: &[StreamSample<'_>], agent: &Value) -> String {
         "Thumbnails dropped to stay within their byte budget",
         num(&ob["thumbs"]["dropped"]),
     );
+    if ob.get("retained").is_some() {
+        one(
+            &mut out,
+            "vqprobe_retained_topics",
+            "gauge",
+            "Retained topics kept in memory (Home Assistant configs and problem states)",
+            num(&ob["retained"]["topics"]),
+        );
+        one(
+            &mut out,
+            "vqprobe_retained_dropped_total",
+            "counter",
+            "Retained topics refused beyond their bound, or received messages dropped",
+            num(&ob["retained"]["dropped"]),
+        );
+    }
     out
 }
 
@@ -425,7 +441,8 @@ mod tests {
         let agent = json!({"streams": 1, "outbox": {"pending": 2, "pending_bytes": 900,
             "spool": {"acked": 40, "dropped_full": 0},
             "link": {"connected": true, "connection_errors": 1, "rejected": 0},
-            "thumbs": {"delivered": 5, "dropped": 1}}});
+            "thumbs": {"delivered": 5, "dropped": 1},
+            "retained": {"topics": 9, "pending": 0, "delivered": 9, "dropped": 2}}});
         let page = render(&streams, &agent);
         let label = r#"stream="cam \"7\"\\a""#;
         for line in [
@@ -440,6 +457,8 @@ mod tests {
             "vqprobe_outbox_delivered_total 40".to_string(),
             "vqprobe_broker_connected 1".to_string(),
             "vqprobe_thumbs_dropped_total 1".to_string(),
+            "vqprobe_retained_topics 9".to_string(),
+            "vqprobe_retained_dropped_total 2".to_string(),
         ] {
             assert!(page.lines().any(|l| l == line), "{line} not in\n{page}");
         }
