@@ -105,6 +105,53 @@ enum Command {
         #[arg(long)]
         check_config: bool,
     },
+    /// Manage a fleet's stream catalog on the broker (docs/fleet.md).
+    Fleet {
+        #[command(subcommand)]
+        op: FleetOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FleetOp {
+    /// Add (or replace) a stream in the catalog.
+    Add {
+        id: Option<String>,
+        url: Option<String>,
+        #[arg(long, value_name = "PATH", default_value = app::agent::config::DEFAULT_PATH)]
+        config: PathBuf,
+        #[arg(long)]
+        fleet: Option<String>,
+        #[arg(long)]
+        credentials: Option<String>,
+        #[arg(long = "loop")]
+        looped: bool,
+        #[arg(long)]
+        pace: Option<String>,
+        #[arg(long)]
+        rtsp_transport: Option<String>,
+        #[arg(long)]
+        max_bandwidth: Option<u64>,
+        #[arg(long)]
+        entry: Option<PathBuf>,
+    },
+    /// Remove a stream from the catalog.
+    Remove {
+        id: String,
+        #[arg(long, value_name = "PATH", default_value = app::agent::config::DEFAULT_PATH)]
+        config: PathBuf,
+        #[arg(long)]
+        fleet: Option<String>,
+    },
+    /// List the catalog, its members and who watches what.
+    List {
+        #[arg(long, value_name = "PATH", default_value = app::agent::config::DEFAULT_PATH)]
+        config: PathBuf,
+        #[arg(long)]
+        fleet: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
 }
 
 fn main() -> ExitCode {
@@ -232,6 +279,45 @@ async fn run(cmd: Command) -> vqprobe::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Fleet { op } => {
+            use vqprobe::app::fleet::cli;
+            let line = match op {
+                FleetOp::Add {
+                    id,
+                    url,
+                    config,
+                    fleet,
+                    credentials,
+                    looped,
+                    pace,
+                    rtsp_transport,
+                    max_bandwidth,
+                    entry,
+                } => {
+                    let args = cli::AddArgs {
+                        id,
+                        url,
+                        credentials,
+                        looped,
+                        pace,
+                        rtsp_transport,
+                        max_bandwidth,
+                        entry,
+                    };
+                    cli::add(&config, fleet.as_deref(), &args).await?
+                }
+                FleetOp::Remove { id, config, fleet } => {
+                    cli::remove(&config, fleet.as_deref(), &id).await?
+                }
+                FleetOp::List {
+                    config,
+                    fleet,
+                    format,
+                } => cli::list(&config, fleet.as_deref(), format == OutputFormat::Json).await?,
+            };
+            println!("{line}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run {
             config,

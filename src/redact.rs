@@ -306,6 +306,24 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// Percent-encodes every byte outside `A-Z a-z 0-9 - . _ ~`.
+/// `url` (`scheme://rest`, without user info) with `user` and `password` put in as
+/// percent-encoded user info; `None` when `url` is not `scheme://…` or already has user
+/// info. The result is a secret like any URL with a password: log it through
+/// [`redact_url`].
+pub fn with_credentials(url: &str, user: &str, password: &str) -> Option<String> {
+    let u = split_url(url)?;
+    if u.userinfo.is_some() {
+        return None;
+    }
+    let (_, rest) = url.split_once("://")?;
+    Some(format!(
+        "{}://{}:{}@{rest}",
+        u.scheme,
+        percent_encode(user),
+        percent_encode(password)
+    ))
+}
+
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for &c in s.as_bytes() {

@@ -26,8 +26,16 @@ pub struct Status {
     /// When the process started (RFC 3339, seconds).
     pub started_at: String,
     pub pid: u32,
-    /// The ids of the streams watched.
+    /// The ids of the streams watched now (the configured ones and, in a fleet, those
+    /// assigned to this probe).
     pub streams: Vec<String>,
+    /// `[fleet] name`: the fleet this probe is a member of (null outside a fleet).
+    #[serde(default)]
+    pub fleet: Option<String>,
+    /// In a fleet: how many of the fleet's streams this probe takes at most (its weight
+    /// in the assignment); null outside a fleet.
+    #[serde(default)]
+    pub capacity: Option<u32>,
 }
 
 impl Status {
@@ -41,6 +49,8 @@ impl Status {
             started_at: humantime::format_rfc3339_seconds(started).to_string(),
             pid: std::process::id(),
             streams,
+            fleet: None,
+            capacity: None,
         }
     }
 
@@ -68,6 +78,7 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// The fields docs/mqtt.md lists, in both states.
     #[test]
@@ -80,6 +91,8 @@ mod tests {
             assert_eq!(
                 keys,
                 [
+                    "capacity",
+                    "fleet",
                     "pid",
                     "probe",
                     "started_at",
@@ -92,7 +105,23 @@ mod tests {
             assert_eq!(v["status"], state);
             assert_eq!(v["started_at"], "1970-01-01T00:00:00Z");
             assert_eq!(v["streams"], serde_json::json!(["cam1"]));
+            assert_eq!((&v["fleet"], &v["capacity"]), (&json!(null), &json!(null)));
         }
+        let mut f = s.clone();
+        f.fleet = Some("eu-west".into());
+        f.capacity = Some(12);
+        let v: serde_json::Value = serde_json::from_slice(&f.online()).unwrap();
+        assert_eq!(
+            (&v["fleet"], &v["capacity"]),
+            (&json!("eu-west"), &json!(12))
+        );
+        // A status of an older probe (no fleet fields) still reads.
+        let old = r#"{"v":1,"status":"offline","probe":"p","version":"0","started_at":"x","pid":1,"streams":[]}"#;
+        let o: Status = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (o.status, o.fleet, o.capacity),
+            (Presence::Offline, None, None)
+        );
         let doc = include_str!("../../docs/mqtt.md");
         for k in [
             "\"v\"",
@@ -102,6 +131,8 @@ mod tests {
             "\"started_at\"",
             "\"pid\"",
             "\"streams\"",
+            "\"fleet\"",
+            "\"capacity\"",
         ] {
             assert!(doc.contains(k), "docs/mqtt.md lacks {k}");
         }

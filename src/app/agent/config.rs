@@ -65,8 +65,75 @@ pub struct AgentConfig {
     /// Home Assistant MQTT discovery (`[homeassistant]`).
     #[serde(default)]
     pub homeassistant: HomeAssistantConfig,
+    /// Fleet mode (`[fleet]`, docs/fleet.md): also watch this probe's share of a fleet's
+    /// streams, read from the broker.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
+    /// Named source credentials (`[credentials.NAME]`) that streams refer to with
+    /// `credentials = "NAME"` (the fleet catalog carries names only, never secrets).
+    #[serde(default)]
+    pub credentials: std::collections::BTreeMap<String, CredentialConfig>,
     #[serde(default)]
     pub streams: Vec<toml::Spanned<StreamConfig>>,
+}
+
+/// `[fleet]`: this probe is a member of the fleet `name`; the fleet's streams are the
+/// retained messages on `{prefix}/fleet/{name}/streams/{id}`, shared among the online
+/// members by rendezvous hashing (`app::fleet::assign`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The fleet's name (letters, digits, `-`, `_`, `.`). Required.
+    pub name: String,
+    /// Most fleet streams this probe takes, and its weight in the assignment. Default:
+    /// `limits.max_streams` minus the streams of this file.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// Probes that watch each fleet stream. 1.
+    #[serde(default = "d_replicas")]
+    pub replicas: u32,
+    /// How long a probe that came online waits (and the others wait for it) before it
+    /// takes its share. "10s".
+    #[serde(default = "d_settle", deserialize_with = "de_duration")]
+    pub settle: Duration,
+    /// Most catalog entries kept (memory bound). 10000. Entries beyond are ignored,
+    /// counted and logged.
+    #[serde(default = "d_max_catalog")]
+    pub max_catalog: usize,
+}
+
+fn d_replicas() -> u32 {
+    1
+}
+fn d_settle() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_max_catalog() -> usize {
+    10_000
+}
+
+/// `[credentials.NAME]`: a user name and password for sources. `Debug` hides the
+/// password.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    pub username: String,
+    /// The password itself (prefer `password_file`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A file holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for CredentialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialConfig")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
 }
 
 /// `[thumbnails]`: a JPEG (320 px wide) of each picture defect's start, published on
@@ -282,6 +349,10 @@ pub struct StreamConfig {
     /// Detector overrides for this stream (fields of `[detect]`).
     #[serde(default)]
     pub detect: toml::Table,
+    /// The name of a `[credentials.NAME]` entry to log in to the source with (the URL
+    /// then has no user info).
+    #[serde(default)]
+    pub credentials: Option<String>,
 }
 
 impl std::fmt::Debug for StreamConfig {
@@ -295,6 +366,7 @@ impl std::fmt::Debug for StreamConfig {
             .field("max_bandwidth", &self.max_bandwidth)
             .field("ca_file", &self.ca_file)
             .field("detect", &self.detect)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -320,6 +392,16 @@ pub struct Loaded {
     pub cfg: AgentConfig,
     pub streams: Vec<StreamPlan>,
     pub password: Option<Secret>,
+    /// What a stream's plan is made from: the `[detect]` table every stream starts from,
+    /// the memory budget and the resolved `[credentials]`.
+    base: PlanBase,
+}
+
+#[derive(Debug, Clone)]
+struct PlanBase {
+    detect: toml::Table,
+    budget: crate::ingest::pool::StreamBudget,
+    credentials: std::collections::BTreeMap<String, (String, Secret)>,
 }
 
 /// Line (1-based) of a byte offset.
@@ -592,6 +674,91 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             ),
         ));
     }
+    let mut credentials = std::collections::BTreeMap::new();
+    for (name, c) in &cfg.credentials {
+        let field = format!("credentials.{name}");
+        let line = line_of_key(text, &format!("[credentials.{name}]"))
+            .or_else(|| line_of_key(text, "[credentials]"));
+        if !valid_id(name) {
+            return Err(err(
+                line,
+                &field,
+                "a credential's name must be 1–64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        let password = match (&c.password, &c.password_file) {
+            (Some(p), None) => {
+                warn_if_readable(path);
+                Secret::new(p.clone())
+            }
+            (None, Some(f)) => {
+                let s = std::fs::read_to_string(f).map_err(|e| {
+                    err(
+                        line,
+                        &format!("{field}.password_file"),
+                        format!("{}: {e}", f.display()),
+                    )
+                })?;
+                warn_if_readable(f);
+                Secret::new(s.lines().next().unwrap_or(""))
+            }
+            _ => {
+                return Err(err(
+                    line,
+                    &field,
+                    "set exactly one of password or password_file".into(),
+                ))
+            }
+        };
+        credentials.insert(name.clone(), (c.username.clone(), password));
+    }
+    let base = PlanBase {
+        detect: base_detect,
+        budget,
+        credentials,
+    };
+    if let Some(f) = &cfg.fleet {
+        let line = line_of_key(text, "[fleet]");
+        if !valid_id(&f.name) {
+            return Err(err(
+                line,
+                "fleet.name",
+                format!(
+                    "`{}` must be 1–64 letters, digits, '-', '_' or '.' (it is part of MQTT topics)",
+                    f.name
+                ),
+            ));
+        }
+        if cfg.probe_id == "fleet" {
+            return Err(err(
+                line_of_key(text, "probe_id"),
+                "probe_id",
+                "`fleet` is reserved for the fleet catalog's topics in fleet mode".into(),
+            ));
+        }
+        if !(1..=16).contains(&f.replicas) {
+            return Err(err(line, "fleet.replicas", "must be 1–16".into()));
+        }
+        if f.settle > DAY {
+            return Err(err(line, "fleet.settle", "must be at most 1day".into()));
+        }
+        if !(1..=1_000_000).contains(&f.max_catalog) {
+            return Err(err(line, "fleet.max_catalog", "must be 1–1000000".into()));
+        }
+        let room = cfg.limits.max_streams.saturating_sub(cfg.streams.len());
+        if f.capacity.is_some_and(|c| c as usize > room) {
+            return Err(err(
+                line,
+                "fleet.capacity",
+                format!(
+                    "{} is more than limits.max_streams ({}) minus the {} streams of this file",
+                    f.capacity.unwrap_or(0),
+                    cfg.limits.max_streams,
+                    cfg.streams.len()
+                ),
+            ));
+        }
+    }
     let mut plans = Vec::with_capacity(cfg.streams.len());
     let mut seen = std::collections::HashSet::new();
     let mut ha_ids = std::collections::HashMap::new();
@@ -599,16 +766,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         let line = Some(line_of(text, sp.span().start));
         let s = sp.get_ref();
         let field = |f: &str| format!("streams[{i}].{f}");
-        if !valid_id(&s.id) {
-            return Err(err(
-                line,
-                &field("id"),
-                format!(
-                    "`{}` must be 1–64 letters, digits, '-', '_' or '.' (it is part of MQTT topics)",
-                    s.id
-                ),
-            ));
-        }
         if !seen.insert(s.id.clone()) {
             return Err(err(
                 line,
@@ -629,61 +786,97 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
                 ));
             }
         }
-        // Classify the URL now, as every session will (the one `Source::parse`), so
-        // that a typo fails at load, not at run time. `pace` and `loop` are refused
-        // for anything but a file, a local playlist included.
-        let mut source = SourceOptions {
-            rtsp_transport: s.rtsp_transport,
-            hls: HlsOptions {
-                // A monitored network stream does not end: the end of a playlist is
-                // `source_down`, then reload.
-                ended_is_down: true,
-                ..hls_options(&cfg.hls, s)
-            },
-            duration: None,
-            pace: s.pace,
-            looped: s.looped,
-        };
-        let parsed = Source::parse(&s.url, &source).map_err(|e| match e {
-            Error::Config(m) if m == PACE_LOOP_FILES_ONLY => err(
-                line,
-                &field(if s.pace.is_some() { "pace" } else { "loop" }),
-                m,
-            ),
-            e => err(line, &field("url"), e.to_string()),
-        })?;
-        let is_file = parsed.is_file();
-        if let Source::File(f) = &parsed {
-            // A file stream stands in for a live source: real time unless `pace = "fast"`.
-            source.pace = Some(s.pace.unwrap_or_default());
-            if !f.path.is_file() {
-                tracing::warn!(stream = %s.id, path = %f.path.display(), "file stream: no such file yet (the stream retries)");
-            }
-        }
-        let mut t = base_detect.clone();
-        merge(&mut t, &s.detect);
-        let mut detect: DetectConfig = toml::Value::Table(t)
-            .try_into()
-            .map_err(|e: toml::de::Error| err(line, &field("detect"), e.message().to_string()))?;
-        detect.thumbnails = cfg.thumbnails.enabled;
-        detect
-            .validate()
-            .map_err(|m| err(line, &field("detect"), m))?;
-        plans.push(StreamPlan {
-            cfg: s.clone(),
-            detect,
-            source,
-            live: cfg.live.clone(),
-            queue_packets: cfg.limits.queue_packets,
-            budget,
-            is_file,
-        });
+        let plan = plan_stream(&cfg, &base, s).map_err(|(f, m)| err(line, &field(f), m))?;
+        plans.push(plan);
     }
     Ok(Loaded {
         path: path.to_path_buf(),
         cfg,
         streams: plans,
         password,
+        base,
+    })
+}
+
+/// Resolves and validates one stream entry against the global settings (the file's
+/// `[[streams]]` and the fleet catalog's entries alike). Errors: the field and why.
+fn plan_stream(
+    cfg: &AgentConfig,
+    base: &PlanBase,
+    s: &StreamConfig,
+) -> std::result::Result<StreamPlan, (&'static str, String)> {
+    if !valid_id(&s.id) {
+        return Err((
+            "id",
+            format!(
+                "`{}` must be 1–64 letters, digits, '-', '_' or '.' (it is part of MQTT topics)",
+                s.id
+            ),
+        ));
+    }
+    let mut cfg_s = s.clone();
+    if let Some(name) = &s.credentials {
+        let Some((user, password)) = base.credentials.get(name) else {
+            return Err((
+                "credentials",
+                format!("no [credentials.{name}] in this probe's configuration"),
+            ));
+        };
+        cfg_s.url = crate::redact::with_credentials(s.url.trim(), user, password.expose())
+            .ok_or_else(|| {
+                (
+                    "url",
+                    format!(
+                        "`{}`: name either `credentials` or user info in the URL, not both",
+                        redact_url(&s.url)
+                    ),
+                )
+            })?;
+    }
+    // Classify the URL now, as every session will (the one `Source::parse`), so
+    // that a typo fails at load, not at run time. `pace` and `loop` are refused
+    // for anything but a file, a local playlist included.
+    let mut source = SourceOptions {
+        rtsp_transport: s.rtsp_transport,
+        hls: HlsOptions {
+            // A monitored network stream does not end: the end of a playlist is
+            // `source_down`, then reload.
+            ended_is_down: true,
+            ..hls_options(&cfg.hls, s)
+        },
+        duration: None,
+        pace: s.pace,
+        looped: s.looped,
+    };
+    let parsed = Source::parse(&cfg_s.url, &source).map_err(|e| match e {
+        Error::Config(m) if m == PACE_LOOP_FILES_ONLY => {
+            (if s.pace.is_some() { "pace" } else { "loop" }, m)
+        }
+        e => ("url", redact_in_text(&e.to_string())),
+    })?;
+    let is_file = parsed.is_file();
+    if let Source::File(f) = &parsed {
+        // A file stream stands in for a live source: real time unless `pace = "fast"`.
+        source.pace = Some(s.pace.unwrap_or_default());
+        if !f.path.is_file() {
+            tracing::warn!(stream = %s.id, path = %f.path.display(), "file stream: no such file yet (the stream retries)");
+        }
+    }
+    let mut t = base.detect.clone();
+    merge(&mut t, &s.detect);
+    let mut detect: DetectConfig = toml::Value::Table(t)
+        .try_into()
+        .map_err(|e: toml::de::Error| ("detect", e.message().to_string()))?;
+    detect.thumbnails = cfg.thumbnails.enabled;
+    detect.validate().map_err(|m| ("detect", m))?;
+    Ok(StreamPlan {
+        cfg: cfg_s,
+        detect,
+        source,
+        live: cfg.live.clone(),
+        queue_packets: cfg.limits.queue_packets,
+        budget: base.budget,
+        is_file,
     })
 }
 
@@ -765,6 +958,42 @@ pub fn settings_for_url(url: &str, probe_id: &str) -> Result<MqttSettings> {
 }
 
 impl Loaded {
+    /// A stream entry (of the fleet catalog) resolved and validated exactly as a
+    /// `[[streams]]` entry of this file is. Errors: `field: why`, without secrets.
+    pub fn plan_entry(&self, s: &StreamConfig) -> std::result::Result<StreamPlan, String> {
+        plan_stream(&self.cfg, &self.base, s).map_err(|(f, m)| format!("{f}: {m}"))
+    }
+
+    /// Whether `[credentials.NAME]` is defined.
+    pub fn has_credentials(&self, name: &str) -> bool {
+        self.base.credentials.contains_key(name)
+    }
+
+    /// This probe's capacity for fleet streams: `[fleet] capacity`, or
+    /// `limits.max_streams` minus the streams of the file. 0 outside a fleet.
+    pub fn fleet_capacity(&self) -> u32 {
+        match &self.cfg.fleet {
+            Some(f) => f.capacity.unwrap_or_else(|| {
+                u32::try_from(
+                    self.cfg
+                        .limits
+                        .max_streams
+                        .saturating_sub(self.streams.len()),
+                )
+                .unwrap_or(u32::MAX)
+            }),
+            None => 0,
+        }
+    }
+
+    /// This configuration with `streams` instead of the file's.
+    pub fn with_streams(&self, streams: Vec<StreamPlan>) -> Loaded {
+        Loaded {
+            streams,
+            ..self.clone()
+        }
+    }
+
     /// The MQTT client settings (builds the TLS configuration).
     pub fn mqtt_settings(&self) -> Result<MqttSettings> {
         let m = &self.cfg.mqtt;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use super::config::Loaded;
 use crate::publish::homeassistant::{Discovery, Group, OFF, ON};
-use crate::publish::mqtt::{MqttSettings, Publisher};
+use crate::publish::mqtt::{Incoming, MqttSettings, Publisher, INCOMING_QUEUE};
 
 /// The agent's Home Assistant announcer. Shared by the agent and its streams.
 pub(super) struct Ha {
@@ -116,8 +116,10 @@ impl Ha {
             let inner = self.lock();
             (inner.names.birth_topic(), inner.names.config_filter())
         };
-        let mut rx = self.publisher.subscribe(vec![birth.clone(), filter]);
-        while let Some((topic, payload)) = rx.recv().await {
+        let (mut rx, _) = self
+            .publisher
+            .subscribe(vec![birth.clone(), filter], INCOMING_QUEUE);
+        while let Some(Incoming { topic, payload, .. }) = rx.recv().await {
             if topic == birth {
                 if payload == b"online" {
                     tracing::info!("Home Assistant is online: sending the discovery configs again");

@@ -17,6 +17,7 @@
 //!   `WatchdogSec` when it is set.
 
 pub mod config;
+mod fleet;
 mod homeassistant;
 mod streams;
 
@@ -24,7 +25,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use self::config::Loaded;
+use self::config::{Loaded, StreamPlan};
+use self::fleet::Fleet;
 use self::streams::{apply, publish_stats, stop_streams, Ctx, StreamHandle};
 use crate::error::{Error, Result};
 use crate::publish::metrics::Page;
@@ -120,6 +122,9 @@ pub struct Agent {
     /// `[homeassistant]`: the task handling Home Assistant's birth messages and stale
     /// configs (aborted when the agent goes).
     _ha_task: Option<AbortOnDrop>,
+    /// `[fleet]`: the fleet task, and the fleet streams it assigned to this probe.
+    fleet: Option<Fleet>,
+    fleet_plans: Vec<StreamPlan>,
 }
 
 /// A task that ends with its owner.
@@ -182,7 +187,11 @@ impl Agent {
             }
         }
         let tls_digest = tls_files_digest(&loaded);
-        let status = Status::new(&loaded.cfg.probe_id, SystemTime::now(), stream_ids(&loaded));
+        let mut status = Status::new(&loaded.cfg.probe_id, SystemTime::now(), stream_ids(&loaded));
+        if let Some(f) = &loaded.cfg.fleet {
+            status.fleet = Some(f.name.clone());
+            status.capacity = Some(loaded.fleet_capacity());
+        }
         let publisher = Publisher::start(settings, spool, status.online(), status.offline())?;
         publisher.set_thumb_budget(
             usize::try_from(loaded.cfg.thumbnails.queue_bytes).unwrap_or(usize::MAX),
@@ -210,6 +219,7 @@ impl Agent {
         };
         let mut streams = HashMap::new();
         apply(&ctx, &mut streams, &loaded).await;
+        let fleet = Fleet::start(&publisher, &loaded);
         notify(&[sd_notify::NotifyState::Ready]);
         Ok(Agent {
             config_path: config_path.to_path_buf(),
@@ -221,6 +231,8 @@ impl Agent {
             tls_digest,
             metrics,
             _ha_task: ha_task,
+            fleet,
+            fleet_plans: Vec::new(),
         })
     }
 
@@ -236,6 +248,29 @@ impl Agent {
     /// current configuration and publishes the new stream list in the `online` status.
     /// The probe id and the broker connection keep their settings.
     pub async fn apply(&mut self, loaded: Loaded) {
+        if let Some(f) = &self.fleet {
+            f.set_config(&loaded);
+        }
+        self.current = loaded;
+        self.apply_effective().await;
+    }
+
+    /// The configuration in effect: the file's streams and, in a fleet, the fleet
+    /// streams assigned to this probe (a file's stream wins over a fleet stream of the
+    /// same id; the fleet task reports that entry).
+    fn effective(&self) -> Loaded {
+        let mut streams = self.current.streams.clone();
+        for p in &self.fleet_plans {
+            if !streams.iter().any(|s| s.cfg.id == p.cfg.id) {
+                streams.push(p.clone());
+            }
+        }
+        self.current.with_streams(streams)
+    }
+
+    /// Brings the running streams in line with [`Agent::effective`].
+    async fn apply_effective(&mut self) {
+        let loaded = self.effective();
         apply(&self.ctx, &mut self.streams, &loaded).await;
         // After the streams: a removed stream's end events (problems OFF) go before
         // its topics are cleared.
@@ -247,7 +282,6 @@ impl Agent {
         );
         self.status.streams = stream_ids(&loaded);
         self.publisher.set_online(self.status.online());
-        self.current = loaded;
     }
 
     /// Reloads the configuration file and applies it; an invalid file is logged and the
@@ -311,6 +345,11 @@ impl Agent {
         let mut sync_task: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
+                // Fleet mode: the fleet streams of this probe changed.
+                Some(plans) = fleet_changed(&mut self.fleet) => {
+                    self.fleet_plans = plans;
+                    self.apply_effective().await;
+                }
                 // After the link dropped and came back, the stats (with the link
                 // counters) go out at once rather than at the next interval.
                 Ok(()) = connects.changed() => {
@@ -320,6 +359,7 @@ impl Agent {
                             &self.streams,
                             &self.current,
                             self.metrics.as_ref().map(|m| &m.0),
+                            self.fleet.as_ref().map(Fleet::stats),
                         );
                     }
                 }
@@ -351,6 +391,7 @@ impl Agent {
                             &self.streams,
                             &self.current,
                             self.metrics.as_ref().map(|m| &m.0),
+                            self.fleet.as_ref().map(Fleet::stats),
                         ),
                 _ = sync_tick.tick() => {
                     if sync_task.as_ref().is_none_or(|t| t.is_finished()) {
@@ -415,6 +456,19 @@ impl Agent {
                 Exit::Now
             }
         }
+    }
+}
+
+/// The next fleet streams of this probe (never resolves outside a fleet).
+async fn fleet_changed(f: &mut Option<Fleet>) -> Option<Vec<StreamPlan>> {
+    match f {
+        Some(f) => {
+            if f.plans.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            Some(f.plans.borrow_and_update().clone())
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -306,6 +306,7 @@ pub(super) fn publish_stats(
     streams: &HashMap<String, StreamHandle>,
     loaded: &Loaded,
     page: Option<&crate::publish::metrics::Page>,
+    fleet: Option<serde_json::Value>,
 ) {
     let settings = publisher.settings();
     let at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
@@ -319,7 +320,7 @@ pub(super) fn publish_stats(
         }
     }
     let ob = publisher.stats();
-    let payload = json!({
+    let mut payload = json!({
         "v": 1,
         "probe": loaded.cfg.probe_id,
         "version": crate::VERSION,
@@ -329,6 +330,9 @@ pub(super) fn publish_stats(
         "decoder_pool": crate::decode::video::DecoderPool::stats(),
         "check_gate": crate::pipeline::gate::stats(),
     });
+    if let (Some(f), Some(o)) = (fleet, payload.as_object_mut()) {
+        o.insert("fleet".into(), f);
+    }
     if let Some(page) = page {
         samples.sort_by(|a, b| a.0.cmp(b.0));
         let samples: Vec<_> = samples

@@ -78,9 +78,51 @@ pub const RETAINED_MAX: usize = 4096;
 /// Retained messages in flight at once: at most half of the window, so that events
 /// always have the other half.
 const RETAINED_WINDOW: usize = WINDOW / 2;
-/// Messages received on the subscriptions of [`Publisher::subscribe`] waiting for their
-/// reader. Policy: drop-newest, counted.
-const INCOMING_QUEUE: usize = 256;
+/// Messages received on a subscription of [`Publisher::subscribe`] waiting for their
+/// reader, by default. Policy: drop-newest, counted, and the subscription is sent again
+/// (the broker then re-sends every retained message it matches, so a reader of retained
+/// state catches up).
+pub const INCOMING_QUEUE: usize = 256;
+/// Most subscriptions ([`Publisher::subscribe`] calls) at once.
+const MAX_SUBSCRIPTIONS: usize = 8;
+
+/// A message received on a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// The broker's retain flag: set for retained messages sent because of a
+    /// (re)subscription, clear for messages published while subscribed.
+    pub retained: bool,
+}
+
+/// One [`Publisher::subscribe`] call: its filters, the connection it was last sent on,
+/// and where matching messages go.
+struct Sub {
+    filters: Vec<String>,
+    epoch: u64,
+    tx: tokio::sync::mpsc::Sender<Incoming>,
+    /// Told each time the filters are sent to the broker (retained messages follow).
+    sent: tokio::sync::watch::Sender<u64>,
+}
+
+/// The client options of `settings` (broker, TLS, credentials, keepalive) for a
+/// connection with `client_id`: the agent's publisher and `vqprobe fleet` use the same.
+pub fn client_options(settings: &MqttSettings, client_id: &str) -> MqttOptions {
+    let mut opts = MqttOptions::new(client_id, &settings.host, settings.port);
+    opts.set_keep_alive(settings.keepalive.max(Duration::from_secs(1)));
+    if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
+        opts.set_credentials(u.clone(), p.expose().to_string());
+    } else if let Some(u) = &settings.username {
+        opts.set_credentials(u.clone(), String::new());
+    }
+    if let Some(tls) = &settings.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
+    opts
+}
 
 /// What a sent QoS 1 publish was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,11 +244,8 @@ struct State {
     retained_gen: u64,
     retained_inflight: HashMap<u64, String>,
     retained_stats: RetainedStats,
-    /// Topic filters subscribed to (QoS 0) on every connection, the connection they
-    /// were last subscribed on, and where matching messages go.
-    subs: Vec<String>,
-    subs_epoch: u64,
-    subs_tx: Option<tokio::sync::mpsc::Sender<(String, Vec<u8>)>>,
+    /// Subscriptions (QoS 0) sent again on every connection.
+    subs: Vec<Sub>,
     link: LinkStats,
     /// Highest record acknowledged in the current connection.
     acked_max: Option<u64>,
@@ -314,8 +353,6 @@ impl State {
             retained_inflight: HashMap::new(),
             retained_stats: RetainedStats::default(),
             subs: Vec::new(),
-            subs_epoch: 0,
-            subs_tx: None,
             link: LinkStats::default(),
             acked_max: None,
             suspect: None,
@@ -372,9 +409,8 @@ impl Publisher {
         online: Vec<u8>,
         offline: Vec<u8>,
     ) -> Result<Publisher> {
-        let mut opts = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+        let mut opts = client_options(&settings, &settings.client_id);
         opts.set_clean_session(false)
-            .set_keep_alive(settings.keepalive.max(Duration::from_secs(1)))
             .set_inflight(INFLIGHT)
             .set_request_channel_capacity(WINDOW + QOS0_QUEUE + 8)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)
@@ -384,16 +420,6 @@ impl Publisher {
                 QoS::AtLeastOnce,
                 true,
             ));
-        if let (Some(u), Some(p)) = (&settings.username, &settings.password) {
-            opts.set_credentials(u.clone(), p.expose().to_string());
-        } else if let Some(u) = &settings.username {
-            opts.set_credentials(u.clone(), String::new());
-        }
-        if let Some(tls) = &settings.tls {
-            opts.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(tls.clone()),
-            ));
-        }
         let (client, mut eventloop) = AsyncClient::new(opts, WINDOW + QOS0_QUEUE + 8);
         eventloop
             .network_options
@@ -542,21 +568,36 @@ impl Publisher {
     }
 
     /// Subscribes to `filters` (QoS 0) on every connection from now on; messages that
-    /// match arrive on the returned channel (bounded: when its reader is behind, new
-    /// messages are dropped and counted in `outbox.retained.dropped`). Replaces an
-    /// earlier call's filters and channel.
+    /// match arrive on the returned channel, which holds `queue` messages. When its
+    /// reader is behind, new messages are dropped, counted in
+    /// `outbox.retained.dropped`, and the filters are sent again, so that the broker
+    /// re-sends the retained messages they match. The watch counts the times the filters
+    /// were sent (retained messages follow each). Each call adds a subscription (at most
+    /// 8; beyond, the oldest is replaced); a message goes to every subscription it
+    /// matches.
     pub fn subscribe(
         &self,
         filters: Vec<String>,
-    ) -> tokio::sync::mpsc::Receiver<(String, Vec<u8>)> {
-        let (tx, rx) = tokio::sync::mpsc::channel(INCOMING_QUEUE);
+        queue: usize,
+    ) -> (
+        tokio::sync::mpsc::Receiver<Incoming>,
+        tokio::sync::watch::Receiver<u64>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(queue.max(1));
+        let (sent, sent_rx) = tokio::sync::watch::channel(0);
         let mut st = self.shared.lock();
-        st.subs = filters;
-        st.subs_epoch = 0;
-        st.subs_tx = Some(tx);
+        if st.subs.len() >= MAX_SUBSCRIPTIONS {
+            st.subs.remove(0);
+        }
+        st.subs.push(Sub {
+            filters,
+            epoch: 0,
+            tx,
+            sent,
+        });
         drop(st);
         self.shared.wake.notify_one();
-        rx
+        (rx, sent_rx)
     }
 
     /// Counters now.
@@ -819,12 +860,19 @@ fn on_event(st: &mut State, ev: &MqttEvent) -> bool {
 /// A message on one of the subscriptions: to its reader when it matches a filter of
 /// [`Publisher::subscribe`] (the persistent session may hold older subscriptions).
 fn on_incoming(st: &mut State, p: &rumqttc::Publish) {
-    if !st.subs.iter().any(|f| rumqttc::matches(&p.topic, f)) {
-        return;
-    }
-    if let Some(tx) = &st.subs_tx {
-        if tx.try_send((p.topic.clone(), p.payload.to_vec())).is_err() {
+    for sub in &mut st.subs {
+        if !sub.filters.iter().any(|f| rumqttc::matches(&p.topic, f)) {
+            continue;
+        }
+        let m = Incoming {
+            topic: p.topic.clone(),
+            payload: p.payload.to_vec(),
+            retained: p.retain,
+        };
+        if sub.tx.try_send(m).is_err() {
             st.retained_stats.dropped += 1;
+            // Sent again: the broker re-sends the retained state the reader missed.
+            sub.epoch = 0;
         }
     }
 }
@@ -963,13 +1011,18 @@ fn pump(client: &AsyncClient, st: &mut State, status_topic: &str) {
         st.outstanding += 1;
         st.online_epoch = st.epoch;
     }
-    if !st.subs.is_empty() && st.subs_epoch != st.epoch {
-        let filters = st
-            .subs
+    let epoch = st.epoch;
+    for sub in &mut st.subs {
+        if sub.epoch == epoch || sub.filters.is_empty() {
+            continue;
+        }
+        let filters = sub
+            .filters
             .iter()
             .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtMostOnce));
         if client.try_subscribe_many(filters).is_ok() {
-            st.subs_epoch = st.epoch;
+            sub.epoch = epoch;
+            sub.sent.send_modify(|n| *n += 1);
         }
     }
     // Retained state (small, bounded) before the events, within half of the window.
@@ -1358,21 +1411,48 @@ mod tests {
     fn only_messages_matching_the_subscriptions_reach_their_reader() {
         let mut st = State::new(spool("subs"), b"online".to_vec());
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        st.subs = vec!["ha/status".into(), "ha/+/node/+/config".into()];
-        st.subs_tx = Some(tx);
-        let publish = |t: &str, p: &str| {
-            MqttEvent::Incoming(Packet::Publish(Publish::new(t, QoS::AtMostOnce, p)))
+        let (tx2, mut rx2) = tokio::sync::mpsc::channel(4);
+        let sub = |filters: &[&str], tx| Sub {
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+            epoch: 1,
+            tx,
+            sent: tokio::sync::watch::channel(0).0,
         };
-        on_event(&mut st, &publish("other/status", "online"));
-        on_event(&mut st, &publish("ha/sensor/node/x/config", "{}"));
-        // The channel is full: dropped and counted.
-        on_event(&mut st, &publish("ha/status", "online"));
+        st.epoch = 1;
+        st.subs = vec![
+            sub(&["ha/status", "ha/+/node/+/config"], tx),
+            sub(&["ha/#"], tx2),
+        ];
+        let publish = |t: &str, p: &str, retain: bool| {
+            let mut m = Publish::new(t, QoS::AtMostOnce, p);
+            m.retain = retain;
+            MqttEvent::Incoming(Packet::Publish(m))
+        };
+        on_event(&mut st, &publish("other/status", "online", false));
+        on_event(&mut st, &publish("ha/sensor/node/x/config", "{}", true));
+        // The first channel is full: dropped, counted, and its filters are sent again
+        // (the broker re-sends the retained state); the second still gets it.
+        on_event(&mut st, &publish("ha/status", "online", false));
+        let got = |topic: &str, payload: &[u8], retained| Incoming {
+            topic: topic.into(),
+            payload: payload.to_vec(),
+            retained,
+        };
         assert_eq!(
             rx.try_recv().ok(),
-            Some(("ha/sensor/node/x/config".to_string(), b"{}".to_vec()))
+            Some(got("ha/sensor/node/x/config", b"{}", true))
         );
         assert!(rx.try_recv().is_err());
         assert_eq!(st.retained_stats.dropped, 1);
+        assert_eq!((st.subs[0].epoch, st.subs[1].epoch), (0, 1));
+        assert_eq!(
+            rx2.try_recv().ok(),
+            Some(got("ha/sensor/node/x/config", b"{}", true))
+        );
+        assert_eq!(
+            rx2.try_recv().ok(),
+            Some(got("ha/status", b"online", false))
+        );
     }
 
     #[test]
