@@ -1055,6 +1055,41 @@ url = "rtsp://camera.local/stream1"
 "#;
 
     #[test]
+    fn named_credentials_log_in_streams_and_catalog_entries_without_showing() {
+        let dir = std::env::temp_dir().join(format!("vqprobe-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "p@ss/w:rd\nignored\n").unwrap();
+        let text = MIN.replace(
+            "[[streams]]",
+            &format!(
+                "[credentials.site-a]\nusername = \"view er\"\npassword_file = \"{}\"\n[fleet]\nname = \"eu\"\n[[streams]]",
+                pw.display()
+            ),
+        ) + "credentials = \"site-a\"\n";
+        let l = p(&text).unwrap();
+        // The password (with delimiters) goes in percent-encoded and comes out whole.
+        let url = &l.streams[0].cfg.url;
+        assert_eq!(url, "rtsp://view%20er:p%40ss%2Fw%3Ard@camera.local/stream1");
+        let (_, _, c) = crate::redact::take_credentials(url);
+        let c = c.unwrap();
+        assert_eq!((c.user.as_str(), c.password.unwrap().expose()), ("view er", "p@ss/w:rd"));
+        assert!(!format!("{:?}", l.streams[0]).contains("p%40ss"));
+        // A catalog entry resolves against the same credentials.
+        let e: StreamConfig = serde_json::from_str(
+            r#"{"id":"cam9","url":"rtsp://cam9.local/s","credentials":"site-a"}"#,
+        )
+        .unwrap();
+        assert!(l.plan_entry(&e).unwrap().cfg.url.starts_with("rtsp://view%20er:"));
+        let mut unknown = e.clone();
+        unknown.credentials = Some("site-b".into());
+        assert!(l.plan_entry(&unknown).unwrap_err().contains("[credentials.site-b]"));
+        // Capacity: max_streams minus the file's streams.
+        assert_eq!(l.fleet_capacity(), 31);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn stream_memory_budget_is_one_validated_setting() {
         let l = p(MIN).unwrap();
         assert_eq!(l.streams[0].budget.bytes(), 12 << 20);

@@ -294,9 +294,10 @@ impl Agent {
                     || new.cfg.spool != self.current.cfg.spool
                     || new.cfg.metrics != self.current.cfg.metrics
                     || new.cfg.homeassistant != self.current.cfg.homeassistant
+                    || new.cfg.fleet != self.current.cfg.fleet
                 {
                     tracing::warn!(
-                        "SIGHUP: changes to probe_id, [spool], [metrics] or [homeassistant] take effect after a restart"
+                        "SIGHUP: changes to probe_id, [spool], [metrics], [homeassistant] or [fleet] take effect after a restart"
                     );
                 }
                 let new_digest = tls_files_digest(&new);
