@@ -27,6 +27,10 @@
 //! - `soak`: RSS of N streams at `auto` over `VQPROBE_BENCH_SOAK_SECS` (600 s).
 //! - `outbox`: events/s through the library `Publisher` into the broker, live and
 //!   draining a spool.
+//! - `fleet`: the same N streams at `auto` from the configuration file and from a fleet
+//!   catalog (the agent its only member), interleaved, `VQPROBE_BENCH_FLEET_SECS` (60 s)
+//!   each, twice; and the catalog handling alone (view, assignment, resolving entries)
+//!   timed in-process for 10 000 entries and 100 members.
 
 #[path = "common/doc.rs"]
 mod doc;
@@ -47,13 +51,14 @@ use runs::{AgentRun, FfRun};
 const HEADING: &str = "## Agent mode";
 const INTERPRETATION: &str = "### Interpretation (written by hand after the run)";
 /// The `###` blocks of the section, in this order.
-const BLOCKS: [&str; 7] = [
+const BLOCKS: [&str; 8] = [
     "### Decode levels against ffmpeg, 720p25",
     "### 360p and 1080p",
     "### Capacity, 720p25 content (a)",
     "### Soak, `auto`",
     "### Event latency, `auto`",
     "### Outbox throughput",
+    "### Fleet catalog",
     INTERPRETATION,
 ];
 /// The levels measured; `auto+syntax=off` is `auto` without its syntax check (the
@@ -606,6 +611,144 @@ fn part_outbox(ctx: &Ctx) -> String {
     out
 }
 
+fn part_fleet(ctx: &Ctx, secs: u64) -> String {
+    let clip = media::ensure(&ctx.media_dir, Content::Broadcast, 720, false);
+    let n = ctx.streams;
+    let mut rows = Vec::new();
+    // Interleaved (file, catalog, file, catalog): drift in the machine's load hits both.
+    for round in 0..2 {
+        for fleet in [false, true] {
+            eprintln!(
+                "fleet part: round {round}, streams from the {}",
+                if fleet { "catalog" } else { "file" }
+            );
+            let r = runs::agent_with(
+                &ctx.bin,
+                &clip,
+                &ctx.scratch.join("fleet"),
+                n,
+                "auto",
+                secs,
+                ctx.tck,
+                fleet,
+            );
+            rows.push((fleet, r));
+        }
+    }
+    let mut out = String::from("### Fleet catalog\n\n");
+    writeln!(
+        out,
+        "{n} streams of content (a) 720p25 at `auto`, from the configuration file or from a \
+         fleet catalog on the broker with the agent its only member (`settle = \"0s\"`), \
+         {secs} s each, interleaved:\n\n\
+         | round | streams from | CPU per stream | RSS end | pace (min) | reporting |\n\
+         | --- | --- | --- | --- | --- | --- |"
+    )
+    .unwrap();
+    for (i, (fleet, r)) in rows.iter().enumerate() {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {}/{} |",
+            i / 2 + 1,
+            if *fleet { "catalog" } else { "file" },
+            pct(r.cpu_per_stream),
+            mib(r.rss_end_kib),
+            pace(r.pace_min),
+            r.reporting,
+            r.streams
+        )
+        .unwrap();
+    }
+    let mean = |fleet: bool| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|(f, _)| *f == fleet)
+            .map(|(_, r)| r.cpu_per_stream)
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    writeln!(
+        out,
+        "\nMean CPU per stream: file {}, catalog {} (difference {:+.2} points of a core).\n",
+        pct(mean(false)),
+        pct(mean(true)),
+        (mean(true) - mean(false)) * 100.0
+    )
+    .unwrap();
+    let (ingest, assign, resolve) = catalog_micro(10_000, 100);
+    writeln!(
+        out,
+        "The catalog handling alone, in-process, 10 000 entries and 100 members: taking the \
+         retained entries into the view {ingest:.2} µs per entry, one assignment over the \
+         whole view {assign:.1} ms, resolving an entry into a stream plan {resolve:.2} µs. \
+         It runs once per catalog or membership change, never per picture.\n"
+    )
+    .unwrap();
+    out.push_str(&ctx.conditions(&format!("{secs} s per run")));
+    out.push('\n');
+    out
+}
+
+/// In-process timings (µs per entry, ms per assignment, µs per entry) of the fleet
+/// catalog's handling for `entries` entries and `members` members.
+fn catalog_micro(entries: usize, members: usize) -> (f64, f64, f64) {
+    use std::time::Instant;
+    use vqprobe::app::fleet::assign::{assign, Member};
+    use vqprobe::app::fleet::view::View;
+    use vqprobe::publish::mqtt::Incoming;
+    let t0 = Instant::now();
+    let mut view = View::new(
+        "vqprobe",
+        "bench",
+        "m0",
+        100,
+        std::time::Duration::ZERO,
+        entries,
+        t0,
+    );
+    view.resubscribed(t0);
+    let msgs: Vec<Incoming> = (0..entries)
+        .map(|i| Incoming {
+            topic: format!("vqprobe/fleet/bench/streams/s{i}"),
+            payload: format!(
+                r#"{{"id":"s{i}","url":"rtsp://10.0.{}.{}/stream1"}}"#,
+                i / 250,
+                i % 250
+            )
+            .into_bytes(),
+            retained: true,
+        })
+        .collect();
+    let t = Instant::now();
+    for m in &msgs {
+        view.on_message(m, t0);
+    }
+    let ingest = t.elapsed().as_secs_f64() * 1e6 / entries as f64;
+    let ms: Vec<Member> = (0..members)
+        .map(|i| Member {
+            id: format!("m{i}"),
+            capacity: 200,
+        })
+        .collect();
+    let ids = view.stream_ids();
+    let t = Instant::now();
+    let a = assign(&ids, &ms, 1);
+    let assign_ms = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(a.placed.len(), entries);
+    let cfg =
+        "probe_id = \"m0\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[fleet]\nname = \"bench\"\n";
+    let loaded =
+        vqprobe::app::agent::config::parse(Path::new("bench.toml"), cfg).expect("bench config");
+    let t = Instant::now();
+    for id in &ids {
+        if let Some(Ok(e)) = view.entry(id).map(|e| &e.parsed) {
+            loaded.plan_entry(e).expect("valid entry");
+        }
+    }
+    let resolve = t.elapsed().as_secs_f64() * 1e6 / entries as f64;
+    (ingest, assign_ms, resolve)
+}
+
 const INTRO: &str = "Produced by `cargo bench --bench agent` (source: `benches/agent.rs` and \
 `benches/agent/`); each block below is one part of it (`VQPROBE_BENCH_PARTS`) and says how \
 long it ran and under which load. Streams are MPEG-TS files looped at real-time pace \
@@ -640,9 +783,9 @@ fn write_block(text: &str) {
 
 fn main() {
     let parts_env = std::env::var("VQPROBE_BENCH_PARTS")
-        .unwrap_or_else(|_| "levels,sides,capacity,soak,outbox".into());
+        .unwrap_or_else(|_| "levels,sides,capacity,soak,outbox,fleet".into());
     let parts: Vec<&str> = parts_env.split(',').map(str::trim).collect();
-    let known = ["levels", "sides", "capacity", "soak", "outbox"];
+    let known = ["levels", "sides", "capacity", "soak", "outbox", "fleet"];
     for p in &parts {
         assert!(
             known.contains(p),
@@ -692,6 +835,10 @@ fn main() {
     }
     if has("outbox") {
         write_block(&part_outbox(&ctx));
+    }
+    if has("fleet") {
+        let secs = env_u64("VQPROBE_BENCH_FLEET_SECS", 60).max(20);
+        write_block(&part_fleet(&ctx, secs));
     }
     let _ = std::fs::remove_dir_all(&scratch);
 }

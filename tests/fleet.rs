@@ -454,3 +454,54 @@ fn fleet_config_errors_are_refused_with_the_field() {
     assert!(!ok && e.contains("127.0.0.1:1"), "{e}");
     assert_eq!(e.trim().lines().count(), 1, "{e}");
 }
+
+/// Consumers scale with shared subscriptions (docs/fleet.md, "Consumers"): two members of
+/// `$share/alerting/…` split the events between them, each event to exactly one, and
+/// together they get every event a plain subscriber gets.
+#[test]
+fn shared_subscriptions_split_the_events_among_consumers() {
+    let dir = TempDir::new("fleet-share");
+    let broker = Mosquitto::start(dir.path(), &BrokerOpts::default());
+    let filter = "$share/alerting/vqprobe/+/+/events";
+    let a = Subscriber::start(broker.port, filter, &SubOpts::default());
+    let b = Subscriber::start(broker.port, filter, &SubOpts::default());
+    let all = Subscriber::start(broker.port, "vqprobe/+/+/events", &SubOpts::default());
+    std::thread::sleep(Duration::from_millis(500));
+    let cfg = format!(
+        "probe_id = \"share\"\n[mqtt]\nurl = \"{}\"\n[spool]\ndir = \"{}\"\n\
+         [[streams]]\nid = \"blk\"\nurl = \"file://{}\"\npace = \"fast\"\nloop = true\n",
+        broker.url(),
+        dir.path().join("spool").display(),
+        media_dir().join("black_high_360p.ts").display()
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    let ids = |s: &Subscriber| -> Vec<String> {
+        s.messages()
+            .iter()
+            .filter_map(|m| serde_json::from_str::<Value>(&m.payload).ok())
+            .map(|v| v["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), || {
+        (ids(&all).len() >= 12).then_some(())
+    })
+    .expect("fewer than 12 events");
+    agent.signal("TERM");
+    agent
+        .wait_exit(Duration::from_secs(20))
+        .expect("agent did not stop");
+    std::thread::sleep(Duration::from_millis(500));
+    let (ia, ib, everything) = (ids(&a), ids(&b), ids(&all));
+    let sa: BTreeSet<&String> = ia.iter().collect();
+    let sb: BTreeSet<&String> = ib.iter().collect();
+    assert!(
+        !sa.is_empty() && !sb.is_empty(),
+        "one consumer got nothing: {} / {}",
+        sa.len(),
+        sb.len()
+    );
+    assert!(sa.is_disjoint(&sb), "an event went to both consumers");
+    let union: BTreeSet<&String> = sa.union(&sb).copied().collect();
+    let whole: BTreeSet<&String> = everything.iter().collect();
+    assert_eq!(union, whole, "the group did not get every event");
+}

@@ -126,6 +126,22 @@ pub fn agent(
     secs: u64,
     tck: f64,
 ) -> AgentRun {
+    agent_with(bin, clip, dir, streams, level, secs, tck, false)
+}
+
+/// [`agent`], with the streams in the configuration file (`fleet` false) or in a fleet's
+/// catalog on the broker, the agent its only member (`fleet` true).
+#[allow(clippy::too_many_arguments)]
+pub fn agent_with(
+    bin: &Path,
+    clip: &Path,
+    dir: &Path,
+    streams: usize,
+    level: &str,
+    secs: u64,
+    tck: f64,
+    fleet: bool,
+) -> AgentRun {
     let _ = std::fs::remove_dir_all(dir);
     let broker = Broker::start(dir);
     let (mut sub, got) = subscribe(
@@ -144,13 +160,42 @@ pub fn agent(
         dir.join("spool").display(),
         streams.max(32)
     );
-    for i in 0..streams {
-        write!(
-            cfg,
-            "[[streams]]\nid = \"s{i}\"\nurl = \"file://{}\"\npace = \"realtime\"\nloop = true\n",
-            clip.display()
-        )
-        .unwrap();
+    if fleet {
+        cfg.push_str("[fleet]\nname = \"bench\"\nsettle = \"0s\"\n");
+        for i in 0..streams {
+            let entry = format!(
+                r#"{{"id":"s{i}","url":"file://{}","pace":"realtime","loop":true}}"#,
+                clip.display()
+            );
+            let st = Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &broker.port.to_string(),
+                    "-r",
+                    "-q",
+                    "1",
+                ])
+                .args([
+                    "-t",
+                    &format!("vqprobe/fleet/bench/streams/s{i}"),
+                    "-m",
+                    &entry,
+                ])
+                .status()
+                .expect("mosquitto_pub");
+            assert!(st.success(), "mosquitto_pub failed");
+        }
+    } else {
+        for i in 0..streams {
+            write!(
+                cfg,
+                "[[streams]]\nid = \"s{i}\"\nurl = \"file://{}\"\npace = \"realtime\"\nloop = true\n",
+                clip.display()
+            )
+            .unwrap();
+        }
     }
     let cfg_path = dir.join("agent.toml");
     std::fs::write(&cfg_path, cfg).unwrap();

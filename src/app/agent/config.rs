@@ -1073,17 +1073,28 @@ url = "rtsp://camera.local/stream1"
         assert_eq!(url, "rtsp://view%20er:p%40ss%2Fw%3Ard@camera.local/stream1");
         let (_, _, c) = crate::redact::take_credentials(url);
         let c = c.unwrap();
-        assert_eq!((c.user.as_str(), c.password.unwrap().expose()), ("view er", "p@ss/w:rd"));
+        assert_eq!(
+            (c.user.as_str(), c.password.unwrap().expose()),
+            ("view er", "p@ss/w:rd")
+        );
         assert!(!format!("{:?}", l.streams[0]).contains("p%40ss"));
         // A catalog entry resolves against the same credentials.
         let e: StreamConfig = serde_json::from_str(
             r#"{"id":"cam9","url":"rtsp://cam9.local/s","credentials":"site-a"}"#,
         )
         .unwrap();
-        assert!(l.plan_entry(&e).unwrap().cfg.url.starts_with("rtsp://view%20er:"));
+        assert!(l
+            .plan_entry(&e)
+            .unwrap()
+            .cfg
+            .url
+            .starts_with("rtsp://view%20er:"));
         let mut unknown = e.clone();
         unknown.credentials = Some("site-b".into());
-        assert!(l.plan_entry(&unknown).unwrap_err().contains("[credentials.site-b]"));
+        assert!(l
+            .plan_entry(&unknown)
+            .unwrap_err()
+            .contains("[credentials.site-b]"));
         // Capacity: max_streams minus the file's streams.
         assert_eq!(l.fleet_capacity(), 31);
         std::fs::remove_dir_all(&dir).ok();
