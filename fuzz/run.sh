@@ -35,7 +35,7 @@ export CARGO_TERM_COLOR=never
 # Per-target libFuzzer options: the largest input generated (bigger inputs are slower and
 # rarely find more) on top of the common ones.
 declare -A MAX_LEN=([ts_demux]=32768 [analyzer]=16384 [h264]=32768 [adts]=16384 [spool]=4096 [redact]=512
-    [mp4]=32768 [hls]=4096 [g711]=4096 [config]=8192 [report]=8192)
+    [mp4]=32768 [hls]=4096 [g711]=4096 [config]=8192 [report]=8192 [fleet]=4096)
 COMMON=(-timeout=30 -rss_limit_mb=2560 -print_final_stats=1)
 
 # ---------------------------------------------------------------- prerequisites
