@@ -505,3 +505,71 @@ fn shared_subscriptions_split_the_events_among_consumers() {
     let whole: BTreeSet<&String> = everything.iter().collect();
     assert_eq!(union, whole, "the group did not get every event");
 }
+
+/// A catalog entry names a credential; the member resolves it from its own file and logs
+/// in to a real RTSP server with Digest auth. A wrong credential is a failing stream,
+/// nothing else. The password appears nowhere: not in the catalog, the log, events or
+/// stats.
+#[test]
+fn catalog_credentials_log_in_to_an_rtsp_camera() {
+    let dir = TempDir::new("fleet-cred");
+    let clip = format!("loop:{}", media_dir().join("clean_quiet_360p.ts").display());
+    let rtsp = common::peers::RtspServer::start(
+        &[("/cam", clip.as_str())],
+        Some(("/cam", "viewer", "s3cret-pw")),
+    );
+    let broker = Mosquitto::start(dir.path(), &BrokerOpts::default());
+    let everything = Subscriber::start(broker.port, "vqprobe/#", &SubOpts::default());
+    let cfg = config(&broker.url(), dir.path(), "c1", 1);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[credentials.wrong]\nusername = \"viewer\"\npassword = \"not-it\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let cam = rtsp.url("/cam");
+    for (id, cred) in [("cam", "cams"), ("cam-bad", "wrong")] {
+        let (ok, _, e) = fleet_cmd(&cfg, &["add", id, &cam, "--credentials", cred]);
+        assert!(ok, "{e}");
+    }
+    let agent = Agent::start_with(dir.path(), &cfg, "c1");
+    let stats = |id: &str| -> Option<Value> {
+        everything
+            .messages()
+            .into_iter()
+            .rev()
+            .find(|m| m.topic == format!("vqprobe/c1/{id}/stats"))
+            .and_then(|m| serde_json::from_str(&m.payload).ok())
+    };
+    wait_for(Duration::from_secs(30), || {
+        stats("cam")
+            .filter(|s| s["frames"].as_u64() > Some(25))
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the camera with credentials decodes nothing: {:?}",
+            stats("cam")
+        )
+    });
+    // The wrong password: refused by the server, so the source is down (and retried).
+    let bad = wait_for(Duration::from_secs(20), || {
+        stats("cam-bad").filter(|s| {
+            s["open_defects"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|d| d["kind"] == "source_down"))
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no failure for the wrong credential: {:?}",
+            stats("cam-bad")
+        )
+    });
+    assert_eq!(bad["frames"], 0, "{bad}");
+    drop(agent);
+    let log = std::fs::read_to_string(dir.path().join("c1.log")).unwrap();
+    for secret in ["s3cret-pw", "not-it"] {
+        assert!(!log.contains(secret), "log holds {secret}");
+        for m in everything.messages() {
+            assert!(!m.payload.contains(secret), "{} holds {secret}", m.topic);
+        }
+    }
+}
