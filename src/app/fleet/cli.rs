@@ -104,9 +104,9 @@ fn validate(loaded: &Loaded, id: &str, payload: &[u8]) -> Result<StreamConfig> {
     let mut check = entry.clone();
     if let Some(c) = &entry.credentials {
         if !loaded.has_credentials(c) {
-            eprintln!(
-                "vqprobe: warning: [credentials.{c}] is not in {}: every member of the fleet must define it",
-                loaded.path.display()
+            tracing::warn!(
+                config = %loaded.path.display(),
+                "[credentials.{c}] is not in this file: every member of the fleet must define it"
             );
             check.credentials = None;
         }
