@@ -75,6 +75,17 @@ impl LevelChoice {
     }
 }
 
+impl std::str::FromStr for LevelChoice {
+    type Err = crate::error::InvalidChoice;
+
+    /// [`LevelChoice::parse`], with an error naming the valid values.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LevelChoice::parse(s).ok_or_else(|| {
+            crate::error::InvalidChoice::new(s, &["auto", "full", "reference", "key"])
+        })
+    }
+}
+
 /// `[detect.decode]`: the decode level and the compressed look-back ring of `auto`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

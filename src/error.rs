@@ -41,5 +41,27 @@ impl Error {
     }
 }
 
+/// A value that is not one of a fixed set (`FromStr` of [`crate::publish::OutputFormat`],
+/// [`crate::ingest::rtsp::RtspTransport`], [`crate::config::LevelChoice`]); it names the
+/// valid values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value '{value}' (expected one of: {})", .valid.join(", "))]
+pub struct InvalidChoice {
+    /// What was given.
+    pub value: String,
+    /// Every valid value.
+    pub valid: &'static [&'static str],
+}
+
+impl InvalidChoice {
+    /// The error for `value`, which is none of `valid`.
+    pub fn new(value: &str, valid: &'static [&'static str]) -> Self {
+        InvalidChoice {
+            value: value.to_owned(),
+            valid,
+        }
+    }
+}
+
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -176,6 +176,47 @@ fn version_names_commit_and_target() {
 }
 
 #[test]
+fn usage_errors_are_one_line_and_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "no command given"),
+        (&["chek", "x.ts"], "unknown command 'chek'"),
+        (&["check"], "missing INPUT"),
+        (&["check", "x.ts", "--bogus"], "--bogus"),
+        (&["check", "x.ts", "--stall-after", "soon"], "--stall-after"),
+        (&["demo", "--format=xml"], "--format"),
+        (&["run", "--config"], "--config"),
+    ];
+    for (args, needle) in cases {
+        let out = vqprobe(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("vqprobe: error: ") && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.trim_end().ends_with("--help)"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn help_goes_to_stdout_and_exits_0() {
+    for (args, usage) in [
+        (&["--help"][..], "Usage: vqprobe <COMMAND>"),
+        (&["help", "demo"], "Usage: vqprobe demo [OPTIONS]"),
+        (&["check", "-h"], "Usage: vqprobe check [OPTIONS] <INPUT>"),
+        (&["run", "--help"], "[default: /etc/vqprobe/config.toml]"),
+    ] {
+        let out = vqprobe(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(stdout.contains(usage), "{args:?}: {stdout}");
+        assert!(out.stderr.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
 fn pictures_above_max_pixels_are_refused_not_decoded() {
     let p = std::env::temp_dir().join(format!("vqprobe-maxpix-{}.toml", std::process::id()));
     std::fs::write(&p, "max_pixels = 1000000\n").unwrap();

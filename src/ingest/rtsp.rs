@@ -23,22 +23,12 @@ use crate::backoff::Backoff;
 use crate::defect::EndReason;
 use crate::defect::{put, DefectKind, MediaSpan, Metric, Metrics};
 use crate::detect::avsync::{ntp_seconds, SrMapping};
-use crate::error::{Error, Result};
+use crate::error::{Error, InvalidChoice, Result};
 use crate::redact::{redact_in_text, redact_url, take_credentials};
 use crate::shutdown::Shutdown;
 
 /// RTP transport.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RtspTransport {
     /// Interleaved in the RTSP TCP connection (robust through NAT and firewalls).
@@ -46,6 +36,19 @@ pub enum RtspTransport {
     Tcp,
     /// RTP over UDP (retina: experimental, no reordering).
     Udp,
+}
+
+impl std::str::FromStr for RtspTransport {
+    type Err = InvalidChoice;
+
+    /// `tcp` or `udp` (`--rtsp-transport`; the values of the config's `rtsp_transport`).
+    fn from_str(s: &str) -> std::result::Result<Self, InvalidChoice> {
+        match s {
+            "tcp" => Ok(RtspTransport::Tcp),
+            "udp" => Ok(RtspTransport::Udp),
+            _ => Err(InvalidChoice::new(s, &["tcp", "udp"])),
+        }
+    }
 }
 
 /// A parsed RTSP source: the URL without credentials, and the credentials.

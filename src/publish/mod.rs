@@ -10,16 +10,30 @@ pub mod spool;
 pub mod status;
 
 use crate::defect::Phase;
+use crate::error::InvalidChoice;
 use crate::event::Event;
 
 /// Output format of printed events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
     /// One human-readable line per event.
     #[default]
     Text,
     /// One JSON object per line, exactly as published over MQTT.
     Json,
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = InvalidChoice;
+
+    /// `text` or `json` (`--format`).
+    fn from_str(s: &str) -> Result<Self, InvalidChoice> {
+        match s {
+            "text" => Ok(OutputFormat::Text),
+            "json" => Ok(OutputFormat::Json),
+            _ => Err(InvalidChoice::new(s, &["text", "json"])),
+        }
+    }
 }
 
 /// Formats events as lines.
