@@ -339,7 +339,7 @@ fn help(p: &mut Parser) -> Result<Command, UsageError> {
             Some("help") => HELP,
             _ => {
                 return Err(ctx.error(format!(
-                    "unknown command '{}': check, demo or run",
+                    "unknown command '{}': check, demo, run or fleet",
                     cmd.to_string_lossy()
                 )))
             }
@@ -1170,10 +1170,10 @@ mod tests {
     #[test]
     fn top_level_errors() {
         let cases: &[(&[&str], &str)] = &[
-            (&[], "no command given: check, demo or run"),
+            (&[], "no command given: check, demo, run or fleet"),
             (
                 &["chek", "x.ts"],
-                "unknown command 'chek': check, demo or run",
+                "unknown command 'chek': check, demo, run or fleet",
             ),
             (&["--format", "json"], "unknown option '--format'"),
             (&["-x"], "unknown option '-x'"),
