@@ -18,6 +18,8 @@ pub struct DetectConfig {
     pub freeze: FreezeConfig,
     pub corruption: CorruptionConfig,
     pub silence: SilenceConfig,
+    pub clipping: ClippingConfig,
+    pub channel_loss: ChannelLossConfig,
     pub low_fps: LowFpsConfig,
     pub av_sync: AvSyncConfig,
     /// Largest picture (width × height) decoded; a larger SPS is refused and reported
@@ -188,6 +190,36 @@ impl DetectConfig {
                 self.silence.threshold_dbfs
             ));
         }
+        let c = &self.clipping;
+        if !(c.sample_level.is_finite() && (0.5..=1.0).contains(&c.sample_level)) {
+            return Err(format!(
+                "clipping.sample_level must be between 0.5 and 1 (a share of full scale), got {}",
+                c.sample_level
+            ));
+        }
+        if !(c.ratio.is_finite() && c.ratio > 0.0 && c.ratio <= 1.0) {
+            return Err(format!(
+                "clipping.ratio must be above 0 and at most 1 (a share of the samples), got {}",
+                c.ratio
+            ));
+        }
+        if !(c.window.is_finite() && (0.1..=10.0).contains(&c.window)) {
+            return Err(format!(
+                "clipping.window must be between 0.1 and 10 seconds, got {}",
+                c.window
+            ));
+        }
+        dur("clipping.min_duration", c.min_duration)?;
+        dur("clipping.clear_duration", c.clear_duration)?;
+        let l = &self.channel_loss;
+        if !(l.threshold_dbfs.is_finite() && (-150.0..=0.0).contains(&l.threshold_dbfs)) {
+            return Err(format!(
+                "channel_loss.threshold_dbfs must be between -150 and 0, got {}",
+                l.threshold_dbfs
+            ));
+        }
+        dur("channel_loss.min_duration", l.min_duration)?;
+        dur("channel_loss.clear_duration", l.clear_duration)?;
         unit("low_fps.ratio", self.low_fps.ratio)?;
         dur("low_fps.min_duration", self.low_fps.min_duration)?;
         dur("low_fps.clear_duration", self.low_fps.clear_duration)?;
@@ -335,6 +367,60 @@ impl Default for SilenceConfig {
     }
 }
 
+/// Clipped sound (`clipping`): too many samples at full scale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClippingConfig {
+    /// A sample is at full scale when its magnitude is at least this share of full
+    /// scale (0.5–1). 0.95 (−0.45 dBFS): after AAC a clipped waveform ripples below
+    /// and above ±1.0 instead of sitting on it (docs/events.md, "clipping").
+    pub sample_level: f64,
+    /// Clipping when at least this share of the samples (all channels) of the last
+    /// `window` seconds is at full scale. 0.001 (0.1%).
+    pub ratio: f64,
+    /// Seconds of sound the share is taken over (0.1–10). 1.0.
+    pub window: f64,
+    /// Seconds of clipping before it is reported. 2.0.
+    pub min_duration: f64,
+    /// Seconds the share must stay below `ratio` to end the event. 0.0.
+    pub clear_duration: f64,
+}
+
+impl Default for ClippingConfig {
+    fn default() -> Self {
+        ClippingConfig {
+            sample_level: 0.95,
+            ratio: 0.001,
+            window: 1.0,
+            min_duration: 2.0,
+            clear_duration: 0.0,
+        }
+    }
+}
+
+/// A lost channel (`channel_loss`): in a track of two or more channels, one is silent
+/// while another is not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelLossConfig {
+    /// A channel whose RMS is below this level (dBFS) is silent. -60.
+    pub threshold_dbfs: f64,
+    /// Seconds a channel must stay silent before it is reported. 2.0.
+    pub min_duration: f64,
+    /// Seconds every channel must carry sound again to end the event. 0.0.
+    pub clear_duration: f64,
+}
+
+impl Default for ChannelLossConfig {
+    fn default() -> Self {
+        ChannelLossConfig {
+            threshold_dbfs: -60.0,
+            min_duration: 2.0,
+            clear_duration: 0.0,
+        }
+    }
+}
+
 /// Low frame rate detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -393,6 +479,8 @@ impl Default for DetectConfig {
             freeze: FreezeConfig::default(),
             corruption: CorruptionConfig::default(),
             silence: SilenceConfig::default(),
+            clipping: ClippingConfig::default(),
+            channel_loss: ChannelLossConfig::default(),
             low_fps: LowFpsConfig::default(),
             av_sync: AvSyncConfig::default(),
             max_pixels: 4096 * 2304,
@@ -429,6 +517,52 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("av_sync.window"));
         let c: DetectConfig = toml::from_str("[av_sync]\nthreshold_ms = 0.0\n").unwrap();
         assert!(c.validate().unwrap_err().contains("av_sync.threshold_ms"));
+    }
+
+    #[test]
+    fn clipping_and_channel_loss_settings_default_and_are_checked() {
+        let d = DetectConfig::default();
+        assert_eq!(d.clipping.sample_level, 0.95);
+        assert_eq!(
+            d.clipping.sample_level as f32,
+            crate::decode::NEAR_FULL_SCALE
+        );
+        assert_eq!(d.clipping.ratio, 0.001);
+        assert_eq!((d.clipping.window, d.clipping.min_duration), (1.0, 2.0));
+        assert_eq!(d.channel_loss.threshold_dbfs, -60.0);
+        assert_eq!(d.channel_loss.min_duration, 2.0);
+        let c: DetectConfig =
+            toml::from_str("[clipping]\nratio = 0.01\n[channel_loss]\nmin_duration = 5\n").unwrap();
+        assert_eq!((c.clipping.ratio, c.clipping.window), (0.01, 1.0));
+        assert_eq!(c.channel_loss.min_duration, 5.0);
+        assert!(c.validate().is_ok());
+        for (bad, field) in [
+            ("[clipping]\nsample_level = 1.5\n", "clipping.sample_level"),
+            ("[clipping]\nsample_level = 0.2\n", "clipping.sample_level"),
+            ("[clipping]\nratio = 0.0\n", "clipping.ratio"),
+            ("[clipping]\nratio = nan\n", "clipping.ratio"),
+            ("[clipping]\nwindow = 60.0\n", "clipping.window"),
+            ("[clipping]\nmin_duration = -1.0\n", "clipping.min_duration"),
+            (
+                "[channel_loss]\nthreshold_dbfs = 3.0\n",
+                "channel_loss.threshold_dbfs",
+            ),
+            (
+                "[channel_loss]\nclear_duration = inf\n",
+                "channel_loss.clear_duration",
+            ),
+        ] {
+            let c: DetectConfig = toml::from_str(bad).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+        for bad in [
+            "[clipping]\nthreshold = 0.9\n",
+            "[channel_loss]\nchannel = 1\n",
+        ] {
+            let e = toml::from_str::<DetectConfig>(bad).unwrap_err();
+            assert!(e.to_string().contains("unknown field"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum DefectKind {
     Freeze,
     Corruption,
     Silence,
+    Clipping,
+    ChannelLoss,
     UnsupportedCodec,
     LowFps,
     AvDesync,
@@ -31,11 +33,13 @@ pub enum DefectKind {
 
 impl DefectKind {
     /// Every kind, in declaration order.
-    pub const ALL: [DefectKind; 15] = [
+    pub const ALL: [DefectKind; 17] = [
         DefectKind::Black,
         DefectKind::Freeze,
         DefectKind::Corruption,
         DefectKind::Silence,
+        DefectKind::Clipping,
+        DefectKind::ChannelLoss,
         DefectKind::UnsupportedCodec,
         DefectKind::LowFps,
         DefectKind::AvDesync,
@@ -58,6 +62,8 @@ impl DefectKind {
             DefectKind::Freeze => "freeze",
             DefectKind::Corruption => "corruption",
             DefectKind::Silence => "silence",
+            DefectKind::Clipping => "clipping",
+            DefectKind::ChannelLoss => "channel_loss",
             DefectKind::UnsupportedCodec => "unsupported_codec",
             DefectKind::LowFps => "low_fps",
             DefectKind::AvDesync => "av_desync",
@@ -210,7 +216,10 @@ impl DefectKind {
     pub fn severity(self) -> Severity {
         match self {
             DefectKind::Black | DefectKind::Freeze => Severity::Critical,
-            DefectKind::Corruption | DefectKind::Silence => Severity::Major,
+            DefectKind::Corruption
+            | DefectKind::Silence
+            | DefectKind::Clipping
+            | DefectKind::ChannelLoss => Severity::Major,
             DefectKind::UnsupportedCodec | DefectKind::SlowDownload | DefectKind::ProbeOverload => {
                 Severity::Warning
             }

@@ -108,6 +108,92 @@ fn open_gop_with_five_second_key_interval_and_a_freeze_between_keys() {
 }
 
 #[test]
+fn clipped_tone_after_aac_is_clipping_720p() {
+    // A tone driven 9 dB into clipping over [4, 7), then AAC-encoded: no sample sits at
+    // ±1.0 after decoding, but a fifth of them are above the 0.95 full-scale level.
+    run_clip("clipping_stereo_720p.ts");
+    let (_, events, _) = check_json(&media_dir().join("clipping_stereo_720p.ts"), &[]);
+    let end = events
+        .iter()
+        .find(|e| e["kind"] == "clipping" && e["state"] == "end")
+        .unwrap();
+    assert_eq!(end["severity"], "major");
+    let m = &end["metrics"];
+    let share = m["clipped_share_max"].as_f64().unwrap();
+    assert!((0.05..0.5).contains(&share), "{end}");
+    assert_eq!(m["ratio"], 0.001, "{end}");
+    assert!(m["peak_max_dbfs"].as_f64().unwrap() > -1.0, "{end}");
+    assert!(end.get("reason").is_none(), "it cleared by itself: {end}");
+}
+
+#[test]
+fn right_channel_muted_is_channel_loss_360p() {
+    run_clip("chanloss_stereo_360p.ts");
+    let (_, events, _) = check_json(&media_dir().join("chanloss_stereo_360p.ts"), &[]);
+    let end = events
+        .iter()
+        .find(|e| e["kind"] == "channel_loss" && e["state"] == "end")
+        .unwrap();
+    assert_eq!(end["severity"], "major");
+    let m = &end["metrics"];
+    assert_eq!(
+        (m["channel"].as_i64(), m["channels"].as_i64()),
+        (Some(1), Some(2)),
+        "{end}"
+    );
+    assert!(m["level_max_dbfs"].as_f64().unwrap() < -60.0, "{end}");
+    assert!(m["other_level_min_dbfs"].as_f64().unwrap() > -30.0, "{end}");
+}
+
+#[test]
+fn loud_unclipped_sound_with_identical_channels_is_clean() {
+    // A tone peaking at -1 dBFS, then pink noise near -2 dBFS, mono in stereo: neither
+    // clipping nor channel loss.
+    run_clip("clean_loud_360p.ts");
+}
+
+#[test]
+fn a_mono_track_never_has_a_channel_loss() {
+    run_clip("clean_mono_360p.ts");
+}
+
+#[test]
+fn sound_detectors_follow_their_settings() {
+    // A stricter ratio than the clip's ~19% hides the clipping; a laxer full-scale
+    // level makes the loud clean clip clip (its tone peaks at -0.8 dBFS after AAC);
+    // a longer min_duration hides the 3 s channel loss.
+    let dir = std::env::temp_dir().join(format!("vqprobe-sound-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let strict = cfg("strict.toml", "[clipping]\nratio = 0.5\n");
+    let (ok, events, stderr) = check_json(
+        &media_dir().join("clipping_stereo_720p.ts"),
+        &["--detect-config", &strict],
+    );
+    assert!(ok, "{stderr}");
+    assert!(events.is_empty(), "{events:?}");
+    let lax = cfg("lax.toml", "[clipping]\nsample_level = 0.8\n");
+    let (ok, events, stderr) = check_json(
+        &media_dir().join("clean_loud_360p.ts"),
+        &["--detect-config", &lax],
+    );
+    assert!(ok, "{stderr}");
+    assert!(events.iter().any(|e| e["kind"] == "clipping"), "{events:?}");
+    let long = cfg("long.toml", "[channel_loss]\nmin_duration = 4.0\n");
+    let (ok, events, stderr) = check_json(
+        &media_dir().join("chanloss_stereo_360p.ts"),
+        &["--detect-config", &long],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(ok, "{stderr}");
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
 fn every_clip_in_truth_json_is_covered() {
     // Guards against a clip added to the corpus without a test above.
     let named = [
@@ -123,6 +209,10 @@ fn every_clip_in_truth_json_is_covered() {
         "desync_audio_360p.ts",
         "mono_black_360p.ts",
         "multi_opengop_360p.ts",
+        "clipping_stereo_720p.ts",
+        "chanloss_stereo_360p.ts",
+        "clean_loud_360p.ts",
+        "clean_mono_360p.ts",
     ];
     for c in truth()["clips"].as_array().unwrap() {
         assert!(

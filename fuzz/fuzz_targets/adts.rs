@@ -8,18 +8,33 @@
 //!
 //! Invariants: no panic (including arithmetic overflow: run with --debug-assertions);
 //! every AudioLevel has finite rms/peak dBFS with rms <= peak, a positive duration for
-//! AAC (non-negative for PCM), and a PTS later than the previous level's;
+//! AAC (non-negative for PCM), and a PTS later than the previous level's; per-channel
+//! RMS finite, at most the peak, −200 past the measured channels (at most
+//! `MAX_CHANNELS`, none in an empty block); samples at full scale at most the samples;
 //! stats.frames equals the levels produced and stats.packets the decode calls.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vqprobe::decode::audio::{AudioDecoder, AudioFormat};
-use vqprobe::decode::AudioLevel;
+use vqprobe::decode::{AudioLevel, MAX_CHANNELS};
 
 fn check(l: &AudioLevel, last_pts: &mut Option<i64>, aac: bool) {
     assert!(l.rms_dbfs.is_finite() && l.peak_dbfs.is_finite(), "{l:?}");
     assert!(l.rms_dbfs >= -200.0 && l.peak_dbfs >= -200.0, "{l:?}");
     assert!(l.rms_dbfs <= l.peak_dbfs + 1e-3, "rms above peak: {l:?}");
+    let n = usize::from(l.channels);
+    assert!(n <= MAX_CHANNELS, "{l:?}");
+    assert!(l.near_full_scale <= l.samples, "{l:?}");
+    if l.samples == 0 {
+        assert_eq!(n, 0, "{l:?}");
+    }
+    for (ch, &db) in l.channel_rms_dbfs.iter().enumerate() {
+        assert!(db.is_finite() && db >= -200.0, "{l:?}");
+        assert!(db <= l.peak_dbfs + 1e-3, "channel RMS above peak: {l:?}");
+        if ch >= n {
+            assert_eq!(db, -200.0, "{l:?}");
+        }
+    }
     if aac {
         assert!(l.duration > 0, "{l:?}");
         if let Some(p) = *last_pts {

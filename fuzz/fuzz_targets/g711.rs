@@ -12,13 +12,16 @@
 //! errors; otherwise each call produces one level with `duration = frames × 90000 /
 //! rate` (frames = bytes / channels), the first at the given PTS, the second at
 //! `pts + duration` (never wrapping: saturating at the end of the i64 range), peak dBFS
-//! equal to the largest sample's level and rms ≤ peak.
+//! equal to the largest sample's level and rms ≤ peak; per channel (sample i is channel
+//! i mod channels) an RMS equal to one computed here, and the count of samples at full
+//! scale (|s| ≥ `NEAR_FULL_SCALE`) and of all samples equal to the payload's.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vqprobe::decode::audio::{
     alaw_to_linear, g711_samples, ulaw_to_linear, AudioDecoder, AudioFormat,
 };
+use vqprobe::decode::{MAX_CHANNELS, NEAR_FULL_SCALE};
 
 /// μ-law, G.711 table 2a: code inverted, 3-bit segment e, 4-bit step m: magnitude
 /// (2m + 33) · 2^e − 33 in 14-bit units, here scaled by 4 to 16 bits.
@@ -68,7 +71,16 @@ fuzz_target!(|data: &[u8]| {
     let samples: Vec<f32> = g711_samples(alaw, payload).collect();
     assert_eq!(samples.len(), payload.len());
     let mut peak = 0f32;
-    for (&b, &s) in payload.iter().zip(&samples) {
+    let mut near = 0u32;
+    let mut ch_sq = [0f64; MAX_CHANNELS];
+    let mut ch_n = [0u64; MAX_CHANNELS];
+    let chans = usize::from((data[0] >> 1) & 7).max(1);
+    for (i, (&b, &s)) in payload.iter().zip(&samples).enumerate() {
+        near += u32::from(s.abs() >= NEAR_FULL_SCALE);
+        if i % chans < MAX_CHANNELS {
+            ch_sq[i % chans] += f64::from(s) * f64::from(s);
+            ch_n[i % chans] += 1;
+        }
         assert!((-1.0..=1.0).contains(&s), "sample {s} of byte {b:#04x}");
         let lin = if alaw {
             alaw_to_linear(b)
@@ -107,6 +119,20 @@ fuzz_target!(|data: &[u8]| {
         assert!(l.rms_dbfs <= l.peak_dbfs + 1e-3, "rms above peak: {l:?}");
         let want = to_db(f64::from(peak)) as f32;
         assert!((l.peak_dbfs - want).abs() < 1e-3, "peak {l:?}, want {want}");
+        assert_eq!(l.near_full_scale, near, "{l:?}");
+        assert_eq!(l.samples as usize, payload.len(), "{l:?}");
+        let n = if payload.is_empty() { 0 } else { usize::from(channels) };
+        assert_eq!(usize::from(l.channels), n, "{l:?}");
+        for ch in 0..MAX_CHANNELS {
+            let want = if ch < n && ch_n[ch] > 0 {
+                to_db((ch_sq[ch] / ch_n[ch] as f64).sqrt()) as f32
+            } else {
+                -200.0
+            };
+            let got = l.channel_rms_dbfs[ch];
+            assert!((got - want).abs() < 1e-2, "channel {ch}: {got} != {want}: {l:?}");
+            assert!(got <= l.peak_dbfs + 1e-3, "channel RMS above peak: {l:?}");
+        }
     }
     assert_eq!(levels[0].pts, pts);
     let second = pts.saturating_add(duration);

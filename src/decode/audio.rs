@@ -1,5 +1,6 @@
 //! Audio decode: AAC in ADTS (symphonia's pure-Rust AAC-LC decoder), raw PCM or G.711
-//! (μ-law/A-law), reduced to one [`AudioLevel`] per codec frame (per packet for PCM).
+//! (μ-law/A-law), reduced to one [`AudioLevel`] per codec frame (per packet for PCM):
+//! overall and per-channel RMS, peak, and how many samples reached full scale.
 //!
 //! Boundaries: owns the audio decoders; knows nothing of detectors, events or sources.
 //!
@@ -19,7 +20,7 @@ use symphonia_core::codecs::audio::{AudioCodecParameters, AudioDecoder as _, Aud
 use symphonia_core::packet::PacketRef;
 use symphonia_core::units::{Duration, Timestamp};
 
-use super::{AudioLevel, LevelMeter};
+use super::{AudioLevel, LevelMeter, NEAR_FULL_SCALE};
 
 /// Which audio format the track carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +139,8 @@ pub struct AudioDecoder {
     aac: Option<(AdtsHeader, AacDecoder)>,
     /// Where the next frame starts when a packet carries no PTS (90 kHz).
     next_pts: Option<i64>,
+    /// |s| from which a sample counts as at full scale (`AudioLevel::near_full_scale`).
+    full_scale: f32,
     pub stats: AudioStats,
 }
 
@@ -152,10 +155,17 @@ impl std::fmt::Debug for AudioDecoder {
 
 impl AudioDecoder {
     pub fn new(format: AudioFormat) -> Self {
+        Self::with_full_scale(format, NEAR_FULL_SCALE)
+    }
+
+    /// A decoder whose levels count samples with |s| ≥ `full_scale` as at full scale
+    /// (`[detect.clipping] sample_level`).
+    pub fn with_full_scale(format: AudioFormat, full_scale: f32) -> Self {
         AudioDecoder {
             format,
             aac: None,
             next_pts: None,
+            full_scale,
             stats: AudioStats::default(),
         }
     }
@@ -204,25 +214,19 @@ impl AudioDecoder {
             self.stats.errors += 1;
             return;
         }
-        let mut meter = LevelMeter::default();
+        let mut meter = LevelMeter::new(usize::from(channels), self.full_scale);
         let mut buf = [0f32; 256];
         for chunk in data.chunks(256) {
             for (b, s) in buf.iter_mut().zip(g711_samples(alaw, chunk)) {
                 *b = s;
             }
-            meter.add(&buf[..chunk.len()]);
+            meter.add_interleaved(&buf[..chunk.len()]);
         }
         let frames = (data.len() / usize::from(channels)) as i64;
         let duration = crate::timebase::rescale(frames, sample_rate);
-        let (rms_dbfs, peak_dbfs) = meter.levels();
         self.stats.frames += 1;
         self.next_pts = Some(pts.saturating_add(duration));
-        out(AudioLevel {
-            pts,
-            duration,
-            rms_dbfs,
-            peak_dbfs,
-        });
+        out(meter.level(pts, duration));
     }
 
     fn decode_pcm(
@@ -237,14 +241,14 @@ impl AudioDecoder {
             self.stats.errors += 1;
             return;
         }
-        let mut meter = LevelMeter::default();
+        let mut meter = LevelMeter::new(usize::from(channels), self.full_scale);
         let mut buf = [0f32; 256];
         let mut n = 0usize;
         for chunk in data.chunks_exact(2 * 256) {
             for (i, s) in chunk.chunks_exact(2).enumerate() {
                 buf[i] = f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0;
             }
-            meter.add(&buf);
+            meter.add_interleaved(&buf);
             n += 256;
         }
         let rest = data.chunks_exact(2 * 256).remainder();
@@ -252,19 +256,13 @@ impl AudioDecoder {
             buf[i] = f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0;
         }
         let tail = rest.len() / 2;
-        meter.add(&buf[..tail]);
+        meter.add_interleaved(&buf[..tail]);
         n += tail;
         let frames = (n / usize::from(channels)) as i64;
         let duration = crate::timebase::rescale(frames, sample_rate);
-        let (rms_dbfs, peak_dbfs) = meter.levels();
         self.stats.frames += 1;
         self.next_pts = Some(pts.saturating_add(duration));
-        out(AudioLevel {
-            pts,
-            duration,
-            rms_dbfs,
-            peak_dbfs,
-        });
+        out(meter.level(pts, duration));
     }
 
     fn decode_adts(&mut self, mut data: &[u8], out: &mut dyn FnMut(AudioLevel)) {
@@ -321,12 +319,12 @@ impl AudioDecoder {
         let packet = PacketRef::new(0, Timestamp::new(pts), Duration::new(1024), payload);
         match dec.decode_ref(&packet) {
             Ok(buf) => {
-                let mut meter = LevelMeter::default();
+                let mut meter = LevelMeter::new(usize::from(h.channels), self.full_scale);
                 match buf {
                     GenericAudioBufferRef::F32(b) => {
                         use symphonia_core::audio::Audio as _;
-                        for plane in b.iter_planes() {
-                            meter.add(plane);
+                        for (ch, plane) in b.iter_planes().enumerate() {
+                            meter.add_channel(ch, plane);
                         }
                     }
                     _ => {
@@ -334,14 +332,8 @@ impl AudioDecoder {
                         return;
                     }
                 }
-                let (rms_dbfs, peak_dbfs) = meter.levels();
                 self.stats.frames += 1;
-                out(AudioLevel {
-                    pts,
-                    duration,
-                    rms_dbfs,
-                    peak_dbfs,
-                });
+                out(meter.level(pts, duration));
             }
             Err(_) => self.stats.errors += 1,
         }
@@ -391,6 +383,68 @@ mod tests {
         );
         assert_eq!(got[1].pts, 10800);
         assert_eq!(got[1].rms_dbfs, -200.0);
+    }
+
+    #[test]
+    fn pcm_stereo_levels_per_channel_and_full_scale() {
+        let mut d = AudioDecoder::new(AudioFormat::PcmS16le {
+            sample_rate: 48000,
+            channels: 2,
+        });
+        // 1000 frames (more than one 256-sample chunk): left a ±3277 square wave
+        // (-20 dBFS), right silent, except 30 left samples at 32767 and 10 at 30000
+        // (0.916, below the 0.95 full-scale level).
+        let samples: Vec<u8> = (0..1000)
+            .flat_map(|i| {
+                let left: i16 = match i {
+                    0..=29 => 32767,
+                    30..=39 => 30000,
+                    _ => ((i % 2) * 2 - 1) * 3277,
+                };
+                [left.to_le_bytes(), 0i16.to_le_bytes()].concat()
+            })
+            .collect();
+        let mut got = vec![];
+        d.decode(Some(0), &samples, &mut |l| got.push(l));
+        let l = got[0];
+        assert_eq!(l.duration, 1875);
+        assert_eq!((l.channels, l.samples, l.near_full_scale), (2, 2000, 30));
+        assert!(l.channel_rms_dbfs[0] > -20.0, "{l:?}");
+        assert_eq!(l.channel_rms_dbfs[1], -200.0);
+        // A stricter level counts fewer samples.
+        let mut d = AudioDecoder::with_full_scale(
+            AudioFormat::PcmS16le {
+                sample_rate: 48000,
+                channels: 2,
+            },
+            0.9,
+        );
+        d.decode(Some(0), &samples, &mut |l| got.push(l));
+        assert_eq!(got[1].near_full_scale, 40);
+    }
+
+    #[test]
+    fn aac_levels_carry_the_channel_count() {
+        // The alternating clip is mono: one channel, its RMS the block's, 1024 samples
+        // per frame, a tone peaking at -6 dBFS never at full scale.
+        let data = include_bytes!("../../tests/data/aac/alternating.aac");
+        let mut d = AudioDecoder::new(AudioFormat::AacAdts);
+        let mut got = vec![];
+        d.decode(Some(0), data, &mut |l| got.push(l));
+        assert_eq!(got.len(), 20);
+        for l in &got {
+            assert_eq!(
+                (l.channels, l.samples, l.near_full_scale),
+                (1, 1024, 0),
+                "{l:?}"
+            );
+            assert_eq!(l.channel_rms_dbfs[0], l.rms_dbfs, "{l:?}");
+            assert!(
+                l.channel_rms_dbfs[1..].iter().all(|&d| d == -200.0),
+                "{l:?}"
+            );
+        }
+        assert!(got.iter().any(|l| l.channel_rms_dbfs[0] > -20.0));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!   block-edge statistics), or a decode error.
 //! * Thumbnails ([`preview`]): on request, each picture also downscaled to at most
 //!   320 × 320 colour, encoded as JPEG only when a defect starts.
-//! * Audio ([`audio`]): AAC (symphonia) or PCM → [`AudioLevel`] (RMS and peak dBFS
-//!   per codec frame).
+//! * Audio ([`audio`]): AAC (symphonia), PCM or G.711 → [`AudioLevel`] (RMS and peak
+//!   dBFS, RMS per channel, samples at full scale, per codec frame).
 //!
 //! Decoders run on the stream's decode thread (an OS thread, never a tokio worker).
 //! Each decoded picture is reduced before the next `decode` call and then dropped.
@@ -259,7 +259,19 @@ fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f3
     (bsum as f32 / n as f32, isum as f32 / n as f32)
 }
 
-/// Sound level of one block of samples (one codec frame, ~21 ms at 48 kHz).
+/// Channels measured one by one in an [`AudioLevel`]: a track with more has its first
+/// `MAX_CHANNELS` measured per channel (all of them still count in the overall levels).
+pub const MAX_CHANNELS: usize = 8;
+
+/// Default level from which a sample counts as at full scale (|s| ≥ 0.95, −0.45 dBFS):
+/// after AAC a clipped waveform no longer sits at ±1.0 but ripples below and above it
+/// (a tone clipped 9 dB deep decodes with no sample at 0.98 and a fifth of them above
+/// 0.95), while sound mastered to a −1 dBFS ceiling stays under it after decoding
+/// (docs/events.md, "clipping").
+pub const NEAR_FULL_SCALE: f32 = 0.95;
+
+/// Sound level of one block of samples (one codec frame, ~21 ms at 48 kHz). Fixed size
+/// (about 64 bytes), `Copy`: made once per block, never allocated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AudioLevel {
     /// Presentation time of the block's first sample, 90 kHz, unwrapped.
@@ -270,25 +282,124 @@ pub struct AudioLevel {
     pub rms_dbfs: f32,
     /// Peak absolute sample, dBFS.
     pub peak_dbfs: f32,
+    /// Channels measured in `channel_rms_dbfs` (the track's count, at most
+    /// [`MAX_CHANNELS`]; 0 for an empty block).
+    pub channels: u8,
+    /// RMS of each channel, dBFS; entries from `channels` on are −200.
+    pub channel_rms_dbfs: [f32; MAX_CHANNELS],
+    /// Samples (all channels) with |s| at or above the decoder's full-scale level
+    /// ([`NEAR_FULL_SCALE`] unless configured).
+    pub near_full_scale: u32,
+    /// Samples in the block, all channels (the denominator of `near_full_scale`).
+    pub samples: u32,
 }
 
-/// Accumulates sum of squares and peak over any number of planes, then gives levels.
-#[derive(Debug, Default, Clone, Copy)]
+impl Default for AudioLevel {
+    fn default() -> Self {
+        AudioLevel {
+            pts: 0,
+            duration: 0,
+            rms_dbfs: -200.0,
+            peak_dbfs: -200.0,
+            channels: 0,
+            channel_rms_dbfs: [-200.0; MAX_CHANNELS],
+            near_full_scale: 0,
+            samples: 0,
+        }
+    }
+}
+
+/// Accumulates, over one block, the sum of squares (overall and per channel), the peak
+/// and the samples at full scale, then gives an [`AudioLevel`]. Samples come either one
+/// channel at a time ([`LevelMeter::add_channel`], planar decoders) or interleaved
+/// ([`LevelMeter::add_interleaved`], which keeps the channel phase across calls). Fixed
+/// size; one multiply-add and two compares per sample.
+#[derive(Debug, Clone, Copy)]
 pub struct LevelMeter {
     sum_sq: f64,
     peak: f32,
     n: u64,
+    ch_sum_sq: [f64; MAX_CHANNELS],
+    ch_n: [u64; MAX_CHANNELS],
+    /// Channels of the track (any count; only the first `MAX_CHANNELS` are kept apart).
+    channels: usize,
+    /// Channel of the next interleaved sample.
+    phase: usize,
+    near_full: u64,
+    full_scale: f32,
+}
+
+impl Default for LevelMeter {
+    /// One channel, full scale at [`NEAR_FULL_SCALE`].
+    fn default() -> Self {
+        LevelMeter::new(1, NEAR_FULL_SCALE)
+    }
 }
 
 impl LevelMeter {
-    /// Adds samples in −1.0..=1.0.
-    pub fn add(&mut self, samples: &[f32]) {
+    /// A meter for `channels` channels (at least 1) counting samples with
+    /// |s| ≥ `full_scale` as at full scale.
+    pub fn new(channels: usize, full_scale: f32) -> Self {
+        LevelMeter {
+            sum_sq: 0.0,
+            peak: 0.0,
+            n: 0,
+            ch_sum_sq: [0.0; MAX_CHANNELS],
+            ch_n: [0; MAX_CHANNELS],
+            channels: channels.max(1),
+            phase: 0,
+            near_full: 0,
+            full_scale,
+        }
+    }
+
+    /// Adds samples in −1.0..=1.0 of one channel (a plane).
+    pub fn add_channel(&mut self, ch: usize, samples: &[f32]) {
+        let mut sum = 0f64;
+        let mut peak = self.peak;
+        let mut near = 0u64;
         for &s in samples {
             let s = if s.is_finite() { s } else { 0.0 };
-            self.sum_sq += f64::from(s) * f64::from(s);
-            self.peak = self.peak.max(s.abs());
+            let a = s.abs();
+            sum += f64::from(s) * f64::from(s);
+            peak = peak.max(a);
+            near += u64::from(a >= self.full_scale);
+        }
+        self.sum_sq += sum;
+        self.peak = peak;
+        self.near_full += near;
+        self.n += samples.len() as u64;
+        if ch < MAX_CHANNELS {
+            self.ch_sum_sq[ch] += sum;
+            self.ch_n[ch] += samples.len() as u64;
+        }
+    }
+
+    /// Adds interleaved samples in −1.0..=1.0 (channel 0, 1, ..., 0, 1, ...),
+    /// continuing where the previous call stopped.
+    pub fn add_interleaved(&mut self, samples: &[f32]) {
+        for &s in samples {
+            let s = if s.is_finite() { s } else { 0.0 };
+            let a = s.abs();
+            let sq = f64::from(s) * f64::from(s);
+            self.sum_sq += sq;
+            self.peak = self.peak.max(a);
+            self.near_full += u64::from(a >= self.full_scale);
+            if self.phase < MAX_CHANNELS {
+                self.ch_sum_sq[self.phase] += sq;
+                self.ch_n[self.phase] += 1;
+            }
+            self.phase += 1;
+            if self.phase >= self.channels {
+                self.phase = 0;
+            }
         }
         self.n += samples.len() as u64;
+    }
+
+    /// Adds samples of a single-channel track (same as channel 0).
+    pub fn add(&mut self, samples: &[f32]) {
+        self.add_channel(0, samples);
     }
 
     /// (RMS dBFS, peak dBFS) of what was added.
@@ -298,6 +409,32 @@ impl LevelMeter {
         }
         let rms = (self.sum_sq / self.n as f64).sqrt();
         (to_db(rms) as f32, to_db(f64::from(self.peak)) as f32)
+    }
+
+    /// The block's summary, stamped `pts` and `duration` (90 kHz).
+    pub fn level(&self, pts: i64, duration: i64) -> AudioLevel {
+        let (rms_dbfs, peak_dbfs) = self.levels();
+        let mut channel_rms_dbfs = [-200.0f32; MAX_CHANNELS];
+        let channels = if self.n == 0 {
+            0
+        } else {
+            self.channels.min(MAX_CHANNELS)
+        };
+        for (ch, out) in channel_rms_dbfs.iter_mut().enumerate().take(channels) {
+            if self.ch_n[ch] > 0 {
+                *out = to_db((self.ch_sum_sq[ch] / self.ch_n[ch] as f64).sqrt()) as f32;
+            }
+        }
+        AudioLevel {
+            pts,
+            duration,
+            rms_dbfs,
+            peak_dbfs,
+            channels: channels as u8,
+            channel_rms_dbfs,
+            near_full_scale: u32::try_from(self.near_full).unwrap_or(u32::MAX),
+            samples: u32::try_from(self.n).unwrap_or(u32::MAX),
+        }
     }
 }
 
@@ -395,5 +532,63 @@ pub(crate) mod tests {
         assert!((rms - (-23.01)).abs() < 0.1, "{rms}");
         assert!((peak - (-20.0)).abs() < 0.1, "{peak}");
         assert_eq!(LevelMeter::default().levels().0, -200.0);
+    }
+
+    #[test]
+    fn level_meter_per_channel_and_full_scale() {
+        // Interleaved stereo: left a -20 dBFS square wave, right silent; fed in pieces
+        // of odd length, so the channel phase must carry across calls.
+        let mut m = LevelMeter::new(2, NEAR_FULL_SCALE);
+        let inter: Vec<f32> = (0..2000)
+            .map(|i| {
+                if i % 2 == 1 {
+                    0.0
+                } else if i % 4 == 0 {
+                    0.1
+                } else {
+                    -0.1
+                }
+            })
+            .collect();
+        for piece in inter.chunks(77) {
+            m.add_interleaved(piece);
+        }
+        let l = m.level(90, 1800);
+        assert_eq!(
+            (l.pts, l.duration, l.channels, l.samples),
+            (90, 1800, 2, 2000)
+        );
+        assert!((l.channel_rms_dbfs[0] - (-20.0)).abs() < 0.01, "{l:?}");
+        assert_eq!(l.channel_rms_dbfs[1], -200.0);
+        assert!((l.rms_dbfs - (-23.01)).abs() < 0.01, "{l:?}");
+        assert!(l.channel_rms_dbfs[2..].iter().all(|&d| d == -200.0));
+        assert_eq!(l.near_full_scale, 0);
+
+        // Planar: samples at and around the full-scale level are counted by magnitude.
+        let mut m = LevelMeter::new(2, 0.98);
+        m.add_channel(0, &[1.0, -1.0, 0.98, -0.98, 0.979, 0.5, f32::NAN, 2.0]);
+        m.add_channel(1, &[0.0; 8]);
+        let l = m.level(0, 0);
+        assert_eq!((l.near_full_scale, l.samples), (5, 16));
+        assert_eq!(l.channel_rms_dbfs[1], -200.0);
+        assert!(l.channel_rms_dbfs[0] > -3.0);
+
+        // More channels than are kept apart: the first MAX_CHANNELS are measured, all
+        // count in the totals.
+        let mut m = LevelMeter::new(10, NEAR_FULL_SCALE);
+        let frame: Vec<f32> = (0..10).map(|c| if c == 9 { 1.0 } else { 0.1 }).collect();
+        for _ in 0..10 {
+            m.add_interleaved(&frame);
+        }
+        let l = m.level(0, 0);
+        assert_eq!(usize::from(l.channels), MAX_CHANNELS);
+        assert_eq!((l.near_full_scale, l.samples), (10, 100));
+        assert!(l
+            .channel_rms_dbfs
+            .iter()
+            .all(|&d| (d - (-20.0)).abs() < 0.01));
+
+        // Nothing measured: no channels, the floor everywhere.
+        assert_eq!(LevelMeter::new(2, 0.98).level(0, 0), AudioLevel::default());
     }
 }

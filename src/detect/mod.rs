@@ -24,6 +24,8 @@
 
 pub mod avsync;
 pub mod black;
+pub mod channel_loss;
+pub mod clipping;
 pub mod corruption;
 pub mod fps;
 pub mod freeze;
@@ -328,11 +330,16 @@ mod tests {
 #[cfg(test)]
 mod detector_properties {
     use super::black::BlackDetector;
+    use super::channel_loss::ChannelLossDetector;
+    use super::clipping::ClippingDetector;
     use super::corruption::{CorruptionDetector, CorruptionSample};
     use super::freeze::FreezeDetector;
     use super::silence::SilenceDetector;
     use super::*;
-    use crate::config::{BlackConfig, CorruptionConfig, FreezeConfig, SilenceConfig};
+    use crate::config::{
+        BlackConfig, ChannelLossConfig, ClippingConfig, CorruptionConfig, FreezeConfig,
+        SilenceConfig,
+    };
     use crate::decode::tests::thumb_from_fn;
     use crate::decode::AudioLevel;
     use proptest::prelude::*;
@@ -397,10 +404,33 @@ mod detector_properties {
             let mut t = 0.0;
             for (db, dt) in levels {
                 t += dt;
-                v.extend(d.observe(t, &AudioLevel { pts: 0, duration: 1920, rms_dbfs: db, peak_dbfs: db }));
+                v.extend(d.observe(t, &AudioLevel { pts: 0, duration: 1920, rms_dbfs: db, peak_dbfs: db, ..AudioLevel::default() }));
             }
             v.extend(d.finish(t));
             check_sequence(&v)?;
+        }
+
+        #[test]
+        fn sound_detectors_alternate(blocks in proptest::collection::vec((-200.0f32..0.0, -200.0f32..0.0, 0u32..200, 0.0f64..0.3), 1..400)) {
+            // Clipping and channel loss on arbitrary stereo blocks: starts and ends pair
+            // up, an end never before its start (the clipping detector moves both edges
+            // to the sound's own: they must stay ordered).
+            let mut clip = ClippingDetector::new(ClippingConfig { min_duration: 0.5, clear_duration: 0.1, ..Default::default() });
+            let mut loss = ChannelLossDetector::new(ChannelLossConfig { min_duration: 0.5, clear_duration: 0.1, ..Default::default() }, -60.0);
+            let (mut c, mut l) = (vec![], vec![]);
+            let mut t = 0.0;
+            for (left, right, near, dt) in blocks {
+                t += dt;
+                let mut lv = AudioLevel { duration: 1920, rms_dbfs: left.max(right), peak_dbfs: 0.0, channels: 2, near_full_scale: near, samples: 2048, ..AudioLevel::default() };
+                lv.channel_rms_dbfs[0] = left;
+                lv.channel_rms_dbfs[1] = right;
+                c.extend(clip.observe(t, &lv));
+                l.extend(loss.observe(t, &lv));
+            }
+            c.extend(clip.finish(t));
+            l.extend(loss.finish(t));
+            check_sequence(&c)?;
+            check_sequence(&l)?;
         }
     }
 }

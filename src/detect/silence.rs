@@ -71,6 +71,7 @@ mod tests {
             duration: 1920,
             rms_dbfs: db,
             peak_dbfs: db + 3.0,
+            ..AudioLevel::default()
         }
     }
 

@@ -1,6 +1,7 @@
-//! The audio chain: audio decoder (AAC, PCM, G.711) → sound levels → `silence`.
+//! The audio chain: audio decoder (AAC, PCM, G.711) → sound levels → `silence`,
+//! `clipping`, `channel_loss`.
 //!
-//! Owns the audio decoder and the silence detector. It reads the media clock and pushes
+//! Owns the audio decoder and the sound detectors. It reads the media clock and pushes
 //! the end of the media analysed ([`Timeline`]); it does not set the clock's origin,
 //! does not touch tracks, `unsupported_codec` or A/V sync (the facade feeds A/V sync
 //! from [`AudioChain::next_pts`]) and never emits events: transitions go to the
@@ -12,16 +13,22 @@ use crate::config::DetectConfig;
 use crate::decode::audio::{AudioDecoder, AudioFormat, AudioStats};
 use crate::decode::AudioLevel;
 use crate::defect::Transition;
+use crate::detect::channel_loss::ChannelLossDetector;
+use crate::detect::clipping::ClippingDetector;
 use crate::detect::silence::SilenceDetector;
 use crate::timebase;
 
 use super::series::{Lane, FLOOR_DB};
 use super::Timeline;
 
-/// Decoder and silence detector of one stream. See the module docs.
+/// Decoder and sound detectors of one stream. See the module docs.
 pub(super) struct AudioChain {
     decoder: Option<AudioDecoder>,
+    /// `[detect.clipping] sample_level`: the decoder counts samples from this level on.
+    full_scale: f32,
     silence: SilenceDetector,
+    clipping: ClippingDetector,
+    channel_loss: ChannelLossDetector,
     detect_ns: u64,
     /// A report's sound level series (only when asked for).
     series: Option<Lane>,
@@ -31,7 +38,13 @@ impl AudioChain {
     pub fn new(cfg: &DetectConfig) -> Self {
         AudioChain {
             decoder: None,
+            full_scale: cfg.clipping.sample_level as f32,
             silence: SilenceDetector::new(cfg.silence.clone()),
+            clipping: ClippingDetector::new(cfg.clipping.clone()),
+            channel_loss: ChannelLossDetector::new(
+                cfg.channel_loss.clone(),
+                cfg.silence.threshold_dbfs,
+            ),
             detect_ns: 0,
             series: cfg.series.then(Lane::default),
         }
@@ -43,7 +56,7 @@ impl AudioChain {
         match format {
             Some(f) => {
                 if self.decoder.as_ref().map(|a| a.format()) != Some(f) {
-                    self.decoder = Some(AudioDecoder::new(f));
+                    self.decoder = Some(AudioDecoder::with_full_scale(f, self.full_scale));
                 }
             }
             None => self.decoder = None,
@@ -55,7 +68,7 @@ impl AudioChain {
         self.decoder.as_ref().map(|a| a.stats).unwrap_or_default()
     }
 
-    /// Time spent in the silence detector (ns).
+    /// Time spent in the sound detectors (ns).
     pub fn detect_ns(&self) -> u64 {
         self.detect_ns
     }
@@ -66,7 +79,7 @@ impl AudioChain {
     }
 
     /// Decodes one packet (`pts` `None`: it continues the previous one) and runs the
-    /// silence detector on its levels.
+    /// sound detectors on its levels.
     pub fn packet(
         &mut self,
         pts: Option<i64>,
@@ -78,6 +91,8 @@ impl AudioChain {
             return;
         };
         let silence = &mut self.silence;
+        let clipping = &mut self.clipping;
+        let channel_loss = &mut self.channel_loss;
         let detect_ns = &mut self.detect_ns;
         let series = &mut self.series;
         dec.decode(pts, data, &mut |lvl: AudioLevel| {
@@ -91,6 +106,8 @@ impl AudioChain {
             tl.end = tl.end.max(t + timebase::secs(lvl.duration));
             let d0 = Instant::now();
             found.extend(silence.observe(t, &lvl));
+            found.extend(clipping.observe(t, &lvl));
+            found.extend(channel_loss.observe(t, &lvl));
             *detect_ns += d0.elapsed().as_nanos() as u64;
             if let Some(s) = series.as_mut() {
                 s.push(t, lvl.rms_dbfs.max(FLOOR_DB));
@@ -103,9 +120,11 @@ impl AudioChain {
         self.series.take()
     }
 
-    /// Closes an open `silence` at `t`.
+    /// Closes an open `silence`, `clipping` or `channel_loss` at `t`.
     pub fn finish(&mut self, t: f64, found: &mut Vec<Transition>) {
         found.extend(self.silence.finish(t));
+        found.extend(self.clipping.finish(t));
+        found.extend(self.channel_loss.finish(t));
     }
 }
 

@@ -77,7 +77,10 @@ pub fn group(kind: DefectKind) -> Group {
         DefectKind::Black | DefectKind::Freeze | DefectKind::Corruption | DefectKind::LowFps => {
             Group::Picture
         }
-        DefectKind::Silence | DefectKind::AvDesync => Group::Sound,
+        DefectKind::Silence
+        | DefectKind::Clipping
+        | DefectKind::ChannelLoss
+        | DefectKind::AvDesync => Group::Sound,
         DefectKind::UnsupportedCodec
         | DefectKind::Stall
         | DefectKind::SourceDown
@@ -320,7 +323,7 @@ mod tests {
         for k in DefectKind::ALL {
             let want = match k.as_str() {
                 "black" | "freeze" | "corruption" | "low_fps" => Group::Picture,
-                "silence" | "av_desync" => Group::Sound,
+                "silence" | "clipping" | "channel_loss" | "av_desync" => Group::Sound,
                 _ => Group::Delivery,
             };
             assert_eq!(group(k), want, "{}", k.as_str());

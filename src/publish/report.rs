@@ -131,6 +131,8 @@ fn colour(kind: DefectKind) -> &'static str {
         DefectKind::Corruption => "#d62728",
         DefectKind::LowFps => "#9467bd",
         DefectKind::Silence => "#2ca02c",
+        DefectKind::Clipping => "#bcbd22",
+        DefectKind::ChannelLoss => "#17becf",
         DefectKind::AvDesync => "#8c564b",
         DefectKind::UnsupportedCodec => "#7f7f7f",
         _ => "#ff7f0e",

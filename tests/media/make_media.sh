@@ -199,6 +199,40 @@ clip_desync_audio_360p() {
     detectors "$f" desync_audio_360p
 }
 
+# decoded_audio FILE NAME [media_tools audio options...]: ffmpeg's AAC decoder, f32 interleaved
+# (not clamped: overshoots above 1.0 survive), checked by media_tools
+decoded_audio() {
+    local file=$1 name=$2
+    shift 2
+    ffmpeg -hide_banner -nostdin -loglevel error -i "$file" -map 0:a:0 -f f32le - \
+        | check "${TOOLS[@]}" audio --name "$name" "$@"
+}
+
+# The tone driven +26 dB over [4, 7) (peak 2.8, +9 dB over full scale) and clipped to
+# ±1 before AAC: after decoding, ~19% of the samples are at |s| >= 0.95 there (a
+# clipped plateau ripples just under 1.0 after lossy coding: none reach 0.98), none elsewhere.
+clip_clipping_stereo_720p() {
+    local f=$OUT/clipping_stereo_720p.ts
+    local g="sine=frequency=440:sample_rate=48000:samples_per_frame=1024:duration=10,volume=$TONE_GAIN"
+    g+=",aeval=exprs='max(-1,min(1,val(0)*(1+19*gte(t,4-1e-5)*lt(t,7-1e-5))))',$STEREO"
+    encode "$f" "$(vsrc 1280 720 10)" "$g" -profile:v high
+    check "${TOOLS[@]}" probe "$f" --profile High --width 1280 --height 720 --duration 10 --gop 2
+    decoded_audio "$f" clipping_stereo_720p --clip 4 7
+    detectors "$f" clipping_stereo_720p
+}
+
+# The right channel digitally silent over [3, 6), the left one a -20 dBFS RMS tone
+# throughout: the track is never silent as a whole.
+clip_chanloss_stereo_360p() {
+    local f=$OUT/chanloss_stereo_360p.ts
+    local g="sine=frequency=440:sample_rate=48000:samples_per_frame=1024:duration=10,volume=$TONE_GAIN,$STEREO"
+    g+=",aeval=exprs='val(0)|val(1)*(1-gte(t,3-1e-5)*lt(t,6-1e-5))'"
+    encode "$f" "$(vsrc 640 360 10)" "$g" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 10 --gop 2
+    decoded_audio "$f" chanloss_stereo_360p --lost 1 3 6
+    detectors "$f" chanloss_stereo_360p
+}
+
 # 2160p at 100 fps: ~830 Mpixel/s, about 2.5x what openh264 decodes on one core of a
 # small box (4K50 decodes at ~40 fps here), so a live source of it overflows the queue
 # (backpressure tests). Key frame every 0.5 s. Level 5.2 is written although the rate
@@ -255,6 +289,32 @@ clip_reschange_360p_720p() {
     check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 10 --keyframes 0,2,4,5,7,9
     check "${TOOLS[@]}" frames "$f" --change-at 5.0
     detectors "$f" reschange_360p_720p
+}
+
+# Loud but never clipped, identical channels (mono in stereo): a 440 Hz tone peaking at
+# -1 dBFS over [0, 5), pink noise peaking at -1.9 dBFS over [5, 10) (faded in over 20 ms:
+# a jump from the tone to the noise would overshoot after AAC).
+clip_clean_loud_360p() {
+    local f=$OUT/clean_loud_360p.ts
+    local g="anoisesrc=color=pink:amplitude=1:seed=7:sample_rate=48000:nb_samples=1024:duration=10"
+    g+=",aeval=exprs='if(lt(t,5-1e-5),0.891*sin(2*PI*440*t),0.95*val(0)*min(1,(t-5)*50))',$STEREO"
+    encode "$f" "$(vsrc 640 360 10)" "$g" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 10 --gop 2
+    decoded_audio "$f" clean_loud_360p --noclip --same
+    detectors "$f" clean_loud_360p
+}
+
+# A mono AAC track (one channel): never a channel loss, whatever it carries.
+clip_clean_mono_360p() {
+    local f=$OUT/clean_mono_360p.ts
+    "${FF[@]}" -filter_complex "$(vsrc 640 360 6)[v];sine=frequency=440:sample_rate=48000:samples_per_frame=1024:duration=6,volume=$TONE_GAIN[a]" \
+        -map '[v]' -map '[a]' "${X264[@]}" -profile:v main -c:a aac -b:a 64k -ar 48000 -ac 1 \
+        -bsf:a 'noise=drop=eq(n\,0)' "${TS[@]}" "$f"
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 6 --gop 2
+    [[ $(ffprobe -v error -select_streams a:0 -show_entries stream=channels -of csv=p=0 "$f" | grep . | head -1) == 1 ]] \
+        || { echo "clean_mono_360p.ts: not mono" >&2; exit 1; }
+    decoded_audio "$f" clean_mono_360p --channels 1 --noclip
+    detectors "$f" clean_mono_360p
 }
 
 # ---------------------------------------------------------------- formats openh264 cannot decode
@@ -404,7 +464,13 @@ write_truth() {
               {"kind": "freeze", "start_s": 11.0, "end_s": 14.52},
               {"kind": "silence", "start_s": 17.0, "end_s": 19.5}]},
   {"file": "mono_black_360p.ts", "profile": "high", "width": 640, "height": 360, "duration_s": 6.0,
-   "events": [{"kind": "black", "start_s": 2.0, "end_s": 5.0}]}
+   "events": [{"kind": "black", "start_s": 2.0, "end_s": 5.0}]},
+  {"file": "clipping_stereo_720p.ts", "profile": "high", "width": 1280, "height": 720, "duration_s": 10.0,
+   "events": [{"kind": "clipping", "start_s": 4.0, "end_s": 7.0}]},
+  {"file": "chanloss_stereo_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0,
+   "events": [{"kind": "channel_loss", "start_s": 3.0, "end_s": 6.0}]},
+  {"file": "clean_loud_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0, "events": []},
+  {"file": "clean_mono_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 6.0, "events": []}
  ],
  "bad": [
   {"file": "truncated.ts", "expect": "events", "events": [], "note": "cut mid-packet after 0.92 s: the incomplete last picture is dropped, no defect"},
@@ -434,6 +500,7 @@ for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_108
             clip_silence_high_720p clip_multi_main_360p clip_clean_dark_720p \
             clip_clean_slow_1080p clip_clean_quiet_360p clip_reschange_360p_720p \
             clip_desync_audio_360p clip_multi_opengop_360p clip_heavy_2160p100 \
+            clip_clipping_stereo_720p clip_chanloss_stereo_360p clip_clean_loud_360p clip_clean_mono_360p \
             fmt_interlaced_mbaff_1080i fmt_interlaced_fake_576i fmt_high10_360p fmt_high422_360p \
             fmt_high444_360p fmt_mono_black_360p \
             bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt; do

@@ -11,6 +11,8 @@ Sub-commands:
   luma W H ...                      luma statistics of raw gray8 frames read from stdin
   detect LOG ...                    parse ffmpeg black/freeze/silencedetect output and check it
   framediff A B ...                 compare two framemd5 files (clean vs corrupt decode)
+  audio ...                         per-channel level and full-scale statistics of decoded
+                                    f32le audio read from stdin (clipping, channel loss)
 
 Every check prints a one-line summary and exits non-zero on failure.
 """
@@ -403,6 +405,80 @@ def cmd_framediff(a):
         fail(f"framediff: differing frames {differ} != expected [{a.start}, {a.end})")
 
 
+# --------------------------------------------------------------------------- decoded audio
+
+FULL_SCALE = 0.95   # vqprobe's default [detect.clipping] sample_level
+SLICE = 0.1         # seconds per statistics slice
+
+
+def cmd_audio(a):
+    import array
+    import math
+    x = array.array("f")
+    x.frombytes(sys.stdin.buffer.read())
+    ch = a.channels
+    per = int(round(a.rate * SLICE))
+    n = len(x) // ch
+    if n < a.rate:
+        fail(f"audio: only {n} frames decoded")
+    slices = []   # (t, [rms dB per channel], near, samples)
+    for i0 in range(0, n - per + 1, per):
+        sq = [0.0] * ch
+        near = 0
+        for i in range(i0, i0 + per):
+            for c in range(ch):
+                v = x[i * ch + c]
+                sq[c] += v * v
+                near += abs(v) >= FULL_SCALE
+        rms = [(-200.0 if s <= 0 else 10 * math.log10(s / per)) for s in sq]
+        slices.append((i0 / a.rate, rms, near, per * ch))
+    peak = max(abs(v) for v in x)
+    notes = [f"peak {peak:.3f} ({20 * math.log10(max(peak, 1e-10)):+.2f} dBFS)"]
+    if a.clip:
+        s0, s1 = a.clip
+        # every 1 s window well inside: at least twice the default ratio (0.1%)
+        shares = []
+        t = s0 + 0.1
+        while t + 1.0 <= s1 - 0.1 + 1e-9:
+            w = [s for s in slices if t - 1e-6 <= s[0] < t + 1.0 - 1e-6]
+            shares.append(sum(s[2] for s in w) / sum(s[3] for s in w))
+            t += SLICE
+        if min(shares) < 0.002:
+            fail(f"audio: a 1 s window inside [{s0},{s1}) has only {min(shares):.3%} of samples at full scale")
+        outside = [s for s in slices if s[0] + SLICE <= s0 - 0.1 or s[0] >= s1 + 0.1]
+        hot = [s[0] for s in outside if s[2]]
+        if hot:
+            fail(f"audio: samples at full scale outside [{s0},{s1}) at {hot[:5]}")
+        notes.append(f"1 s windows inside [{s0},{s1}): {min(shares):.3%}..{max(shares):.3%} of samples "
+                     f"at |s| >= {FULL_SCALE}, none outside")
+    if a.noclip:
+        if peak >= FULL_SCALE:
+            fail(f"audio: peak {peak:.4f} reaches {FULL_SCALE}")
+        notes.append(f"no sample at |s| >= {FULL_SCALE}")
+    if a.lost:
+        c, s0, s1 = int(a.lost[0]), a.lost[1], a.lost[2]
+        inside = [s for s in slices if s0 + 0.1 <= s[0] and s[0] + SLICE <= s1 - 0.1]
+        outside = [s for s in slices if s[0] + SLICE <= s0 - 0.1 or s[0] >= s1 + 0.1]
+        worst = max(s[1][c] for s in inside)
+        if worst >= -60:
+            fail(f"audio: channel {c} reaches {worst:.1f} dBFS inside [{s0},{s1})")
+        low = min(s[1][c] for s in outside)
+        if low < -40:
+            fail(f"audio: channel {c} is at {low:.1f} dBFS outside [{s0},{s1})")
+        notes.append(f"channel {c}: <= {worst:.1f} dBFS inside [{s0},{s1}), >= {low:.1f} outside")
+    others = [c for c in range(ch) if not (a.lost and c == int(a.lost[0]))]
+    low = min(s[1][c] for s in slices for c in others)
+    if low < -40:
+        fail(f"audio: a sounding channel drops to {low:.1f} dBFS")
+    notes.append(f"channels {others} >= {low:.1f} dBFS throughout")
+    if a.same:
+        diff = max(abs(x[i * ch] - x[i * ch + c]) for i in range(n) for c in range(1, ch))
+        if diff > 1e-3:
+            fail(f"audio: channels differ by up to {diff:.4f}")
+        notes.append(f"channels identical (max difference {diff:.1e})")
+    print(f"audio {a.name}: " + "; ".join(notes))
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -453,9 +529,17 @@ def main():
     s.add_argument("bad")
     s.add_argument("--start", type=float, required=True)
     s.add_argument("--end", type=float, required=True)
+    s = sub.add_parser("audio")
+    s.add_argument("--name", required=True)
+    s.add_argument("--channels", type=int, default=2)
+    s.add_argument("--rate", type=int, default=48000)
+    s.add_argument("--clip", type=float, nargs=2, help="START END: clipped there, nowhere else")
+    s.add_argument("--noclip", action="store_true", help="no sample reaches full scale")
+    s.add_argument("--lost", type=float, nargs=3, help="CHANNEL START END: silent there only")
+    s.add_argument("--same", action="store_true", help="all channels identical")
     a = p.parse_args()
     {"random": cmd_random, "data-ts": cmd_data_ts, "probe": cmd_probe, "sps": cmd_sps, "frames": cmd_frames,
-     "luma": cmd_luma, "detect": cmd_detect, "framediff": cmd_framediff}[a.cmd](a)
+     "luma": cmd_luma, "detect": cmd_detect, "framediff": cmd_framediff, "audio": cmd_audio}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -1328,7 +1328,18 @@ url = "rtsp://camera.local/stream1"
         assert!(
             e.contains("streams[0].detect") && e.contains("min_durations"),
             "{e}"
+        ); // The sound detectors' tables merge the same way, and are validated per stream.
+        let text = format!(
+            "{MIN}[streams.detect.clipping]\nratio = 0.01\n[streams.detect.channel_loss]\nmin_duration = 4.0\n\n[detect.clipping]\nwindow = 2.0\n"
         );
+        let l = p(&text).unwrap();
+        let d = &l.streams[0].detect;
+        assert_eq!((d.clipping.ratio, d.clipping.window), (0.01, 2.0));
+        assert_eq!(d.clipping.sample_level, 0.95);
+        assert_eq!(d.channel_loss.min_duration, 4.0);
+        let text = format!("{MIN}[streams.detect.clipping]\nsample_level = 2.0\n");
+        let e = p(&text).unwrap_err().to_string();
+        assert!(e.contains("clipping.sample_level"), "{e}");
     }
 
     #[test]

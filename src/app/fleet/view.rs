@@ -445,6 +445,9 @@ mod tests {
             t1,
         );
         assert_eq!(v.members(t1 + 9 * S).len(), 2);
+        // The first burst's sweep (due since t0 + 2 s) wakes at once; then the settle.
+        assert_eq!(v.next_wakeup(t1), Some(t0 + SWEEP_QUIET));
+        assert!(!v.sweep(t1));
         assert_eq!(v.next_wakeup(t1), Some(t1 + 10 * S));
         assert_eq!(
             ids(&v.members(t1 + 10 * S)),
@@ -558,7 +561,8 @@ mod tests {
             t0,
         );
         v.on_message(&msg("vq/fleet/eu/streams/s2/error", "{}", true), t0);
-        assert!(v.sweep(t0 + 3 * S));
+        // The first burst: everything was seen in it, nothing to sweep.
+        assert!(!v.sweep(t0 + 3 * S));
         assert_eq!(v.stream_ids(), ["s1", "s2"]);
         // Reconnected: s2, its error and member a were deleted while we were away.
         let t1 = t0 + 100 * S;
