@@ -54,14 +54,14 @@ fuzz_target!(|data: &[u8]| {
         };
         let payload = if op % 8 == 6 {
             let mut s = Status::new(&format!("p{who}"), std::time::SystemTime::UNIX_EPOCH, vec![]);
-            s.status = if payload.first().is_some_and(|b| b & 1 == 0) {
+            let presence = if payload.first().is_some_and(|b| b & 1 == 0) {
                 Presence::Online
             } else {
                 Presence::Offline
             };
             s.fleet = payload.get(1).map(|b| if b & 1 == 0 { "f" } else { "g" }.to_string());
             s.capacity = payload.get(2).map(|b| u32::from(b % 6));
-            serde_json::to_vec(&s).unwrap_or_default()
+            s.payload(presence)
         } else {
             payload.to_vec()
         };
