@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod check;
 pub mod demo;
+pub mod fleet;
 pub mod session;
 
 /// This machine's name, used as the default probe id.

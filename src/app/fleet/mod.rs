@@ -1,0 +1,3 @@
+//! Fleet mode: probes sharing a fleet's streams compute the same [`assign`]ment locally.
+
+pub mod assign;
