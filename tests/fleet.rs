@@ -296,11 +296,21 @@ fn three_probes_share_the_catalog_fail_over_and_take_back_their_share() {
             .into_iter()
             .map(|(s, ps)| (s, ps.into_iter().next().unwrap()))
             .collect();
-        for (s, p) in &before {
-            if *p != victim {
-                assert_eq!(&during[s], p, "{how}: {s} moved although its probe lived");
-            }
-        }
+        // The victim's streams moved; a survivor's stream moves only where the
+        // assignment's load bounds pass one on (app::fleet::assign: at most 1.5 × the
+        // ideal movement in all).
+        let ideal = before.values().filter(|p| **p == victim).count();
+        let extra: Vec<&String> = before
+            .iter()
+            .filter(|(s, p)| **p != victim && during[*s] != **p)
+            .map(|(s, _)| s)
+            .collect();
+        eprintln!("{how}: {ideal} streams of {victim} moved, and {extra:?} of the survivors");
+        assert!(
+            2 * (ideal + extra.len()) <= 3 * ideal,
+            "{how}: {} moved for {ideal} of the victim's: {extra:?}",
+            ideal + extra.len()
+        );
         if how == "SIGSTOP" {
             agents[vi].as_ref().unwrap().signal("CONT");
         } else {
@@ -396,7 +406,8 @@ fn replicas_two_puts_every_stream_on_two_probes() {
         covered(&w, &ids, 2, &probes).then_some(w)
     })
     .unwrap_or_else(|| panic!("not every stream on two probes: {:?}", watchers(&sub)));
-    // Equal capacities: 12 placements over 3 probes, 4 each.
+    // Equal capacities: 12 placements over 3 probes, fair share 4, each within the
+    // assignment's ±10% band rounded outwards: 3 to 5.
     let mut load: BTreeMap<&str, usize> = BTreeMap::new();
     for ps in w.values() {
         for p in ps {
@@ -405,11 +416,9 @@ fn replicas_two_puts_every_stream_on_two_probes() {
                 .or_default() += 1;
         }
     }
-    assert_eq!(
-        load.values().copied().collect::<Vec<_>>(),
-        [4, 4, 4],
-        "{w:?}"
-    );
+    assert_eq!(load.len(), 3, "{w:?}");
+    assert_eq!(load.values().sum::<usize>(), 12, "{w:?}");
+    assert!(load.values().all(|l| (3..=5).contains(l)), "{load:?}");
     drop(agents);
 }
 

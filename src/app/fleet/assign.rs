@@ -26,9 +26,11 @@
 //! 3. **Bounds.** The fair share of a probe is demand × capacity / Σ capacity (demand =
 //!    streams × replicas), water-filled when a probe is limited by its capacity or by the
 //!    stream count (one replica of a stream per probe). A probe's load must stay in the 10%
-//!    band around it, rounded outwards to whole streams: `[floor(0.9 f), ceil(1.1 f)]`;
-//!    below a fair share of 10 the band is narrower than one stream and becomes
-//!    `[floor(f), ceil(f)]`, so 3 probes share 9 streams 3/3/3, not 4/3/2.
+//!    band around it, rounded outwards to whole streams: `[floor(0.9 f), ceil(1.1 f)]`.
+//!    Below a fair share of 10 that is about ±1 stream (3 probes share 9 streams 2 to 4
+//!    each). A tighter `[floor(f), ceil(f)]` for small fleets was tried and dropped: it
+//!    forces survivors to even out the last stream when a member leaves (2 members of 10
+//!    streams must hold exactly 5 each), so their own streams move too.
 //! 4. **Upper bound: stable matching.** Streams propose to their probes in ranking order
 //!    and a probe accepts while under its upper bound, all proposals taken in increasing
 //!    score order. Probes and streams rank a pair by the same score, so this is the unique
@@ -76,9 +78,8 @@
 //! 1.42 to 1.53 at 500 probes); filling lower bounds first in the stable matching (1.4 to
 //! 2.7, and 14 times slower); prices (optimal transport) by coordinate ascent (did not
 //! converge). A pure function cannot promise that survivors keep all their streams on a
-//! leave (it would have to know who leaves): with 3 probes and 9 streams they do for
-//! about half of the leaves with one replica (the tests pin one case each way) and
-//! always with two.
+//! leave (it would have to know who leaves); with 3 probes and 9 streams they do on
+//! every leave, one replica or two (a test checks all six).
 //!
 //! # Determinism
 //!
@@ -394,14 +395,14 @@ fn bounds(view: &View, r: usize) -> Bounds {
         } else {
             (cap[p] * num, den)
         };
-        let (l, h) = if a * SLACK_NUM < b * SLACK_DEN {
-            (a / b, a.div_ceil(b))
-        } else {
-            (
-                a * (SLACK_DEN - SLACK_NUM) / (b * SLACK_DEN),
-                (a * (SLACK_DEN + SLACK_NUM)).div_ceil(b * SLACK_DEN),
-            )
-        };
+        // Below a fair share of 10 this is about ±1 stream: tiny fleets are balanced to
+        // a stream, and a member leaving need not move a survivor's stream to even out
+        // the last one (`[floor(f), ceil(f)]` would: 2 members of 10 streams must hold
+        // exactly 5 each).
+        let (l, h) = (
+            a * (SLACK_DEN - SLACK_NUM) / (b * SLACK_DEN),
+            (a * (SLACK_DEN + SLACK_NUM)).div_ceil(b * SLACK_DEN),
+        );
         let h = h.min(top[p]);
         hi.push(u32::try_from(h).unwrap_or(u32::MAX));
         lo.push(u32::try_from(l.min(h)).unwrap_or(u32::MAX));
@@ -950,9 +951,11 @@ mod tests {
         let streams: Vec<String> = (1..=9).map(|i| format!("cam-{i}")).collect();
         let one = assign(&streams, &members, 1);
         let two = assign(&streams, &members, 2);
+        // Fair shares 3 and 6: within ±10% rounded outwards, [2, 4] and [5, 7].
         for m in &members {
-            assert_eq!(one.streams_of(&m.id).len(), 3, "{}", m.id);
-            assert_eq!(two.streams_of(&m.id).len(), 6, "{}", m.id);
+            let (l1, l2) = (one.streams_of(&m.id).len(), two.streams_of(&m.id).len());
+            assert!((2..=4).contains(&l1), "{}: {l1}", m.id);
+            assert!((5..=7).contains(&l2), "{}: {l2}", m.id);
         }
         assert_replicas(&one, 1);
         assert_replicas(&two, 2);
@@ -973,7 +976,7 @@ mod tests {
                 let after = assign(&streams, &less, replicas);
                 assert_replicas(&after, replicas as usize);
                 let loads = after.loads();
-                // 9 x replicas over two probes: 4 or 5 each (replicas 1), 9 each (2).
+                // 9 x replicas over two probes: 4 or 5 each (replicas 1), 8 to 10 (2).
                 for m in &less {
                     let load = loads[&m.id];
                     assert!(load.abs_diff(9 * replicas as usize / 2) <= 1, "{load}");
@@ -984,17 +987,12 @@ mod tests {
                 });
                 let ideal = before.streams_of(&leaver.id).len();
                 let extra = moved(&before, &after) - ideal;
-                // Survivors keep their streams, except when probe-c leaves with one
-                // replica: then cam-9 also moves from probe-b to probe-a. A pure
-                // function of the view cannot promise this in general (see the module
-                // documentation); this pins what it does here.
-                if replicas == 1 && leaver.id == "probe-c" {
-                    assert!(!kept);
-                    assert_eq!(extra, 1);
-                } else {
-                    assert!(kept, "{} left, replicas {replicas}", leaver.id);
-                    assert_eq!(extra, 0);
-                }
+                eprintln!(
+                    "{} left, replicas {replicas}: kept {kept}, extra {extra}",
+                    leaver.id
+                );
+                assert!(kept, "{} left, replicas {replicas}", leaver.id);
+                assert_eq!(extra, 0);
             }
         }
     }
