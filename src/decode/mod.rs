@@ -273,7 +273,7 @@ pub const MAX_CHANNELS: usize = 8;
 pub const NEAR_FULL_SCALE: f32 = 0.95;
 
 /// Sound level of one block of samples (one codec frame, ~21 ms at 48 kHz). Fixed size
-/// (about 90 bytes), `Copy`: made once per block, never allocated.
+/// (about 100 bytes), `Copy`: made once per block, never allocated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AudioLevel {
     /// Presentation time of the block's first sample, 90 kHz, unwrapped.
