@@ -26,8 +26,11 @@
 //! [`MAX_CHANNELS`](super::MAX_CHANNELS) are measured). A mono track is one channel (a
 //! −20 dBFS sine reads −23 LUFS, as in BS.1770 and ffmpeg's `ebur128`).
 //!
-//! Checked against the expected values of EBU Tech 3341 (1 kHz stereo sines at −23 and
-//! −33 dBFS read −23.0 and −33.0 LUFS ±0.1, at 48 and 44.1 kHz) in the tests below.
+//! Checked against the expected values of EBU Tech 3341 in the tests below: 1 kHz
+//! stereo sines at −23 and −33 dBFS read −23.0 and −33.0 LUFS ±0.1 (momentary and
+//! short-term, at 48 and 44.1 kHz; tests 1 and 2), and the gated sequences of tests 3
+//! and 4 (−36/−23/−36 dBFS; −72/−36/−23/−36/−72 dBFS) integrate to −23.0 ±0.1 over a
+//! long window as long as the sequence.
 //! Allocation: one ring per track, made when the meter is (the decoder makes one per
 //! sample rate and channel count); nothing per block or sample.
 
@@ -433,6 +436,43 @@ mod tests {
         }
         assert!(s.loudness().long.unwrap() <= -150.0);
         assert!(s.loudness().short_term.unwrap() <= -150.0);
+    }
+
+    /// EBU Tech 3341 tests 3 and 4 (integrated loudness, the gates): 1 kHz stereo sines
+    /// in sequence, read by a long window as long as the sequence: -23.0 ± 0.1 LUFS.
+    #[test]
+    fn tech_3341_gating_sequences_read_minus_23() {
+        for seq in [
+            &[(-36.0, 10.0), (-23.0, 60.0), (-36.0, 10.0)][..],
+            &[
+                (-72.0, 10.0),
+                (-36.0, 10.0),
+                (-23.0, 60.0),
+                (-36.0, 10.0),
+                (-72.0, 10.0),
+            ][..],
+        ] {
+            let total: f64 = seq.iter().map(|s| s.1).sum();
+            let mut m = LoudnessMeter::new(48000, 2, total);
+            let mut buf = Vec::with_capacity(2048);
+            let mut n = 0u64;
+            for &(dbfs, secs) in seq {
+                let amp = 10f64.powf(dbfs / 20.0);
+                for _ in 0..(48000.0 * secs) as u64 {
+                    let x = (amp * (2.0 * std::f64::consts::PI * 1000.0 * n as f64 / 48000.0).sin())
+                        as f32;
+                    buf.extend([x, x]);
+                    n += 1;
+                    if buf.len() == 2048 {
+                        m.add_interleaved(&buf);
+                        buf.clear();
+                    }
+                }
+            }
+            m.add_interleaved(&buf);
+            let l = f64::from(m.loudness().long.expect("window filled"));
+            assert!((l - -23.0).abs() <= 0.1, "{seq:?}: {l}");
+        }
     }
 
     #[test]
