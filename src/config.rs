@@ -20,6 +20,7 @@ pub struct DetectConfig {
     pub silence: SilenceConfig,
     pub clipping: ClippingConfig,
     pub channel_loss: ChannelLossConfig,
+    pub loudness: LoudnessConfig,
     pub low_fps: LowFpsConfig,
     pub av_sync: AvSyncConfig,
     /// Largest picture (width × height) decoded; a larger SPS is refused and reported
@@ -220,6 +221,33 @@ impl DetectConfig {
         }
         dur("channel_loss.min_duration", l.min_duration)?;
         dur("channel_loss.clear_duration", l.clear_duration)?;
+        let l = &self.loudness;
+        if !(l.ceiling_lufs.is_finite() && (-70.0..=0.0).contains(&l.ceiling_lufs)) {
+            return Err(format!(
+                "loudness.ceiling_lufs must be between -70 and 0, got {}",
+                l.ceiling_lufs
+            ));
+        }
+        if !(l.floor_lufs.is_finite() && (-70.0..=0.0).contains(&l.floor_lufs)) {
+            return Err(format!(
+                "loudness.floor_lufs must be between -70 and 0, got {}",
+                l.floor_lufs
+            ));
+        }
+        if l.floor_lufs >= l.ceiling_lufs {
+            return Err(format!(
+                "loudness.floor_lufs ({}) must be below loudness.ceiling_lufs ({})",
+                l.floor_lufs, l.ceiling_lufs
+            ));
+        }
+        if !(l.long_window.is_finite() && (10.0..=120.0).contains(&l.long_window)) {
+            return Err(format!(
+                "loudness.long_window must be between 10 and 120 seconds, got {}",
+                l.long_window
+            ));
+        }
+        dur("loudness.min_duration", l.min_duration)?;
+        dur("loudness.clear_duration", l.clear_duration)?;
         unit("low_fps.ratio", self.low_fps.ratio)?;
         dur("low_fps.min_duration", self.low_fps.min_duration)?;
         dur("low_fps.clear_duration", self.low_fps.clear_duration)?;
@@ -421,6 +449,40 @@ impl Default for ChannelLossConfig {
     }
 }
 
+/// Loudness out of range (`loudness`, BS.1770 / EBU R128): too loud (short-term, 3 s,
+/// above `ceiling_lufs`) or too quiet (gated over `long_window`, below `floor_lufs`,
+/// while not silent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoudnessConfig {
+    /// Measure loudness and report it. true. Off, no sample is K-weighted.
+    pub enabled: bool,
+    /// Too loud when the short-term loudness (3 s) is above this (LUFS, −70–0). −10.
+    pub ceiling_lufs: f64,
+    /// Too quiet when the gated loudness of the last `long_window` seconds is below
+    /// this (LUFS, −70–0, below the ceiling), the sound not being silence. −40.
+    pub floor_lufs: f64,
+    /// Seconds of sound the "too quiet" loudness is gated over (10–120). 30.
+    pub long_window: f64,
+    /// Seconds of too loud (or too quiet) sound before it is reported. 3.0.
+    pub min_duration: f64,
+    /// Seconds the loudness must stay within the limits to end the event. 3.0.
+    pub clear_duration: f64,
+}
+
+impl Default for LoudnessConfig {
+    fn default() -> Self {
+        LoudnessConfig {
+            enabled: true,
+            ceiling_lufs: -10.0,
+            floor_lufs: -40.0,
+            long_window: 30.0,
+            min_duration: 3.0,
+            clear_duration: 3.0,
+        }
+    }
+}
+
 /// Low frame rate detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -481,6 +543,7 @@ impl Default for DetectConfig {
             silence: SilenceConfig::default(),
             clipping: ClippingConfig::default(),
             channel_loss: ChannelLossConfig::default(),
+            loudness: LoudnessConfig::default(),
             low_fps: LowFpsConfig::default(),
             av_sync: AvSyncConfig::default(),
             max_pixels: 4096 * 2304,
@@ -538,6 +601,11 @@ mod tests {
         assert!(c.validate().is_ok());
         for (bad, field) in [
             ("[clipping]\nsample_level = 1.5\n", "clipping.sample_level"),
+            ("[loudness]\nceiling_lufs = 3.0\n", "loudness.ceiling_lufs"),
+            ("[loudness]\nfloor_lufs = nan\n", "loudness.floor_lufs"),
+            ("[loudness]\nfloor_lufs = -5.0\n", "loudness.floor_lufs"),
+            ("[loudness]\nlong_window = 5.0\n", "loudness.long_window"),
+            ("[loudness]\nmin_duration = -1.0\n", "loudness.min_duration"),
             ("[clipping]\nsample_level = 0.2\n", "clipping.sample_level"),
             ("[clipping]\nratio = 0.0\n", "clipping.ratio"),
             ("[clipping]\nratio = nan\n", "clipping.ratio"),

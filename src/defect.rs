@@ -16,6 +16,7 @@ pub enum DefectKind {
     Silence,
     Clipping,
     ChannelLoss,
+    Loudness,
     UnsupportedCodec,
     LowFps,
     AvDesync,
@@ -33,13 +34,14 @@ pub enum DefectKind {
 
 impl DefectKind {
     /// Every kind, in declaration order.
-    pub const ALL: [DefectKind; 17] = [
+    pub const ALL: [DefectKind; 18] = [
         DefectKind::Black,
         DefectKind::Freeze,
         DefectKind::Corruption,
         DefectKind::Silence,
         DefectKind::Clipping,
         DefectKind::ChannelLoss,
+        DefectKind::Loudness,
         DefectKind::UnsupportedCodec,
         DefectKind::LowFps,
         DefectKind::AvDesync,
@@ -64,6 +66,7 @@ impl DefectKind {
             DefectKind::Silence => "silence",
             DefectKind::Clipping => "clipping",
             DefectKind::ChannelLoss => "channel_loss",
+            DefectKind::Loudness => "loudness",
             DefectKind::UnsupportedCodec => "unsupported_codec",
             DefectKind::LowFps => "low_fps",
             DefectKind::AvDesync => "av_desync",
@@ -178,7 +181,8 @@ pub struct Transition {
     pub end_s: Option<f64>,
     pub metrics: Metrics,
     /// Tells apart defects of one kind that may be open at the same time on one
-    /// stream (`unsupported_codec`: 0 video, 1 audio). 0 for every other kind.
+    /// stream (`unsupported_codec`: 0 video, 1 audio; `loudness`: 0 too loud, 1 too
+    /// quiet). 0 for every other kind.
     pub slot: u8,
     /// Delivery defects about a piece of media (a damaged segment, a run of bad TS
     /// packets): where that media lies on the stream's own timeline. Sources set it
@@ -220,9 +224,10 @@ impl DefectKind {
             | DefectKind::Silence
             | DefectKind::Clipping
             | DefectKind::ChannelLoss => Severity::Major,
-            DefectKind::UnsupportedCodec | DefectKind::SlowDownload | DefectKind::ProbeOverload => {
-                Severity::Warning
-            }
+            DefectKind::UnsupportedCodec
+            | DefectKind::SlowDownload
+            | DefectKind::ProbeOverload
+            | DefectKind::Loudness => Severity::Warning,
             DefectKind::Stall | DefectKind::SourceDown | DefectKind::PlaylistStale => {
                 Severity::Critical
             }

@@ -148,8 +148,63 @@ fn right_channel_muted_is_channel_loss_360p() {
 #[test]
 fn loud_unclipped_sound_with_identical_channels_is_clean() {
     // A tone peaking at -1 dBFS, then pink noise near -2 dBFS, mono in stereo: neither
-    // clipping nor channel loss.
+    // clipping nor channel loss. The tone is -1.7 LUFS, far over the -10 LUFS ceiling:
+    // `loudness` over [0, 5) (the noise after it is -12.7 LUFS, under the ceiling).
     run_clip("clean_loud_360p.ts");
+}
+
+/// The clip's `loudness` end event.
+fn loudness_end(name: &str) -> Value {
+    let (ok, events, stderr) = check_json(&media_dir().join(name), &[]);
+    assert!(ok, "{name}: {stderr}");
+    events
+        .into_iter()
+        .find(|e| e["kind"] == "loudness" && e["state"] == "end")
+        .unwrap_or_else(|| panic!("{name}: no loudness end"))
+}
+
+#[test]
+fn a_loud_passage_is_loudness_360p() {
+    // Pink noise at -23 LUFS with 8 s of a two-tone chord at -6 LUFS over [6, 14): the
+    // short-term value is over -10 LUFS from ~7.2 to ~15.2 s; the interval reported is
+    // the passage's (onset and end placed by the 400 ms momentary readings).
+    run_clip("loud_passage_360p.ts");
+    let end = loudness_end("loud_passage_360p.ts");
+    assert_eq!(end["severity"], "warning");
+    let m = &end["metrics"];
+    assert_eq!(m["problem"], "too_loud", "{end}");
+    assert_eq!(m["ceiling_lufs"], -10.0, "{end}");
+    let s = m["short_term_max_lufs"].as_f64().unwrap();
+    assert!(
+        (s - -6.0).abs() <= 0.5,
+        "ffmpeg's ebur128 reads -6.0..-5.9: {end}"
+    );
+}
+
+#[test]
+fn loud_within_the_ceiling_and_quiet_speech_above_the_floor_are_clean() {
+    // -14 LUFS for 10 s, then 30 s of speech-like sound at ~-30 LUFS (gated).
+    run_clip("loudness_ok_360p.ts");
+}
+
+#[test]
+fn quiet_speech_for_the_whole_window_is_loudness_360p() {
+    // 40 s at ~-47 LUFS (gated) with pauses of 0.67 s, never silence: too quiet from
+    // the start (the 30-s window reads it from 30 s on; its onset is the window's start).
+    run_clip("quiet_speech_360p.ts");
+    let end = loudness_end("quiet_speech_360p.ts");
+    let m = &end["metrics"];
+    assert_eq!(m["problem"], "too_quiet", "{end}");
+    assert_eq!(
+        (m["floor_lufs"].as_f64(), m["long_window_s"].as_f64()),
+        (Some(-40.0), Some(30.0)),
+        "{end}"
+    );
+    let l = m["long_min_lufs"].as_f64().unwrap();
+    assert!(
+        (l - -47.2).abs() <= 1.0,
+        "ffmpeg's ebur128 integrates -47.2: {end}"
+    );
 }
 
 #[test]
@@ -169,7 +224,10 @@ fn sound_detectors_follow_their_settings() {
         std::fs::write(&p, text).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let strict = cfg("strict.toml", "[clipping]\nratio = 0.5\n");
+    let strict = cfg(
+        "strict.toml",
+        "[clipping]\nratio = 0.5\n[loudness]\nenabled = false\n",
+    );
     let (ok, events, stderr) = check_json(
         &media_dir().join("clipping_stereo_720p.ts"),
         &["--detect-config", &strict],
@@ -183,6 +241,14 @@ fn sound_detectors_follow_their_settings() {
     );
     assert!(ok, "{stderr}");
     assert!(events.iter().any(|e| e["kind"] == "clipping"), "{events:?}");
+    // A ceiling over the tone's -1.7 LUFS: no loudness in the loud clip.
+    let high = cfg("high.toml", "[loudness]\nceiling_lufs = -1.0\n");
+    let (ok, events, stderr) = check_json(
+        &media_dir().join("clean_loud_360p.ts"),
+        &["--detect-config", &high],
+    );
+    assert!(ok, "{stderr}");
+    assert!(events.is_empty(), "{events:?}");
     let long = cfg("long.toml", "[channel_loss]\nmin_duration = 4.0\n");
     let (ok, events, stderr) = check_json(
         &media_dir().join("chanloss_stereo_360p.ts"),
@@ -213,6 +279,9 @@ fn every_clip_in_truth_json_is_covered() {
         "chanloss_stereo_360p.ts",
         "clean_loud_360p.ts",
         "clean_mono_360p.ts",
+        "loud_passage_360p.ts",
+        "loudness_ok_360p.ts",
+        "quiet_speech_360p.ts",
     ];
     for c in truth()["clips"].as_array().unwrap() {
         assert!(

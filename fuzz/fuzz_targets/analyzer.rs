@@ -96,10 +96,14 @@ fn ignored(kind: DefectKind) -> bool {
         .any(|k| k == kind.as_str())
 }
 
-/// Open defects are told apart by kind and, for `unsupported_codec`, by track.
+/// Open defects are told apart by kind and, for `unsupported_codec`, by track; for
+/// `loudness` by problem (too loud and too quiet are two slots).
 fn key(ev: &Event) -> (DefectKind, String) {
-    let track = ev.metrics.get("track").and_then(|t| t.as_str()).unwrap_or("");
-    (ev.kind, track.to_string())
+    let slot = ["track", "problem"]
+        .iter()
+        .find_map(|k| ev.metrics.get(*k).and_then(|t| t.as_str()))
+        .unwrap_or("");
+    (ev.kind, slot.to_string())
 }
 
 impl Checker {

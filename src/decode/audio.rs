@@ -20,6 +20,7 @@ use symphonia_core::codecs::audio::{AudioCodecParameters, AudioDecoder as _, Aud
 use symphonia_core::packet::PacketRef;
 use symphonia_core::units::{Duration, Timestamp};
 
+use super::loudness::LoudnessMeter;
 use super::{AudioLevel, LevelMeter, NEAR_FULL_SCALE};
 
 /// Which audio format the track carries.
@@ -141,6 +142,11 @@ pub struct AudioDecoder {
     next_pts: Option<i64>,
     /// |s| from which a sample counts as at full scale (`AudioLevel::near_full_scale`).
     full_scale: f32,
+    /// Long window of the loudness meter, seconds (`None`: no loudness measured).
+    loudness_window: Option<f64>,
+    /// The track's loudness meter, made on its sample rate and channel count and made
+    /// again only when they change.
+    loudness: Option<LoudnessMeter>,
     pub stats: AudioStats,
 }
 
@@ -161,13 +167,47 @@ impl AudioDecoder {
     /// A decoder whose levels count samples with |s| ≥ `full_scale` as at full scale
     /// (`[detect.clipping] sample_level`).
     pub fn with_full_scale(format: AudioFormat, full_scale: f32) -> Self {
+        Self::with_settings(format, full_scale, Some(30.0))
+    }
+
+    /// A decoder counting samples from `full_scale` on, whose levels carry the track's
+    /// loudness with a `loudness_window`-second long window (`None`: no loudness, the
+    /// `AudioLevel` loudness fields stay `None` and no sample is K-weighted).
+    pub fn with_settings(
+        format: AudioFormat,
+        full_scale: f32,
+        loudness_window: Option<f64>,
+    ) -> Self {
         AudioDecoder {
             format,
             aac: None,
             next_pts: None,
             full_scale,
+            loudness_window,
+            loudness: None,
             stats: AudioStats::default(),
         }
+    }
+
+    /// The loudness meter for `rate` Hz and `channels` (made, or made again when the
+    /// track changed; `None` when loudness is off).
+    fn loudness_meter(&mut self, rate: u32, channels: usize) -> Option<&mut LoudnessMeter> {
+        let window = self.loudness_window?;
+        if self.loudness.as_ref().map(LoudnessMeter::format) != Some((rate, channels.max(1))) {
+            self.loudness = Some(LoudnessMeter::new(rate, channels, window));
+        }
+        self.loudness.as_mut()
+    }
+
+    /// Copies the meter's readings into a block's level.
+    fn stamp(&mut self, mut level: AudioLevel) -> AudioLevel {
+        if let Some(m) = self.loudness.as_mut() {
+            let l = m.loudness();
+            level.momentary_lufs = m.take_momentary_max();
+            level.short_term_lufs = l.short_term;
+            level.long_lufs = l.long;
+        }
+        level
     }
 
     /// Where the next packet's sound starts (90 kHz): the end of what was decoded so far,
@@ -221,12 +261,15 @@ impl AudioDecoder {
                 *b = s;
             }
             meter.add_interleaved(&buf[..chunk.len()]);
+            if let Some(l) = self.loudness_meter(sample_rate, usize::from(channels)) {
+                l.add_interleaved(&buf[..chunk.len()]);
+            }
         }
         let frames = (data.len() / usize::from(channels)) as i64;
         let duration = crate::timebase::rescale(frames, sample_rate);
         self.stats.frames += 1;
         self.next_pts = Some(pts.saturating_add(duration));
-        out(meter.level(pts, duration));
+        out(self.stamp(meter.level(pts, duration)));
     }
 
     fn decode_pcm(
@@ -249,6 +292,9 @@ impl AudioDecoder {
                 buf[i] = f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0;
             }
             meter.add_interleaved(&buf);
+            if let Some(l) = self.loudness_meter(sample_rate, usize::from(channels)) {
+                l.add_interleaved(&buf);
+            }
             n += 256;
         }
         let rest = data.chunks_exact(2 * 256).remainder();
@@ -257,12 +303,15 @@ impl AudioDecoder {
         }
         let tail = rest.len() / 2;
         meter.add_interleaved(&buf[..tail]);
+        if let Some(l) = self.loudness_meter(sample_rate, usize::from(channels)) {
+            l.add_interleaved(&buf[..tail]);
+        }
         n += tail;
         let frames = (n / usize::from(channels)) as i64;
         let duration = crate::timebase::rescale(frames, sample_rate);
         self.stats.frames += 1;
         self.next_pts = Some(pts.saturating_add(duration));
-        out(meter.level(pts, duration));
+        out(self.stamp(meter.level(pts, duration)));
     }
 
     fn decode_adts(&mut self, mut data: &[u8], out: &mut dyn FnMut(AudioLevel)) {
@@ -313,29 +362,44 @@ impl AudioDecoder {
                 }
             }
         }
+        // Made (or kept) first; then borrowed beside the decoder (disjoint fields).
+        let _ = self.loudness_meter(h.sample_rate, usize::from(h.channels));
+        let loudness = self.loudness.as_mut();
         let Some((_, dec)) = self.aac.as_mut() else {
             return;
         };
         let packet = PacketRef::new(0, Timestamp::new(pts), Duration::new(1024), payload);
-        match dec.decode_ref(&packet) {
+        let level = match dec.decode_ref(&packet) {
             Ok(buf) => {
                 let mut meter = LevelMeter::new(usize::from(h.channels), self.full_scale);
                 match buf {
                     GenericAudioBufferRef::F32(b) => {
                         use symphonia_core::audio::Audio as _;
+                        let mut planes: [&[f32]; super::MAX_CHANNELS] = [&[]; super::MAX_CHANNELS];
+                        let mut n = 0;
                         for (ch, plane) in b.iter_planes().enumerate() {
                             meter.add_channel(ch, plane);
+                            if ch < planes.len() {
+                                planes[ch] = plane;
+                                n = ch + 1;
+                            }
                         }
+                        if let Some(l) = loudness {
+                            l.add_planar(&planes[..n]);
+                        }
+                        Some(meter.level(pts, duration))
                     }
-                    _ => {
-                        self.stats.errors += 1;
-                        return;
-                    }
+                    _ => None,
                 }
-                self.stats.frames += 1;
-                out(meter.level(pts, duration));
             }
-            Err(_) => self.stats.errors += 1,
+            Err(_) => None,
+        };
+        match level {
+            Some(level) => {
+                self.stats.frames += 1;
+                out(self.stamp(level));
+            }
+            None => self.stats.errors += 1,
         }
     }
 }

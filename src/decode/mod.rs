@@ -9,12 +9,14 @@
 //! * Thumbnails ([`preview`]): on request, each picture also downscaled to at most
 //!   320 × 320 colour, encoded as JPEG only when a defect starts.
 //! * Audio ([`audio`]): AAC (symphonia), PCM or G.711 → [`AudioLevel`] (RMS and peak
-//!   dBFS, RMS per channel, samples at full scale, per codec frame).
+//!   dBFS, RMS per channel, samples at full scale, per codec frame), with the track's
+//!   loudness ([`loudness`]: BS.1770 momentary, short-term and gated long-window LUFS).
 //!
 //! Decoders run on the stream's decode thread (an OS thread, never a tokio worker).
 //! Each decoded picture is reduced before the next `decode` call and then dropped.
 
 pub mod audio;
+pub mod loudness;
 pub mod parse;
 pub mod preview;
 pub mod video;
@@ -271,7 +273,7 @@ pub const MAX_CHANNELS: usize = 8;
 pub const NEAR_FULL_SCALE: f32 = 0.95;
 
 /// Sound level of one block of samples (one codec frame, ~21 ms at 48 kHz). Fixed size
-/// (about 64 bytes), `Copy`: made once per block, never allocated.
+/// (about 100 bytes), `Copy`: made once per block, never allocated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AudioLevel {
     /// Presentation time of the block's first sample, 90 kHz, unwrapped.
@@ -292,6 +294,15 @@ pub struct AudioLevel {
     pub near_full_scale: u32,
     /// Samples in the block, all channels (the denominator of `near_full_scale`).
     pub samples: u32,
+    /// The loudest momentary loudness (400 ms, LUFS) of the windows that closed in this
+    /// block (one every 100 ms; `None`: none closed here, or no loudness meter).
+    pub momentary_lufs: Option<f32>,
+    /// Short-term loudness (3 s, LUFS) at the end of the block's last closed 100 ms
+    /// sub-block (`None` until 3 s were measured).
+    pub short_term_lufs: Option<f32>,
+    /// Gated loudness of the last `[detect.loudness] long_window` seconds (30), LUFS
+    /// (`None` until that long was measured). See [`loudness`].
+    pub long_lufs: Option<f32>,
 }
 
 impl Default for AudioLevel {
@@ -305,6 +316,9 @@ impl Default for AudioLevel {
             channel_rms_dbfs: [-200.0; MAX_CHANNELS],
             near_full_scale: 0,
             samples: 0,
+            momentary_lufs: None,
+            short_term_lufs: None,
+            long_lufs: None,
         }
     }
 }
@@ -434,6 +448,9 @@ impl LevelMeter {
             channel_rms_dbfs,
             near_full_scale: u32::try_from(self.near_full).unwrap_or(u32::MAX),
             samples: u32::try_from(self.n).unwrap_or(u32::MAX),
+            momentary_lufs: None,
+            short_term_lufs: None,
+            long_lufs: None,
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod clipping;
 pub mod corruption;
 pub mod fps;
 pub mod freeze;
+pub mod loudness;
 pub mod silence;
 pub mod transport;
 
@@ -334,11 +335,12 @@ mod detector_properties {
     use super::clipping::ClippingDetector;
     use super::corruption::{CorruptionDetector, CorruptionSample};
     use super::freeze::FreezeDetector;
+    use super::loudness::LoudnessDetector;
     use super::silence::SilenceDetector;
     use super::*;
     use crate::config::{
         BlackConfig, ChannelLossConfig, ClippingConfig, CorruptionConfig, FreezeConfig,
-        SilenceConfig,
+        LoudnessConfig, SilenceConfig,
     };
     use crate::decode::tests::thumb_from_fn;
     use crate::decode::AudioLevel;
@@ -431,6 +433,33 @@ mod detector_properties {
             l.extend(loss.finish(t));
             check_sequence(&c)?;
             check_sequence(&l)?;
+        }
+
+        #[test]
+        fn loudness_detector_alternates(blocks in proptest::collection::vec((-80.0f32..5.0, -80.0f32..5.0, -80.0f32..0.0, -200.0f32..0.0, 0u8..4, 0.0f64..0.4), 1..400)) {
+            // Arbitrary readings (some missing): each problem (slot) pairs its starts
+            // and ends, an end never before its start.
+            let cfg = LoudnessConfig { min_duration: 0.5, clear_duration: 0.2, long_window: 10.0, ..Default::default() };
+            let mut d = LoudnessDetector::new(cfg, -60.0, 0.5);
+            let mut v = vec![];
+            let mut t = 0.0;
+            for (m, s, long, rms, missing, dt) in blocks {
+                t += dt;
+                let lv = AudioLevel {
+                    duration: 1920,
+                    rms_dbfs: rms,
+                    momentary_lufs: (missing != 1).then_some(m),
+                    short_term_lufs: (missing != 2).then_some(s),
+                    long_lufs: (missing != 3).then_some(long),
+                    ..AudioLevel::default()
+                };
+                v.extend(d.observe(t, &lv).into_iter().flatten());
+            }
+            v.extend(d.finish(t).into_iter().flatten());
+            for slot in [0, 1] {
+                let one: Vec<Transition> = v.iter().filter(|x| x.slot == slot).cloned().collect();
+                check_sequence(&one)?;
+            }
         }
     }
 }

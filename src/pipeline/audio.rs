@@ -1,5 +1,5 @@
-//! The audio chain: audio decoder (AAC, PCM, G.711) → sound levels → `silence`,
-//! `clipping`, `channel_loss`.
+//! The audio chain: audio decoder (AAC, PCM, G.711) → sound levels and loudness →
+//! `silence`, `clipping`, `channel_loss`, `loudness`.
 //!
 //! Owns the audio decoder and the sound detectors. It reads the media clock and pushes
 //! the end of the media analysed ([`Timeline`]); it does not set the clock's origin,
@@ -15,6 +15,7 @@ use crate::decode::AudioLevel;
 use crate::defect::Transition;
 use crate::detect::channel_loss::ChannelLossDetector;
 use crate::detect::clipping::ClippingDetector;
+use crate::detect::loudness::LoudnessDetector;
 use crate::detect::silence::SilenceDetector;
 use crate::timebase;
 
@@ -26,9 +27,12 @@ pub(super) struct AudioChain {
     decoder: Option<AudioDecoder>,
     /// `[detect.clipping] sample_level`: the decoder counts samples from this level on.
     full_scale: f32,
+    /// `[detect.loudness] long_window` when loudness is on: the decoder measures it.
+    loudness_window: Option<f64>,
     silence: SilenceDetector,
     clipping: ClippingDetector,
     channel_loss: ChannelLossDetector,
+    loudness: LoudnessDetector,
     detect_ns: u64,
     /// A report's sound level series (only when asked for).
     series: Option<Lane>,
@@ -39,11 +43,17 @@ impl AudioChain {
         AudioChain {
             decoder: None,
             full_scale: cfg.clipping.sample_level as f32,
+            loudness_window: cfg.loudness.enabled.then_some(cfg.loudness.long_window),
             silence: SilenceDetector::new(cfg.silence.clone()),
             clipping: ClippingDetector::new(cfg.clipping.clone()),
             channel_loss: ChannelLossDetector::new(
                 cfg.channel_loss.clone(),
                 cfg.silence.threshold_dbfs,
+            ),
+            loudness: LoudnessDetector::new(
+                cfg.loudness.clone(),
+                cfg.silence.threshold_dbfs,
+                cfg.silence.min_duration,
             ),
             detect_ns: 0,
             series: cfg.series.then(Lane::default),
@@ -56,7 +66,11 @@ impl AudioChain {
         match format {
             Some(f) => {
                 if self.decoder.as_ref().map(|a| a.format()) != Some(f) {
-                    self.decoder = Some(AudioDecoder::with_full_scale(f, self.full_scale));
+                    self.decoder = Some(AudioDecoder::with_settings(
+                        f,
+                        self.full_scale,
+                        self.loudness_window,
+                    ));
                 }
             }
             None => self.decoder = None,
@@ -93,6 +107,7 @@ impl AudioChain {
         let silence = &mut self.silence;
         let clipping = &mut self.clipping;
         let channel_loss = &mut self.channel_loss;
+        let loudness = &mut self.loudness;
         let detect_ns = &mut self.detect_ns;
         let series = &mut self.series;
         dec.decode(pts, data, &mut |lvl: AudioLevel| {
@@ -108,6 +123,7 @@ impl AudioChain {
             found.extend(silence.observe(t, &lvl));
             found.extend(clipping.observe(t, &lvl));
             found.extend(channel_loss.observe(t, &lvl));
+            found.extend(loudness.observe(t, &lvl).into_iter().flatten());
             *detect_ns += d0.elapsed().as_nanos() as u64;
             if let Some(s) = series.as_mut() {
                 s.push(t, lvl.rms_dbfs.max(FLOOR_DB));
@@ -120,11 +136,12 @@ impl AudioChain {
         self.series.take()
     }
 
-    /// Closes an open `silence`, `clipping` or `channel_loss` at `t`.
+    /// Closes an open `silence`, `clipping`, `channel_loss` or `loudness` at `t`.
     pub fn finish(&mut self, t: f64, found: &mut Vec<Transition>) {
         found.extend(self.silence.finish(t));
         found.extend(self.clipping.finish(t));
         found.extend(self.channel_loss.finish(t));
+        found.extend(self.loudness.finish(t).into_iter().flatten());
     }
 }
 

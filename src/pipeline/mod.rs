@@ -7,7 +7,7 @@
 //!
 //! - `tracks`: the program's tracks, which decoders they need, `unsupported_codec`;
 //! - `video`: decoder → thumbs → `black`, `freeze`, `corruption`, `low_fps`;
-//! - `audio`: decoder → levels → `silence`, `clipping`, `channel_loss`;
+//! - `audio`: decoder → levels and loudness → `silence`, `clipping`, `channel_loss`, `loudness`;
 //! - `avsync`: `av_desync` from PTS at arrival or RTCP sender reports;
 //! - `thread`: `spawn_decode_thread` runs an analyzer between two bounded channels;
 //! - `level` (one stream's decode level) and `gate` (the box-wide admission of

@@ -80,6 +80,7 @@ pub fn group(kind: DefectKind) -> Group {
         DefectKind::Silence
         | DefectKind::Clipping
         | DefectKind::ChannelLoss
+        | DefectKind::Loudness
         | DefectKind::AvDesync => Group::Sound,
         DefectKind::UnsupportedCodec
         | DefectKind::Stall
@@ -323,7 +324,7 @@ mod tests {
         for k in DefectKind::ALL {
             let want = match k.as_str() {
                 "black" | "freeze" | "corruption" | "low_fps" => Group::Picture,
-                "silence" | "clipping" | "channel_loss" | "av_desync" => Group::Sound,
+                "silence" | "clipping" | "channel_loss" | "loudness" | "av_desync" => Group::Sound,
                 _ => Group::Delivery,
             };
             assert_eq!(group(k), want, "{}", k.as_str());

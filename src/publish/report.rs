@@ -133,6 +133,7 @@ fn colour(kind: DefectKind) -> &'static str {
         DefectKind::Silence => "#2ca02c",
         DefectKind::Clipping => "#bcbd22",
         DefectKind::ChannelLoss => "#17becf",
+        DefectKind::Loudness => "#e377c2",
         DefectKind::AvDesync => "#8c564b",
         DefectKind::UnsupportedCodec => "#7f7f7f",
         _ => "#ff7f0e",

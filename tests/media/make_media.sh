@@ -233,6 +233,53 @@ clip_chanloss_stereo_360p() {
     detectors "$f" chanloss_stereo_360p
 }
 
+# Loudness (docs/events.md, "loudness"). Levels are set from measurements of these exact
+# sources (pink noise, seed 11, amplitude 1, identical channels: -11.6 LUFS; +-1 LU
+# checked after AAC by ffmpeg's ebur128 meter, the independent reference).
+# Speech-like sound: pink noise in 4 Hz "syllables", digitally silent 1/3 of every 2 s
+# (pauses of 0.67 s: never `silence`, which needs 2 s).
+SYLLABLES="(0.5-0.5*cos(2*PI*4*t))*gte(sin(PI*t),-0.5)"
+
+# Pink noise ("music-like") at -23 LUFS over [0, 20) except [6, 14): a two-tone chord
+# (440 + 660 Hz) at about -6 LUFS peaking at -2.3 dBFS (noise that loud would clip: its
+# crest factor is ~12 dB), cross-faded over 20 ms.
+clip_loud_passage_360p() {
+    local f=$OUT/loud_passage_360p.ts
+    local w="min(1,max(0,(t-6)*50))*min(1,max(0,(14-t)*50))"
+    local g="anoisesrc=color=pink:amplitude=1:seed=11:sample_rate=48000:nb_samples=1024:duration=20"
+    g+=",aeval=exprs='(1-$w)*0.269*val(0)+$w*0.383*(sin(2*PI*440*t)+sin(2*PI*660*t))',$STEREO"
+    encode "$f" "$(vsrc 640 360 20)" "$g" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 20 --gop 2
+    decoded_audio "$f" loud_passage_360p --noclip
+    check "${TOOLS[@]}" loudness "$f" --name loud_passage_360p --span 0:6:-23 --span 6:14:-6 --span 14:20:-23
+    detectors "$f" loud_passage_360p
+}
+
+# Hard negative: loud but within the -10 LUFS ceiling (pink noise at -14 LUFS over
+# [0, 10)), then 30 s of quiet speech-like sound at about -30 LUFS (gated; the 3-s
+# short-term reads ~-32 with the pauses): above the -40 LUFS floor.
+clip_loudness_ok_360p() {
+    local f=$OUT/loudness_ok_360p.ts
+    local g="anoisesrc=color=pink:amplitude=1:seed=11:sample_rate=48000:nb_samples=1024:duration=40"
+    g+=",aeval=exprs='val(0)*if(lt(t,10),0.759,0.197*$SYLLABLES)',$STEREO"
+    encode "$f" "$(vsrc 640 360 40)" "$g" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 40 --gop 2
+    check "${TOOLS[@]}" loudness "$f" --name loudness_ok_360p --span 0:10:-14 --span 10:40:-32 --tol 1.5 --max-short -12.5
+    detectors "$f" loudness_ok_360p
+}
+
+# Too quiet: 40 s of speech-like sound at about -46 LUFS (gated; ~-48 short-term), never
+# silence: one `loudness` over the whole clip (the 30-s window reads it from 30 s on).
+clip_quiet_speech_360p() {
+    local f=$OUT/quiet_speech_360p.ts
+    local g="anoisesrc=color=pink:amplitude=1:seed=11:sample_rate=48000:nb_samples=1024:duration=40"
+    g+=",aeval=exprs='val(0)*0.0313*$SYLLABLES',$STEREO"
+    encode "$f" "$(vsrc 640 360 40)" "$g" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 40 --gop 2
+    check "${TOOLS[@]}" loudness "$f" --name quiet_speech_360p --span 0:40:-48 --tol 1.5 --max-short -44
+    detectors "$f" quiet_speech_360p
+}
+
 # 2160p at 100 fps: ~830 Mpixel/s, about 2.5x what openh264 decodes on one core of a
 # small box (4K50 decodes at ~40 fps here), so a live source of it overflows the queue
 # (backpressure tests). Key frame every 0.5 s. Level 5.2 is written although the rate
@@ -466,11 +513,18 @@ write_truth() {
   {"file": "mono_black_360p.ts", "profile": "high", "width": 640, "height": 360, "duration_s": 6.0,
    "events": [{"kind": "black", "start_s": 2.0, "end_s": 5.0}]},
   {"file": "clipping_stereo_720p.ts", "profile": "high", "width": 1280, "height": 720, "duration_s": 10.0,
-   "events": [{"kind": "clipping", "start_s": 4.0, "end_s": 7.0}]},
+   "events": [{"kind": "clipping", "start_s": 4.0, "end_s": 7.0},
+              {"kind": "loudness", "start_s": 4.0, "end_s": 7.0}]},
   {"file": "chanloss_stereo_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0,
    "events": [{"kind": "channel_loss", "start_s": 3.0, "end_s": 6.0}]},
-  {"file": "clean_loud_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0, "events": []},
-  {"file": "clean_mono_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 6.0, "events": []}
+  {"file": "clean_loud_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 10.0,
+   "events": [{"kind": "loudness", "start_s": 0.0, "end_s": 5.0}]},
+  {"file": "clean_mono_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 6.0, "events": []},
+  {"file": "loud_passage_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 20.0,
+   "events": [{"kind": "loudness", "start_s": 6.0, "end_s": 14.0}]},
+  {"file": "loudness_ok_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 40.0, "events": []},
+  {"file": "quiet_speech_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 40.0,
+   "events": [{"kind": "loudness", "start_s": 0.0, "end_s": 40.0}]}
  ],
  "bad": [
   {"file": "truncated.ts", "expect": "events", "events": [], "note": "cut mid-packet after 0.92 s: the incomplete last picture is dropped, no defect"},
@@ -501,6 +555,7 @@ for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_108
             clip_clean_slow_1080p clip_clean_quiet_360p clip_reschange_360p_720p \
             clip_desync_audio_360p clip_multi_opengop_360p clip_heavy_2160p100 \
             clip_clipping_stereo_720p clip_chanloss_stereo_360p clip_clean_loud_360p clip_clean_mono_360p \
+            clip_loud_passage_360p clip_loudness_ok_360p clip_quiet_speech_360p \
             fmt_interlaced_mbaff_1080i fmt_interlaced_fake_576i fmt_high10_360p fmt_high422_360p \
             fmt_high444_360p fmt_mono_black_360p \
             bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt; do

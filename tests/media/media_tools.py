@@ -479,6 +479,33 @@ def cmd_audio(a):
     print(f"audio {a.name}: " + "; ".join(notes))
 
 
+# --------------------------------------------------------------------------- loudness
+def cmd_loudness(a):
+    """ffmpeg's ebur128 meter (its per-100-ms log, the reference) on the audio track:
+    the short-term loudness (3 s) where its window lies wholly inside each --span must be
+    LUFS +- --tol there, and never above --max-short anywhere."""
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-i", a.file, "-map", "0:a:0",
+                          "-af", "ebur128", "-f", "null", "-"], capture_output=True, text=True).stderr
+    rows = []
+    for m in re.finditer(r"t:\s*([\d.]+)\s+TARGET:.*?M:\s*(-?[\d.]+|-inf)\s+S:\s*(-?[\d.]+|-inf)", out):
+        rows.append((float(m.group(1)), float(m.group(2)), float(m.group(3))))
+    if not rows:
+        fail(f"{a.name}: no ebur128 log")
+    for span in a.span:
+        start, end, want = (float(x) for x in span.split(":"))
+        inside = [s for t, _, s in rows if start + 3.0 <= t <= end + 1e-6]
+        if not inside:
+            fail(f"{a.name}: no short-term reading inside [{start}, {end}]")
+        lo, hi = min(inside), max(inside)
+        if lo < want - a.tol or hi > want + a.tol:
+            fail(f"{a.name}: short-term over [{start + 3}, {end}] is {lo:.1f}..{hi:.1f} LUFS, want {want} +- {a.tol}")
+        print(f"{a.name}: short-term {lo:.1f}..{hi:.1f} LUFS over [{start + 3:.1f}, {end:.1f}] (want {want})")
+    top = max(s for t, _, s in rows if t >= 3.0)
+    if a.max_short is not None and top > a.max_short:
+        fail(f"{a.name}: short-term reaches {top:.1f} LUFS, above {a.max_short}")
+    print(f"{a.name}: short-term max {top:.1f} LUFS")
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -537,9 +564,16 @@ def main():
     s.add_argument("--noclip", action="store_true", help="no sample reaches full scale")
     s.add_argument("--lost", type=float, nargs=3, help="CHANNEL START END: silent there only")
     s.add_argument("--same", action="store_true", help="all channels identical")
+    s = sub.add_parser("loudness")
+    s.add_argument("file")
+    s.add_argument("--name", required=True)
+    s.add_argument("--span", action="append", default=[], help="START:END:LUFS short-term expected there")
+    s.add_argument("--tol", type=float, default=1.0)
+    s.add_argument("--max-short", type=float, help="the short-term loudness never above this")
     a = p.parse_args()
     {"random": cmd_random, "data-ts": cmd_data_ts, "probe": cmd_probe, "sps": cmd_sps, "frames": cmd_frames,
-     "luma": cmd_luma, "detect": cmd_detect, "framediff": cmd_framediff, "audio": cmd_audio}[a.cmd](a)
+     "luma": cmd_luma, "detect": cmd_detect, "framediff": cmd_framediff, "audio": cmd_audio,
+     "loudness": cmd_loudness}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -1340,6 +1340,18 @@ url = "rtsp://camera.local/stream1"
         let text = format!("{MIN}[streams.detect.clipping]\nsample_level = 2.0\n");
         let e = p(&text).unwrap_err().to_string();
         assert!(e.contains("clipping.sample_level"), "{e}");
+        let text = format!(
+            "{MIN}[streams.detect.loudness]\nceiling_lufs = -14.0\n\n[detect.loudness]\nmin_duration = 5.0\n"
+        );
+        let l = p(&text).unwrap();
+        let d = &l.streams[0].detect.loudness;
+        assert_eq!(
+            (d.ceiling_lufs, d.min_duration, d.floor_lufs),
+            (-14.0, 5.0, -40.0)
+        );
+        let text = format!("{MIN}[streams.detect.loudness]\nfloor_lufs = -5.0\n");
+        let e = p(&text).unwrap_err().to_string();
+        assert!(e.contains("loudness.floor_lufs"), "{e}");
     }
 
     #[test]
