@@ -144,7 +144,7 @@ impl LoudnessMeter {
             acc: [0.0; MAX_CHANNELS],
             frames: 0,
             // As libebur128: (rate + 5) / 10 frames per 100 ms.
-            sub_len: (rate.max(10) + 5) / 10,
+            sub_len: rate.max(10).saturating_add(5) / 10,
             phase: 0,
             ring: vec![0.0; subs],
             head: 0,
@@ -328,6 +328,17 @@ impl LoudnessMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `g711` fuzz target: a hostile sample rate near `u32::MAX` overflowed
+    /// the sub-block length. Any rate makes a meter that takes samples without panicking.
+    #[test]
+    fn any_sample_rate_makes_a_meter() {
+        for rate in [0, 1, 7, 8_000, 48_000, 4_000_000_000, u32::MAX] {
+            let mut m = LoudnessMeter::new(rate, 2, 30.0);
+            m.add_interleaved(&[0.5, -0.5, 1.0, -1.0, f32::NAN, f32::INFINITY]);
+            let _ = m.loudness();
+        }
+    }
 
     /// A sine of `freq` Hz whose peak is `dbfs`, `secs` long, through the meter as
     /// interleaved `channels` (the same sine in each), in AAC-sized blocks.
