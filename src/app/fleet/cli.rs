@@ -144,7 +144,7 @@ pub async fn add(config: &Path, fleet: Option<&str>, args: &AddArgs) -> Result<S
 pub async fn remove(config: &Path, fleet: Option<&str>, id: &str) -> Result<String> {
     let loaded = crate::app::agent::config::load(config)?;
     let name = fleet_name(&loaded, fleet)?;
-    if !valid_topic_id(id) {
+    if !crate::app::agent::config::valid_id(id) {
         return Err(Error::Config(format!(
             "fleet remove: `{id}` is not a stream id (letters, digits, '-', '_', '.')"
         )));
@@ -159,13 +159,6 @@ pub async fn remove(config: &Path, fleet: Option<&str>, id: &str) -> Result<Stri
     .await?;
     c.close().await;
     Ok(format!("fleet {name}: removed stream `{id}` ({topic})"))
-}
-
-fn valid_topic_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// `fleet list`: the catalog with who watches each stream and its error, and the

@@ -344,12 +344,7 @@ pub fn catalog_prefix(prefix: &str, fleet: &str) -> String {
 }
 
 /// A stream id as the configuration accepts it.
-fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
+use crate::app::agent::config::valid_id;
 
 /// Parses a catalog entry for stream `id` (the structure only: the member that watches
 /// it resolves and validates the rest against its own configuration).
