@@ -79,8 +79,9 @@ fn wait_events(sub: &Subscriber, stream: &str, n: usize, secs: u64) -> Vec<Value
     })
     .unwrap_or_else(|| {
         panic!(
-            "{stream}: fewer than {n} events within {secs} s: {:?}",
-            events_of(&sub.messages(), stream)
+            "{stream}: fewer than {n} events within {secs} s: {:?}\n{}",
+            events_of(&sub.messages(), stream),
+            sub.describe()
         )
     })
 }

@@ -272,6 +272,10 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
+        // Not after `stop` reaped it: its pid may belong to another test's process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         self.signal("KILL");
         let _ = self.child.wait();
     }

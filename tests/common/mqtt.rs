@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -222,10 +223,15 @@ impl Msg {
     }
 }
 
-/// A `mosquitto_sub` recording every message.
+/// A `mosquitto_sub` recording every message. `start` returns once the broker has
+/// acknowledged the subscription (SUBACK), so nothing published afterwards is missed.
 pub struct Subscriber {
-    child: Child,
+    child: Mutex<Child>,
     msgs: Arc<Mutex<Vec<Msg>>>,
+    /// SUBACKs seen (one per connection; mosquitto_sub resubscribes after a reconnect).
+    subacks: Arc<AtomicUsize>,
+    /// mosquitto_sub's stderr (why it could not connect, if it could not).
+    stderr: PathBuf,
 }
 
 /// Extra `mosquitto_sub` arguments (TLS, credentials, persistent session).
@@ -240,8 +246,27 @@ pub struct SubOpts {
 
 impl Subscriber {
     pub fn start(port: u16, topic: &str, opts: &SubOpts) -> Subscriber {
-        let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let stderr = std::env::temp_dir().join(format!(
+            "vqprobe-sub-{}-{}.err",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        // stdbuf (coreutils): mosquitto_sub flushes stdout after a message but not after
+        // its -d lines, which would otherwise wait in the pipe's buffer.
+        let mut cmd = Command::new("stdbuf");
+        // -d: protocol lines on stdout ("Subscribed (mid: 1): 1" after the SUBACK); they
+        // have no tabs, so the reader below tells them from messages.
+        cmd.args(["-oL", "mosquitto_sub"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-V",
+                "mqttv311",
+                "-d",
+            ])
             .args(["-q", "1", "-t", topic])
             // QoS, retained flag, topic, payload (or its hex); tab-separated.
             .args([
@@ -268,12 +293,14 @@ impl Subscriber {
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start mosquitto_sub (apt install mosquitto-clients)");
         let msgs = Arc::new(Mutex::new(Vec::new()));
+        let subacks = Arc::new(AtomicUsize::new(0));
         let out = child.stdout.take().unwrap();
         let m = msgs.clone();
+        let acks = subacks.clone();
         std::thread::spawn(move || {
             // Byte lines, read lossily: a binary payload (a thumbnail on `vqprobe/#`)
             // must not end the reader; its fragments do not parse as messages.
@@ -287,6 +314,10 @@ impl Subscriber {
                 }
                 let line = String::from_utf8_lossy(&buf);
                 let line = line.trim_end_matches('\n');
+                if line.starts_with("Subscribed (mid: ") {
+                    acks.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
                 let mut it = line.splitn(4, '\t');
                 let (Some(q), Some(r), Some(t), Some(p)) =
                     (it.next(), it.next(), it.next(), it.next())
@@ -301,9 +332,33 @@ impl Subscriber {
                 });
             }
         });
-        // Give it time to subscribe before anything is published.
-        std::thread::sleep(Duration::from_millis(300));
-        Subscriber { child, msgs }
+        let mut sub = Subscriber {
+            child: Mutex::new(child),
+            msgs,
+            subacks,
+            stderr,
+        };
+        // Subscribed before anything is published: wait for the SUBACK, not a guess.
+        let acked = wait_for(Duration::from_secs(20), || {
+            if sub.subacks.load(Ordering::SeqCst) > 0 {
+                return Some(true);
+            }
+            match sub.child.get_mut().unwrap().try_wait() {
+                Ok(Some(_)) => Some(false),
+                _ => None,
+            }
+        });
+        if acked != Some(true) {
+            let why = std::fs::read_to_string(&sub.stderr).unwrap_or_default();
+            sub.stop();
+            panic!("mosquitto_sub on port {port} did not subscribe to {topic}: {why}");
+        }
+        sub
+    }
+
+    /// SUBACKs received so far: more than one means it lost its connection and came back.
+    pub fn subscriptions(&self) -> usize {
+        self.subacks.load(Ordering::SeqCst)
     }
 
     pub fn messages(&self) -> Vec<Msg> {
@@ -318,15 +373,36 @@ impl Subscriber {
             .collect()
     }
 
+    /// Idempotent: once reaped, its pid may belong to another test's process.
     pub fn stop(&mut self) {
-        signal_group(self.child.id(), "KILL");
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap();
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        signal_group(child.id(), "KILL");
+        let _ = child.wait();
+    }
+
+    /// For failure messages: alive or not, subscriptions, messages, its stderr.
+    pub fn describe(&self) -> String {
+        let state = match self.child.lock().unwrap().try_wait() {
+            Ok(None) => "running".to_string(),
+            Ok(Some(s)) => format!("exited ({s})"),
+            Err(e) => format!("unknown ({e})"),
+        };
+        format!(
+            "mosquitto_sub {state}, {} SUBACK(s), {} message(s), stderr: {:?}",
+            self.subscriptions(),
+            self.msgs.lock().unwrap().len(),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
     }
 }
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_file(&self.stderr);
     }
 }
 

@@ -180,9 +180,19 @@ impl Proc {
         }
     }
 
-    /// Whether the leader is still running (reaps it if not).
+    /// Whether the leader is still running (reaps it if not). Once reaped, the rest of
+    /// its group is killed at once and the pid is never signalled again: it may be
+    /// reused by another test's process.
     fn is_running(&mut self) -> bool {
-        !self.dead && matches!(self.child.try_wait(), Ok(None))
+        if self.dead {
+            return false;
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            return true;
+        }
+        signal_group(self.pid(), "KILL");
+        self.dead = true;
+        false
     }
 }
 
