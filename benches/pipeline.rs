@@ -1115,7 +1115,7 @@ fn section(results: &[ClipResult], m: &Machine) -> String {
     );
     let _ = writeln!(
         s,
-        "- {}; bench profile = the edge `dist` settings (fat LTO, codegen-units 1)",
+        "- {}; bench profile = the edge `dist` settings (fat LTO, codegen-units 1, vqprobe at opt-level \"s\" as in `dist`)",
         m.rustc
     );
     let _ = writeln!(s, "- openh264 0.9.9 from source; nasm: {}", m.nasm);
