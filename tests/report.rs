@@ -99,7 +99,7 @@ window.addEventListener('load', function () {
   r.timeline = tl ? box(tl) : null;
   r.defects = [...document.querySelectorAll('#timeline rect.defect')].map(e => Object.assign({kind: e.dataset.kind}, box(e)));
   r.plots = {};
-  for (const id of ['luma', 'motion', 'edges', 'audio']) {
+  for (const id of ['luma', 'motion', 'edges', 'audio', 'loudness', 'clipping', 'channels']) {
     const s = document.getElementById('plot-' + id);
     r.plots[id] = s ? {
       box: box(s),
@@ -244,12 +244,24 @@ fn assert_bars_match(r: &Value, html: &str, ends: &[Value]) {
     }
 }
 
-fn assert_plots_drawn(r: &Value, with_audio: bool) {
-    for id in ["luma", "motion", "edges", "audio"] {
+/// Every plot is laid out with its threshold; the picture plots have a line, the sound
+/// plots when the clip has sound (`with_audio`), the quietest-channel plot only for a
+/// track of two or more channels (`stereo`).
+fn assert_plots_drawn(r: &Value, with_audio: bool, stereo: bool) {
+    for id in [
+        "luma", "motion", "edges", "audio", "loudness", "clipping", "channels",
+    ] {
         let p = &r["plots"][id];
         assert!(p["box"]["w"].as_f64().unwrap() > 500.0, "{id}: {p}");
         assert!(p["box"]["h"].as_f64().unwrap() > 100.0, "{id}: {p}");
-        if id != "audio" || with_audio {
+        let sound = ["audio", "loudness", "clipping", "channels"].contains(&id);
+        if id == "channels" && with_audio && !stereo {
+            assert_eq!(
+                p["line"].as_f64().unwrap(),
+                0.0,
+                "mono has no channel line: {p}"
+            );
+        } else if !sound || with_audio {
             assert!(p["line"].as_f64().unwrap() > 200.0, "{id} has no line: {p}");
             assert_eq!(p["thresholds"], 1, "{id}: {p}");
         }
@@ -333,7 +345,7 @@ fn a_report_plots_what_the_clip_holds_and_renders_in_a_browser() {
         assert!(i["box"]["w"].as_f64().unwrap() > 100.0, "{i}");
     }
     assert_bars_match(&r, &html, &ends);
-    assert_plots_drawn(&r, true);
+    assert_plots_drawn(&r, true, true);
 }
 
 #[test]
@@ -376,7 +388,85 @@ fn the_demo_report_shows_its_four_scripted_defects() {
         "{r}"
     );
     assert_bars_match(&r, &html, &ends);
-    assert_plots_drawn(&r, true);
+    assert_plots_drawn(&r, true, false);
+}
+
+/// Plotted (bin centre, mean) points of `id` with their centre inside `range`.
+fn within(pts: &[(f64, f64)], range: std::ops::Range<f64>) -> Vec<f64> {
+    pts.iter()
+        .filter(|p| range.contains(&p.0))
+        .map(|p| p.1)
+        .collect()
+}
+
+/// The sound plots show what the clips hold: the share of samples at full scale and
+/// the short-term loudness rise where the tone is clipped (4–7 s), the quietest
+/// channel drops where one channel is digitally silent (3–6 s), and neither moves
+/// where nothing happens.
+#[test]
+fn the_sound_plots_show_clipping_loudness_and_a_lost_channel() {
+    let dir = TempDir::new("report-sound");
+    let (events, html, path) = check_report("clipping_stereo_720p.ts", &dir);
+    let clip_ends = paired_ends(&events);
+    let ends = &clip_ends;
+    let mut kinds: Vec<&str> = ends.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["clipping", "loudness"], "{ends:?}");
+    // About 19% of the samples are at |s| >= 0.95 while clipped, none elsewhere
+    // (tests/media/README.md). Bins are one second, plotted at their centres.
+    let clip = plotted(&html, "clipping");
+    let inside = within(&clip, 4.4..6.6);
+    // (The 1024-sample AAC frames around 4 s and 7 s straddle the edges: the bins
+    // that hold them are left out.)
+    let outside: Vec<f64> = within(&clip, 0.0..3.0)
+        .into_iter()
+        .chain(within(&clip, 7.4..10.0))
+        .collect();
+    assert!(inside.len() == 3 && outside.len() == 6, "{clip:?}");
+    assert!(inside.iter().all(|&v| v > 5.0), "{clip:?}");
+    assert!(outside.iter().all(|&v| v < 0.1), "{clip:?}");
+    // The -20 dBFS tone reads about -17 LUFS; clipped, +1 LUFS: the ceiling (-10) is
+    // crossed once the clipped part dominates the 3-s window. No value before 3 s of
+    // sound were measured (the block that completes them may start just before 3 s).
+    let loud = plotted(&html, "loudness");
+    assert!(
+        loud.iter().all(|p| p.0 > 2.0),
+        "short-term before 3 s: {loud:?}"
+    );
+    let before = within(&loud, 3.0..4.0);
+    let clipped = within(&loud, 6.0..7.0);
+    assert!(before.len() == 1 && clipped.len() == 1, "{loud:?}");
+    assert!((-22.0..-12.0).contains(&before[0]), "{loud:?}");
+    assert!(clipped[0] > -10.0, "{loud:?}");
+    // Both channels carry the tone: the quietest one stays near -20 dBFS.
+    let quiet = plotted(&html, "channels");
+    assert!(quiet.len() >= 9, "{quiet:?}");
+    assert!(quiet.iter().all(|&(_, v)| v > -30.0), "{quiet:?}");
+
+    let (events, html2, _) = check_report("chanloss_stereo_360p.ts", &dir);
+    let ends = paired_ends(&events);
+    let kinds: Vec<&str> = ends.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["channel_loss"], "{ends:?}");
+    let quiet = plotted(&html2, "channels");
+    let lost = within(&quiet, 3.4..5.6);
+    let both = within(&quiet, 0.0..2.6)
+        .into_iter()
+        .chain(within(&quiet, 6.4..10.0))
+        .collect::<Vec<_>>();
+    assert!(lost.len() == 3 && both.len() >= 5, "{quiet:?}");
+    assert!(lost.iter().all(|&v| v < -60.0), "{quiet:?}");
+    assert!(both.iter().all(|&v| v > -30.0), "{quiet:?}");
+    // Nothing clipped in it.
+    let clip = plotted(&html2, "clipping");
+    assert!(
+        clip.len() >= 9 && clip.iter().all(|&(_, v)| v < 0.1),
+        "{clip:?}"
+    );
+
+    let Some(chrome) = browser() else { return };
+    let r = render(&chrome, &path, dir.path());
+    assert_bars_match(&r, &html, &clip_ends);
+    assert_plots_drawn(&r, true, true);
 }
 
 #[test]

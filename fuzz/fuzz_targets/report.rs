@@ -2,8 +2,8 @@
 //! arbitrary samples, times and text.
 //!
 //! Input: byte 0 picks how many of the following 9-byte records are series samples
-//! (lane = byte % 5; t = f32 LE; v = f32 LE: any value, NaN, infinities and negative
-//! times included); the rest of the records are events (kind = byte % 15, start = f32,
+//! (lane = byte % 8; t = f32 LE; v = f32 LE: any value, NaN, infinities and negative
+//! times included); the rest of the records are events (kind = byte % the number of kinds, start = f32,
 //! end = f32 or none); the bytes after the records are the stream id, probe id and input
 //! name (lossy UTF-8, split at 0xFF), which also become the defect ids.
 //!
@@ -34,10 +34,10 @@ fuzz_target!(|data: &[u8]| {
     let (records, text) = rest.split_at(n_records * 9);
     let n_samples = usize::from(head).min(n_records);
     let mut series = Series::default();
-    let mut accepted = [0u64; 5];
-    let mut last = [f64::NEG_INFINITY; 5];
+    let mut accepted = [0u64; 8];
+    let mut last = [f64::NEG_INFINITY; 8];
     for r in records.chunks_exact(9).take(n_samples) {
-        let lane_no = usize::from(r[0] % 5);
+        let lane_no = usize::from(r[0] % 8);
         let t = f64::from(f32_at(r, 1));
         let v = f32_at(r, 5);
         let p = &mut series.pictures;
@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
             1 => &mut p.motion_db,
             2 => &mut p.edge_ratio,
             3 => &mut p.edge_threshold,
-            _ => &mut series.audio_dbfs,
+            4 => &mut series.sound.level_dbfs,
+            5 => &mut series.sound.short_term_lufs,
+            6 => &mut series.sound.full_scale_pct,
+            _ => &mut series.sound.quietest_channel_dbfs,
         };
         if v.is_finite() && (0.0..1e12).contains(&t) && t > last[lane_no] {
             accepted[lane_no] += 1;
@@ -60,7 +63,10 @@ fuzz_target!(|data: &[u8]| {
         &p.motion_db,
         &p.edge_ratio,
         &p.edge_threshold,
-        &series.audio_dbfs,
+        &series.sound.level_dbfs,
+        &series.sound.short_term_lufs,
+        &series.sound.full_scale_pct,
+        &series.sound.quietest_channel_dbfs,
     ]
     .into_iter()
     .enumerate()

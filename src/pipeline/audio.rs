@@ -19,7 +19,7 @@ use crate::detect::loudness::LoudnessDetector;
 use crate::detect::silence::SilenceDetector;
 use crate::timebase;
 
-use super::series::{Lane, FLOOR_DB};
+use super::series::SoundSeries;
 use super::Timeline;
 
 /// Decoder and sound detectors of one stream. See the module docs.
@@ -34,8 +34,8 @@ pub(super) struct AudioChain {
     channel_loss: ChannelLossDetector,
     loudness: LoudnessDetector,
     detect_ns: u64,
-    /// A report's sound level series (only when asked for).
-    series: Option<Lane>,
+    /// A report's sound series (only when asked for).
+    series: Option<Box<SoundSeries>>,
 }
 
 impl AudioChain {
@@ -56,7 +56,7 @@ impl AudioChain {
                 cfg.silence.min_duration,
             ),
             detect_ns: 0,
-            series: cfg.series.then(Lane::default),
+            series: cfg.series.then(Box::default),
         }
     }
 
@@ -126,14 +126,14 @@ impl AudioChain {
             found.extend(loudness.observe(t, &lvl).into_iter().flatten());
             *detect_ns += d0.elapsed().as_nanos() as u64;
             if let Some(s) = series.as_mut() {
-                s.push(t, lvl.rms_dbfs.max(FLOOR_DB));
+                s.block(t, &lvl);
             }
         });
     }
 
-    /// The sound level series so far (`None`: not recorded).
-    pub fn take_series(&mut self) -> Option<Lane> {
-        self.series.take()
+    /// The sound series so far (`None`: not recorded).
+    pub fn take_series(&mut self) -> Option<SoundSeries> {
+        self.series.take().map(|s| *s)
     }
 
     /// Closes an open `silence`, `clipping`, `channel_loss` or `loudness` at `t`.

@@ -288,7 +288,7 @@ impl Analyzer {
     pub fn take_series(&mut self) -> Option<series::Series> {
         let mut s = *self.series.take()?;
         s.pictures = self.video.take_series().unwrap_or_default();
-        s.audio_dbfs = self.audio.take_series().unwrap_or_default();
+        s.sound = self.audio.take_series().unwrap_or_default();
         Some(s)
     }
 

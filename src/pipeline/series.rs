@@ -1,15 +1,16 @@
 //! Per-second series of what the detectors already measure, for `check --report` and
 //! `demo --report`: picture luma, the freeze detector's difference (motion), the
-//! block-edge ratio with the corruption detector's threshold, and the sound level.
+//! block-edge ratio with the corruption detector's threshold, the sound level, the
+//! short-term loudness, the share of samples at full scale and the quietest channel.
 //! Nothing is measured twice: the values are the ones the detectors just used. Off
 //! unless asked for ([`crate::config::DetectConfig::series`]).
 //!
 //! Bounded: a [`Lane`] holds at most [`MAX_BINS`] bins. When media time runs past the
 //! last one, neighbouring bins are merged in pairs and the bin width doubles, keeping
 //! each bin's minimum, maximum and mean, so a one-picture peak survives any amount of
-//! downsampling. Six lanes of 2048 bins of 16 bytes: under 200 KiB for any duration.
+//! downsampling. Nine lanes of 2048 bins of 16 bytes: under 300 KiB for any duration.
 
-use crate::decode::Thumb;
+use crate::decode::{AudioLevel, Thumb};
 
 /// Bins per lane at most; the bin width starts at one second and doubles as needed.
 pub const MAX_BINS: usize = 2048;
@@ -190,12 +191,50 @@ impl PictureSeries {
     }
 }
 
+/// What the audio chain records per decoded block of sound: the values the sound
+/// detectors just used.
+#[derive(Debug, Clone, Default)]
+pub struct SoundSeries {
+    /// RMS level over all channels, dBFS (no lower than [`FLOOR_DB`]): `silence`.
+    pub level_dbfs: Lane,
+    /// Short-term loudness (3 s), LUFS, once 3 s were measured (no lower than
+    /// [`FLOOR_DB`]): `loudness`.
+    pub short_term_lufs: Lane,
+    /// Share of the block's samples at or above the full-scale level, percent:
+    /// `clipping`.
+    pub full_scale_pct: Lane,
+    /// RMS of the quietest channel, dBFS, for tracks of two or more channels (no lower
+    /// than [`FLOOR_DB`]): `channel_loss`.
+    pub quietest_channel_dbfs: Lane,
+}
+
+impl SoundSeries {
+    /// One decoded block of sound at `t`.
+    pub fn block(&mut self, t: f64, lvl: &AudioLevel) {
+        self.level_dbfs.push(t, lvl.rms_dbfs.max(FLOOR_DB));
+        if let Some(l) = lvl.short_term_lufs {
+            self.short_term_lufs.push(t, l.max(FLOOR_DB));
+        }
+        if lvl.samples > 0 {
+            let pct = 100.0 * f64::from(lvl.near_full_scale) / f64::from(lvl.samples);
+            self.full_scale_pct.push(t, pct as f32);
+        }
+        let n = usize::from(lvl.channels).min(lvl.channel_rms_dbfs.len());
+        if n >= 2 {
+            let q = lvl.channel_rms_dbfs[..n]
+                .iter()
+                .copied()
+                .fold(f32::INFINITY, f32::min);
+            self.quietest_channel_dbfs.push(t, q.max(FLOOR_DB));
+        }
+    }
+}
+
 /// A stream's series and the properties a report states.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
     pub pictures: PictureSeries,
-    /// RMS level of each decoded block of sound, dBFS (no lower than [`FLOOR_DB`]).
-    pub audio_dbfs: Lane,
+    pub sound: SoundSeries,
     /// Codec names of the program's video and audio tracks (the last program seen).
     pub video_codec: Option<&'static str>,
     pub audio_codec: Option<&'static str>,
@@ -236,6 +275,35 @@ mod tests {
         let total: u32 = l.bins().iter().map(|b| b.n).sum();
         assert_eq!(total, 108_000, "merging loses no sample");
         assert!(l.bins().iter().all(|b| b.min == 1.0));
+    }
+
+    #[test]
+    fn a_sound_block_records_level_loudness_full_scale_share_and_quietest_channel() {
+        let mut s = SoundSeries::default();
+        let mut lvl = AudioLevel {
+            rms_dbfs: -250.0,
+            channels: 2,
+            samples: 2048,
+            near_full_scale: 512,
+            ..AudioLevel::default()
+        };
+        lvl.channel_rms_dbfs[0] = -20.0;
+        lvl.channel_rms_dbfs[1] = -200.0;
+        s.block(0.5, &lvl);
+        assert_eq!(s.level_dbfs.range(), Some((FLOOR_DB, FLOOR_DB)));
+        assert_eq!(s.short_term_lufs.range(), None, "no short-term value yet");
+        assert_eq!(s.full_scale_pct.range(), Some((25.0, 25.0)));
+        assert_eq!(s.quietest_channel_dbfs.range(), Some((FLOOR_DB, FLOOR_DB)));
+        // Mono: no quietest-channel value; an empty block: no share.
+        let mono = AudioLevel {
+            channels: 1,
+            short_term_lufs: Some(-23.0),
+            ..AudioLevel::default()
+        };
+        s.block(1.5, &mono);
+        assert_eq!(s.short_term_lufs.range(), Some((-23.0, -23.0)));
+        assert_eq!(s.full_scale_pct.bins().len(), 1);
+        assert_eq!(s.quietest_channel_dbfs.bins().len(), 1);
     }
 
     #[test]

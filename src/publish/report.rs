@@ -501,7 +501,7 @@ pub fn render(r: &ReportInput<'_>) -> String {
     // Plots.
     o.push_str("<h2>Measures (per bin: mean line, min–max band)</h2>");
     let d = r.detect;
-    let width = p.luma.width().max(s.audio_dbfs.width());
+    let width = p.luma.width().max(s.sound.level_dbfs.width());
     if width > 1.0 {
         let _ = write!(
             o,
@@ -562,13 +562,71 @@ pub fn render(r: &ReportInput<'_>) -> String {
         &Plot {
             id: "audio",
             title: "Sound level (RMS, dBFS)",
-            lane: &s.audio_dbfs,
+            lane: &s.sound.level_dbfs,
             threshold: Threshold::Fixed(
                 d.silence.threshold_dbfs as f32,
                 format!("silence below {:.0} dBFS", d.silence.threshold_dbfs),
             ),
             range: Some((-100.0, 0.0)),
             kinds: &[DefectKind::Silence],
+        },
+        ax,
+        &ivs,
+        &mut o,
+    );
+    plot(
+        &Plot {
+            id: "loudness",
+            title: "Short-term loudness (3 s, LUFS)",
+            lane: &s.sound.short_term_lufs,
+            threshold: Threshold::Fixed(
+                d.loudness.ceiling_lufs as f32,
+                format!(
+                    "too loud above {:.0} LUFS (too quiet: {:.0} s integrated below {:.0} LUFS)",
+                    d.loudness.ceiling_lufs, d.loudness.long_window, d.loudness.floor_lufs
+                ),
+            ),
+            range: Some((-70.0, 5.0)),
+            kinds: &[DefectKind::Loudness],
+        },
+        ax,
+        &ivs,
+        &mut o,
+    );
+    plot(
+        &Plot {
+            id: "clipping",
+            title: "Samples at full scale (% of the samples)",
+            lane: &s.sound.full_scale_pct,
+            threshold: Threshold::Fixed(
+                (d.clipping.ratio * 100.0) as f32,
+                format!(
+                    "clipping from {:.2}% over {:.0} s",
+                    d.clipping.ratio * 100.0,
+                    d.clipping.window
+                ),
+            ),
+            range: None,
+            kinds: &[DefectKind::Clipping],
+        },
+        ax,
+        &ivs,
+        &mut o,
+    );
+    plot(
+        &Plot {
+            id: "channels",
+            title: "Quietest channel (RMS, dBFS; tracks of two or more channels)",
+            lane: &s.sound.quietest_channel_dbfs,
+            threshold: Threshold::Fixed(
+                d.channel_loss.threshold_dbfs as f32,
+                format!(
+                    "a channel is lost below {:.0} dBFS",
+                    d.channel_loss.threshold_dbfs
+                ),
+            ),
+            range: Some((-100.0, 0.0)),
+            kinds: &[DefectKind::ChannelLoss],
         },
         ax,
         &ivs,
