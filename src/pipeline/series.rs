@@ -8,7 +8,7 @@
 //! Bounded: a [`Lane`] holds at most [`MAX_BINS`] bins. When media time runs past the
 //! last one, neighbouring bins are merged in pairs and the bin width doubles, keeping
 //! each bin's minimum, maximum and mean, so a one-picture peak survives any amount of
-//! downsampling. Nine lanes of 2048 bins of 16 bytes: under 300 KiB for any duration.
+//! downsampling. Eight lanes of 2048 bins of 16 bytes: 256 KiB at most for any duration.
 
 use crate::decode::{AudioLevel, Thumb};
 
