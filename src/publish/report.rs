@@ -509,8 +509,9 @@ pub fn render(r: &ReportInput<'_>) -> String {
         );
     }
     let black_level = 16.0 + d.black.pixel_threshold * 219.0;
-    plot(
-        &Plot {
+    // One plot per measure, each with its detector's threshold and defects.
+    let plots = [
+        Plot {
             id: "luma",
             title: "Picture luma (mean, 0–255)",
             lane: &p.luma,
@@ -524,12 +525,7 @@ pub fn render(r: &ReportInput<'_>) -> String {
             range: Some((0.0, 255.0)),
             kinds: &[DefectKind::Black],
         },
-        ax,
-        &ivs,
-        &mut o,
-    );
-    plot(
-        &Plot {
+        Plot {
             id: "motion",
             title: "Motion: difference to the previous distinct picture (dB)",
             lane: &p.motion_db,
@@ -541,12 +537,7 @@ pub fn render(r: &ReportInput<'_>) -> String {
             range: Some((-90.0, 0.0)),
             kinds: &[DefectKind::Freeze],
         },
-        ax,
-        &ivs,
-        &mut o,
-    );
-    plot(
-        &Plot {
+        Plot {
             id: "edges",
             title: "Block-edge ratio (steps across 8×8 block edges / inside blocks)",
             lane: &p.edge_ratio,
@@ -554,12 +545,7 @@ pub fn render(r: &ReportInput<'_>) -> String {
             range: None,
             kinds: &[DefectKind::Corruption],
         },
-        ax,
-        &ivs,
-        &mut o,
-    );
-    plot(
-        &Plot {
+        Plot {
             id: "audio",
             title: "Sound level (RMS, dBFS)",
             lane: &s.sound.level_dbfs,
@@ -570,12 +556,7 @@ pub fn render(r: &ReportInput<'_>) -> String {
             range: Some((-100.0, 0.0)),
             kinds: &[DefectKind::Silence],
         },
-        ax,
-        &ivs,
-        &mut o,
-    );
-    plot(
-        &Plot {
+        Plot {
             id: "loudness",
             title: "Short-term loudness (3 s, LUFS)",
             lane: &s.sound.short_term_lufs,
@@ -589,12 +570,7 @@ pub fn render(r: &ReportInput<'_>) -> String {
             range: Some((-70.0, 5.0)),
             kinds: &[DefectKind::Loudness],
         },
-        ax,
-        &ivs,
-        &mut o,
-    );
-    plot(
-        &Plot {
+        Plot {
             id: "clipping",
             title: "Samples at full scale (% of the samples)",
             lane: &s.sound.full_scale_pct,
@@ -609,12 +585,7 @@ pub fn render(r: &ReportInput<'_>) -> String {
             range: None,
             kinds: &[DefectKind::Clipping],
         },
-        ax,
-        &ivs,
-        &mut o,
-    );
-    plot(
-        &Plot {
+        Plot {
             id: "channels",
             title: "Quietest channel (RMS, dBFS; tracks of two or more channels)",
             lane: &s.sound.quietest_channel_dbfs,
@@ -628,10 +599,10 @@ pub fn render(r: &ReportInput<'_>) -> String {
             range: Some((-100.0, 0.0)),
             kinds: &[DefectKind::ChannelLoss],
         },
-        ax,
-        &ivs,
-        &mut o,
-    );
+    ];
+    for p in &plots {
+        plot(p, ax, &ivs, &mut o);
+    }
     // Defects with their thumbnails.
     o.push_str("<h2>Defects</h2>");
     if ivs.is_empty() {
