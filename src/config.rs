@@ -23,6 +23,7 @@ pub struct DetectConfig {
     pub loudness: LoudnessConfig,
     pub low_fps: LowFpsConfig,
     pub av_sync: AvSyncConfig,
+    pub test_pattern: TestPatternConfig,
     /// Largest picture (width × height) decoded; a larger SPS is refused and reported
     /// as `unsupported_codec` instead of being allocated. Default 4096 × 2304.
     pub max_pixels: u64,
@@ -248,6 +249,15 @@ impl DetectConfig {
         }
         dur("loudness.min_duration", l.min_duration)?;
         dur("loudness.clear_duration", l.clear_duration)?;
+        let p = &self.test_pattern;
+        if !(p.cut_db.is_finite() && (-60.0..=0.0).contains(&p.cut_db)) {
+            return Err(format!(
+                "test_pattern.cut_db must be between -60 and 0, got {}",
+                p.cut_db
+            ));
+        }
+        dur("test_pattern.min_duration", p.min_duration)?;
+        dur("test_pattern.clear_duration", p.clear_duration)?;
         unit("low_fps.ratio", self.low_fps.ratio)?;
         dur("low_fps.min_duration", self.low_fps.min_duration)?;
         dur("low_fps.clear_duration", self.low_fps.clear_duration)?;
@@ -534,6 +544,40 @@ impl Default for AvSyncConfig {
     }
 }
 
+/// Colour bars or a still slate where the programme should be (`test_pattern`; the
+/// rules are in `detect::test_pattern` and docs/events.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestPatternConfig {
+    /// Look for test patterns at all. true.
+    pub enabled: bool,
+    /// Colour bars (SMPTE, EBU, PAL 75%/100%). true.
+    pub bars: bool,
+    /// A still picture that began with a cut (the freeze detector's stillness test). true.
+    pub slate: bool,
+    /// A picture is a cut when it differs from the one before by at least this, dB of
+    /// the mean absolute difference of the luma grid (full scale = 0 dB; −60–0). −20
+    /// (about 25 luma levels on average; moving content is at −35 to −25 dB).
+    pub cut_db: f64,
+    /// Seconds bars or a slate must last to be reported. 10.0.
+    pub min_duration: f64,
+    /// Seconds the programme must be back to end the event. 0.0.
+    pub clear_duration: f64,
+}
+
+impl Default for TestPatternConfig {
+    fn default() -> Self {
+        TestPatternConfig {
+            enabled: true,
+            bars: true,
+            slate: true,
+            cut_db: -20.0,
+            min_duration: 10.0,
+            clear_duration: 0.0,
+        }
+    }
+}
+
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
@@ -546,6 +590,7 @@ impl Default for DetectConfig {
             loudness: LoudnessConfig::default(),
             low_fps: LowFpsConfig::default(),
             av_sync: AvSyncConfig::default(),
+            test_pattern: TestPatternConfig::default(),
             max_pixels: 4096 * 2304,
             max_decoder_mb: 160,
             decode: DecodeConfig::default(),
@@ -605,6 +650,11 @@ mod tests {
             ("[loudness]\nfloor_lufs = nan\n", "loudness.floor_lufs"),
             ("[loudness]\nfloor_lufs = -5.0\n", "loudness.floor_lufs"),
             ("[loudness]\nlong_window = 5.0\n", "loudness.long_window"),
+            ("[test_pattern]\ncut_db = 3.0\n", "test_pattern.cut_db"),
+            (
+                "[test_pattern]\nmin_duration = -1.0\n",
+                "test_pattern.min_duration",
+            ),
             ("[loudness]\nmin_duration = -1.0\n", "loudness.min_duration"),
             ("[clipping]\nsample_level = 0.2\n", "clipping.sample_level"),
             ("[clipping]\nratio = 0.0\n", "clipping.ratio"),

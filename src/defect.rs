@@ -20,6 +20,7 @@ pub enum DefectKind {
     UnsupportedCodec,
     LowFps,
     AvDesync,
+    TestPattern,
     // Delivery defects (on the session clock, or on the media clock when they concern a
     // piece of media: see `Transition::media` and docs/events.md).
     Stall,
@@ -34,7 +35,7 @@ pub enum DefectKind {
 
 impl DefectKind {
     /// Every kind, in declaration order.
-    pub const ALL: [DefectKind; 18] = [
+    pub const ALL: [DefectKind; 19] = [
         DefectKind::Black,
         DefectKind::Freeze,
         DefectKind::Corruption,
@@ -45,6 +46,7 @@ impl DefectKind {
         DefectKind::UnsupportedCodec,
         DefectKind::LowFps,
         DefectKind::AvDesync,
+        DefectKind::TestPattern,
         DefectKind::Stall,
         DefectKind::SourceDown,
         DefectKind::PacketLoss,
@@ -70,6 +72,7 @@ impl DefectKind {
             DefectKind::UnsupportedCodec => "unsupported_codec",
             DefectKind::LowFps => "low_fps",
             DefectKind::AvDesync => "av_desync",
+            DefectKind::TestPattern => "test_pattern",
             DefectKind::Stall => "stall",
             DefectKind::SourceDown => "source_down",
             DefectKind::PacketLoss => "packet_loss",
@@ -235,7 +238,8 @@ impl DefectKind {
             | DefectKind::SegmentError
             | DefectKind::TsError
             | DefectKind::LowFps
-            | DefectKind::AvDesync => Severity::Major,
+            | DefectKind::AvDesync
+            | DefectKind::TestPattern => Severity::Major,
         }
     }
 }

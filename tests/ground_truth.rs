@@ -24,8 +24,13 @@ fn clip(name: &str) -> Value {
 }
 
 fn run_clip(name: &str) {
+    run_clip_with(name, &[]);
+}
+
+/// `run_clip` with extra `vqprobe check` arguments.
+fn run_clip_with(name: &str, args: &[&str]) {
     let c = clip(name);
-    let (ok, events, stderr) = check_json(&media_dir().join(name), &[]);
+    let (ok, events, stderr) = check_json(&media_dir().join(name), args);
     assert!(ok, "{name}: check failed: {stderr}");
     let ends = paired_ends(&events);
     assert_intervals(name, &ends, &expected(&c), TOL);
@@ -260,6 +265,31 @@ fn sound_detectors_follow_their_settings() {
 }
 
 #[test]
+fn hd_bars_cut_in_between_live_pictures_are_a_test_pattern_not_a_freeze() {
+    run_clip("bars_hd_720p.ts");
+    run_clip_with("bars_hd_720p.ts", &["--decode-level", "full"]);
+}
+
+#[test]
+fn a_stream_that_starts_on_sd_bars_is_a_test_pattern_from_its_first_picture() {
+    run_clip("bars_sd_480p.ts");
+}
+
+#[test]
+fn a_still_slate_after_a_cut_is_a_test_pattern_not_a_freeze() {
+    run_clip("slate_720p.ts");
+    run_clip_with("slate_720p.ts", &["--decode-level", "full"]);
+    let (_, events, _) = check_json(&media_dir().join("slate_720p.ts"), &[]);
+    assert_eq!(events[0]["metrics"]["form"], "slate", "{}", events[0]);
+}
+
+#[test]
+fn a_short_title_card_is_content_neither_test_pattern_nor_freeze() {
+    run_clip("title_card_720p.ts");
+    run_clip_with("title_card_720p.ts", &["--decode-level", "full"]);
+}
+
+#[test]
 fn every_clip_in_truth_json_is_covered() {
     // Guards against a clip added to the corpus without a test above.
     let named = [
@@ -282,6 +312,10 @@ fn every_clip_in_truth_json_is_covered() {
         "loud_passage_360p.ts",
         "loudness_ok_360p.ts",
         "quiet_speech_360p.ts",
+        "bars_hd_720p.ts",
+        "bars_sd_480p.ts",
+        "slate_720p.ts",
+        "title_card_720p.ts",
     ];
     for c in truth()["clips"].as_array().unwrap() {
         assert!(

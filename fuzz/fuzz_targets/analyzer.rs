@@ -67,6 +67,8 @@ fn config(profile: u8) -> DetectConfig {
     c.corruption.clear_duration = clear;
     c.silence.min_duration = min;
     c.silence.clear_duration = clear;
+    c.test_pattern.min_duration = min;
+    c.test_pattern.clear_duration = clear;
     if profile & 3 == 3 {
         c.corruption.edge_jump = 0.0;
     }

@@ -31,6 +31,7 @@ pub mod fps;
 pub mod freeze;
 pub mod loudness;
 pub mod silence;
+pub mod test_pattern;
 pub mod transport;
 
 use crate::defect::{DefectKind, Metrics, Phase, Transition};

@@ -1,5 +1,5 @@
 //! The video chain: H.264 decoder → reduced pictures (thumbs) → the picture detectors
-//! (`black`, `freeze`, `corruption`, `low_fps`).
+//! (`black`, `freeze`, `test_pattern`, `corruption`, `low_fps`).
 //!
 //! Owns the video decoder, the picture detectors, the frame timing (last picture time,
 //! frame duration) and the overload state that suspends `low_fps` while the probe
@@ -21,6 +21,7 @@ use crate::detect::black::BlackDetector;
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
+use crate::detect::test_pattern::TestPatternDetector;
 use crate::timebase::MediaClock;
 
 use super::level::{LevelControl, LevelStats, SizeWatch};
@@ -70,6 +71,7 @@ struct Pictures {
     low_fps_cfg: LowFpsConfig,
     black: BlackDetector,
     freeze: FreezeDetector,
+    test_pattern: TestPatternDetector,
     corruption: CorruptionDetector,
     low_fps: LowFpsDetector,
     /// A `probe_overload` is open: ingest drops packets (see [`VideoChain::overload`]).
@@ -95,6 +97,7 @@ impl VideoChain {
                 low_fps_cfg: cfg.low_fps.clone(),
                 black: BlackDetector::new(cfg.black.clone()),
                 freeze: FreezeDetector::new(cfg.freeze.clone()),
+                test_pattern: TestPatternDetector::new(cfg.test_pattern.clone(), &cfg.freeze),
                 corruption: CorruptionDetector::new(cfg.corruption.clone()),
                 low_fps: LowFpsDetector::new(cfg.low_fps.clone()),
                 overloaded: false,
@@ -458,12 +461,14 @@ impl VideoChain {
         }
     }
 
-    /// Closes the open picture defects (`black`, `freeze`, `corruption`) at `t`.
+    /// Closes the open picture defects (`black`, `freeze`, `test_pattern`,
+    /// `corruption`) at `t`.
     pub fn finish_pictures(&mut self, t: f64, found: &mut Vec<Transition>) {
         let p = &mut self.pictures;
         let ends = [
             p.black.finish(t),
             p.freeze.finish(t),
+            p.test_pattern.finish(t),
             p.corruption.finish(t),
         ];
         found.extend(ends.into_iter().flatten());
@@ -498,10 +503,14 @@ impl Pictures {
             "frame"
         );
         let d0 = Instant::now();
+        // Root cause first: black, then test patterns, then freeze (docs/events.md).
         let black = self.black.is_black(th);
+        let pattern = self.test_pattern.observe(t, th, black);
+        let still_claimed = black || self.test_pattern.is_pattern();
         let found_here = [
             self.black.observe(t, th),
-            self.freeze.observe(t, th, black),
+            pattern,
+            self.freeze.observe(t, th, still_claimed),
             if watch {
                 None
             } else {
@@ -535,13 +544,17 @@ impl Pictures {
 
     /// A picture defect is pending or open.
     fn busy(&self) -> bool {
-        !(self.black.is_idle() && self.freeze.is_idle() && self.corruption.is_idle())
+        !(self.black.is_idle()
+            && self.freeze.is_idle()
+            && self.test_pattern.is_idle()
+            && self.corruption.is_idle())
     }
 
     /// The detectors will see an earlier GOP again (see `level`).
     fn rewind(&mut self) {
         self.black.rewind();
         self.freeze.rewind();
+        self.test_pattern.rewind();
         self.corruption.rewind();
         if let Some(s) = self.shots.as_mut() {
             s.rewind();

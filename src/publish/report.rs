@@ -136,6 +136,7 @@ fn colour(kind: DefectKind) -> &'static str {
         DefectKind::Loudness => "#e377c2",
         DefectKind::AvDesync => "#8c564b",
         DefectKind::UnsupportedCodec => "#7f7f7f",
+        DefectKind::TestPattern => "#e6ab02",
         _ => "#ff7f0e",
     }
 }

@@ -280,6 +280,54 @@ clip_quiet_speech_360p() {
     detectors "$f" quiet_speech_360p
 }
 
+# Test patterns (docs/events.md, "test_pattern"). SMPTE RP 219 HD bars (smptehdbars)
+# cut in over [4, 16) between live testsrc2 pictures.
+clip_bars_hd_720p() {
+    local f=$OUT/bars_hd_720p.ts
+    local v="testsrc2=s=1280x720:r=$FPS:d=4[b0];smptehdbars=s=1280x720:r=$FPS:d=12[b1]"
+    v+=";testsrc2=s=1280x720:r=$FPS:d=4[b2];[b0][b1][b2]concat=n=3:v=1:a=0,format=yuv420p"
+    encode "$f" "$v" "$(tone 20)" -profile:v high
+    check "${TOOLS[@]}" probe "$f" --profile High --width 1280 --height 720 --duration 20 --gop 2
+    # bars are a still picture: ffmpeg's freezedetect reports them
+    detectors "$f" bars_hd_720p --allow freeze:4:16
+}
+
+# A stream that starts on SD SMPTE bars (EG 1, smptebars, 4:3 picture in 640x480) for
+# 11 s, then live content until 15 s.
+clip_bars_sd_480p() {
+    local f=$OUT/bars_sd_480p.ts
+    local v="smptebars=s=640x480:r=$FPS:d=11[b0];testsrc2=s=640x480:r=$FPS:d=4[b1]"
+    v+=";[b0][b1]concat=n=2:v=1:a=0,format=yuv420p"
+    encode "$f" "$v" "$(tone 15)" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 480 --duration 15 --gop 2
+    detectors "$f" bars_sd_480p --allow freeze:0:11
+}
+
+# A slate: a still graphic (navy background about 60% of the picture, a white title
+# box, a grey lower band, an orange logo), cut in over [4, 4 + $2) between live testsrc2
+# pictures. 12 s is a `test_pattern`; 6 s (a title card) is content and gives nothing.
+slate_clip() {
+    local f=$1 secs=$2
+    local s="color=c=0x1a3a6a:s=1280x720:r=$FPS:d=$secs"
+    s+=",drawbox=x=200:y=200:w=880:h=200:color=white:t=fill"
+    s+=",drawbox=x=0:y=560:w=1280:h=120:color=0x808080:t=fill"
+    s+=",drawbox=x=1040:y=40:w=200:h=200:color=0xff8000:t=fill"
+    local v="testsrc2=s=1280x720:r=$FPS:d=4[s0];$s[s1];testsrc2=s=1280x720:r=$FPS:d=4[s2]"
+    v+=";[s0][s1][s2]concat=n=3:v=1:a=0,format=yuv420p"
+    encode "$f" "$v" "$(tone $((secs + 8)))" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 1280 --height 720 --duration $((secs + 8)) --gop 2
+}
+
+clip_slate_720p() {
+    slate_clip "$OUT/slate_720p.ts" 12
+    detectors "$OUT/slate_720p.ts" slate_720p --allow freeze:4:16
+}
+
+clip_title_card_720p() {
+    slate_clip "$OUT/title_card_720p.ts" 6
+    detectors "$OUT/title_card_720p.ts" title_card_720p --allow freeze:4:10
+}
+
 # 2160p at 100 fps: ~830 Mpixel/s, about 2.5x what openh264 decodes on one core of a
 # small box (4K50 decodes at ~40 fps here), so a live source of it overflows the queue
 # (backpressure tests). Key frame every 0.5 s. Level 5.2 is written although the rate
@@ -524,7 +572,14 @@ write_truth() {
    "events": [{"kind": "loudness", "start_s": 6.0, "end_s": 14.0}]},
   {"file": "loudness_ok_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 40.0, "events": []},
   {"file": "quiet_speech_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 40.0,
-   "events": [{"kind": "loudness", "start_s": 0.0, "end_s": 40.0}]}
+   "events": [{"kind": "loudness", "start_s": 0.0, "end_s": 40.0}]},
+  {"file": "bars_hd_720p.ts", "profile": "high", "width": 1280, "height": 720, "duration_s": 20.0,
+   "events": [{"kind": "test_pattern", "start_s": 4.0, "end_s": 16.0}]},
+  {"file": "bars_sd_480p.ts", "profile": "main", "width": 640, "height": 480, "duration_s": 15.0,
+   "events": [{"kind": "test_pattern", "start_s": 0.0, "end_s": 11.0}]},
+  {"file": "slate_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 20.0,
+   "events": [{"kind": "test_pattern", "start_s": 4.0, "end_s": 16.0}]},
+  {"file": "title_card_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 14.0, "events": []}
  ],
  "bad": [
   {"file": "truncated.ts", "expect": "events", "events": [], "note": "cut mid-packet after 0.92 s: the incomplete last picture is dropped, no defect"},
@@ -556,6 +611,7 @@ for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_108
             clip_desync_audio_360p clip_multi_opengop_360p clip_heavy_2160p100 \
             clip_clipping_stereo_720p clip_chanloss_stereo_360p clip_clean_loud_360p clip_clean_mono_360p \
             clip_loud_passage_360p clip_loudness_ok_360p clip_quiet_speech_360p \
+            clip_bars_hd_720p clip_bars_sd_480p clip_slate_720p clip_title_card_720p \
             fmt_interlaced_mbaff_1080i fmt_interlaced_fake_576i fmt_high10_360p fmt_high422_360p \
             fmt_high444_360p fmt_mono_black_360p \
             bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt; do
