@@ -13,6 +13,8 @@ pub enum DefectKind {
     Black,
     Freeze,
     Corruption,
+    /// Most of the picture one colour, not black (a covered lens, a "no signal" screen).
+    Uniform,
     Silence,
     Clipping,
     ChannelLoss,
@@ -34,10 +36,11 @@ pub enum DefectKind {
 
 impl DefectKind {
     /// Every kind, in declaration order.
-    pub const ALL: [DefectKind; 18] = [
+    pub const ALL: [DefectKind; 19] = [
         DefectKind::Black,
         DefectKind::Freeze,
         DefectKind::Corruption,
+        DefectKind::Uniform,
         DefectKind::Silence,
         DefectKind::Clipping,
         DefectKind::ChannelLoss,
@@ -63,6 +66,7 @@ impl DefectKind {
             DefectKind::Black => "black",
             DefectKind::Freeze => "freeze",
             DefectKind::Corruption => "corruption",
+            DefectKind::Uniform => "uniform",
             DefectKind::Silence => "silence",
             DefectKind::Clipping => "clipping",
             DefectKind::ChannelLoss => "channel_loss",
@@ -221,6 +225,7 @@ impl DefectKind {
         match self {
             DefectKind::Black | DefectKind::Freeze => Severity::Critical,
             DefectKind::Corruption
+            | DefectKind::Uniform
             | DefectKind::Silence
             | DefectKind::Clipping
             | DefectKind::ChannelLoss => Severity::Major,

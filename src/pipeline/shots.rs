@@ -79,8 +79,13 @@ impl Shots {
     ) {
         let t0 = Instant::now();
         let starts = || found.iter().flatten().filter(|t| t.phase == Phase::Start);
-        let shown = starts().any(|t| matches!(t.kind, DefectKind::Black | DefectKind::Freeze))
-            || (starts().any(|t| t.kind == DefectKind::Corruption) && self.worst().is_none());
+        let shown = starts().any(|t| {
+            matches!(
+                t.kind,
+                DefectKind::Black | DefectKind::Freeze | DefectKind::Uniform
+            )
+        }) || (starts().any(|t| t.kind == DefectKind::Corruption)
+            && self.worst().is_none());
         let due = self.last_t.is_none_or(|l| t - l >= KEEP_EVERY_S || t < l);
         if let Some(p) = planes {
             if shown || due {
@@ -101,7 +106,9 @@ impl Shots {
         self.stats.encode_ns += t0.elapsed().as_nanos() as u64;
         for t in starts() {
             let src = match t.kind {
-                DefectKind::Black | DefectKind::Freeze => self.last_shown(planes.is_some()),
+                DefectKind::Black | DefectKind::Freeze | DefectKind::Uniform => {
+                    self.last_shown(planes.is_some())
+                }
                 DefectKind::Corruption => self.worst().or(self.last_shown(planes.is_some())),
                 _ => continue,
             };

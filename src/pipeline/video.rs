@@ -1,5 +1,9 @@
 //! The video chain: H.264 decoder → reduced pictures (thumbs) → the picture detectors
-//! (`black`, `freeze`, `corruption`, `low_fps`).
+//! (`black`, `uniform`, `freeze`, `corruption`, `low_fps`).
+//!
+//! Root cause first: on each picture the black verdict goes to `uniform`, and black
+//! or uniform to `freeze`, so a black picture is `black` only and a one-colour
+//! picture `uniform` only (neither is also a freeze).
 //!
 //! Owns the video decoder, the picture detectors, the frame timing (last picture time,
 //! frame duration) and the overload state that suspends `low_fps` while the probe
@@ -21,6 +25,7 @@ use crate::detect::black::BlackDetector;
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
+use crate::detect::uniform::UniformDetector;
 use crate::timebase::MediaClock;
 
 use super::level::{LevelControl, LevelStats, SizeWatch};
@@ -70,6 +75,7 @@ struct Pictures {
     low_fps_cfg: LowFpsConfig,
     black: BlackDetector,
     freeze: FreezeDetector,
+    uniform: UniformDetector,
     corruption: CorruptionDetector,
     low_fps: LowFpsDetector,
     /// A `probe_overload` is open: ingest drops packets (see [`VideoChain::overload`]).
@@ -95,6 +101,7 @@ impl VideoChain {
                 low_fps_cfg: cfg.low_fps.clone(),
                 black: BlackDetector::new(cfg.black.clone()),
                 freeze: FreezeDetector::new(cfg.freeze.clone()),
+                uniform: UniformDetector::new(cfg.uniform.clone(), &cfg.black),
                 corruption: CorruptionDetector::new(cfg.corruption.clone()),
                 low_fps: LowFpsDetector::new(cfg.low_fps.clone()),
                 overloaded: false,
@@ -458,11 +465,13 @@ impl VideoChain {
         }
     }
 
-    /// Closes the open picture defects (`black`, `freeze`, `corruption`) at `t`.
+    /// Closes the open picture defects (`black`, `uniform`, `freeze`, `corruption`)
+    /// at `t`.
     pub fn finish_pictures(&mut self, t: f64, found: &mut Vec<Transition>) {
         let p = &mut self.pictures;
         let ends = [
             p.black.finish(t),
+            p.uniform.finish(t),
             p.freeze.finish(t),
             p.corruption.finish(t),
         ];
@@ -499,9 +508,12 @@ impl Pictures {
         );
         let d0 = Instant::now();
         let black = self.black.is_black(th);
+        let uniform = self.uniform.observe(t, th, black);
+        let still = black || self.uniform.last_uniform();
         let found_here = [
             self.black.observe(t, th),
-            self.freeze.observe(t, th, black),
+            uniform,
+            self.freeze.observe(t, th, still),
             if watch {
                 None
             } else {
@@ -535,12 +547,16 @@ impl Pictures {
 
     /// A picture defect is pending or open.
     fn busy(&self) -> bool {
-        !(self.black.is_idle() && self.freeze.is_idle() && self.corruption.is_idle())
+        !(self.black.is_idle()
+            && self.uniform.is_idle()
+            && self.freeze.is_idle()
+            && self.corruption.is_idle())
     }
 
     /// The detectors will see an earlier GOP again (see `level`).
     fn rewind(&mut self) {
         self.black.rewind();
+        self.uniform.rewind();
         self.freeze.rewind();
         self.corruption.rewind();
         if let Some(s) = self.shots.as_mut() {

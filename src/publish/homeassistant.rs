@@ -74,9 +74,11 @@ impl Group {
 ///   ([`DefectKind::is_delivery`]): packets were dropped before decoding.
 pub fn group(kind: DefectKind) -> Group {
     match kind {
-        DefectKind::Black | DefectKind::Freeze | DefectKind::Corruption | DefectKind::LowFps => {
-            Group::Picture
-        }
+        DefectKind::Black
+        | DefectKind::Freeze
+        | DefectKind::Corruption
+        | DefectKind::Uniform
+        | DefectKind::LowFps => Group::Picture,
         DefectKind::Silence
         | DefectKind::Clipping
         | DefectKind::ChannelLoss
@@ -323,7 +325,7 @@ mod tests {
     fn every_kind_has_its_group() {
         for k in DefectKind::ALL {
             let want = match k.as_str() {
-                "black" | "freeze" | "corruption" | "low_fps" => Group::Picture,
+                "black" | "freeze" | "corruption" | "uniform" | "low_fps" => Group::Picture,
                 "silence" | "clipping" | "channel_loss" | "loudness" | "av_desync" => Group::Sound,
                 _ => Group::Delivery,
             };
