@@ -113,6 +113,17 @@ impl UniformDetector {
     /// verdict on it. [`UniformDetector::last_uniform`] then tells the verdict.
     pub fn observe(&mut self, t: f64, thumb: &Thumb, black: bool) -> Option<Transition> {
         let look = if black { None } else { self.look(thumb) };
+        if let Some(l) = &look {
+            tracing::trace!(
+                t,
+                share = l.share,
+                pixel_share = l.pixel_share,
+                y = l.y,
+                u = l.u,
+                v = l.v,
+                "uniform look"
+            );
+        }
         let uniform = match &look {
             Some(l) if self.judge(thumb, l) => {
                 if self.hyst.onset().is_none() {
