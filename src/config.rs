@@ -705,6 +705,53 @@ mod tests {
     }
 
     #[test]
+    fn uniform_settings_default_and_are_checked() {
+        let d = DetectConfig::default();
+        assert_eq!(d.uniform.share, 0.75);
+        assert_eq!(
+            (
+                d.uniform.luma_tolerance,
+                d.uniform.chroma_tolerance,
+                d.uniform.pixel_tolerance
+            ),
+            (6, 6, 12)
+        );
+        assert_eq!(
+            (d.uniform.min_duration, d.uniform.clear_duration),
+            (5.0, 0.0)
+        );
+        let c: DetectConfig =
+            toml::from_str("[uniform]\nshare = 0.9\nmin_duration = 10\n").unwrap();
+        assert_eq!((c.uniform.share, c.uniform.min_duration), (0.9, 10.0));
+        assert_eq!(c.uniform.chroma_tolerance, 6);
+        assert!(c.validate().is_ok());
+        for (bad, field) in [
+            ("[uniform]\nshare = 0.3\n", "uniform.share"),
+            ("[uniform]\nshare = nan\n", "uniform.share"),
+            (
+                "[uniform]\nluma_tolerance = 100\n",
+                "uniform.luma_tolerance",
+            ),
+            (
+                "[uniform]\npixel_tolerance = 65\n",
+                "uniform.pixel_tolerance",
+            ),
+            ("[uniform]\nmin_duration = -1.0\n", "uniform.min_duration"),
+        ] {
+            let c: DetectConfig = toml::from_str(bad).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+        for bad in [
+            "[uniform]\ntolerance = 5\n",
+            "[uniform]\nluma_tolerance = -1\n",
+            "[uniform]\nluma_tolerance = 300\n",
+        ] {
+            assert!(toml::from_str::<DetectConfig>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn decode_settings_default_to_auto_and_are_checked() {
         let d = DetectConfig::default();
         assert_eq!(d.decode.level, LevelChoice::Auto);

@@ -33,8 +33,10 @@ pub const CHROMA_W: usize = 16;
 pub const CHROMA_H: usize = 9;
 /// Cells in the chroma grid.
 pub const CHROMA_LEN: usize = CHROMA_W * CHROMA_H;
-/// About this many chroma samples are read per plane and picture (about 16 per chroma
-/// cell): a tenth of the luma samples, so chroma adds little to the reduce cost.
+/// The chroma sampling grid is laid out for about this many samples per plane and
+/// picture (16 per chroma cell), then every other sampled row is skipped: about 1,200
+/// samples per plane (8 per cell) in half the rows, which are what costs (each sampled
+/// row is a run of cache lines of a picture just written by the decoder).
 const TARGET_CHROMA_SAMPLES: usize = 2_400;
 /// About this many pixels are sampled per picture for the histogram and the grid,
 /// whatever the resolution: the cost of a summary stays flat while decoding cost grows
@@ -143,7 +145,8 @@ pub struct Reducer {
     sums: Vec<u32>,
     /// Chroma plane size the chroma tables below are for.
     cdims: (usize, usize),
-    /// Chroma sampling step (in chroma pixels) at that size.
+    /// Chroma sampling step along a row (in chroma pixels) at that size; rows are
+    /// sampled at twice this step.
     cstep: usize,
     /// Chroma grid row of every sampled chroma row.
     crow_cell: Vec<u8>,
@@ -240,7 +243,7 @@ impl Reducer {
     /// Adds the chroma summary (`chroma_u`, `chroma_v`) of the picture just reduced.
     /// `u` and `v` are the 4:2:0 chroma planes (`width` × `height` are the chroma
     /// plane's, i.e. half the luma's, rounded up) with `stride` bytes per row. Sparse:
-    /// about [`TARGET_CHROMA_SAMPLES`] samples per plane, one add each, no float, no
+    /// about half [`TARGET_CHROMA_SAMPLES`] samples per plane, one add each, no float, no
     /// allocation (the tables are rebuilt only when the size changes). Planes shorter
     /// than declared are read only as far as they go; empty ones leave the neutral 128.
     pub fn reduce_chroma(
@@ -266,7 +269,7 @@ impl Reducer {
         self.usums = [0; CHROMA_LEN];
         self.vsums = [0; CHROMA_LEN];
         let step = self.cstep;
-        for (ri, yy) in (0..height).step_by(step).enumerate() {
+        for (ri, yy) in (0..height).step_by(2 * step).enumerate() {
             let base = usize::from(self.crow_cell[ri]) * CHROMA_W;
             let ur = &u[yy * stride..yy * stride + width];
             let vr = &v[yy * stride..yy * stride + width];
@@ -299,7 +302,7 @@ impl Reducer {
         self.cstep = ideal.clamp(1, 64);
         let step = self.cstep;
         self.crow_cell = (0..height)
-            .step_by(step)
+            .step_by(2 * step)
             .map(|y| (y * CHROMA_H / height) as u8)
             .collect();
         self.ccol_cell = (0..width)

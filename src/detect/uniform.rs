@@ -210,10 +210,13 @@ fn look(thumb: &Thumb, cfg: &UniformConfig) -> Option<Look> {
     // Cells of the dominant luma, per chroma cell (4 × 4 grid cells each).
     let mut weight = [0u32; CHROMA_LEN];
     let (sx, sy) = (GRID_W / CHROMA_W, GRID_H / (CHROMA_LEN / CHROMA_W));
-    for (i, &g) in thumb.grid.iter().enumerate() {
-        if (lo..=hi).contains(&g) {
-            let (gx, gy) = (i % GRID_W, i / GRID_W);
-            weight[(gy / sy) * CHROMA_W + gx / sx] += 1;
+    for (gy, row) in thumb.grid.chunks_exact(GRID_W).enumerate() {
+        let w = &mut weight[(gy / sy) * CHROMA_W..][..CHROMA_W];
+        for (cell, four) in w.iter_mut().zip(row.chunks_exact(sx)) {
+            *cell += four
+                .iter()
+                .map(|g| u32::from((lo..=hi).contains(g)))
+                .sum::<u32>();
         }
     }
     // Cb among them, then Cr among those of that Cb: one colour, not two marginal
