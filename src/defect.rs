@@ -128,8 +128,9 @@ pub enum Metric {
     Num(f64),
     Int(i64),
     Str(&'static str),
-    /// Text decided at run time (an error message); allocated, so only for rare
-    /// delivery events, never per frame. Must not contain secrets.
+    /// Text decided at run time (an error message, a colour's `#rrggbb`); allocated, so
+    /// only when a transition is made (rare), never per frame or sample. Must not
+    /// contain secrets.
     Text(std::sync::Arc<str>),
 }
 
