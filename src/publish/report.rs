@@ -523,7 +523,7 @@ pub fn render(r: &ReportInput<'_>) -> String {
                 ),
             ),
             range: Some((0.0, 255.0)),
-            kinds: &[DefectKind::Black],
+            kinds: &[DefectKind::Black, DefectKind::Uniform],
         },
         ax,
         &ivs,
