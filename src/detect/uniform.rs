@@ -40,7 +40,10 @@ use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 /// What one picture looks like to the detector.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Look {
-    /// Share (0–1) of the grid cells of the dominant colour.
+    /// Share (0–1) of the grid cells of the dominant colour. When the cells of its luma
+    /// alone, or the pixels near it, are fewer than `share`, the chroma is not looked at:
+    /// this is then the share of the cells of that luma (an upper bound, under `share`
+    /// anyway), and `u`, `v` are 128.
     pub share: f32,
     /// Share (0–1) of the sampled pixels whose luma is near the dominant colour's.
     pub pixel_share: f32,
@@ -205,18 +208,32 @@ fn look(thumb: &Thumb, cfg: &UniformConfig) -> Option<Look> {
     for &g in &thumb.grid {
         hist[usize::from(g)] += 1;
     }
-    let (y, _) = dominant(&hist, cfg.luma_tolerance);
+    let (y, luma_cells) = dominant(&hist, cfg.luma_tolerance);
+    let (plo, phi) = window(y, cfg.pixel_tolerance);
+    let near: u32 = thumb.hist[usize::from(plo)..=usize::from(phi)].iter().sum();
+    let pixel_share = near as f32 / thumb.samples as f32;
+    let luma_share = luma_cells as f32 / GRID_LEN as f32;
+    if luma_share < cfg.share || pixel_share < cfg.share {
+        // Most pictures end here: no colour reaches `share` even by its luma alone,
+        // and the chroma is not looked at.
+        return Some(Look {
+            share: luma_share,
+            pixel_share,
+            y,
+            u: 128,
+            v: 128,
+        });
+    }
     let (lo, hi) = window(y, cfg.luma_tolerance);
     // Cells of the dominant luma, per chroma cell (4 × 4 grid cells each).
     let mut weight = [0u32; CHROMA_LEN];
     let (sx, sy) = (GRID_W / CHROMA_W, GRID_H / (CHROMA_LEN / CHROMA_W));
+    let span = hi - lo;
     for (gy, row) in thumb.grid.chunks_exact(GRID_W).enumerate() {
-        let w = &mut weight[(gy / sy) * CHROMA_W..][..CHROMA_W];
-        for (cell, four) in w.iter_mut().zip(row.chunks_exact(sx)) {
-            *cell += four
-                .iter()
-                .map(|g| u32::from((lo..=hi).contains(g)))
-                .sum::<u32>();
+        let base = (gy / sy) * CHROMA_W;
+        for (gx, &g) in row.iter().enumerate() {
+            // g in lo..=hi, branch-free.
+            weight[base + gx / sx] += u32::from(g.wrapping_sub(lo) <= span);
         }
     }
     // Cb among them, then Cr among those of that Cb: one colour, not two marginal
@@ -235,18 +252,14 @@ fn look(thumb: &Thumb, cfg: &UniformConfig) -> Option<Look> {
     }
     let (v, _) = dominant(&hv, cfg.chroma_tolerance);
     let (vlo, vhi) = window(v, cfg.chroma_tolerance);
-    let cells: u32 = weight
-        .iter()
-        .zip(&thumb.chroma_u)
-        .zip(&thumb.chroma_v)
-        .filter(|((_, cu), cv)| (ulo..=uhi).contains(*cu) && (vlo..=vhi).contains(*cv))
-        .map(|((w, _), _)| *w)
-        .sum();
-    let (plo, phi) = window(y, cfg.pixel_tolerance);
-    let near: u32 = thumb.hist[usize::from(plo)..=usize::from(phi)].iter().sum();
+    let mut cells = 0u32;
+    for ((&w, &cu), &cv) in weight.iter().zip(&thumb.chroma_u).zip(&thumb.chroma_v) {
+        let inside = cu.wrapping_sub(ulo) <= uhi - ulo && cv.wrapping_sub(vlo) <= vhi - vlo;
+        cells += w * u32::from(inside);
+    }
     Some(Look {
         share: cells as f32 / GRID_LEN as f32,
-        pixel_share: near as f32 / thumb.samples as f32,
+        pixel_share,
         y,
         u,
         v,
