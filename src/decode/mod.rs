@@ -43,7 +43,7 @@ const TARGET_CHROMA_SAMPLES: usize = 2_400;
 /// with the picture (2 px step at 360p, 4 at 720p, 7 at 1080p).
 const TARGET_SAMPLES: usize = 40_000;
 
-/// The per-frame summary every video detector works from (about 3.7 KiB, fixed).
+/// The per-frame summary every video detector works from (about 3.6 KiB, fixed).
 #[derive(Clone)]
 pub struct Thumb {
     /// Presentation time, 90 kHz, unwrapped.
