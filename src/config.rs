@@ -16,6 +16,7 @@ use crate::defect::DecodeLevel;
 pub struct DetectConfig {
     pub black: BlackConfig,
     pub freeze: FreezeConfig,
+    pub uniform: UniformConfig,
     pub corruption: CorruptionConfig,
     pub silence: SilenceConfig,
     pub clipping: ClippingConfig,
@@ -172,6 +173,24 @@ impl DetectConfig {
             "freeze.max_changed_share",
             f64::from(self.freeze.max_changed_share),
         )?;
+        let u = &self.uniform;
+        if !(u.share.is_finite() && (0.5..=1.0).contains(&u.share)) {
+            return Err(format!(
+                "uniform.share must be between 0.5 and 1 (a share of the picture), got {}",
+                u.share
+            ));
+        }
+        for (name, v) in [
+            ("uniform.luma_tolerance", u.luma_tolerance),
+            ("uniform.chroma_tolerance", u.chroma_tolerance),
+            ("uniform.pixel_tolerance", u.pixel_tolerance),
+        ] {
+            if v > 64 {
+                return Err(format!("{name} must be at most 64 levels, got {v}"));
+            }
+        }
+        dur("uniform.min_duration", u.min_duration)?;
+        dur("uniform.clear_duration", u.clear_duration)?;
         dur("corruption.min_duration", self.corruption.min_duration)?;
         dur("corruption.clear_duration", self.corruption.clear_duration)?;
         if !(self.corruption.edge_jump == 0.0
@@ -310,6 +329,20 @@ pub struct BlackConfig {
     pub clear_duration: f64,
 }
 
+impl BlackConfig {
+    /// The luma value below which a pixel counts as black: `pixel_threshold` of the
+    /// signal range, i.e. `16 + 0.10 × 219 ≈ 37` in limited range, `0.10 × 255 ≈ 25`
+    /// in full range.
+    pub fn luma_threshold(&self, full_range: bool) -> u8 {
+        let t = if full_range {
+            self.pixel_threshold * 255.0
+        } else {
+            16.0 + self.pixel_threshold * 219.0
+        };
+        t.clamp(0.0, 255.0) as u8
+    }
+}
+
 impl Default for BlackConfig {
     fn default() -> Self {
         BlackConfig {
@@ -348,6 +381,43 @@ impl Default for FreezeConfig {
             cell_step: 6,
             max_changed_share: 0.005,
             min_duration: 2.0,
+            clear_duration: 0.0,
+        }
+    }
+}
+
+/// One-colour picture detector (`uniform`: a covered lens, a "no signal" screen). See
+/// `detect::uniform` and docs/events.md for the rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UniformConfig {
+    /// A picture is uniform when at least this share of it is one colour (0.5–1). 0.75.
+    pub share: f32,
+    /// A 64×36 grid cell is of the picture's colour when its mean luma is within this
+    /// many levels of the colour's. 6.
+    pub luma_tolerance: u8,
+    /// ... and the mean Cb and Cr of its 16×9 chroma cell are each within this many
+    /// levels of the colour's. 6.
+    pub chroma_tolerance: u8,
+    /// ... and at least `share` of the sampled pixels (not cell means) have a luma
+    /// within this many levels of the colour's: texture finer than a grid cell (clouds,
+    /// foliage, a crowd) keeps a smooth-looking picture from being uniform, while
+    /// sensor noise after coding (a few levels) does not. 12.
+    pub pixel_tolerance: u8,
+    /// Seconds a uniform picture must last to be reported. 5.0.
+    pub min_duration: f64,
+    /// Seconds the picture must stay non-uniform to end the event. 0.0.
+    pub clear_duration: f64,
+}
+
+impl Default for UniformConfig {
+    fn default() -> Self {
+        UniformConfig {
+            share: 0.75,
+            luma_tolerance: 6,
+            chroma_tolerance: 6,
+            pixel_tolerance: 12,
+            min_duration: 5.0,
             clear_duration: 0.0,
         }
     }
@@ -583,6 +653,7 @@ impl Default for DetectConfig {
         DetectConfig {
             black: BlackConfig::default(),
             freeze: FreezeConfig::default(),
+            uniform: UniformConfig::default(),
             corruption: CorruptionConfig::default(),
             silence: SilenceConfig::default(),
             clipping: ClippingConfig::default(),
@@ -680,6 +751,53 @@ mod tests {
         ] {
             let e = toml::from_str::<DetectConfig>(bad).unwrap_err();
             assert!(e.to_string().contains("unknown field"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn uniform_settings_default_and_are_checked() {
+        let d = DetectConfig::default();
+        assert_eq!(d.uniform.share, 0.75);
+        assert_eq!(
+            (
+                d.uniform.luma_tolerance,
+                d.uniform.chroma_tolerance,
+                d.uniform.pixel_tolerance
+            ),
+            (6, 6, 12)
+        );
+        assert_eq!(
+            (d.uniform.min_duration, d.uniform.clear_duration),
+            (5.0, 0.0)
+        );
+        let c: DetectConfig =
+            toml::from_str("[uniform]\nshare = 0.9\nmin_duration = 10\n").unwrap();
+        assert_eq!((c.uniform.share, c.uniform.min_duration), (0.9, 10.0));
+        assert_eq!(c.uniform.chroma_tolerance, 6);
+        assert!(c.validate().is_ok());
+        for (bad, field) in [
+            ("[uniform]\nshare = 0.3\n", "uniform.share"),
+            ("[uniform]\nshare = nan\n", "uniform.share"),
+            (
+                "[uniform]\nluma_tolerance = 100\n",
+                "uniform.luma_tolerance",
+            ),
+            (
+                "[uniform]\npixel_tolerance = 65\n",
+                "uniform.pixel_tolerance",
+            ),
+            ("[uniform]\nmin_duration = -1.0\n", "uniform.min_duration"),
+        ] {
+            let c: DetectConfig = toml::from_str(bad).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+        for bad in [
+            "[uniform]\ntolerance = 5\n",
+            "[uniform]\nluma_tolerance = -1\n",
+            "[uniform]\nluma_tolerance = 300\n",
+        ] {
+            assert!(toml::from_str::<DetectConfig>(bad).is_err(), "{bad}");
         }
     }
 

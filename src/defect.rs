@@ -13,6 +13,8 @@ pub enum DefectKind {
     Black,
     Freeze,
     Corruption,
+    /// Most of the picture one colour, not black (a covered lens, a "no signal" screen).
+    Uniform,
     Silence,
     Clipping,
     ChannelLoss,
@@ -35,10 +37,11 @@ pub enum DefectKind {
 
 impl DefectKind {
     /// Every kind, in declaration order.
-    pub const ALL: [DefectKind; 19] = [
+    pub const ALL: [DefectKind; 20] = [
         DefectKind::Black,
         DefectKind::Freeze,
         DefectKind::Corruption,
+        DefectKind::Uniform,
         DefectKind::Silence,
         DefectKind::Clipping,
         DefectKind::ChannelLoss,
@@ -65,6 +68,7 @@ impl DefectKind {
             DefectKind::Black => "black",
             DefectKind::Freeze => "freeze",
             DefectKind::Corruption => "corruption",
+            DefectKind::Uniform => "uniform",
             DefectKind::Silence => "silence",
             DefectKind::Clipping => "clipping",
             DefectKind::ChannelLoss => "channel_loss",
@@ -127,8 +131,9 @@ pub enum Metric {
     Num(f64),
     Int(i64),
     Str(&'static str),
-    /// Text decided at run time (an error message); allocated, so only for rare
-    /// delivery events, never per frame. Must not contain secrets.
+    /// Text decided at run time (an error message, a colour's `#rrggbb`); allocated, so
+    /// only when a transition is made (rare), never per frame or sample. Must not
+    /// contain secrets.
     Text(std::sync::Arc<str>),
 }
 
@@ -224,6 +229,7 @@ impl DefectKind {
         match self {
             DefectKind::Black | DefectKind::Freeze => Severity::Critical,
             DefectKind::Corruption
+            | DefectKind::Uniform
             | DefectKind::Silence
             | DefectKind::Clipping
             | DefectKind::ChannelLoss => Severity::Major,

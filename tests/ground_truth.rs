@@ -264,6 +264,54 @@ fn sound_detectors_follow_their_settings() {
     assert!(events.is_empty(), "{events:?}");
 }
 
+/// The `end` of the one `uniform` of a clip.
+fn uniform_end(name: &str) -> Value {
+    let (_, events, _) = check_json(&media_dir().join(name), &[]);
+    let ends: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "uniform" && e["state"] == "end")
+        .collect();
+    assert_eq!(ends.len(), 1, "{name}: {events:?}");
+    ends[0].clone()
+}
+
+#[test]
+fn a_blue_no_signal_screen_is_uniform_not_freeze_360p() {
+    // Blue 0x1E3CC8 with a caption box over [3, 9): exactly one uniform (ffmpeg's
+    // freezedetect calls it a freeze; the root cause is the one-colour picture).
+    run_clip("uniform_blue_360p.ts");
+    let end = uniform_end("uniform_blue_360p.ts");
+    assert_eq!(end["severity"], "major");
+    let m = &end["metrics"];
+    let near = |k: &str, want: f64| (m[k].as_f64().unwrap() - want).abs() <= 3.0;
+    assert!(
+        near("luma", 73.0) && near("cb", 194.0) && near("cr", 105.0),
+        "{end}"
+    );
+    assert_eq!(m["rgb"], "#1e3bc8", "{end}");
+    // The caption covers 12% of the picture (and its cells' edges a little more).
+    let share = m["share_min"].as_f64().unwrap();
+    assert!((0.8..0.95).contains(&share), "{end}");
+    assert!(end.get("reason").is_none(), "it cleared by itself: {end}");
+}
+
+#[test]
+fn a_covered_lens_dark_brown_and_noisy_is_uniform_720p() {
+    // Dark brown (Y 57: over black's threshold) with sensor-like noise over [4, 11).
+    run_clip("uniform_covered_720p.ts");
+    let end = uniform_end("uniform_covered_720p.ts");
+    let m = &end["metrics"];
+    let luma = m["luma"].as_f64().unwrap();
+    assert!((luma - 57.0).abs() <= 3.0, "{end}");
+    assert!(m["pixel_share_min"].as_f64().unwrap() >= 0.75, "{end}");
+}
+
+#[test]
+fn an_overcast_sky_is_not_uniform_720p() {
+    // A smooth blue-grey gradient with drifting cloud bands over 88% of the picture.
+    run_clip("clean_sky_720p.ts");
+}
+
 #[test]
 fn hd_bars_cut_in_between_live_pictures_are_a_test_pattern_not_a_freeze() {
     run_clip("bars_hd_720p.ts");
@@ -316,6 +364,9 @@ fn every_clip_in_truth_json_is_covered() {
         "bars_sd_480p.ts",
         "slate_720p.ts",
         "title_card_720p.ts",
+        "uniform_blue_360p.ts",
+        "uniform_covered_720p.ts",
+        "clean_sky_720p.ts",
     ];
     for c in truth()["clips"].as_array().unwrap() {
         assert!(
@@ -425,7 +476,7 @@ fn refused_clip(name: &str, reason: &str, (width, height): (i64, i64), dur: f64)
     for o in &others {
         let kind = o["kind"].as_str().unwrap();
         assert!(
-            !["corruption", "black", "freeze", "low_fps"].contains(&kind),
+            !["corruption", "black", "freeze", "uniform", "low_fps"].contains(&kind),
             "{name}: a refused video has no picture defect: {o}"
         );
     }

@@ -119,13 +119,20 @@ fn predicted_at_key(clip: &Value, keys: &[f64]) -> Vec<(String, f64, f64)> {
     const EPS: f64 = 0.02;
     const FRAME: f64 = 0.04;
     const MIN_ON: f64 = 2.0; // black / freeze min_duration defaults
+    const MIN_ON_UNIFORM: f64 = 5.0; // uniform's
+    const MIN_ON_PATTERN: f64 = 10.0; // test_pattern's
     let dur = clip["duration_s"].as_f64().unwrap();
     let mut out = vec![];
     for (kind, s, e) in clip_events(clip) {
         match kind.as_str() {
-            "black" => {
-                let black = |i: usize| keys[i] >= s - EPS && keys[i] < e - EPS;
-                for (a, b) in key_runs(keys, black, MIN_ON, dur) {
+            "black" | "uniform" => {
+                let min_on = if kind == "black" {
+                    MIN_ON
+                } else {
+                    MIN_ON_UNIFORM
+                };
+                let shown = |i: usize| keys[i] >= s - EPS && keys[i] < e - EPS;
+                for (a, b) in key_runs(keys, shown, min_on, dur) {
                     out.push((kind.clone(), a, b));
                 }
             }
@@ -135,6 +142,27 @@ fn predicted_at_key(clip: &Value, keys: &[f64]) -> Vec<(String, f64, f64)> {
                 let frozen =
                     |i: usize| i > 0 && keys[i - 1] >= s - FRAME - EPS && keys[i] < e - EPS;
                 for (a, b) in key_runs(keys, frozen, MIN_ON, dur) {
+                    out.push((kind.clone(), a, b));
+                }
+            }
+            // Bars are seen on every key picture inside them; a slate from the second
+            // key picture of it on (the first one is the cut, the new reference).
+            "test_pattern" => {
+                let form = clip["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|ev| ev["kind"] == "test_pattern" && ev["start_s"].as_f64() == Some(s))
+                    .and_then(|ev| ev["form"].as_str())
+                    .unwrap_or_else(|| panic!("test_pattern truth without a form: {clip}"));
+                let shown = |i: usize| keys[i] >= s - EPS && keys[i] < e - EPS;
+                let still = |i: usize| i > 0 && shown(i - 1) && shown(i);
+                let runs = if form == "bars" {
+                    key_runs(keys, shown, MIN_ON_PATTERN, dur)
+                } else {
+                    key_runs(keys, still, MIN_ON_PATTERN, dur)
+                };
+                for (a, b) in runs {
                     out.push((kind.clone(), a, b));
                 }
             }
@@ -171,7 +199,9 @@ fn full_reference_and_auto_find_every_truth_and_auto_matches_full() {
         assert_intervals(&format!("{name}: auto against full"), &auto, &at_full, 0.1);
         // Picture defects found by auto were found decoding every picture.
         for e in &auto {
-            if ["black", "freeze", "corruption"].contains(&e["kind"].as_str().unwrap()) {
+            if ["black", "freeze", "corruption", "uniform", "test_pattern"]
+                .contains(&e["kind"].as_str().unwrap())
+            {
                 assert_eq!(e["decode_level"], "full", "{name}: {e}");
             }
         }
@@ -188,7 +218,8 @@ fn key_meets_its_documented_limit_on_every_truth_clip() {
         let want = predicted_at_key(&c, &keys);
         // Picture defects land on key pictures (0.1 s); sound and sync keep the
         // truth's own tolerance.
-        let picture = |k: &str| ["black", "freeze", "corruption"].contains(&k);
+        let picture =
+            |k: &str| ["black", "freeze", "corruption", "uniform", "test_pattern"].contains(&k);
         let (pic_ends, other_ends): (Vec<Value>, Vec<Value>) = ends
             .iter()
             .cloned()

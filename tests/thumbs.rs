@@ -71,7 +71,8 @@ fn run(clip: &str, extra: &[&str]) -> (Vec<Value>, Vec<String>, TempDir) {
 fn starts_with_thumbs(events: &[Value], dir: &TempDir) -> Vec<(Value, String)> {
     let mut got = vec![];
     for e in events {
-        let picture = ["black", "freeze", "corruption"].contains(&e["kind"].as_str().unwrap());
+        let picture =
+            ["black", "freeze", "corruption", "uniform"].contains(&e["kind"].as_str().unwrap());
         if picture && e["state"] == "start" {
             let want = dir
                 .path()
@@ -101,6 +102,20 @@ fn a_black_start_shows_a_black_picture_at_every_level() {
         assert_eq!((w, h), (320, 180), "{level}: 640×360 → 320×180");
         assert!(mean(&luma) < 25.0, "{level}: mean luma {}", mean(&luma));
     }
+}
+
+#[test]
+fn a_uniform_start_shows_the_one_colour_screen() {
+    // uniform_blue_360p: a blue "no signal" screen (Y 73, 66 in the JPEG's full range)
+    // with a white caption over 12% of it, over [3, 9) s.
+    let (events, files, dir) = run("uniform_blue_360p.ts", &[]);
+    let starts = starts_with_thumbs(&events, &dir);
+    assert_eq!(starts.len(), 1, "{events:?}");
+    assert_eq!(starts[0].0["kind"], "uniform");
+    assert_eq!(files, vec![starts[0].1.clone()]);
+    let (_, _, luma) = read_jpeg(Path::new(&starts[0].1));
+    let m = mean(&luma);
+    assert!((55.0..100.0).contains(&m), "mean luma {m}");
 }
 
 #[test]

@@ -63,6 +63,8 @@ fn config(profile: u8) -> DetectConfig {
     c.black.clear_duration = clear;
     c.freeze.min_duration = min;
     c.freeze.clear_duration = clear;
+    c.uniform.min_duration = min;
+    c.uniform.clear_duration = clear;
     c.corruption.min_duration = min;
     c.corruption.clear_duration = clear;
     c.silence.min_duration = min;

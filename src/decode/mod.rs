@@ -5,7 +5,7 @@
 //! on a tokio worker.
 //!
 //! * Video ([`video`]): openh264 → [`Thumb`] (luma histogram, 64×36 luma grid,
-//!   block-edge statistics), or a decode error.
+//!   16×9 chroma grid, block-edge statistics), or a decode error.
 //! * Thumbnails ([`preview`]): on request, each picture also downscaled to at most
 //!   320 × 320 colour, encoded as JPEG only when a defect starts.
 //! * Audio ([`audio`]): AAC (symphonia), PCM or G.711 → [`AudioLevel`] (RMS and peak
@@ -27,12 +27,23 @@ pub const GRID_W: usize = 64;
 pub const GRID_H: usize = 36;
 /// Cells in the grid.
 pub const GRID_LEN: usize = GRID_W * GRID_H;
+/// Width of the coarse chroma grid (one chroma cell covers 4 × 4 luma cells).
+pub const CHROMA_W: usize = 16;
+/// Height of the coarse chroma grid.
+pub const CHROMA_H: usize = 9;
+/// Cells in the chroma grid.
+pub const CHROMA_LEN: usize = CHROMA_W * CHROMA_H;
+/// The chroma sampling grid is laid out for about this many samples per plane and
+/// picture (16 per chroma cell), then every other sampled row is skipped: about 1,200
+/// samples per plane (8 per cell) in half the rows, which are what costs (each sampled
+/// row is a run of cache lines of a picture just written by the decoder).
+const TARGET_CHROMA_SAMPLES: usize = 2_400;
 /// About this many pixels are sampled per picture for the histogram and the grid,
 /// whatever the resolution: the cost of a summary stays flat while decoding cost grows
 /// with the picture (2 px step at 360p, 4 at 720p, 7 at 1080p).
 const TARGET_SAMPLES: usize = 40_000;
 
-/// The per-frame summary every video detector works from (about 3.4 KiB, fixed).
+/// The per-frame summary every video detector works from (about 3.6 KiB, fixed).
 #[derive(Clone)]
 pub struct Thumb {
     /// Presentation time, 90 kHz, unwrapped.
@@ -49,6 +60,12 @@ pub struct Thumb {
     pub samples: u32,
     /// Mean luma per grid cell: the picture downscaled to 64×36.
     pub grid: [u8; GRID_LEN],
+    /// Mean Cb (U) per chroma cell: the chroma planes downscaled to 16×9, sampled
+    /// sparsely (see [`Reducer::reduce_chroma`]). 128 (neutral) when the picture had no
+    /// chroma planes (4:0:0) or they were not read.
+    pub chroma_u: [u8; CHROMA_LEN],
+    /// Mean Cr (V) per chroma cell, as `chroma_u`.
+    pub chroma_v: [u8; CHROMA_LEN],
     /// Mean absolute luma step across 8×8 block boundaries (0–255).
     pub edge_boundary: f32,
     /// Block-boundary step divided by the step inside blocks: ~1 for natural or
@@ -78,6 +95,8 @@ impl Default for Thumb {
             hist: [0; 256],
             samples: 0,
             grid: [0; GRID_LEN],
+            chroma_u: [128; CHROMA_LEN],
+            chroma_v: [128; CHROMA_LEN],
             edge_boundary: 0.0,
             edge_ratio: 1.0,
         }
@@ -110,7 +129,7 @@ impl Thumb {
 
 /// Reduces a luma plane to a [`Thumb`]. Holds per-resolution lookup tables so the hot
 /// path does not allocate (they are rebuilt only when the resolution changes).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reducer {
     dims: (usize, usize),
     /// Sampling step in both directions at this resolution.
@@ -124,6 +143,40 @@ pub struct Reducer {
     cell_count: Vec<u32>,
     samples: u32,
     sums: Vec<u32>,
+    /// Chroma plane size the chroma tables below are for.
+    cdims: (usize, usize),
+    /// Chroma sampling step along a row (in chroma pixels) at that size; rows are
+    /// sampled at twice this step.
+    cstep: usize,
+    /// Chroma grid row of every sampled chroma row.
+    crow_cell: Vec<u8>,
+    /// Chroma grid column of every sampled chroma column.
+    ccol_cell: Vec<u8>,
+    /// Sampled chroma pixels per chroma cell.
+    ccount: [u32; CHROMA_LEN],
+    usums: [u32; CHROMA_LEN],
+    vsums: [u32; CHROMA_LEN],
+}
+
+impl Default for Reducer {
+    fn default() -> Self {
+        Reducer {
+            dims: (0, 0),
+            step: 0,
+            row_cell: Vec::new(),
+            col_start: Vec::new(),
+            cell_count: Vec::new(),
+            samples: 0,
+            sums: Vec::new(),
+            cdims: (0, 0),
+            cstep: 1,
+            crow_cell: Vec::new(),
+            ccol_cell: Vec::new(),
+            ccount: [0; CHROMA_LEN],
+            usums: [0; CHROMA_LEN],
+            vsums: [0; CHROMA_LEN],
+        }
+    }
 }
 
 impl Reducer {
@@ -148,6 +201,8 @@ impl Reducer {
         out.hist = [0; 256];
         out.samples = 0;
         out.grid = [0; GRID_LEN];
+        out.chroma_u = [128; CHROMA_LEN];
+        out.chroma_v = [128; CHROMA_LEN];
         out.luma_mean = 0.0;
         out.edge_boundary = 0.0;
         out.edge_ratio = 1.0;
@@ -183,6 +238,83 @@ impl Reducer {
         let (b, i) = block_edges(y, stride, width, height);
         out.edge_boundary = b;
         out.edge_ratio = (b + 0.5) / (i + 0.5);
+    }
+
+    /// Adds the chroma summary (`chroma_u`, `chroma_v`) of the picture just reduced.
+    /// `u` and `v` are the 4:2:0 chroma planes (`width` × `height` are the chroma
+    /// plane's, i.e. half the luma's, rounded up) with `stride` bytes per row. Sparse:
+    /// about half [`TARGET_CHROMA_SAMPLES`] samples per plane, one add each, no float, no
+    /// allocation (the tables are rebuilt only when the size changes). Planes shorter
+    /// than declared are read only as far as they go; empty ones leave the neutral 128.
+    pub fn reduce_chroma(
+        &mut self,
+        u: &[u8],
+        v: &[u8],
+        stride: usize,
+        width: usize,
+        height: usize,
+        out: &mut Thumb,
+    ) {
+        out.chroma_u = [128; CHROMA_LEN];
+        out.chroma_v = [128; CHROMA_LEN];
+        let rows = u.len().min(v.len()).checked_div(stride).unwrap_or(0);
+        let height = height.min(rows);
+        let width = width.min(stride);
+        if width == 0 || height == 0 {
+            return;
+        }
+        if self.cdims != (width, height) {
+            self.rebuild_chroma(width, height);
+        }
+        self.usums = [0; CHROMA_LEN];
+        self.vsums = [0; CHROMA_LEN];
+        let step = self.cstep;
+        for (ri, yy) in (0..height).step_by(2 * step).enumerate() {
+            let base = usize::from(self.crow_cell[ri]) * CHROMA_W;
+            let ur = &u[yy * stride..yy * stride + width];
+            let vr = &v[yy * stride..yy * stride + width];
+            for ((&cu, &cv), &c) in ur
+                .iter()
+                .step_by(step)
+                .zip(vr.iter().step_by(step))
+                .zip(&self.ccol_cell)
+            {
+                let k = base + usize::from(c);
+                self.usums[k] += u32::from(cu);
+                self.vsums[k] += u32::from(cv);
+            }
+        }
+        for k in 0..CHROMA_LEN {
+            if let Some(m) = self.usums[k].checked_div(self.ccount[k]) {
+                out.chroma_u[k] = m as u8;
+            }
+            if let Some(m) = self.vsums[k].checked_div(self.ccount[k]) {
+                out.chroma_v[k] = m as u8;
+            }
+        }
+    }
+
+    fn rebuild_chroma(&mut self, width: usize, height: usize) {
+        self.cdims = (width, height);
+        let ideal = ((width * height) as f64 / TARGET_CHROMA_SAMPLES as f64)
+            .sqrt()
+            .round() as usize;
+        self.cstep = ideal.clamp(1, 64);
+        let step = self.cstep;
+        self.crow_cell = (0..height)
+            .step_by(2 * step)
+            .map(|y| (y * CHROMA_H / height) as u8)
+            .collect();
+        self.ccol_cell = (0..width)
+            .step_by(step)
+            .map(|x| (x * CHROMA_W / width) as u8)
+            .collect();
+        self.ccount = [0; CHROMA_LEN];
+        for &r in &self.crow_cell {
+            for &c in &self.ccol_cell {
+                self.ccount[usize::from(r) * CHROMA_W + usize::from(c)] += 1;
+            }
+        }
     }
 
     fn rebuild(&mut self, width: usize, height: usize) {
@@ -488,6 +620,69 @@ pub(crate) mod tests {
         };
         r.reduce(&plane, w, w, h, &mut t);
         t
+    }
+
+    /// A thumb made from a synthetic colour function `(x, y) -> (Y, U, V)`, with 4:2:0
+    /// chroma planes sampled at the even pixels (as a 4:2:0 picture carries it).
+    pub(crate) fn thumb_from_yuv(
+        w: usize,
+        h: usize,
+        full_range: bool,
+        f: impl Fn(usize, usize) -> (u8, u8, u8),
+    ) -> Thumb {
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut y = vec![0u8; w * h];
+        let mut u = vec![128u8; cw * ch];
+        let mut v = vec![128u8; cw * ch];
+        for yy in 0..h {
+            for xx in 0..w {
+                let (py, pu, pv) = f(xx, yy);
+                y[yy * w + xx] = py;
+                if xx % 2 == 0 && yy % 2 == 0 {
+                    u[yy / 2 * cw + xx / 2] = pu;
+                    v[yy / 2 * cw + xx / 2] = pv;
+                }
+            }
+        }
+        let mut r = Reducer::default();
+        let mut t = Thumb {
+            full_range,
+            ..Thumb::default()
+        };
+        r.reduce(&y, w, w, h, &mut t);
+        r.reduce_chroma(&u, &v, cw, cw, ch, &mut t);
+        t
+    }
+
+    #[test]
+    fn chroma_grid_is_a_coarse_downscale() {
+        // Left half blue-ish, right half red-ish; a 720p picture (chroma 640 × 360).
+        let t = thumb_from_yuv(1280, 720, false, |x, _| {
+            if x < 640 {
+                (80, 200, 100)
+            } else {
+                (80, 90, 220)
+            }
+        });
+        assert_eq!((t.chroma_u[0], t.chroma_v[0]), (200, 100));
+        assert_eq!(
+            (t.chroma_u[CHROMA_LEN - 1], t.chroma_v[CHROMA_LEN - 1]),
+            (90, 220)
+        );
+        assert_eq!((t.chroma_u[7], t.chroma_u[8]), (200, 90));
+        // Short, odd and empty planes: no panic, neutral where nothing was read.
+        let mut r = Reducer::default();
+        let mut t = Thumb::default();
+        for (w, h) in [(1, 1), (7, 3), (17, 17), (961, 541), (0, 5)] {
+            let plane = vec![60u8; w * h];
+            r.reduce_chroma(&plane, &plane, w, w, h, &mut t);
+            r.reduce_chroma(&plane[..plane.len() / 2], &plane, w, w, h, &mut t);
+        }
+        r.reduce_chroma(&[], &[], 0, 10, 10, &mut t);
+        assert!(t.chroma_u.iter().all(|&c| c == 128));
+        // A plane too small for some cells leaves those neutral, the others measured.
+        r.reduce_chroma(&[60; 4], &[70; 4], 2, 2, 2, &mut t);
+        assert!(t.chroma_u.contains(&60) && t.chroma_v.contains(&70));
     }
 
     #[test]

@@ -553,6 +553,20 @@ impl VideoDecoder {
         self.reducer.reduce(y, stride, w, h, &mut self.thumb);
         self.planes = None;
         let cs = info_c_stride(info);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        if !dst[1].is_null() && !dst[2].is_null() && cs >= cw {
+            // SAFETY: as for the luma plane: with iBufferStatus == 1, dst[1] and dst[2]
+            // point at the 4:2:0 chroma planes of ⌈height/2⌉ rows of iStride[1] bytes
+            // each, valid until the next decode call; they are read before returning.
+            let (u, v) = unsafe {
+                (
+                    std::slice::from_raw_parts(dst[1], ch * cs),
+                    std::slice::from_raw_parts(dst[2], ch * cs),
+                )
+            };
+            self.reducer
+                .reduce_chroma(u, v, cs, cw, ch, &mut self.thumb);
+        }
         if self.previews && !dst[1].is_null() && !dst[2].is_null() && cs > 0 {
             self.planes = Some(RawPlanes {
                 y: dst[0],

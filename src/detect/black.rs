@@ -36,12 +36,7 @@ impl BlackDetector {
 
     /// The luma value below which a pixel counts as black.
     pub fn luma_threshold(&self, full_range: bool) -> u8 {
-        let t = if full_range {
-            self.cfg.pixel_threshold * 255.0
-        } else {
-            16.0 + self.cfg.pixel_threshold * 219.0
-        };
-        t.clamp(0.0, 255.0) as u8
+        self.cfg.luma_threshold(full_range)
     }
 
     /// Per-frame verdict, also used by the freeze detector to keep black out of freeze.

@@ -6,7 +6,8 @@
 //! * the difference is taken on the downscaled grid, which averages away the coding
 //!   noise that makes one frozen picture look "new" when an encoder re-encodes it at a
 //!   GOP boundary, so one freeze across an IDR stays one event;
-//! * a black picture is never frozen (it is reported by the black detector);
+//! * a black or one-colour picture is never frozen (it is reported by the black or
+//!   the uniform detector);
 //! * a resolution change resets the reference.
 
 use super::{transition, Hysteresis};
@@ -44,8 +45,9 @@ impl FreezeDetector {
         }
     }
 
-    /// Feeds one decoded frame at media time `t`; `black` is the black detector's
-    /// verdict on the same frame.
+    /// Feeds one decoded frame at media time `t`; `black` is true when the black or the
+    /// uniform detector claims the same frame (root cause first: such a picture is never
+    /// compared, and becomes the reference).
     pub fn observe(&mut self, t: f64, thumb: &Thumb, black: bool) -> Option<Transition> {
         let dims = (thumb.width, thumb.height);
         self.last_diff = None;

@@ -33,6 +33,7 @@ pub mod loudness;
 pub mod silence;
 pub mod test_pattern;
 pub mod transport;
+pub mod uniform;
 
 use crate::defect::{DefectKind, Metrics, Phase, Transition};
 
@@ -338,10 +339,11 @@ mod detector_properties {
     use super::freeze::FreezeDetector;
     use super::loudness::LoudnessDetector;
     use super::silence::SilenceDetector;
+    use super::uniform::UniformDetector;
     use super::*;
     use crate::config::{
         BlackConfig, ChannelLossConfig, ClippingConfig, CorruptionConfig, FreezeConfig,
-        LoudnessConfig, SilenceConfig,
+        LoudnessConfig, SilenceConfig, UniformConfig,
     };
     use crate::decode::tests::thumb_from_fn;
     use crate::decode::AudioLevel;
@@ -368,10 +370,12 @@ mod detector_properties {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn video_detectors_alternate(frames in proptest::collection::vec((0u8..4, 0u8..3, 0.0f64..0.3), 1..300)) {
-            // A small palette of pictures: black, two moving patterns, a blocky one.
+        fn video_detectors_alternate(frames in proptest::collection::vec((0u8..5, 0u8..3, 0.0f64..0.3), 1..300)) {
+            // A small palette of pictures: black, two moving patterns, a blocky one, a
+            // uniform grey.
             let pics = [
                 thumb_from_fn(128, 96, false, |_, _| 16),
+                thumb_from_fn(128, 96, false, |_, _| 120),
                 thumb_from_fn(128, 96, false, |x, y| ((x + y) % 200 + 30) as u8),
                 thumb_from_fn(128, 96, false, |x, y| ((x * 3 + y) % 180 + 40) as u8),
                 thumb_from_fn(128, 96, false, |x, y| ((x / 8 * 37 + y / 8 * 91) % 200 + 20) as u8),
@@ -381,21 +385,25 @@ mod detector_properties {
             let mut black = BlackDetector::new(BlackConfig { min_duration: on, clear_duration: off, ..Default::default() });
             let mut freeze = FreezeDetector::new(FreezeConfig { min_duration: on, clear_duration: off, ..Default::default() });
             let mut corr = CorruptionDetector::new(CorruptionConfig::default());
-            let (mut b, mut f, mut c) = (vec![], vec![], vec![]);
+            let mut uni = UniformDetector::new(UniformConfig { min_duration: on, clear_duration: off, ..Default::default() }, &BlackConfig::default());
+            let (mut b, mut f, mut c, mut u) = (vec![], vec![], vec![], vec![]);
             let mut t = 0.0;
             for (pic, what, dt) in frames {
                 t += dt;
                 let th = &pics[pic as usize];
                 let is_black = black.is_black(th);
                 b.extend(black.observe(t, th));
-                f.extend(freeze.observe(t, th, is_black));
+                u.extend(uni.observe(t, th, is_black));
+                f.extend(freeze.observe(t, th, is_black || uni.last_uniform()));
                 let s = if what == 0 { CorruptionSample::DecodeError } else { CorruptionSample::Frame(th) };
                 c.extend(corr.observe(t, s));
             }
             b.extend(black.finish(t));
             f.extend(freeze.finish(t));
             c.extend(corr.finish(t));
+            u.extend(uni.finish(t));
             check_sequence(&b)?;
+            check_sequence(&u)?;
             check_sequence(&f)?;
             check_sequence(&c)?;
         }

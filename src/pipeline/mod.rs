@@ -6,7 +6,7 @@
 //! The same analyzer serves files, RTSP, HLS and the demo. It delegates:
 //!
 //! - `tracks`: the program's tracks, which decoders they need, `unsupported_codec`;
-//! - `video`: decoder → thumbs → `black`, `freeze`, `corruption`, `low_fps`;
+//! - `video`: decoder → thumbs → `black`, `uniform`, `freeze`, `corruption`, `low_fps`;
 //! - `audio`: decoder → levels and loudness → `silence`, `clipping`, `channel_loss`, `loudness`;
 //! - `avsync`: `av_desync` from PTS at arrival or RTCP sender reports;
 //! - `thread`: `spawn_decode_thread` runs an analyzer between two bounded channels;

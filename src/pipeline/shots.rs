@@ -82,7 +82,10 @@ impl Shots {
         let shown = starts().any(|t| {
             matches!(
                 t.kind,
-                DefectKind::Black | DefectKind::Freeze | DefectKind::TestPattern
+                DefectKind::Black
+                    | DefectKind::Freeze
+                    | DefectKind::Uniform
+                    | DefectKind::TestPattern
             )
         }) || (starts().any(|t| t.kind == DefectKind::Corruption)
             && self.worst().is_none());
@@ -106,9 +109,10 @@ impl Shots {
         self.stats.encode_ns += t0.elapsed().as_nanos() as u64;
         for t in starts() {
             let src = match t.kind {
-                DefectKind::Black | DefectKind::Freeze | DefectKind::TestPattern => {
-                    self.last_shown(planes.is_some())
-                }
+                DefectKind::Black
+                | DefectKind::Freeze
+                | DefectKind::Uniform
+                | DefectKind::TestPattern => self.last_shown(planes.is_some()),
                 DefectKind::Corruption => self.worst().or(self.last_shown(planes.is_some())),
                 _ => continue,
             };

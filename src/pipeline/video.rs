@@ -1,5 +1,10 @@
 //! The video chain: H.264 decoder → reduced pictures (thumbs) → the picture detectors
-//! (`black`, `freeze`, `test_pattern`, `corruption`, `low_fps`).
+//! (`black`, `uniform`, `test_pattern`, `freeze`, `corruption`, `low_fps`).
+//!
+//! Root cause first: on each picture the black verdict goes to `uniform`, black or
+//! uniform to `test_pattern`, and any of the three to `freeze`, so a black picture is
+//! `black` only, a one-colour picture `uniform` only, bars or a slate `test_pattern`
+//! only (none of them is also a freeze).
 //!
 //! Owns the video decoder, the picture detectors, the frame timing (last picture time,
 //! frame duration) and the overload state that suspends `low_fps` while the probe
@@ -22,6 +27,7 @@ use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
 use crate::detect::test_pattern::TestPatternDetector;
+use crate::detect::uniform::UniformDetector;
 use crate::timebase::MediaClock;
 
 use super::level::{LevelControl, LevelStats, SizeWatch};
@@ -71,6 +77,7 @@ struct Pictures {
     low_fps_cfg: LowFpsConfig,
     black: BlackDetector,
     freeze: FreezeDetector,
+    uniform: UniformDetector,
     test_pattern: TestPatternDetector,
     corruption: CorruptionDetector,
     low_fps: LowFpsDetector,
@@ -97,6 +104,7 @@ impl VideoChain {
                 low_fps_cfg: cfg.low_fps.clone(),
                 black: BlackDetector::new(cfg.black.clone()),
                 freeze: FreezeDetector::new(cfg.freeze.clone()),
+                uniform: UniformDetector::new(cfg.uniform.clone(), &cfg.black),
                 test_pattern: TestPatternDetector::new(cfg.test_pattern.clone(), &cfg.freeze),
                 corruption: CorruptionDetector::new(cfg.corruption.clone()),
                 low_fps: LowFpsDetector::new(cfg.low_fps.clone()),
@@ -461,12 +469,13 @@ impl VideoChain {
         }
     }
 
-    /// Closes the open picture defects (`black`, `freeze`, `test_pattern`,
+    /// Closes the open picture defects (`black`, `uniform`, `freeze`, `test_pattern`,
     /// `corruption`) at `t`.
     pub fn finish_pictures(&mut self, t: f64, found: &mut Vec<Transition>) {
         let p = &mut self.pictures;
         let ends = [
             p.black.finish(t),
+            p.uniform.finish(t),
             p.freeze.finish(t),
             p.test_pattern.finish(t),
             p.corruption.finish(t),
@@ -505,12 +514,15 @@ impl Pictures {
         let d0 = Instant::now();
         // Root cause first: black, then test patterns, then freeze (docs/events.md).
         let black = self.black.is_black(th);
-        let pattern = self.test_pattern.observe(t, th, black);
-        let still_claimed = black || self.test_pattern.is_pattern();
+        let uniform = self.uniform.observe(t, th, black);
+        let one_colour = black || self.uniform.last_uniform();
+        let pattern = self.test_pattern.observe(t, th, one_colour);
+        let still = one_colour || self.test_pattern.is_pattern();
         let found_here = [
             self.black.observe(t, th),
+            uniform,
             pattern,
-            self.freeze.observe(t, th, still_claimed),
+            self.freeze.observe(t, th, still),
             if watch {
                 None
             } else {
@@ -545,6 +557,7 @@ impl Pictures {
     /// A picture defect is pending or open.
     fn busy(&self) -> bool {
         !(self.black.is_idle()
+            && self.uniform.is_idle()
             && self.freeze.is_idle()
             && self.test_pattern.is_idle()
             && self.corruption.is_idle())
@@ -553,6 +566,7 @@ impl Pictures {
     /// The detectors will see an earlier GOP again (see `level`).
     fn rewind(&mut self) {
         self.black.rewind();
+        self.uniform.rewind();
         self.freeze.rewind();
         self.test_pattern.rewind();
         self.corruption.rewind();

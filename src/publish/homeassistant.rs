@@ -77,6 +77,7 @@ pub fn group(kind: DefectKind) -> Group {
         DefectKind::Black
         | DefectKind::Freeze
         | DefectKind::Corruption
+        | DefectKind::Uniform
         | DefectKind::LowFps
         | DefectKind::TestPattern => Group::Picture,
         DefectKind::Silence
@@ -325,7 +326,9 @@ mod tests {
     fn every_kind_has_its_group() {
         for k in DefectKind::ALL {
             let want = match k.as_str() {
-                "black" | "freeze" | "corruption" | "low_fps" | "test_pattern" => Group::Picture,
+                "black" | "freeze" | "corruption" | "uniform" | "low_fps" | "test_pattern" => {
+                    Group::Picture
+                }
                 "silence" | "clipping" | "channel_loss" | "loudness" | "av_desync" => Group::Sound,
                 _ => Group::Delivery,
             };

@@ -129,6 +129,7 @@ fn colour(kind: DefectKind) -> &'static str {
         DefectKind::Black => "#333333",
         DefectKind::Freeze => "#1f77b4",
         DefectKind::Corruption => "#d62728",
+        DefectKind::Uniform => "#17a2b8",
         DefectKind::LowFps => "#9467bd",
         DefectKind::Silence => "#2ca02c",
         DefectKind::Clipping => "#bcbd22",
@@ -524,7 +525,7 @@ pub fn render(r: &ReportInput<'_>) -> String {
                 ),
             ),
             range: Some((0.0, 255.0)),
-            kinds: &[DefectKind::Black],
+            kinds: &[DefectKind::Black, DefectKind::Uniform],
         },
         Plot {
             id: "motion",

@@ -412,6 +412,51 @@ clip_clean_mono_360p() {
     detectors "$f" clean_mono_360p
 }
 
+# ---------------------------------------------------------------- one-colour pictures (`uniform`)
+# yuv420p frames, every 5th, for media_tools.py colour
+yuv_frames() {
+    ffmpeg -hide_banner -nostdin -loglevel error -i "$1" -map 0:v:0 \
+        -vf "select='not(mod(n\,5))'" -fps_mode passthrough -pix_fmt yuv420p -f rawvideo -
+}
+
+# A "no signal" screen: frames 75..224 ([3, 9)) blue 0x1E3CC8 (Y 73, U 194, V 105) with a
+# white caption box (12% of the picture) holding a dark bar, inside normal testsrc2.
+# It does not change: ffmpeg's freezedetect reports it as a freeze, vqprobe as uniform only.
+clip_uniform_blue_360p() {
+    local f=$OUT/uniform_blue_360p.ts on="enable='between(n,75,224)'"
+    encode "$f" "$(vsrc 640 360 12),drawbox=x=0:y=0:w=iw:h=ih:color=0x1E3CC8:t=fill:$on,drawbox=x=iw*0.3:y=ih*0.44:w=iw*0.4:h=ih*0.12:color=white:t=fill:$on,drawbox=x=iw*0.34:y=ih*0.48:w=iw*0.32:h=ih*0.04:color=0x202020:t=fill:$on" \
+        "$(tone 12)" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 12 --gop 2
+    yuv_frames "$f" | check "${TOOLS[@]}" colour 640 360 --step 5 --window 3 9 --yuv 73 194 105
+    detectors "$f" uniform_blue_360p --allow freeze:3:9
+}
+
+# A covered lens: frames 100..274 ([4, 11)) dark brown 0x3A2E22 (Y 57, U 121, V 134: dark
+# but over blackdetect's pix_th) with temporal noise (sensor noise; after coding 84% of
+# its pixels stay within +-6 levels), inside normal testsrc2, B-frames.
+clip_uniform_covered_720p() {
+    local f=$OUT/uniform_covered_720p.ts on="enable='between(n,100,274)'"
+    encode "$f" "$(vsrc 1280 720 14),drawbox=x=0:y=0:w=iw:h=ih:color=0x3A2E22:t=fill:$on,noise=alls=10:allf=t:$on" \
+        "$(tone 14)" -profile:v high
+    check "${TOOLS[@]}" probe "$f" --profile High --width 1280 --height 720 --duration 14 --gop 2 --bframes yes
+    yuv_frames "$f" | check "${TOOLS[@]}" colour 1280 720 --step 5 --window 4 11 --yuv 57 121 134
+    detectors "$f" uniform_covered_720p --allow freeze:4:11
+}
+
+# Hard negative: an overcast sky over 88% of the picture (a blue-grey vertical gradient of
+# 30 levels, drifting cloud bands of +-10 levels, fine grain) above a dark ground strip.
+# Smooth and one hue, but no +-6 luma window holds more than ~42% of a frame.
+clip_clean_sky_720p() {
+    local f=$OUT/clean_sky_720p.ts
+    local sky="color=c=gray:s=320x180:r=$FPS:d=10,format=yuv420p"
+    sky+=",geq=lum='150+30*Y/H+10*sin((X+6*T)/13)*sin(Y/9+X/29)+4*sin((X-4*T)/5+Y/4)':cb='134-6*Y/H':cr='124'"
+    sky+=",scale=1280:720:flags=bicubic,noise=alls=4:allf=t,drawbox=x=0:y=ih*0.88:w=iw:h=ih*0.12:color=0x303830:t=fill,format=yuv420p"
+    encode "$f" "$sky" "$(tone 10)" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 1280 --height 720 --duration 10 --gop 2
+    yuv_frames "$f" | check "${TOOLS[@]}" colour 1280 720 --step 5 --none
+    detectors "$f" clean_sky_720p
+}
+
 # ---------------------------------------------------------------- formats openh264 cannot decode
 # (interlaced, more than 8 bits, 4:2:2, 4:4:4: refused from the SPS as unsupported_codec)
 # and one it can (4:0:0). Pixel format, field order and SPS fields are checked.
@@ -574,12 +619,17 @@ write_truth() {
   {"file": "quiet_speech_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 40.0,
    "events": [{"kind": "loudness", "start_s": 0.0, "end_s": 40.0}]},
   {"file": "bars_hd_720p.ts", "profile": "high", "width": 1280, "height": 720, "duration_s": 20.0,
-   "events": [{"kind": "test_pattern", "start_s": 4.0, "end_s": 16.0}]},
+   "events": [{"kind": "test_pattern", "form": "bars", "start_s": 4.0, "end_s": 16.0}]},
   {"file": "bars_sd_480p.ts", "profile": "main", "width": 640, "height": 480, "duration_s": 15.0,
-   "events": [{"kind": "test_pattern", "start_s": 0.0, "end_s": 11.0}]},
+   "events": [{"kind": "test_pattern", "form": "bars", "start_s": 0.0, "end_s": 11.0}]},
   {"file": "slate_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 20.0,
-   "events": [{"kind": "test_pattern", "start_s": 4.0, "end_s": 16.0}]},
-  {"file": "title_card_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 14.0, "events": []}
+   "events": [{"kind": "test_pattern", "form": "slate", "start_s": 4.0, "end_s": 16.0}]},
+  {"file": "title_card_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 14.0, "events": []},
+  {"file": "uniform_blue_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 12.0,
+   "events": [{"kind": "uniform", "start_s": 3.0, "end_s": 9.0}]},
+  {"file": "uniform_covered_720p.ts", "profile": "high", "width": 1280, "height": 720, "duration_s": 14.0,
+   "events": [{"kind": "uniform", "start_s": 4.0, "end_s": 11.0}]},
+  {"file": "clean_sky_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 10.0, "events": []}
  ],
  "bad": [
   {"file": "truncated.ts", "expect": "events", "events": [], "note": "cut mid-packet after 0.92 s: the incomplete last picture is dropped, no defect"},
@@ -612,6 +662,7 @@ for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_108
             clip_clipping_stereo_720p clip_chanloss_stereo_360p clip_clean_loud_360p clip_clean_mono_360p \
             clip_loud_passage_360p clip_loudness_ok_360p clip_quiet_speech_360p \
             clip_bars_hd_720p clip_bars_sd_480p clip_slate_720p clip_title_card_720p \
+            clip_uniform_blue_360p clip_uniform_covered_720p clip_clean_sky_720p \
             fmt_interlaced_mbaff_1080i fmt_interlaced_fake_576i fmt_high10_360p fmt_high422_360p \
             fmt_high444_360p fmt_mono_black_360p \
             bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt; do

@@ -23,6 +23,7 @@ import re
 import struct
 import subprocess
 import sys
+from collections import Counter
 
 TS_PACKET = 188
 
@@ -296,6 +297,52 @@ def cmd_luma(a):
               f"pixels under blackdetect pix_th (Y<=37): {min(bd):.1%}..{max(bd):.1%} (black frame needs >=98%)")
 
 
+def near_share(plane, c, tol):
+    """Share of the bytes of `plane` within +-tol of c."""
+    lo, hi = max(0, c - tol), min(255, c + tol)
+    outside = bytes(v for v in range(256) if not lo <= v <= hi)
+    return len(plane.translate(None, outside)) / len(plane)
+
+
+def cmd_colour(a):
+    """Raw yuv420p frames (every STEP-th) on stdin: with --window, every frame inside it
+    has at least --share of its Y, U and V samples (each plane on its own) within --tol of
+    --yuv, and no frame outside has --share of its luma near that Y; with --none, no frame
+    has --share of its luma within +-tol of any one level (a hard negative)."""
+    ys = a.width * a.height
+    cs = ((a.width + 1) // 2) * ((a.height + 1) // 2)
+    fs = ys + 2 * cs
+    data = sys.stdin.buffer.read()
+    if not data or len(data) % fs:
+        fail(f"colour: got {len(data)} bytes, not a multiple of {fs}")
+    frames = [(data[i:i + ys], data[i + ys:i + ys + cs], data[i + ys + cs:i + fs]) for i in range(0, len(data), fs)]
+    if a.window:
+        (w0, w1), (cy, cu, cv) = a.window, a.yuv
+        inside = [f for i, f in enumerate(frames) if w0 <= i * a.step / a.fps < w1 - 1e-9]
+        outside = [f for i, f in enumerate(frames) if not w0 <= i * a.step / a.fps < w1 - 1e-9]
+        least = min(min(near_share(y, cy, a.tol), near_share(u, cu, a.tol), near_share(v, cv, a.tol))
+                    for y, u, v in inside)
+        most_out = max(near_share(y, cy, a.tol) for y, _, _ in outside)
+        if least < a.share:
+            fail(f"colour: a frame in [{w0},{w1}) has only {least:.3f} of a plane near {a.yuv}")
+        if most_out >= a.share:
+            fail(f"colour: a frame outside [{w0},{w1}) has {most_out:.3f} of its luma near Y={cy}")
+        print(f"colour: {len(inside)} frames in [{w0},{w1}) have >= {least:.1%} of Y, U and V within "
+              f"+-{a.tol} of {tuple(a.yuv)}; outside at most {most_out:.1%} of luma near Y={cy}")
+    if a.none:
+        best = 0.0
+        for y, _, _ in frames:
+            hist = [0] * 256
+            for v, n in Counter(y).items():
+                hist[v] = n
+            w = 2 * a.tol + 1
+            best = max(best, max(sum(hist[s:s + w]) for s in range(256 - w + 1)) / len(y))
+        if best >= a.share:
+            fail(f"colour: a frame has {best:.3f} of its luma within +-{a.tol} of one level")
+        print(f"colour: {len(frames)} sampled frames, at most {best:.1%} of a frame's luma within "
+              f"+-{a.tol} of one level")
+
+
 # --------------------------------------------------------------------------- detector output
 
 
@@ -543,6 +590,16 @@ def main():
     s.add_argument("--black", type=float, nargs=2)
     s.add_argument("--black-y", type=int, default=16, help="Y of black: 16, or 0 in full range")
     s.add_argument("--dark", action="store_true")
+    s = sub.add_parser("colour")
+    s.add_argument("width", type=int)
+    s.add_argument("height", type=int)
+    s.add_argument("--fps", type=float, default=25.0)
+    s.add_argument("--step", type=int, default=1, help="frames were sampled every STEP frames")
+    s.add_argument("--window", type=float, nargs=2)
+    s.add_argument("--yuv", type=int, nargs=3)
+    s.add_argument("--tol", type=int, default=6)
+    s.add_argument("--share", type=float, default=0.75)
+    s.add_argument("--none", action="store_true")
     s = sub.add_parser("detect")
     s.add_argument("log")
     s.add_argument("--name", required=True)
@@ -572,7 +629,7 @@ def main():
     s.add_argument("--max-short", type=float, help="the short-term loudness never above this")
     a = p.parse_args()
     {"random": cmd_random, "data-ts": cmd_data_ts, "probe": cmd_probe, "sps": cmd_sps, "frames": cmd_frames,
-     "luma": cmd_luma, "detect": cmd_detect, "framediff": cmd_framediff, "audio": cmd_audio,
+     "luma": cmd_luma, "colour": cmd_colour, "detect": cmd_detect, "framediff": cmd_framediff, "audio": cmd_audio,
      "loudness": cmd_loudness}[a.cmd](a)
 
 

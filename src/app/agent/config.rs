@@ -1352,6 +1352,16 @@ url = "rtsp://camera.local/stream1"
         let text = format!("{MIN}[streams.detect.loudness]\nfloor_lufs = -5.0\n");
         let e = p(&text).unwrap_err().to_string();
         assert!(e.contains("loudness.floor_lufs"), "{e}");
+        // `uniform` too: global defaults, a per-stream override, validated per stream.
+        let text = format!(
+            "{MIN}[streams.detect.uniform]\nmin_duration = 20.0\n\n[detect.uniform]\nshare = 0.9\n"
+        );
+        let l = p(&text).unwrap();
+        let d = &l.streams[0].detect.uniform;
+        assert_eq!((d.share, d.min_duration, d.luma_tolerance), (0.9, 20.0, 6));
+        let text = format!("{MIN}[streams.detect.uniform]\nshare = 0.2\n");
+        let e = p(&text).unwrap_err().to_string();
+        assert!(e.contains("uniform.share"), "{e}");
     }
 
     #[test]
