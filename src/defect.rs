@@ -30,11 +30,13 @@ pub enum DefectKind {
     SlowDownload,
     TsError,
     ProbeOverload,
+    // Picture kinds added later (appended: the order is the wire-stable list).
+    Blur,
 }
 
 impl DefectKind {
     /// Every kind, in declaration order.
-    pub const ALL: [DefectKind; 18] = [
+    pub const ALL: [DefectKind; 19] = [
         DefectKind::Black,
         DefectKind::Freeze,
         DefectKind::Corruption,
@@ -53,6 +55,7 @@ impl DefectKind {
         DefectKind::SlowDownload,
         DefectKind::TsError,
         DefectKind::ProbeOverload,
+        DefectKind::Blur,
     ];
     /// How many kinds there are.
     pub const COUNT: usize = Self::ALL.len();
@@ -78,6 +81,7 @@ impl DefectKind {
             DefectKind::SlowDownload => "slow_download",
             DefectKind::TsError => "ts_error",
             DefectKind::ProbeOverload => "probe_overload",
+            DefectKind::Blur => "blur",
         }
     }
 
@@ -236,6 +240,7 @@ impl DefectKind {
             | DefectKind::TsError
             | DefectKind::LowFps
             | DefectKind::AvDesync => Severity::Major,
+            DefectKind::Blur => Severity::Warning,
         }
     }
 }

@@ -24,6 +24,7 @@
 
 pub mod avsync;
 pub mod black;
+pub mod blur;
 pub mod channel_loss;
 pub mod clipping;
 pub mod corruption;
@@ -331,6 +332,7 @@ mod tests {
 #[cfg(test)]
 mod detector_properties {
     use super::black::BlackDetector;
+    use super::blur::BlurDetector;
     use super::channel_loss::ChannelLossDetector;
     use super::clipping::ClippingDetector;
     use super::corruption::{CorruptionDetector, CorruptionSample};
@@ -339,7 +341,7 @@ mod detector_properties {
     use super::silence::SilenceDetector;
     use super::*;
     use crate::config::{
-        BlackConfig, ChannelLossConfig, ClippingConfig, CorruptionConfig, FreezeConfig,
+        BlackConfig, BlurConfig, ChannelLossConfig, ClippingConfig, CorruptionConfig, FreezeConfig,
         LoudnessConfig, SilenceConfig,
     };
     use crate::decode::tests::thumb_from_fn;
@@ -380,7 +382,8 @@ mod detector_properties {
             let mut black = BlackDetector::new(BlackConfig { min_duration: on, clear_duration: off, ..Default::default() });
             let mut freeze = FreezeDetector::new(FreezeConfig { min_duration: on, clear_duration: off, ..Default::default() });
             let mut corr = CorruptionDetector::new(CorruptionConfig::default());
-            let (mut b, mut f, mut c) = (vec![], vec![], vec![]);
+            let mut blur = BlurDetector::new(BlurConfig { min_duration: on, clear_duration: off, ..Default::default() });
+            let (mut b, mut f, mut c, mut u) = (vec![], vec![], vec![], vec![]);
             let mut t = 0.0;
             for (pic, what, dt) in frames {
                 t += dt;
@@ -390,10 +393,13 @@ mod detector_properties {
                 f.extend(freeze.observe(t, th, is_black));
                 let s = if what == 0 { CorruptionSample::DecodeError } else { CorruptionSample::Frame(th) };
                 c.extend(corr.observe(t, s));
+                u.extend(blur.observe(t, th, is_black || freeze.last_frozen()));
             }
             b.extend(black.finish(t));
             f.extend(freeze.finish(t));
             c.extend(corr.finish(t));
+            u.extend(blur.finish(t));
+            check_sequence(&u)?;
             check_sequence(&b)?;
             check_sequence(&f)?;
             check_sequence(&c)?;

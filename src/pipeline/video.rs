@@ -1,5 +1,5 @@
 //! The video chain: H.264 decoder → reduced pictures (thumbs) → the picture detectors
-//! (`black`, `freeze`, `corruption`, `low_fps`).
+//! (`black`, `freeze`, `corruption`, `blur`, `low_fps`).
 //!
 //! Owns the video decoder, the picture detectors, the frame timing (last picture time,
 //! frame duration) and the overload state that suspends `low_fps` while the probe
@@ -18,6 +18,7 @@ use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
 use crate::defect::{DecodeLevel, DefectKind, Transition};
 use crate::detect::black::BlackDetector;
+use crate::detect::blur::BlurDetector;
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
@@ -71,6 +72,7 @@ struct Pictures {
     black: BlackDetector,
     freeze: FreezeDetector,
     corruption: CorruptionDetector,
+    blur: BlurDetector,
     low_fps: LowFpsDetector,
     /// A `probe_overload` is open: ingest drops packets (see [`VideoChain::overload`]).
     overloaded: bool,
@@ -96,6 +98,7 @@ impl VideoChain {
                 black: BlackDetector::new(cfg.black.clone()),
                 freeze: FreezeDetector::new(cfg.freeze.clone()),
                 corruption: CorruptionDetector::new(cfg.corruption.clone()),
+                blur: BlurDetector::new(cfg.blur.clone()),
                 low_fps: LowFpsDetector::new(cfg.low_fps.clone()),
                 overloaded: false,
                 last_frame_t: None,
@@ -458,13 +461,14 @@ impl VideoChain {
         }
     }
 
-    /// Closes the open picture defects (`black`, `freeze`, `corruption`) at `t`.
+    /// Closes the open picture defects (`black`, `freeze`, `corruption`, `blur`) at `t`.
     pub fn finish_pictures(&mut self, t: f64, found: &mut Vec<Transition>) {
         let p = &mut self.pictures;
         let ends = [
             p.black.finish(t),
             p.freeze.finish(t),
             p.corruption.finish(t),
+            p.blur.finish(t),
         ];
         found.extend(ends.into_iter().flatten());
     }
@@ -495,19 +499,28 @@ impl Pictures {
             black_share = th.share_below(40),
             edge_ratio = th.edge_ratio,
             edge_step = th.edge_boundary,
+            detail = th.detail,
             "frame"
         );
         let d0 = Instant::now();
         let black = self.black.is_black(th);
-        let found_here = [
-            self.black.observe(t, th),
-            self.freeze.observe(t, th, black),
-            if watch {
-                None
-            } else {
-                self.corruption.observe(t, CorruptionSample::Frame(th))
-            },
-        ];
+        let b = self.black.observe(t, th);
+        let f = self.freeze.observe(t, th, black);
+        let c = if watch {
+            None
+        } else {
+            self.corruption.observe(t, CorruptionSample::Frame(th))
+        };
+        // Black, frozen and corrupt pictures are not judged for blur (they win).
+        let suspend = black || self.freeze.last_frozen() || !self.corruption.is_idle();
+        let found_here = [b, f, c, self.blur.observe(t, th, suspend)];
+        tracing::trace!(
+            t,
+            sharpness = ?self.blur.last_sharpness(),
+            baseline = ?self.blur.baseline(),
+            suspend,
+            "blur"
+        );
         self.detect_ns += d0.elapsed().as_nanos() as u64;
         if let Some(s) = self.series.as_mut() {
             s.picture(
@@ -535,7 +548,10 @@ impl Pictures {
 
     /// A picture defect is pending or open.
     fn busy(&self) -> bool {
-        !(self.black.is_idle() && self.freeze.is_idle() && self.corruption.is_idle())
+        !(self.black.is_idle()
+            && self.freeze.is_idle()
+            && self.corruption.is_idle()
+            && self.blur.is_idle())
     }
 
     /// The detectors will see an earlier GOP again (see `level`).
@@ -543,6 +559,7 @@ impl Pictures {
         self.black.rewind();
         self.freeze.rewind();
         self.corruption.rewind();
+        self.blur.rewind();
         if let Some(s) = self.shots.as_mut() {
             s.rewind();
         }

@@ -91,6 +91,7 @@ pub fn group(kind: DefectKind) -> Group {
         | DefectKind::SlowDownload
         | DefectKind::TsError
         | DefectKind::ProbeOverload => Group::Delivery,
+        DefectKind::Blur => Group::Picture,
     }
 }
 
