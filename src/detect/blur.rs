@@ -118,7 +118,7 @@ impl BlurDetector {
     /// coarse contrast is below `min_contrast` (too flat to tell).
     pub fn sharpness(&self, th: &Thumb) -> Option<f32> {
         let coarse = Self::coarse_contrast(th);
-        if !(coarse > 0.0 && coarse >= self.cfg.min_contrast) || !th.detail.is_finite() {
+        if !(coarse > 0.0 && coarse >= self.cfg.min_contrast && th.detail.is_finite()) {
             return None;
         }
         Some(th.detail / coarse)
