@@ -324,7 +324,7 @@ mod tests {
     fn every_kind_has_its_group() {
         for k in DefectKind::ALL {
             let want = match k.as_str() {
-                "black" | "freeze" | "corruption" | "low_fps" => Group::Picture,
+                "black" | "freeze" | "corruption" | "low_fps" | "blur" => Group::Picture,
                 "silence" | "clipping" | "channel_loss" | "loudness" | "av_desync" => Group::Sound,
                 _ => Group::Delivery,
             };
