@@ -18,7 +18,7 @@ use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
 use crate::defect::{DecodeLevel, DefectKind, Transition};
 use crate::detect::black::BlackDetector;
-use crate::detect::blur::BlurDetector;
+use crate::detect::blur::{BlurDetector, Judged};
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
@@ -523,11 +523,19 @@ impl Pictures {
         );
         self.detect_ns += d0.elapsed().as_nanos() as u64;
         if let Some(s) = self.series.as_mut() {
+            let blur_threshold = match self.blur.last() {
+                Judged::Sharp { threshold, .. } | Judged::Blurred { threshold, .. } => {
+                    Some(threshold)
+                }
+                Judged::No => None,
+            };
             s.picture(
                 t,
                 th,
                 self.freeze.last_diff_db(),
                 self.corruption.threshold(),
+                self.blur.last_sharpness(),
+                blur_threshold,
             );
         }
         if let Some(s) = self.shots.as_mut().filter(|_| !watch) {

@@ -560,6 +560,19 @@ pub fn render(r: &ReportInput<'_>) -> String {
     );
     plot(
         &Plot {
+            id: "sharpness",
+            title: "Sharpness (fine detail / coarse contrast)",
+            lane: &p.sharpness,
+            threshold: Threshold::Lane(&p.sharpness_threshold, "blurred below"),
+            range: None,
+            kinds: &[DefectKind::Blur],
+        },
+        ax,
+        &ivs,
+        &mut o,
+    );
+    plot(
+        &Plot {
             id: "audio",
             title: "Sound level (RMS, dBFS)",
             lane: &s.sound.level_dbfs,
