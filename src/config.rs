@@ -689,6 +689,31 @@ mod tests {
     }
 
     #[test]
+    fn blur_settings_default_and_are_checked() {
+        let d = DetectConfig::default().blur;
+        assert_eq!((d.ratio, d.min_contrast, d.baseline_s), (0.5, 2.0, 30.0));
+        assert_eq!((d.min_duration, d.clear_duration), (10.0, 1.0));
+        let c: DetectConfig = toml::from_str("[blur]\nratio = 0.3\n").unwrap();
+        assert_eq!((c.blur.ratio, c.blur.min_duration), (0.3, 10.0));
+        assert!(c.validate().is_ok());
+        for bad in [
+            "[blur]\nratio = 1.0\n",
+            "[blur]\nratio = 0.0\n",
+            "[blur]\nratio = nan\n",
+            "[blur]\nmin_contrast = -1.0\n",
+            "[blur]\nbaseline_s = 0.5\n",
+            "[blur]\nmin_duration = -1.0\n",
+            "[blur]\nclear_duration = inf\n",
+        ] {
+            let c: DetectConfig = toml::from_str(bad).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("blur."), "{bad}: {e}");
+        }
+        let e = toml::from_str::<DetectConfig>("[blur]\nthreshold = 0.5\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
     fn decode_settings_default_to_auto_and_are_checked() {
         let d = DetectConfig::default();
         assert_eq!(d.decode.level, LevelChoice::Auto);
