@@ -25,6 +25,7 @@ pub struct DetectConfig {
     pub low_fps: LowFpsConfig,
     pub av_sync: AvSyncConfig,
     pub test_pattern: TestPatternConfig,
+    pub blur: BlurConfig,
     /// Largest picture (width × height) decoded; a larger SPS is refused and reported
     /// as `unsupported_codec` instead of being allocated. Default 4096 × 2304.
     pub max_pixels: u64,
@@ -296,6 +297,27 @@ impl DetectConfig {
                 self.av_sync.window
             ));
         }
+        let b = &self.blur;
+        if !(b.ratio.is_finite() && b.ratio > 0.0 && b.ratio < 1.0) {
+            return Err(format!(
+                "blur.ratio must be above 0 and below 1 (a share of the baseline), got {}",
+                b.ratio
+            ));
+        }
+        if !(b.min_contrast.is_finite() && (0.0..=255.0).contains(&b.min_contrast)) {
+            return Err(format!(
+                "blur.min_contrast must be between 0 and 255 luma levels, got {}",
+                b.min_contrast
+            ));
+        }
+        if !(b.baseline_s.is_finite() && (1.0..=3600.0).contains(&b.baseline_s)) {
+            return Err(format!(
+                "blur.baseline_s must be between 1 and 3600 seconds, got {}",
+                b.baseline_s
+            ));
+        }
+        dur("blur.min_duration", b.min_duration)?;
+        dur("blur.clear_duration", b.clear_duration)?;
         if self.max_pixels == 0 {
             return Err("max_pixels must be positive".into());
         }
@@ -648,6 +670,38 @@ impl Default for TestPatternConfig {
     }
 }
 
+/// Blurred picture (`blur`): the picture's sharpness (fine detail over coarse
+/// contrast) below a share of the stream's own running baseline. See `detect::blur`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlurConfig {
+    /// A picture is blurred when its sharpness is below this share of the baseline
+    /// (above 0, below 1). 0.5.
+    pub ratio: f64,
+    /// Pictures whose coarse contrast (RMS luma step between neighbouring cells of the
+    /// 64×36 grid) is below this many levels are not judged (too flat to tell: a sky,
+    /// a fade). 2.0.
+    pub min_contrast: f32,
+    /// Time constant of the running baseline, seconds of media (1–3600). 30.
+    pub baseline_s: f64,
+    /// Seconds the picture must stay blurred to be reported. 10.0.
+    pub min_duration: f64,
+    /// Seconds the picture must stay sharp to end the event. 1.0.
+    pub clear_duration: f64,
+}
+
+impl Default for BlurConfig {
+    fn default() -> Self {
+        BlurConfig {
+            ratio: 0.5,
+            min_contrast: 2.0,
+            baseline_s: 30.0,
+            min_duration: 10.0,
+            clear_duration: 1.0,
+        }
+    }
+}
+
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
@@ -662,6 +716,7 @@ impl Default for DetectConfig {
             low_fps: LowFpsConfig::default(),
             av_sync: AvSyncConfig::default(),
             test_pattern: TestPatternConfig::default(),
+            blur: BlurConfig::default(),
             max_pixels: 4096 * 2304,
             max_decoder_mb: 160,
             decode: DecodeConfig::default(),
@@ -799,6 +854,31 @@ mod tests {
         ] {
             assert!(toml::from_str::<DetectConfig>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn blur_settings_default_and_are_checked() {
+        let d = DetectConfig::default().blur;
+        assert_eq!((d.ratio, d.min_contrast, d.baseline_s), (0.5, 2.0, 30.0));
+        assert_eq!((d.min_duration, d.clear_duration), (10.0, 1.0));
+        let c: DetectConfig = toml::from_str("[blur]\nratio = 0.3\n").unwrap();
+        assert_eq!((c.blur.ratio, c.blur.min_duration), (0.3, 10.0));
+        assert!(c.validate().is_ok());
+        for bad in [
+            "[blur]\nratio = 1.0\n",
+            "[blur]\nratio = 0.0\n",
+            "[blur]\nratio = nan\n",
+            "[blur]\nmin_contrast = -1.0\n",
+            "[blur]\nbaseline_s = 0.5\n",
+            "[blur]\nmin_duration = -1.0\n",
+            "[blur]\nclear_duration = inf\n",
+        ] {
+            let c: DetectConfig = toml::from_str(bad).unwrap();
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("blur."), "{bad}: {e}");
+        }
+        let e = toml::from_str::<DetectConfig>("[blur]\nthreshold = 0.5\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 
     #[test]

@@ -33,11 +33,13 @@ pub enum DefectKind {
     SlowDownload,
     TsError,
     ProbeOverload,
+    // Picture kinds added later (appended: the order is the wire-stable list).
+    Blur,
 }
 
 impl DefectKind {
     /// Every kind, in declaration order.
-    pub const ALL: [DefectKind; 20] = [
+    pub const ALL: [DefectKind; 21] = [
         DefectKind::Black,
         DefectKind::Freeze,
         DefectKind::Corruption,
@@ -58,6 +60,7 @@ impl DefectKind {
         DefectKind::SlowDownload,
         DefectKind::TsError,
         DefectKind::ProbeOverload,
+        DefectKind::Blur,
     ];
     /// How many kinds there are.
     pub const COUNT: usize = Self::ALL.len();
@@ -85,6 +88,7 @@ impl DefectKind {
             DefectKind::SlowDownload => "slow_download",
             DefectKind::TsError => "ts_error",
             DefectKind::ProbeOverload => "probe_overload",
+            DefectKind::Blur => "blur",
         }
     }
 
@@ -246,6 +250,7 @@ impl DefectKind {
             | DefectKind::LowFps
             | DefectKind::AvDesync
             | DefectKind::TestPattern => Severity::Major,
+            DefectKind::Blur => Severity::Warning,
         }
     }
 }

@@ -338,6 +338,71 @@ fn a_short_title_card_is_content_neither_test_pattern_nor_freeze() {
 }
 
 #[test]
+fn focus_lost_for_12_seconds_is_blur_720p() {
+    // Sharp 0-4 s, gaussian blur (sigma 6 px) 4-16 s, sharp to 20 s: one `blur` over
+    // [4, 16), found alike by `auto` (which decodes key pictures until one is blurred)
+    // and by `full`.
+    run_clip("blur_step_720p.ts");
+    let name = "blur_step_720p.ts";
+    let mut ends = vec![];
+    for level in ["auto", "full"] {
+        let (ok, events, stderr) = check_json(&media_dir().join(name), &["--decode-level", level]);
+        assert!(ok, "{name} {level}: {stderr}");
+        let end = paired_ends(&events)
+            .into_iter()
+            .find(|e| e["kind"] == "blur")
+            .unwrap_or_else(|| panic!("{name} {level}: no blur"));
+        assert_eq!(end["severity"], "warning", "{end}");
+        let m = &end["metrics"];
+        let (s, b) = (
+            m["sharpness_max"].as_f64().unwrap(),
+            m["sharpness_baseline"].as_f64().unwrap(),
+        );
+        assert!(s > 0.0 && s < 0.5 * b, "{end}");
+        assert_eq!(m["ratio"], 0.5, "{end}");
+        assert!(m["frames"].as_i64().unwrap() >= 250, "{end}");
+        assert!(end.get("reason").is_none(), "it cleared by itself: {end}");
+        ends.push(end);
+    }
+    for k in ["start_s", "end_s"] {
+        let (a, f) = (ends[0][k].as_f64().unwrap(), ends[1][k].as_f64().unwrap());
+        assert!((a - f).abs() <= 0.1, "{k}: auto {a}, full {f}");
+    }
+}
+
+#[test]
+fn soft_focus_from_the_first_picture_is_not_blur_360p() {
+    run_clip("soft_focus_360p.ts");
+}
+
+#[test]
+fn a_cut_to_a_smooth_gradient_is_not_blur_360p() {
+    run_clip("cut_smooth_360p.ts");
+}
+
+#[test]
+fn blur_follows_its_settings() {
+    // A ratio under the clip's (~0.22 of the baseline) hides the focus loss; a longer
+    // min_duration than its 12 s too.
+    let dir = std::env::temp_dir().join(format!("vqprobe-blur-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in [
+        ("low.toml", "[blur]\nratio = 0.1\n"),
+        ("long.toml", "[blur]\nmin_duration = 13.0\n"),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        let (ok, events, stderr) = check_json(
+            &media_dir().join("blur_step_720p.ts"),
+            &["--detect-config", p.to_str().unwrap()],
+        );
+        assert!(ok, "{stderr}");
+        assert!(events.is_empty(), "{name}: {events:?}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn every_clip_in_truth_json_is_covered() {
     // Guards against a clip added to the corpus without a test above.
     let named = [
@@ -367,6 +432,9 @@ fn every_clip_in_truth_json_is_covered() {
         "uniform_blue_360p.ts",
         "uniform_covered_720p.ts",
         "clean_sky_720p.ts",
+        "blur_step_720p.ts",
+        "soft_focus_360p.ts",
+        "cut_smooth_360p.ts",
     ];
     for c in truth()["clips"].as_array().unwrap() {
         assert!(
@@ -476,7 +544,16 @@ fn refused_clip(name: &str, reason: &str, (width, height): (i64, i64), dur: f64)
     for o in &others {
         let kind = o["kind"].as_str().unwrap();
         assert!(
-            !["corruption", "black", "freeze", "uniform", "low_fps"].contains(&kind),
+            ![
+                "corruption",
+                "black",
+                "freeze",
+                "uniform",
+                "test_pattern",
+                "low_fps",
+                "blur"
+            ]
+            .contains(&kind),
             "{name}: a refused video has no picture defect: {o}"
         );
     }

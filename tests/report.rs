@@ -99,7 +99,7 @@ window.addEventListener('load', function () {
   r.timeline = tl ? box(tl) : null;
   r.defects = [...document.querySelectorAll('#timeline rect.defect')].map(e => Object.assign({kind: e.dataset.kind}, box(e)));
   r.plots = {};
-  for (const id of ['luma', 'motion', 'edges', 'audio', 'loudness', 'clipping', 'channels']) {
+  for (const id of ['luma', 'motion', 'edges', 'sharpness', 'audio', 'loudness', 'clipping', 'channels']) {
     const s = document.getElementById('plot-' + id);
     r.plots[id] = s ? {
       box: box(s),
@@ -249,7 +249,14 @@ fn assert_bars_match(r: &Value, html: &str, ends: &[Value]) {
 /// track of two or more channels (`stereo`).
 fn assert_plots_drawn(r: &Value, with_audio: bool, stereo: bool) {
     for id in [
-        "luma", "motion", "edges", "audio", "loudness", "clipping", "channels",
+        "luma",
+        "motion",
+        "edges",
+        "sharpness",
+        "audio",
+        "loudness",
+        "clipping",
+        "channels",
     ] {
         let p = &r["plots"][id];
         assert!(p["box"]["w"].as_f64().unwrap() > 500.0, "{id}: {p}");

@@ -2,7 +2,7 @@
 //! arbitrary samples, times and text.
 //!
 //! Input: byte 0 picks how many of the following 9-byte records are series samples
-//! (lane = byte % 8; t = f32 LE; v = f32 LE: any value, NaN, infinities and negative
+//! (lane = byte % 10; t = f32 LE; v = f32 LE: any value, NaN, infinities and negative
 //! times included); the rest of the records are events (kind = byte % the number of kinds, start = f32,
 //! end = f32 or none); the bytes after the records are the stream id, probe id and input
 //! name (lossy UTF-8, split at 0xFF), which also become the defect ids.
@@ -34,10 +34,10 @@ fuzz_target!(|data: &[u8]| {
     let (records, text) = rest.split_at(n_records * 9);
     let n_samples = usize::from(head).min(n_records);
     let mut series = Series::default();
-    let mut accepted = [0u64; 8];
-    let mut last = [f64::NEG_INFINITY; 8];
+    let mut accepted = [0u64; 10];
+    let mut last = [f64::NEG_INFINITY; 10];
     for r in records.chunks_exact(9).take(n_samples) {
-        let lane_no = usize::from(r[0] % 8);
+        let lane_no = usize::from(r[0] % 10);
         let t = f64::from(f32_at(r, 1));
         let v = f32_at(r, 5);
         let p = &mut series.pictures;
@@ -49,7 +49,9 @@ fuzz_target!(|data: &[u8]| {
             4 => &mut series.sound.level_dbfs,
             5 => &mut series.sound.short_term_lufs,
             6 => &mut series.sound.full_scale_pct,
-            _ => &mut series.sound.quietest_channel_dbfs,
+            7 => &mut series.sound.quietest_channel_dbfs,
+            8 => &mut p.sharpness,
+            _ => &mut p.sharpness_threshold,
         };
         if v.is_finite() && (0.0..1e12).contains(&t) && t > last[lane_no] {
             accepted[lane_no] += 1;
@@ -67,6 +69,8 @@ fuzz_target!(|data: &[u8]| {
         &series.sound.short_term_lufs,
         &series.sound.full_scale_pct,
         &series.sound.quietest_channel_dbfs,
+        &p.sharpness,
+        &p.sharpness_threshold,
     ]
     .into_iter()
     .enumerate()

@@ -71,6 +71,10 @@ pub struct Thumb {
     /// Block-boundary step divided by the step inside blocks: ~1 for natural or
     /// deblocked pictures, well above 1 for macroblocking.
     pub edge_ratio: f32,
+    /// Root mean square luma step between neighbouring pixels inside 8×8 blocks
+    /// (0–255; the same samples as `edge_ratio`'s inside step): the picture's
+    /// finest detail, what a loss of focus takes away first (`detect::blur`).
+    pub detail: f32,
 }
 
 impl std::fmt::Debug for Thumb {
@@ -80,6 +84,7 @@ impl std::fmt::Debug for Thumb {
             .field("size", &(self.width, self.height))
             .field("luma_mean", &self.luma_mean)
             .field("edge_ratio", &self.edge_ratio)
+            .field("detail", &self.detail)
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +104,7 @@ impl Default for Thumb {
             chroma_v: [128; CHROMA_LEN],
             edge_boundary: 0.0,
             edge_ratio: 1.0,
+            detail: 0.0,
         }
     }
 }
@@ -206,6 +212,7 @@ impl Reducer {
         out.luma_mean = 0.0;
         out.edge_boundary = 0.0;
         out.edge_ratio = 1.0;
+        out.detail = 0.0;
         if width == 0 || height == 0 {
             return;
         }
@@ -235,9 +242,10 @@ impl Reducer {
         for ((g, &s), &c) in out.grid.iter_mut().zip(&self.sums).zip(&self.cell_count) {
             *g = s.checked_div(c).map_or(0, |v| v as u8);
         }
-        let (b, i) = block_edges(y, stride, width, height);
-        out.edge_boundary = b;
-        out.edge_ratio = (b + 0.5) / (i + 0.5);
+        let e = block_edges(y, stride, width, height);
+        out.edge_boundary = e.boundary;
+        out.edge_ratio = (e.boundary + 0.5) / (e.inside + 0.5);
+        out.detail = e.inside_rms;
     }
 
     /// Adds the chroma summary (`chroma_u`, `chroma_v`) of the picture just reduced.
@@ -349,15 +357,28 @@ impl Reducer {
     }
 }
 
+/// Luma steps at and inside 8-pixel blocks (see [`block_edges`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct BlockEdges {
+    /// Mean absolute step across block boundaries.
+    boundary: f32,
+    /// Mean absolute step in the middle of blocks.
+    inside: f32,
+    /// Root mean square of the same steps in the middle of blocks.
+    inside_rms: f32,
+}
+
 /// Mean absolute luma step across 8-pixel block boundaries and in the middle of
-/// blocks (vertical and horizontal edges). Samples one block row / column in
-/// `height / 360` (at least every one), so the cost stays flat with resolution.
-fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f32) {
+/// blocks (vertical and horizontal edges), and the RMS of the latter. Samples one
+/// block row / column in `height / 360` (at least every one), so the cost stays flat
+/// with resolution.
+fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> BlockEdges {
     let mut bsum: u64 = 0;
     let mut isum: u64 = 0;
+    let mut isq: u64 = 0;
     let mut n: u64 = 0;
     if width < 16 || height < 16 {
-        return (0.0, 0.0);
+        return BlockEdges::default();
     }
     let row_step = 8 * (height / 360).max(1);
     let col_step = 8 * (width / 640).max(1);
@@ -367,7 +388,9 @@ fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f3
         let mut x = 8;
         while x + 4 < width {
             bsum += u64::from(row[x].abs_diff(row[x - 1]));
-            isum += u64::from(row[x + 4].abs_diff(row[x + 3]));
+            let d = u64::from(row[x + 4].abs_diff(row[x + 3]));
+            isum += d;
+            isq += d * d;
             n += 1;
             x += 8;
         }
@@ -382,15 +405,21 @@ fn block_edges(y: &[u8], stride: usize, width: usize, height: usize) -> (f32, f3
         let r4 = &y[(yy + 4) * stride..];
         for x in (3..width).step_by(col_step) {
             bsum += u64::from(r1[x].abs_diff(r0[x]));
-            isum += u64::from(r4[x].abs_diff(r3[x]));
+            let d = u64::from(r4[x].abs_diff(r3[x]));
+            isum += d;
+            isq += d * d;
             n += 1;
         }
         yy += row_step;
     }
     if n == 0 {
-        return (0.0, 0.0);
+        return BlockEdges::default();
     }
-    (bsum as f32 / n as f32, isum as f32 / n as f32)
+    BlockEdges {
+        boundary: bsum as f32 / n as f32,
+        inside: isum as f32 / n as f32,
+        inside_rms: (isq as f64 / n as f64).sqrt() as f32,
+    }
 }
 
 /// Channels measured one by one in an [`AudioLevel`]: a track with more has its first

@@ -29,6 +29,8 @@ pub struct FreezeDetector {
     frames: u32,
     /// The difference of the last picture compared (`None`: it was not compared).
     last_diff: Option<f32>,
+    /// The last picture was found frozen (confirmed or not).
+    last_frozen: bool,
 }
 
 impl FreezeDetector {
@@ -42,6 +44,7 @@ impl FreezeDetector {
             max_diff: 0.0,
             frames: 0,
             last_diff: None,
+            last_frozen: false,
         }
     }
 
@@ -73,6 +76,7 @@ impl FreezeDetector {
             }
             _ => false,
         };
+        self.last_frozen = frozen;
         if !frozen {
             self.reference = thumb.grid;
             self.ref_dims = Some(dims);
@@ -85,6 +89,12 @@ impl FreezeDetector {
     /// first, or of a new size, and not compared). For reports.
     pub fn last_diff_db(&self) -> Option<f64> {
         self.last_diff.map(|d| to_db(f64::from(d)))
+    }
+
+    /// The last picture was the same as the last moving one (frozen, whether or not a
+    /// freeze is confirmed yet).
+    pub fn last_frozen(&self) -> bool {
+        self.last_frozen
     }
 
     /// Nothing pending or open.

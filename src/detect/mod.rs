@@ -24,6 +24,7 @@
 
 pub mod avsync;
 pub mod black;
+pub mod blur;
 pub mod channel_loss;
 pub mod clipping;
 pub mod corruption;
@@ -333,6 +334,7 @@ mod tests {
 #[cfg(test)]
 mod detector_properties {
     use super::black::BlackDetector;
+    use super::blur::BlurDetector;
     use super::channel_loss::ChannelLossDetector;
     use super::clipping::ClippingDetector;
     use super::corruption::{CorruptionDetector, CorruptionSample};
@@ -342,7 +344,7 @@ mod detector_properties {
     use super::uniform::UniformDetector;
     use super::*;
     use crate::config::{
-        BlackConfig, ChannelLossConfig, ClippingConfig, CorruptionConfig, FreezeConfig,
+        BlackConfig, BlurConfig, ChannelLossConfig, ClippingConfig, CorruptionConfig, FreezeConfig,
         LoudnessConfig, SilenceConfig, UniformConfig,
     };
     use crate::decode::tests::thumb_from_fn;
@@ -386,7 +388,8 @@ mod detector_properties {
             let mut freeze = FreezeDetector::new(FreezeConfig { min_duration: on, clear_duration: off, ..Default::default() });
             let mut corr = CorruptionDetector::new(CorruptionConfig::default());
             let mut uni = UniformDetector::new(UniformConfig { min_duration: on, clear_duration: off, ..Default::default() }, &BlackConfig::default());
-            let (mut b, mut f, mut c, mut u) = (vec![], vec![], vec![], vec![]);
+            let mut blur = BlurDetector::new(BlurConfig { min_duration: on, clear_duration: off, ..Default::default() });
+            let (mut b, mut f, mut c, mut u, mut bl) = (vec![], vec![], vec![], vec![], vec![]);
             let mut t = 0.0;
             for (pic, what, dt) in frames {
                 t += dt;
@@ -397,11 +400,14 @@ mod detector_properties {
                 f.extend(freeze.observe(t, th, is_black || uni.last_uniform()));
                 let s = if what == 0 { CorruptionSample::DecodeError } else { CorruptionSample::Frame(th) };
                 c.extend(corr.observe(t, s));
+                bl.extend(blur.observe(t, th, is_black || freeze.last_frozen()));
             }
             b.extend(black.finish(t));
             f.extend(freeze.finish(t));
             c.extend(corr.finish(t));
             u.extend(uni.finish(t));
+            bl.extend(blur.finish(t));
+            check_sequence(&bl)?;
             check_sequence(&b)?;
             check_sequence(&u)?;
             check_sequence(&f)?;

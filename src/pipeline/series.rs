@@ -1,14 +1,15 @@
 //! Per-second series of what the detectors already measure, for `check --report` and
 //! `demo --report`: picture luma, the freeze detector's difference (motion), the
 //! block-edge ratio with the corruption detector's threshold, the sound level, the
-//! short-term loudness, the share of samples at full scale and the quietest channel.
+//! short-term loudness, the share of samples at full scale, the quietest channel and
+//! the blur detector's sharpness with its threshold.
 //! Nothing is measured twice: the values are the ones the detectors just used. Off
 //! unless asked for ([`crate::config::DetectConfig::series`]).
 //!
 //! Bounded: a [`Lane`] holds at most [`MAX_BINS`] bins. When media time runs past the
 //! last one, neighbouring bins are merged in pairs and the bin width doubles, keeping
 //! each bin's minimum, maximum and mean, so a one-picture peak survives any amount of
-//! downsampling. Eight lanes of 2048 bins of 16 bytes: 256 KiB at most for any duration.
+//! downsampling. Ten lanes of 2048 bins of 16 bytes: 320 KiB at most for any duration.
 
 use crate::decode::{AudioLevel, Thumb};
 
@@ -158,6 +159,12 @@ pub struct PictureSeries {
     /// The ratio above which a picture counts as blocky (baseline × `edge_jump`), once
     /// the corruption detector has learned its baseline.
     pub edge_threshold: Lane,
+    /// The blur detector's sharpness (fine detail over coarse contrast; pictures it
+    /// measured only: not black, frozen, corrupt or too flat ones).
+    pub sharpness: Lane,
+    /// The sharpness under which a picture counts as blurred (baseline × `ratio`),
+    /// for the pictures it judged.
+    pub sharpness_threshold: Lane,
     /// Picture sizes seen, in order (at most four).
     pub sizes: heapless::Vec<(u16, u16), SIZES>,
     /// Size changes beyond the ones remembered.
@@ -174,6 +181,8 @@ impl PictureSeries {
         th: &Thumb,
         motion_db: Option<f64>,
         edge_threshold: Option<f32>,
+        sharpness: Option<f32>,
+        sharpness_threshold: Option<f32>,
     ) {
         self.pictures += 1;
         let size = (th.width, th.height);
@@ -187,6 +196,12 @@ impl PictureSeries {
         self.edge_ratio.push(t, th.edge_ratio);
         if let Some(x) = edge_threshold {
             self.edge_threshold.push(t, x);
+        }
+        if let Some(x) = sharpness {
+            self.sharpness.push(t, x);
+        }
+        if let Some(x) = sharpness_threshold {
+            self.sharpness_threshold.push(t, x);
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The video chain: H.264 decoder → reduced pictures (thumbs) → the picture detectors
-//! (`black`, `uniform`, `test_pattern`, `freeze`, `corruption`, `low_fps`).
+//! (`black`, `uniform`, `test_pattern`, `freeze`, `corruption`, `blur`, `low_fps`).
 //!
 //! Root cause first: on each picture the black verdict goes to `uniform`, black or
 //! uniform to `test_pattern`, and any of the three to `freeze`, so a black picture is
 //! `black` only, a one-colour picture `uniform` only, bars or a slate `test_pattern`
-//! only (none of them is also a freeze).
+//! only (none of them is also a freeze). `blur` is not judged on any of those, nor on
+//! frozen pictures or while `corruption` is pending or open.
 //!
 //! Owns the video decoder, the picture detectors, the frame timing (last picture time,
 //! frame duration) and the overload state that suspends `low_fps` while the probe
@@ -23,6 +24,7 @@ use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
 use crate::defect::{DecodeLevel, DefectKind, Transition};
 use crate::detect::black::BlackDetector;
+use crate::detect::blur::{BlurDetector, Judged};
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
@@ -80,6 +82,7 @@ struct Pictures {
     uniform: UniformDetector,
     test_pattern: TestPatternDetector,
     corruption: CorruptionDetector,
+    blur: BlurDetector,
     low_fps: LowFpsDetector,
     /// A `probe_overload` is open: ingest drops packets (see [`VideoChain::overload`]).
     overloaded: bool,
@@ -107,6 +110,7 @@ impl VideoChain {
                 uniform: UniformDetector::new(cfg.uniform.clone(), &cfg.black),
                 test_pattern: TestPatternDetector::new(cfg.test_pattern.clone(), &cfg.freeze),
                 corruption: CorruptionDetector::new(cfg.corruption.clone()),
+                blur: BlurDetector::new(cfg.blur.clone()),
                 low_fps: LowFpsDetector::new(cfg.low_fps.clone()),
                 overloaded: false,
                 last_frame_t: None,
@@ -470,7 +474,7 @@ impl VideoChain {
     }
 
     /// Closes the open picture defects (`black`, `uniform`, `freeze`, `test_pattern`,
-    /// `corruption`) at `t`.
+    /// `corruption`, `blur`) at `t`.
     pub fn finish_pictures(&mut self, t: f64, found: &mut Vec<Transition>) {
         let p = &mut self.pictures;
         let ends = [
@@ -479,6 +483,7 @@ impl VideoChain {
             p.freeze.finish(t),
             p.test_pattern.finish(t),
             p.corruption.finish(t),
+            p.blur.finish(t),
         ];
         found.extend(ends.into_iter().flatten());
     }
@@ -509,6 +514,7 @@ impl Pictures {
             black_share = th.share_below(40),
             edge_ratio = th.edge_ratio,
             edge_step = th.edge_boundary,
+            detail = th.detail,
             "frame"
         );
         let d0 = Instant::now();
@@ -518,24 +524,45 @@ impl Pictures {
         let one_colour = black || self.uniform.last_uniform();
         let pattern = self.test_pattern.observe(t, th, one_colour);
         let still = one_colour || self.test_pattern.is_pattern();
+        let f = self.freeze.observe(t, th, still);
+        let c = if watch {
+            None
+        } else {
+            self.corruption.observe(t, CorruptionSample::Frame(th))
+        };
+        // Pictures another kind claims (black, one colour, a pattern, frozen, corrupt)
+        // are not judged for blur: those kinds win.
+        let suspend = still || self.freeze.last_frozen() || !self.corruption.is_idle();
         let found_here = [
             self.black.observe(t, th),
             uniform,
             pattern,
-            self.freeze.observe(t, th, still),
-            if watch {
-                None
-            } else {
-                self.corruption.observe(t, CorruptionSample::Frame(th))
-            },
+            f,
+            c,
+            self.blur.observe(t, th, suspend),
         ];
+        tracing::trace!(
+            t,
+            sharpness = ?self.blur.last_sharpness(),
+            baseline = ?self.blur.baseline(),
+            suspend,
+            "blur"
+        );
         self.detect_ns += d0.elapsed().as_nanos() as u64;
         if let Some(s) = self.series.as_mut() {
+            let blur_threshold = match self.blur.last() {
+                Judged::Sharp { threshold, .. } | Judged::Blurred { threshold, .. } => {
+                    Some(threshold)
+                }
+                Judged::No => None,
+            };
             s.picture(
                 t,
                 th,
                 self.freeze.last_diff_db(),
                 self.corruption.threshold(),
+                self.blur.last_sharpness(),
+                blur_threshold,
             );
         }
         if let Some(s) = self.shots.as_mut().filter(|_| !watch) {
@@ -560,7 +587,8 @@ impl Pictures {
             && self.uniform.is_idle()
             && self.freeze.is_idle()
             && self.test_pattern.is_idle()
-            && self.corruption.is_idle())
+            && self.corruption.is_idle()
+            && self.blur.is_idle())
     }
 
     /// The detectors will see an earlier GOP again (see `level`).
@@ -570,6 +598,7 @@ impl Pictures {
         self.freeze.rewind();
         self.test_pattern.rewind();
         self.corruption.rewind();
+        self.blur.rewind();
         if let Some(s) = self.shots.as_mut() {
             s.rewind();
         }

@@ -94,6 +94,7 @@ pub fn group(kind: DefectKind) -> Group {
         | DefectKind::SlowDownload
         | DefectKind::TsError
         | DefectKind::ProbeOverload => Group::Delivery,
+        DefectKind::Blur => Group::Picture,
     }
 }
 
@@ -326,9 +327,8 @@ mod tests {
     fn every_kind_has_its_group() {
         for k in DefectKind::ALL {
             let want = match k.as_str() {
-                "black" | "freeze" | "corruption" | "uniform" | "low_fps" | "test_pattern" => {
-                    Group::Picture
-                }
+                "black" | "freeze" | "corruption" | "uniform" | "low_fps" | "test_pattern"
+                | "blur" => Group::Picture,
                 "silence" | "clipping" | "channel_loss" | "loudness" | "av_desync" => Group::Sound,
                 _ => Group::Delivery,
             };

@@ -548,6 +548,14 @@ pub fn render(r: &ReportInput<'_>) -> String {
             kinds: &[DefectKind::Corruption],
         },
         Plot {
+            id: "sharpness",
+            title: "Sharpness (fine detail / coarse contrast)",
+            lane: &p.sharpness,
+            threshold: Threshold::Lane(&p.sharpness_threshold, "blurred below"),
+            range: None,
+            kinds: &[DefectKind::Blur],
+        },
+        Plot {
             id: "audio",
             title: "Sound level (RMS, dBFS)",
             lane: &s.sound.level_dbfs,

@@ -457,6 +457,60 @@ clip_clean_sky_720p() {
     detectors "$f" clean_sky_720p
 }
 
+# ---------------------------------------------------------------- blur (docs/events.md, "blur")
+# blurdetect FILE NAME S E [MIN_RATIO]: ffmpeg's own blurdetect (mean per second, filter time)
+# must read the picture at least MIN_RATIO (2) times blurrier on [S+1, E-1] than outside
+# [S-1, E+1]; with S = E = 0 the clip must be evenly soft (no second over 1.5x another).
+blur_check() {
+    local file=$1 name=$2 s=$3 e=$4 min=${5:-2}
+    ffmpeg -hide_banner -nostdin -loglevel error -i "$file" -map 0:v:0 -vf "blurdetect,metadata=print:file=-" \
+        -f null - 2>/dev/null >"$WORK/$name.blur.log"
+    check awk -v s="$s" -v e="$e" -v min="$min" -v name="$name" '
+        /pts_time/ { split($0, a, "pts_time:"); t = a[2] + 0 }
+        /lavfi.blur=/ { split($0, b, "="); sec = int(t); sum[sec] += b[2]; n[sec]++
+            if (t >= s + 1 && t < e - 1) { in_s += b[2]; in_n++ }
+            else if (t < s - 1 || t >= e + 1) { out_s += b[2]; out_n++ } }
+        END {
+            line = ""; lo = 1e9; hi = 0
+            for (i = 0; i in n; i++) { m = sum[i] / n[i]; line = line sprintf(" %d:%.1f", i, m)
+                if (m < lo) lo = m; if (m > hi) hi = m }
+            print "blurdetect " name " per second:" line
+            if (s == 0 && e == 0) { if (hi > 1.5 * lo) { print name ": not evenly soft"; exit 1 } ; exit 0 }
+            if (in_n == 0 || out_n == 0 || in_s / in_n < min * out_s / out_n) {
+                printf "%s: blurdetect %.1f inside vs %.1f outside\n", name, in_s / (in_n + 1e-9), out_s / (out_n + 1e-9); exit 1 }
+        }' "$WORK/$name.blur.log"
+}
+
+# Focus lost over [4, 16): gaussian blur (sigma 6 px at 720p) switched on at frame 100
+# and off at frame 400, sharp again to 20 s. blurdetect reads ~18 inside, ~4.8 outside.
+clip_blur_step_720p() {
+    local f=$OUT/blur_step_720p.ts
+    encode "$f" "$(vsrc 1280 720 20),gblur=sigma=6:enable='between(n,100,399)'" "$(tone 20)" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 1280 --height 720 --duration 20 --gop 2
+    blur_check "$f" blur_step_720p 4 16
+    detectors "$f" blur_step_720p
+}
+
+# Hard negative: soft focus (sigma 3 px at 360p) from the first frame to the last, the
+# usual testsrc2 motion: soft content, not a loss of focus.
+clip_soft_focus_360p() {
+    local f=$OUT/soft_focus_360p.ts
+    encode "$f" "$(vsrc 640 360 20),gblur=sigma=3" "$(tone 20)" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 20 --gop 2
+    blur_check "$f" soft_focus_360p 0 0
+    detectors "$f" soft_focus_360p
+}
+
+# Hard negative: a cut at 6 s from the detailed testsrc2 to a smooth moving colour
+# gradient (lavfi `gradients`, a "sky") for 14 s: raw gradients fall, nothing is blurred.
+clip_cut_smooth_360p() {
+    local f=$OUT/cut_smooth_360p.ts
+    encode "$f" "$(vsrc 640 360 6)[c0];gradients=s=640x360:r=$FPS:d=14:speed=0.5:seed=3,format=yuv420p[c1];[c0][c1]concat=n=2:v=1:a=0" \
+        "$(tone 20)" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 20 --gop 2
+    detectors "$f" cut_smooth_360p
+}
+
 # ---------------------------------------------------------------- formats openh264 cannot decode
 # (interlaced, more than 8 bits, 4:2:2, 4:4:4: refused from the SPS as unsupported_codec)
 # and one it can (4:0:0). Pixel format, field order and SPS fields are checked.
@@ -629,7 +683,11 @@ write_truth() {
    "events": [{"kind": "uniform", "start_s": 3.0, "end_s": 9.0}]},
   {"file": "uniform_covered_720p.ts", "profile": "high", "width": 1280, "height": 720, "duration_s": 14.0,
    "events": [{"kind": "uniform", "start_s": 4.0, "end_s": 11.0}]},
-  {"file": "clean_sky_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 10.0, "events": []}
+  {"file": "clean_sky_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 10.0, "events": []},
+  {"file": "blur_step_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 20.0,
+   "events": [{"kind": "blur", "start_s": 4.0, "end_s": 16.0}]},
+  {"file": "soft_focus_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 20.0, "events": []},
+  {"file": "cut_smooth_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 20.0, "events": []}
  ],
  "bad": [
   {"file": "truncated.ts", "expect": "events", "events": [], "note": "cut mid-packet after 0.92 s: the incomplete last picture is dropped, no defect"},
@@ -665,7 +723,8 @@ for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_108
             clip_uniform_blue_360p clip_uniform_covered_720p clip_clean_sky_720p \
             fmt_interlaced_mbaff_1080i fmt_interlaced_fake_576i fmt_high10_360p fmt_high422_360p \
             fmt_high444_360p fmt_mono_black_360p \
-            bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt; do
+            bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt \
+            clip_blur_step_720p clip_soft_focus_360p clip_cut_smooth_360p; do
     t0=$SECONDS
     "$step"
     log "== $step done ($((SECONDS - t0)) s)"

@@ -1362,6 +1362,16 @@ url = "rtsp://camera.local/stream1"
         let text = format!("{MIN}[streams.detect.uniform]\nshare = 0.2\n");
         let e = p(&text).unwrap_err().to_string();
         assert!(e.contains("uniform.share"), "{e}");
+        // Blur: the global table, a stream's own on top, validated per stream.
+        let text = format!(
+            "{MIN}[streams.detect.blur]\nratio = 0.3\n\n[detect.blur]\nmin_duration = 20.0\n"
+        );
+        let l = p(&text).unwrap();
+        let d = &l.streams[0].detect.blur;
+        assert_eq!((d.ratio, d.min_duration, d.baseline_s), (0.3, 20.0, 30.0));
+        let text = format!("{MIN}[streams.detect.blur]\nratio = 2.0\n");
+        let e = p(&text).unwrap_err().to_string();
+        assert!(e.contains("blur.ratio"), "{e}");
     }
 
     #[test]
