@@ -17,7 +17,8 @@ Mount specs:
   pcmu:/abs/clip.ts  like file:, with the AAC audio decoded and re-encoded as G.711 μ-law
                      (8 kHz mono, RTP payload type 0: PCMU); pcma:/abs/clip.ts the same
                      as A-law (payload type 8: PCMA).
-  live               shared live test pattern (ball, 640x360@25, x264 zerolatency, IDR every
+  live               shared live picture (SMPTE bars turned a quarter, scrolling: not a
+                     test_pattern; 640x360@25, x264 zerolatency, IDR every
                      2 s) plus a 440 Hz AAC tone; runs forever.
   live-noaudio       the same without audio.
 Transports: TCP interleaved and UDP unicast (multicast disabled: nothing leaves loopback).
@@ -116,8 +117,11 @@ def file_launch(path, audio_as=None):
 
 
 def live_launch(audio):
+    # SMPTE bars made at 360x640, scrolling, turned a quarter: horizontal bands that
+    # move, a busy picture that is no defect (upright bars would be a `test_pattern`).
     video = ("videotestsrc is-live=true pattern=smpte horizontal-speed=3 ! "
-             "video/x-raw,width=640,height=360,framerate=25/1 ! videoconvert ! "
+             "video/x-raw,width=360,height=640,framerate=25/1 ! "
+             "videoflip video-direction=90r ! video/x-raw,width=640,height=360 ! videoconvert ! "
              "x264enc tune=zerolatency key-int-max=50 speed-preset=ultrafast threads=1 ! "
              "video/x-h264,profile=constrained-baseline ! "
              "h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1")
