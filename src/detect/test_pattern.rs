@@ -18,7 +18,8 @@
 //!   picture stays within the freeze detector's noise floor of its reference (the same
 //!   test, `[detect.freeze] noise_db`, `cell_step`, `max_changed_share`), and that
 //!   reference picture differed from the picture before it by at least `cut_db` (a cut,
-//!   not the continuation of moving content). A frozen picture of live content is the
+//!   not the continuation of moving content), and the picture has the hard edges of
+//!   graphics (1% of neighbouring grid cells 16+ levels apart; a gradient has none). A frozen picture of live content is the
 //!   last moving picture held: it never starts with a cut, and stays a `freeze`.
 //!
 //! Either form lasting `min_duration` (10 s) is one `test_pattern` event whose start is
@@ -118,6 +119,35 @@ pub fn measure_bars(grid: &[u8; GRID_LEN]) -> BarsMeasure {
         start = c;
     }
     m
+}
+
+/// Neighbouring grid cells (either direction) that differ by at least this many levels
+/// are a hard edge: the border of a box, a caption, a logo.
+const SLATE_EDGE_STEP: u8 = 16;
+/// A slate has hard edges between at least 1% of the neighbouring cell pairs (45 of
+/// 4 508): graphics and text. A smooth still picture (a gradient, a sky) has none and is
+/// not a slate, whatever its cut.
+const SLATE_MIN_EDGE_PAIRS: usize = 45;
+
+/// Whether a grid has the hard edges of graphics (see [`SLATE_MIN_EDGE_PAIRS`]).
+fn has_hard_edges(grid: &[u8; GRID_LEN]) -> bool {
+    let mut n = 0usize;
+    for r in 0..GRID_LEN / GRID_W {
+        let row = &grid[r * GRID_W..(r + 1) * GRID_W];
+        n += row
+            .windows(2)
+            .filter(|w| w[0].abs_diff(w[1]) >= SLATE_EDGE_STEP)
+            .count();
+        if r + 1 < GRID_LEN / GRID_W {
+            let next = &grid[(r + 1) * GRID_W..(r + 2) * GRID_W];
+            n += row
+                .iter()
+                .zip(next)
+                .filter(|(a, b)| a.abs_diff(**b) >= SLATE_EDGE_STEP)
+                .count();
+        }
+    }
+    n >= SLATE_MIN_EDGE_PAIRS
 }
 
 /// Which form the current picture has.
@@ -226,7 +256,7 @@ impl TestPatternDetector {
             None
         } else if bars {
             Some(Form::Bars)
-        } else if self.cfg.slate && still && self.ref_after_cut {
+        } else if self.cfg.slate && still && self.ref_after_cut && has_hard_edges(&thumb.grid) {
             Some(Form::Slate)
         } else {
             None
@@ -416,6 +446,22 @@ mod tests {
             let t = f64::from(i) * 0.04;
             if (100..400).contains(&i) {
                 (t, held.clone())
+            } else {
+                (t, moving(i as usize))
+            }
+        }));
+        assert!(trs.is_empty(), "{trs:?}");
+    }
+
+    #[test]
+    fn a_smooth_still_picture_after_a_cut_is_not_a_slate() {
+        // A gradient (a sky) cut in for 12 s: still, after a cut, but no hard edge.
+        let sky = thumb_from_fn(320, 180, false, |x, y| (90 + x / 8 + y / 6) as u8);
+        assert!(!has_hard_edges(&sky.grid));
+        let trs = run((0..500u32).map(|i| {
+            let t = f64::from(i) * 0.04;
+            if (100..400).contains(&i) {
+                (t, sky.clone())
             } else {
                 (t, moving(i as usize))
             }

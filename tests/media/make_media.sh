@@ -503,9 +503,12 @@ clip_soft_focus_360p() {
 
 # Hard negative: a cut at 6 s from the detailed testsrc2 to a smooth moving colour
 # gradient (lavfi `gradients`, a "sky") for 14 s: raw gradients fall, nothing is blurred.
+# Its rotation (0.03 rad a frame, 1.5 rad a GOP) is far from periodic with the 2-s key
+# interval (at 0.5 rad a frame the key pictures were 8 half-turns apart: a "freeze" to
+# a probe decoding key pictures only).
 clip_cut_smooth_360p() {
     local f=$OUT/cut_smooth_360p.ts
-    encode "$f" "$(vsrc 640 360 6)[c0];gradients=s=640x360:r=$FPS:d=14:speed=0.5:seed=3,format=yuv420p[c1];[c0][c1]concat=n=2:v=1:a=0" \
+    encode "$f" "$(vsrc 640 360 6)[c0];gradients=s=640x360:r=$FPS:d=14:speed=0.03:seed=3,format=yuv420p[c1];[c0][c1]concat=n=2:v=1:a=0" \
         "$(tone 20)" -profile:v main
     check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 20 --gop 2
     detectors "$f" cut_smooth_360p
