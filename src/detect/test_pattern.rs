@@ -243,15 +243,8 @@ impl TestPatternDetector {
             self.reference = thumb.grid;
             self.ref_dims = Some(dims);
         }
-        let bars = self.cfg.bars && {
-            let m = measure_bars(&thumb.grid);
-            self.bars_max = if self.hyst.onset().is_some() {
-                self.bars_max.max(m.bars)
-            } else {
-                m.bars
-            };
-            m.is_bars()
-        };
+        let m = self.cfg.bars.then(|| measure_bars(&thumb.grid));
+        let bars = m.is_some_and(|m| m.is_bars());
         self.last = if other {
             None
         } else if bars {
@@ -265,7 +258,10 @@ impl TestPatternDetector {
             if self.hyst.onset().is_none() {
                 self.form = Some(f);
                 self.frames = 0;
-                self.bars_max = if f == Form::Bars { self.bars_max } else { 0 };
+                self.bars_max = 0;
+            }
+            if f == Form::Bars {
+                self.bars_max = self.bars_max.max(m.map_or(0, |m| m.bars));
             }
             self.frames += 1;
         }
@@ -349,6 +345,19 @@ mod tests {
         v
     }
 
+    /// `frames` pictures at 25 fps of moving content, with `pic` over the frames in
+    /// `shown` (cut in and out).
+    fn cut_in(pic: &Thumb, frames: u32, shown: std::ops::Range<u32>) -> Vec<Transition> {
+        run((0..frames).map(|i| {
+            let t = f64::from(i) * 0.04;
+            if shown.contains(&i) {
+                (t, pic.clone())
+            } else {
+                (t, moving(i as usize))
+            }
+        }))
+    }
+
     #[test]
     fn bars_of_every_layout_pass_and_stripes_or_ramps_do_not() {
         assert!(measure_bars(&bars(640, 360, 0).grid).is_bars());
@@ -398,14 +407,7 @@ mod tests {
     #[test]
     fn bars_for_twelve_seconds_are_one_event_from_their_first_picture() {
         let b = bars(320, 180, 0);
-        let trs = run((0..500u32).map(|i| {
-            let t = f64::from(i) * 0.04;
-            if (100..400).contains(&i) {
-                (t, b.clone())
-            } else {
-                (t, moving(i as usize))
-            }
-        }));
+        let trs = cut_in(&b, 500, 100..400);
         assert_eq!(trs.len(), 2, "{trs:?}");
         assert_eq!(trs[0].phase, Phase::Start);
         assert!((trs[0].start_s - 4.0).abs() < 1e-9, "{}", trs[0].start_s);
@@ -428,28 +430,14 @@ mod tests {
             }
         });
         // Cut to the slate at 4 s, back to moving content at 16 s.
-        let trs = run((0..500u32).map(|i| {
-            let t = f64::from(i) * 0.04;
-            if (100..400).contains(&i) {
-                (t, slate.clone())
-            } else {
-                (t, moving(i as usize))
-            }
-        }));
+        let trs = cut_in(&slate, 500, 100..400);
         assert_eq!(trs.len(), 2, "{trs:?}");
         // The cut picture itself is the new reference; the slate counts from the next.
         assert!((trs[0].start_s - 4.04).abs() < 1e-9, "{}", trs[0].start_s);
         assert!((trs[1].end_s.unwrap() - 16.0).abs() < 1e-9);
         // The last moving picture held for 12 s: no cut, so not a slate.
         let held = moving(99);
-        let trs = run((0..500u32).map(|i| {
-            let t = f64::from(i) * 0.04;
-            if (100..400).contains(&i) {
-                (t, held.clone())
-            } else {
-                (t, moving(i as usize))
-            }
-        }));
+        let trs = cut_in(&held, 500, 100..400);
         assert!(trs.is_empty(), "{trs:?}");
     }
 
@@ -458,14 +446,7 @@ mod tests {
         // A gradient (a sky) cut in for 12 s: still, after a cut, but no hard edge.
         let sky = thumb_from_fn(320, 180, false, |x, y| (90 + x / 8 + y / 6) as u8);
         assert!(!has_hard_edges(&sky.grid));
-        let trs = run((0..500u32).map(|i| {
-            let t = f64::from(i) * 0.04;
-            if (100..400).contains(&i) {
-                (t, sky.clone())
-            } else {
-                (t, moving(i as usize))
-            }
-        }));
+        let trs = cut_in(&sky, 500, 100..400);
         assert!(trs.is_empty(), "{trs:?}");
     }
 
@@ -473,14 +454,7 @@ mod tests {
     fn a_short_title_card_and_other_kinds_are_not_reported() {
         let card = thumb_from_fn(320, 180, false, |x, _| ((x / 40) * 25 + 30) as u8);
         // 6 s still after a cut: under min_duration.
-        let trs = run((0..400u32).map(|i| {
-            let t = f64::from(i) * 0.04;
-            if (100..250).contains(&i) {
-                (t, card.clone())
-            } else {
-                (t, moving(i as usize))
-            }
-        }));
+        let trs = cut_in(&card, 400, 100..250);
         assert!(trs.is_empty(), "{trs:?}");
         // Black (or uniform) claims the picture: not a pattern, and freeze is told so.
         let mut d = detector();
