@@ -371,6 +371,15 @@ fn focus_lost_for_12_seconds_is_blur_720p() {
 }
 
 #[test]
+fn focus_lost_on_a_slow_zoom_is_blur_though_pictures_repeat_360p() {
+    // A blurred slow zoom repeats a picture now and then (no freeze is confirmed):
+    // those repeats must not restart blur's 10-s wait. One `blur` over [4, 16) at both
+    // levels.
+    run_clip("blur_zoom_360p.ts");
+    run_clip_with("blur_zoom_360p.ts", &["--decode-level", "full"]);
+}
+
+#[test]
 fn soft_focus_from_the_first_picture_is_not_blur_360p() {
     run_clip("soft_focus_360p.ts");
 }
@@ -433,6 +442,7 @@ fn every_clip_in_truth_json_is_covered() {
         "uniform_covered_720p.ts",
         "clean_sky_720p.ts",
         "blur_step_720p.ts",
+        "blur_zoom_360p.ts",
         "soft_focus_360p.ts",
         "cut_smooth_360p.ts",
     ];

@@ -14,12 +14,19 @@
 //!   the baseline: a running geometric mean (time constant `baseline_s`, 30 s of media)
 //!   learned only on pictures that are judged and not blurred.
 //!
-//! Pictures that are not judged (neither blurred nor learned): black pictures (the black
-//! detector's verdict: black wins), pictures the freeze detector finds identical to the
-//! last moving one (a frozen picture has no new sharpness; freeze wins), pictures while
-//! `corruption` is pending or open (macroblocks are flat inside: corruption wins), and
-//! pictures with too little coarse contrast to tell (`min_contrast`: a sky, a fade).
-//! A picture not judged counts as not blurred for the interval.
+//! Pictures that are not judged (neither blurred nor learned, [`Claim::Claimed`]):
+//! black, one-colour and test-pattern pictures (those kinds win), pictures while a
+//! `freeze` is confirmed (freeze wins), pictures while `corruption` is pending or open
+//! (macroblocks are flat inside: corruption wins), and pictures with too little coarse
+//! contrast to tell (`min_contrast`: a sky, a fade). A picture not judged counts as not
+//! blurred for the interval.
+//!
+//! A picture the freeze detector finds identical to the last moving one while no freeze
+//! is confirmed ([`Claim::Repeat`]: a slow pan, a slow zoom, an encoder that repeats a
+//! picture now and then) is judged but not learned: it has the sharpness of the picture
+//! it repeats, and learning it would count that picture twice. Counting such repeats as
+//! "not blurred" would restart the 10-s wait at every repeat, and an out-of-focus slow
+//! scene would never be reported.
 //!
 //! The baseline restarts on a resolution change (the ratio depends on the size of a
 //! grid cell in pixels) and needs [`WARMUP_S`] of media before pictures are judged.
@@ -46,6 +53,18 @@ pub enum Judged {
     Sharp { sharpness: f32, threshold: f32 },
     /// Judged blurred.
     Blurred { sharpness: f32, threshold: f32 },
+}
+
+/// What the other picture detectors made of a picture, as far as blur is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// A new picture nobody claims: judged, and learned when it is sharp.
+    Fresh,
+    /// The same picture as the last moving one, no freeze confirmed: judged, not learned.
+    Repeat,
+    /// Black, one colour, a test pattern, a confirmed freeze or corruption: not judged,
+    /// not learned, counts as not blurred (that kind wins).
+    Claimed,
 }
 
 /// The blur detector.
@@ -138,15 +157,14 @@ impl BlurDetector {
         self.last
     }
 
-    /// The last picture's sharpness, judged or not (`None`: too flat or suspended).
+    /// The last picture's sharpness, judged or not (`None`: too flat or claimed).
     pub fn last_sharpness(&self) -> Option<f32> {
         self.last_sharpness
     }
 
-    /// Feeds one decoded picture at media time `t`. `suspend`: the picture is black,
-    /// frozen or corrupt by the other detectors' verdicts; it is neither judged nor
-    /// learned, and counts as not blurred.
-    pub fn observe(&mut self, t: f64, th: &Thumb, suspend: bool) -> Option<Transition> {
+    /// Feeds one decoded picture at media time `t`, with the other detectors' verdict
+    /// on it (`claim`, see [`Claim`]).
+    pub fn observe(&mut self, t: f64, th: &Thumb, claim: Claim) -> Option<Transition> {
         let dims = (th.width, th.height);
         if dims != self.dims {
             self.dims = dims;
@@ -156,7 +174,7 @@ impl BlurDetector {
         self.last = Judged::No;
         self.last_sharpness = None;
         let mut blurred = false;
-        if !suspend {
+        if claim != Claim::Claimed {
             if let Some(s) = self.sharpness(th) {
                 self.last_sharpness = Some(s);
                 if let Some(base) = self.baseline() {
@@ -183,7 +201,7 @@ impl BlurDetector {
                         self.sharpness_max = self.sharpness_max.max(s);
                     }
                 }
-                if !blurred {
+                if !blurred && claim == Claim::Fresh {
                     self.learn(t, s);
                 }
             }
@@ -340,18 +358,18 @@ mod tests {
         }
     }
 
-    /// Feeds `n` frames at 25 fps; `blurred(i)` picks the blurred picture, `suspend(i)`
+    /// Feeds `n` frames at 25 fps; `blurred(i)` picks the blurred picture, `claim(i)`
     /// the other detectors' verdict.
     fn run(
         clip: &Clip,
         d: &mut BlurDetector,
         n: usize,
         blurred: impl Fn(usize) -> bool,
-        suspend: impl Fn(usize) -> bool,
+        claim: impl Fn(usize) -> Claim,
     ) -> Vec<Transition> {
         let mut v = vec![];
         for i in 0..n {
-            v.extend(d.observe(i as f64 * 0.04, clip.frame(i, blurred(i)), suspend(i)));
+            v.extend(d.observe(i as f64 * 0.04, clip.frame(i, blurred(i)), claim(i)));
         }
         v.extend(d.finish(n as f64 * 0.04));
         v
@@ -359,6 +377,15 @@ mod tests {
 
     fn detector() -> BlurDetector {
         BlurDetector::new(BlurConfig::default())
+    }
+
+    /// Claimed by another kind, or not.
+    fn claimed(yes: bool) -> Claim {
+        if yes {
+            Claim::Claimed
+        } else {
+            Claim::Fresh
+        }
     }
 
     #[test]
@@ -390,7 +417,7 @@ mod tests {
         let mut confirmed_at = None;
         for i in 0..500 {
             let t = i as f64 * 0.04;
-            let tr = d.observe(t, clip.frame(i, (100..400).contains(&i)), false);
+            let tr = d.observe(t, clip.frame(i, (100..400).contains(&i)), Claim::Fresh);
             if tr.is_some() && confirmed_at.is_none() {
                 confirmed_at = Some(t);
             }
@@ -438,7 +465,7 @@ mod tests {
             &mut detector(),
             500,
             |i| (100..250).contains(&i),
-            |_| false,
+            |_| Claim::Fresh,
         );
         assert!(v.is_empty(), "{v:?}");
         // 12 s with 0.4 s sharp after the confirmation (under clear_duration, 1 s):
@@ -449,7 +476,7 @@ mod tests {
             &mut detector(),
             500,
             |i| (100..400).contains(&i) && !(360..370).contains(&i),
-            |_| false,
+            |_| Claim::Fresh,
         );
         assert_eq!(v.len(), 2, "{v:?}");
         assert!((v[0].start_s - 4.0).abs() < 1e-9);
@@ -462,7 +489,7 @@ mod tests {
         // and the event stays open until the end of input.
         let clip = Clip::new();
         let mut d = detector();
-        let v = run(&clip, &mut d, 1600, |i| i >= 100, |_| false);
+        let v = run(&clip, &mut d, 1600, |i| i >= 100, |_| Claim::Fresh);
         let sharp = clip.mean(&d, false);
         let base = d.baseline().unwrap();
         assert!(
@@ -478,7 +505,7 @@ mod tests {
     fn soft_from_the_first_picture_is_not_blur() {
         let clip = Clip::new();
         let mut d = detector();
-        let v = run(&clip, &mut d, 750, |_| true, |_| false);
+        let v = run(&clip, &mut d, 750, |_| true, |_| Claim::Fresh);
         assert!(v.is_empty(), "{v:?}");
         let soft = clip.mean(&d, true);
         let base = d.baseline().unwrap();
@@ -498,7 +525,7 @@ mod tests {
         let mut v = vec![];
         for i in 0..750 {
             let th = if i < 150 { clip.frame(i, false) } else { &sky };
-            v.extend(d.observe(i as f64 * 0.04, th, false));
+            v.extend(d.observe(i as f64 * 0.04, th, Claim::Fresh));
             if i >= 150 {
                 assert_eq!(d.last(), Judged::No, "a sky is not judged");
             }
@@ -516,7 +543,7 @@ mod tests {
             &mut detector(),
             500,
             |i| (100..400).contains(&i),
-            |i| (100..400).contains(&i),
+            |i| claimed((100..400).contains(&i)),
         );
         assert!(v.is_empty(), "{v:?}");
         // A black second in the middle of a focus loss: the blur ends there, and what
@@ -526,7 +553,7 @@ mod tests {
             &mut detector(),
             500,
             |i| (100..400).contains(&i),
-            |i| (375..400).contains(&i),
+            |i| claimed((375..400).contains(&i)),
         );
         assert_eq!(v.len(), 2, "{v:?}");
         assert!((v[1].end_s.unwrap() - 15.0).abs() < 1e-9, "{v:?}");
@@ -535,9 +562,40 @@ mod tests {
         let mut d = detector();
         let black = thumb_from_fn(320, 180, false, |_, _| 16);
         for i in 0..100 {
-            assert!(d.observe(i as f64 * 0.04, &black, true).is_none());
+            assert!(d.observe(i as f64 * 0.04, &black, Claim::Claimed).is_none());
         }
         assert_eq!(d.baseline(), None);
+    }
+
+    #[test]
+    fn repeated_pictures_are_judged_but_not_learned() {
+        // A slow, out-of-focus scene from 4 s to 16 s: every third picture repeats the
+        // one before (no freeze confirmed). One event, from the onset to the end.
+        let clip = Clip::new();
+        let mut d = detector();
+        let repeat = |i: usize| i % 3 == 2;
+        let mut v = vec![];
+        for i in 0..500 {
+            let blurred = (100..400).contains(&i);
+            let (pic, claim) = if repeat(i) {
+                (clip.frame(i - 1, blurred), Claim::Repeat)
+            } else {
+                (clip.frame(i, blurred), Claim::Fresh)
+            };
+            v.extend(d.observe(i as f64 * 0.04, pic, claim));
+        }
+        v.extend(d.finish(20.0));
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!((v[0].start_s - 4.0).abs() < 1e-9, "{v:?}");
+        assert!((v[1].end_s.unwrap() - 16.0).abs() < 1e-9, "{v:?}");
+        // Repeats are not learned: a stream whose sharp pictures are all repeats has
+        // no baseline, so nothing can be judged against one.
+        let mut d = detector();
+        for i in 0..250 {
+            d.observe(i as f64 * 0.04, clip.frame(i, false), Claim::Repeat);
+        }
+        assert_eq!(d.baseline(), None);
+        assert_eq!(d.last(), Judged::No);
     }
 
     #[test]
@@ -545,14 +603,14 @@ mod tests {
         let clip = Clip::new();
         let mut d = detector();
         for i in 0..150 {
-            d.observe(i as f64 * 0.04, clip.frame(i, false), false);
+            d.observe(i as f64 * 0.04, clip.frame(i, false), Claim::Fresh);
         }
         assert!(d.baseline().is_some());
         // 640x360 soft pictures after 320x180 sharp ones: a new stream, not a blur.
         let big: Vec<Thumb> = (0..8).map(|i| scene(640, 360, i, BLUR)).collect();
         let mut v = vec![];
         for i in 150..750 {
-            v.extend(d.observe(i as f64 * 0.04, &big[i % 8], false));
+            v.extend(d.observe(i as f64 * 0.04, &big[i % 8], Claim::Fresh));
         }
         v.extend(d.finish(30.0));
         assert!(v.is_empty(), "{v:?}");
@@ -567,10 +625,10 @@ mod tests {
         let mut d = detector();
         for i in (0..100).step_by(50) {
             assert!(d
-                .observe(i as f64 * 0.04, clip.frame(i, false), false)
+                .observe(i as f64 * 0.04, clip.frame(i, false), Claim::Fresh)
                 .is_none());
         }
-        d.observe(4.04, clip.frame(101, true), false);
+        d.observe(4.04, clip.frame(101, true), Claim::Fresh);
         assert!(!d.is_idle());
         d.rewind();
         let mut v = vec![];
@@ -578,7 +636,7 @@ mod tests {
             v.extend(d.observe(
                 i as f64 * 0.04,
                 clip.frame(i, (100..400).contains(&i)),
-                false,
+                Claim::Fresh,
             ));
         }
         v.extend(d.finish(20.0));

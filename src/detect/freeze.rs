@@ -97,6 +97,11 @@ impl FreezeDetector {
         self.last_frozen
     }
 
+    /// A freeze is confirmed (open, or clearing).
+    pub fn is_active(&self) -> bool {
+        self.hyst.is_active()
+    }
+
     /// Nothing pending or open.
     pub fn is_idle(&self) -> bool {
         self.hyst.onset().is_none()

@@ -334,7 +334,7 @@ mod tests {
 #[cfg(test)]
 mod detector_properties {
     use super::black::BlackDetector;
-    use super::blur::BlurDetector;
+    use super::blur::{BlurDetector, Claim as BlurClaim};
     use super::channel_loss::ChannelLossDetector;
     use super::clipping::ClippingDetector;
     use super::corruption::{CorruptionDetector, CorruptionSample};
@@ -400,7 +400,14 @@ mod detector_properties {
                 f.extend(freeze.observe(t, th, is_black || uni.last_uniform()));
                 let s = if what == 0 { CorruptionSample::DecodeError } else { CorruptionSample::Frame(th) };
                 c.extend(corr.observe(t, s));
-                bl.extend(blur.observe(t, th, is_black || freeze.last_frozen()));
+                let claim = if is_black || uni.last_uniform() || freeze.is_active() {
+                    BlurClaim::Claimed
+                } else if freeze.last_frozen() {
+                    BlurClaim::Repeat
+                } else {
+                    BlurClaim::Fresh
+                };
+                bl.extend(blur.observe(t, th, claim));
             }
             b.extend(black.finish(t));
             f.extend(freeze.finish(t));

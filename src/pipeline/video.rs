@@ -24,7 +24,7 @@ use crate::decode::video::{Refusal, VideoDecoder, VideoOut, VideoStats};
 use crate::decode::Thumb;
 use crate::defect::{DecodeLevel, DefectKind, Transition};
 use crate::detect::black::BlackDetector;
-use crate::detect::blur::{BlurDetector, Judged};
+use crate::detect::blur::{BlurDetector, Claim as BlurClaim, Judged};
 use crate::detect::corruption::{CorruptionDetector, CorruptionSample};
 use crate::detect::fps::LowFpsDetector;
 use crate::detect::freeze::FreezeDetector;
@@ -530,22 +530,29 @@ impl Pictures {
         } else {
             self.corruption.observe(t, CorruptionSample::Frame(th))
         };
-        // Pictures another kind claims (black, one colour, a pattern, frozen, corrupt)
-        // are not judged for blur: those kinds win.
-        let suspend = still || self.freeze.last_frozen() || !self.corruption.is_idle();
+        // Pictures another kind claims (black, one colour, a pattern, a confirmed
+        // freeze, corruption) are not judged for blur: those kinds win. A repeat of the
+        // last moving picture with no freeze confirmed is judged, not learned.
+        let claim = if still || self.freeze.is_active() || !self.corruption.is_idle() {
+            BlurClaim::Claimed
+        } else if self.freeze.last_frozen() {
+            BlurClaim::Repeat
+        } else {
+            BlurClaim::Fresh
+        };
         let found_here = [
             self.black.observe(t, th),
             uniform,
             pattern,
             f,
             c,
-            self.blur.observe(t, th, suspend),
+            self.blur.observe(t, th, claim),
         ];
         tracing::trace!(
             t,
             sharpness = ?self.blur.last_sharpness(),
             baseline = ?self.blur.baseline(),
-            suspend,
+            ?claim,
             "blur"
         );
         self.detect_ns += d0.elapsed().as_nanos() as u64;

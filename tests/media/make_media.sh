@@ -491,6 +491,21 @@ clip_blur_step_720p() {
     detectors "$f" blur_step_720p
 }
 
+# Focus lost over [4, 16) on a slow zoom (lavfi `mandelbrot`): gaussian blur (sigma 4 px
+# at 360p) on frames 100..399. The blurred zoom changes so little from picture to picture
+# that some pictures repeat the one before (within the freeze detector's noise floor)
+# without any freeze: blur must judge those repeats, not restart its 10-s wait at each.
+# Mandelbrot has large smooth areas, so blurdetect's ratio is lower (~2: ~11.5 inside,
+# ~5.8 outside; checked at least 1.6x).
+clip_blur_zoom_360p() {
+    local f=$OUT/blur_zoom_360p.ts
+    encode "$f" "mandelbrot=s=640x360:r=$FPS,trim=duration=20,format=yuv420p,gblur=sigma=4:enable='between(n,100,399)'" \
+        "$(tone 20)" -profile:v main
+    check "${TOOLS[@]}" probe "$f" --profile Main --width 640 --height 360 --duration 20 --gop 2
+    blur_check "$f" blur_zoom_360p 4 16 1.6
+    detectors "$f" blur_zoom_360p
+}
+
 # Hard negative: soft focus (sigma 3 px at 360p) from the first frame to the last, the
 # usual testsrc2 motion: soft content, not a loss of focus.
 clip_soft_focus_360p() {
@@ -689,6 +704,8 @@ write_truth() {
   {"file": "clean_sky_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 10.0, "events": []},
   {"file": "blur_step_720p.ts", "profile": "main", "width": 1280, "height": 720, "duration_s": 20.0,
    "events": [{"kind": "blur", "start_s": 4.0, "end_s": 16.0}]},
+  {"file": "blur_zoom_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 20.0,
+   "events": [{"kind": "blur", "start_s": 4.0, "end_s": 16.0}]},
   {"file": "soft_focus_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 20.0, "events": []},
   {"file": "cut_smooth_360p.ts", "profile": "main", "width": 640, "height": 360, "duration_s": 20.0, "events": []}
  ],
@@ -727,7 +744,7 @@ for step in clip_black_high_360p clip_freeze_main_720p clip_corrupt_baseline_108
             fmt_interlaced_mbaff_1080i fmt_interlaced_fake_576i fmt_high10_360p fmt_high422_360p \
             fmt_high444_360p fmt_mono_black_360p \
             bad_truncated bad_random bad_audio_only bad_hevc bad_empty_pmt \
-            clip_blur_step_720p clip_soft_focus_360p clip_cut_smooth_360p; do
+            clip_blur_step_720p clip_blur_zoom_360p clip_soft_focus_360p clip_cut_smooth_360p; do
     t0=$SECONDS
     "$step"
     log "== $step done ($((SECONDS - t0)) s)"
