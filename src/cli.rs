@@ -190,7 +190,7 @@ Options:
           summary then goes to stderr)
           [default: text] [possible values: text, json]
       --realtime
-          Pace the stream at real time (25 s) instead of as fast as possible
+          Pace the stream at real time (64 s) instead of as fast as possible
       --mqtt <URL>
           Also publish the events to this MQTT broker (mqtt://host:port or mqtts://...),
           on vqprobe/{probe}/demo/events

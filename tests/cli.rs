@@ -22,11 +22,14 @@ fn demo_finds_every_scripted_defect_and_nothing_else() {
             ("freeze".into(), 9.0, 12.0),
             ("corruption".into(), 15.2, 16.0),
             ("silence".into(), 19.0, 22.0),
+            ("uniform".into(), 25.0, 31.0),
+            ("test_pattern".into(), 34.0, 46.0),
+            ("blur".into(), 49.0, 61.0),
         ],
         0.5,
     );
     assert!(
-        stderr.contains("4/4 scripted defects found, 0 unexpected"),
+        stderr.contains("7/7 scripted defects found, 0 unexpected"),
         "{stderr}"
     );
 }
@@ -38,7 +41,7 @@ fn demo_text_output_ends_with_the_comparison() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap();
     assert!(
-        last.starts_with("demo: 4/4 scripted defects found, 0 unexpected"),
+        last.starts_with("demo: 7/7 scripted defects found, 0 unexpected"),
         "{last}"
     );
     assert_eq!(

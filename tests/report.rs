@@ -70,6 +70,17 @@ fn load(chrome: &Path, page: &Path, scratch: &Path) -> (String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start chromium");
+    // Drain both pipes while waiting: a DOM dump larger than the pipe buffer (64 KiB;
+    // a report with a few thumbnails) would otherwise block Chromium forever.
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -81,11 +92,7 @@ fn load(chrome: &Path, page: &Path, scratch: &Path) -> (String, String) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.join().unwrap(), err.join().unwrap())
 }
 
 /// What the page measures of itself once loaded (the report has no script: this one is
@@ -226,8 +233,22 @@ fn assert_bars_match(r: &Value, html: &str, ends: &[Value]) {
     let area = nums(attr(html, "<svg id=\"timeline\"", "data-area"));
     let tl = &r["timeline"];
     let px = area[2] / duration;
-    let bars = r["defects"].as_array().unwrap();
+    // Bars are drawn lane by lane (one lane per kind), events come in time order:
+    // compare them sorted by kind, then start.
+    let mut bars: Vec<&Value> = r["defects"].as_array().unwrap().iter().collect();
     assert_eq!(bars.len(), ends.len(), "{bars:?}");
+    let key = |kind: &Value, at: f64| (kind.as_str().unwrap_or("").to_owned(), at);
+    bars.sort_by(|a, b| {
+        key(&a["kind"], a["x"].as_f64().unwrap())
+            .partial_cmp(&key(&b["kind"], b["x"].as_f64().unwrap()))
+            .unwrap()
+    });
+    let mut ends: Vec<&Value> = ends.iter().collect();
+    ends.sort_by(|a, b| {
+        key(&a["kind"], a["start_s"].as_f64().unwrap())
+            .partial_cmp(&key(&b["kind"], b["start_s"].as_f64().unwrap()))
+            .unwrap()
+    });
     for (bar, end) in bars.iter().zip(ends) {
         assert_eq!(bar["kind"], end["kind"]);
         let x = tl["x"].as_f64().unwrap() + area[0] + end["start_s"].as_f64().unwrap() * px;
@@ -356,7 +377,7 @@ fn a_report_plots_what_the_clip_holds_and_renders_in_a_browser() {
 }
 
 #[test]
-fn the_demo_report_shows_its_four_scripted_defects() {
+fn the_demo_report_shows_its_seven_scripted_defects() {
     let dir = TempDir::new("report-demo");
     let path = dir.path().join("demo.html");
     let out = vqprobe(&[
@@ -379,11 +400,12 @@ fn the_demo_report_shows_its_four_scripted_defects() {
     let html = std::fs::read_to_string(&path).unwrap();
     assert_self_contained(&html);
     assert!(
-        html.contains("4/4 scripted defects found, 0 unexpected"),
+        html.contains("7/7 scripted defects found, 0 unexpected"),
         "the verdict"
     );
-    // Black, freeze and corruption have pictures; silence has none.
-    assert_eq!(html.matches("<img class=\"thumb\"").count(), 3);
+    // Black, freeze, corruption, uniform, test_pattern and blur have pictures; silence
+    // has none.
+    assert_eq!(html.matches("<img class=\"thumb\"").count(), 6);
     let Some(chrome) = browser() else { return };
     let r = render(&chrome, &path, dir.path());
     assert!(

@@ -33,7 +33,7 @@ const H: usize = 360;
 /// Frames per second.
 const FPS: u32 = 25;
 /// Seconds of synthetic stream.
-pub const DEMO_SECONDS: f64 = 25.0;
+pub const DEMO_SECONDS: f64 = 64.0;
 /// Sound: 48 kHz mono.
 const RATE: u32 = 48_000;
 /// A defect window that IDRs every 2 s end: corruption lasts until the next one.
@@ -48,8 +48,11 @@ pub struct Scripted {
 }
 
 /// The demo's script. Corruption is injected from 15.2 s to 15.6 s; the picture
-/// recovers at the IDR at 16.0 s, which is when a viewer sees it clean again.
-pub const SCRIPT: [Scripted; 4] = [
+/// recovers at the IDR at 16.0 s, which is when a viewer sees it clean again. Then a
+/// blue "no signal" screen (`uniform`, at least 5 s), SMPTE-style colour bars
+/// (`test_pattern`, at least 10 s) and a focus loss (`blur`, at least 10 s, against the
+/// baseline learned from the sharp picture before).
+pub const SCRIPT: [Scripted; 7] = [
     Scripted {
         kind: DefectKind::Black,
         start_s: 3.0,
@@ -70,6 +73,21 @@ pub const SCRIPT: [Scripted; 4] = [
         start_s: 19.0,
         end_s: 22.0,
     },
+    Scripted {
+        kind: DefectKind::Uniform,
+        start_s: 25.0,
+        end_s: 31.0,
+    },
+    Scripted {
+        kind: DefectKind::TestPattern,
+        start_s: 34.0,
+        end_s: 46.0,
+    },
+    Scripted {
+        kind: DefectKind::Blur,
+        start_s: 49.0,
+        end_s: 61.0,
+    },
 ];
 
 /// Tolerance on onset and end when matching found against scripted defects.
@@ -79,7 +97,7 @@ pub const TOLERANCE_S: f64 = 0.5;
 #[derive(Debug, Clone, Default)]
 pub struct DemoOptions {
     pub format: OutputFormat,
-    /// Pace the synthetic stream at real time (25 s) instead of as fast as possible.
+    /// Pace the synthetic stream at real time (64 s) instead of as fast as possible.
     pub realtime: bool,
     /// Also publish the events to this MQTT broker (`mqtt://` or `mqtts://`), on
     /// `vqprobe/{probe}/demo/events`.
@@ -195,9 +213,15 @@ fn draw(n: u32, yuv: &mut [u8]) {
     let shift = n as usize * 3;
     for row in 0..H {
         for col in 0..W {
-            // Diagonal bands sliding right, plus a bright box moving across.
+            // Diagonal bands sliding right, with a fine grain that moves with them (a
+            // picture in focus has detail at the pixel scale: what `blur` measures),
+            // plus a bright box moving across.
             let band = ((col + shift + row / 2) / 12) % 8;
-            let mut v = 40 + band as u8 * 22;
+            let x = (col + shift) as u32;
+            let grain = (x.wrapping_mul(0x9E37_79B1) ^ (row as u32).wrapping_mul(0x85EB_CA77))
+                .wrapping_mul(0xC2B2_AE35)
+                >> 26;
+            let mut v = 30 + band as u8 * 20 + grain as u8;
             let bx = (n as usize * 4) % (W - 40);
             if (bx..bx + 40).contains(&col) && (160..200).contains(&row) {
                 v = 230;
@@ -215,6 +239,80 @@ fn black(yuv: &mut [u8]) {
     let (y, uv) = yuv.split_at_mut(W * H);
     y.fill(16);
     uv.fill(128);
+}
+
+/// A blue "no signal" screen with a small white caption box in the middle.
+fn no_signal(yuv: &mut [u8]) {
+    let (y, uv) = yuv.split_at_mut(W * H);
+    y.fill(41);
+    for row in H / 2 - 20..H / 2 + 20 {
+        y[row * W + W / 2 - 80..row * W + W / 2 + 80].fill(235);
+    }
+    let (u, v) = uv.split_at_mut(uv.len() / 2);
+    u.fill(240);
+    v.fill(110);
+    for row in H / 4 - 10..H / 4 + 10 {
+        u[row * W / 2 + W / 4 - 40..row * W / 2 + W / 4 + 40].fill(128);
+        v[row * W / 2 + W / 4 - 40..row * W / 2 + W / 4 + 40].fill(128);
+    }
+}
+
+/// SMPTE-style 75% colour bars (white, yellow, cyan, green, magenta, red, blue; BT.601
+/// limited-range levels), full height.
+fn bars(yuv: &mut [u8]) {
+    const BARS: [(u8, u8, u8); 7] = [
+        (180, 128, 128),
+        (162, 44, 142),
+        (131, 156, 44),
+        (112, 72, 58),
+        (84, 184, 198),
+        (65, 100, 212),
+        (35, 212, 114),
+    ];
+    let bar = |col: usize| BARS[(col * BARS.len() / W).min(BARS.len() - 1)];
+    let (y, uv) = yuv.split_at_mut(W * H);
+    let (u, v) = uv.split_at_mut(uv.len() / 2);
+    for row in 0..H {
+        for col in 0..W {
+            y[row * W + col] = bar(col).0;
+        }
+    }
+    for row in 0..H / 2 {
+        for col in 0..W / 2 {
+            let (_, cb, cr) = bar(col * 2);
+            u[row * W / 2 + col] = cb;
+            v[row * W / 2 + col] = cr;
+        }
+    }
+}
+
+/// Frame `n` of the moving picture out of focus: its luma under a 9×9 box blur.
+fn blurred(n: u32, yuv: &mut [u8], scratch: &mut Vec<u8>) {
+    const R: usize = 4;
+    draw(n, yuv);
+    let y = &mut yuv[..W * H];
+    scratch.clear();
+    scratch.extend_from_slice(y);
+    let avg = |sum: u32, n: usize| (sum / n as u32) as u8;
+    // Horizontal pass (scratch -> y), then vertical (y -> scratch -> y).
+    for row in 0..H {
+        for col in 0..W {
+            let (a, b) = (col.saturating_sub(R), (col + R).min(W - 1));
+            let s: u32 = scratch[row * W + a..=row * W + b]
+                .iter()
+                .map(|&p| u32::from(p))
+                .sum();
+            y[row * W + col] = avg(s, b - a + 1);
+        }
+    }
+    scratch.copy_from_slice(y);
+    for row in 0..H {
+        let (a, b) = (row.saturating_sub(R), (row + R).min(H - 1));
+        for col in 0..W {
+            let s: u32 = (a..=b).map(|r| u32::from(scratch[r * W + col])).sum();
+            y[row * W + col] = avg(s, b - a + 1);
+        }
+    }
 }
 
 /// Flips bits inside the slice data of an encoded access unit (leaving parameter sets
@@ -282,6 +380,7 @@ fn produce(sink: &mut Sink, rt: &tokio::runtime::Handle, realtime: bool) -> Resu
     let per_frame = (RATE / FPS) as usize;
     let mut yuv = vec![0u8; W * H * 3 / 2];
     let mut frozen: Option<Vec<u8>> = None;
+    let mut scratch = Vec::with_capacity(W * H);
     let began = Instant::now();
     let base_pts: i64 = 900_000; // like a real stream: not zero
     for n in 0..frames {
@@ -294,6 +393,12 @@ fn produce(sink: &mut Sink, rt: &tokio::runtime::Handle, realtime: bool) -> Resu
                 yuv.clone()
             });
             yuv.copy_from_slice(f);
+        } else if in_window(DefectKind::Uniform, t) {
+            no_signal(&mut yuv);
+        } else if in_window(DefectKind::TestPattern, t) {
+            bars(&mut yuv);
+        } else if in_window(DefectKind::Blur, t) {
+            blurred(n, &mut yuv, &mut scratch);
         } else {
             draw(n, &mut yuv);
         }
@@ -431,7 +536,7 @@ pub async fn run(opts: &DemoOptions, probe_id: &str, out: &mut dyn Write) -> Res
             }
             let mut ev = ev;
             if !keep_jpegs {
-                // The demo's four defects: a handful of KiB at most otherwise.
+                // The demo's seven defects: a handful of KiB at most otherwise.
                 ev.jpeg = None;
             }
             events.push(ev);

@@ -86,6 +86,7 @@ impl Shots {
                     | DefectKind::Freeze
                     | DefectKind::Uniform
                     | DefectKind::TestPattern
+                    | DefectKind::Blur
             )
         }) || (starts().any(|t| t.kind == DefectKind::Corruption)
             && self.worst().is_none());
@@ -112,7 +113,8 @@ impl Shots {
                 DefectKind::Black
                 | DefectKind::Freeze
                 | DefectKind::Uniform
-                | DefectKind::TestPattern => self.last_shown(planes.is_some()),
+                | DefectKind::TestPattern
+                | DefectKind::Blur => self.last_shown(planes.is_some()),
                 DefectKind::Corruption => self.worst().or(self.last_shown(planes.is_some())),
                 _ => continue,
             };
