@@ -146,7 +146,8 @@ fn predicted_at_key(clip: &Value, keys: &[f64]) -> Vec<(String, f64, f64)> {
                 }
             }
             // Bars are seen on every key picture inside them; a slate from the second
-            // key picture of it on (the first one is the cut, the new reference).
+            // key picture of it on (the first one is the cut, the new reference), dated
+            // back to that first one.
             "test_pattern" => {
                 let form = clip["events"]
                     .as_array()
@@ -160,7 +161,25 @@ fn predicted_at_key(clip: &Value, keys: &[f64]) -> Vec<(String, f64, f64)> {
                 let runs = if form == "bars" {
                     key_runs(keys, shown, MIN_ON_PATTERN, dur)
                 } else {
-                    key_runs(keys, still, MIN_ON_PATTERN, dur)
+                    // Runs of still key pictures; each starts at the key before its
+                    // first one and is confirmed once a still key is 10 s after that.
+                    let mut runs = vec![];
+                    let mut i = 1;
+                    while i < keys.len() {
+                        if !still(i) {
+                            i += 1;
+                            continue;
+                        }
+                        let mut j = i;
+                        while j + 1 < keys.len() && still(j + 1) {
+                            j += 1;
+                        }
+                        if keys[j] - keys[i - 1] >= MIN_ON_PATTERN {
+                            runs.push((keys[i - 1], keys.get(j + 1).copied().unwrap_or(dur)));
+                        }
+                        i = j + 1;
+                    }
+                    runs
                 };
                 for (a, b) in runs {
                     out.push((kind.clone(), a, b));

@@ -23,7 +23,7 @@
 //!   last moving picture held: it never starts with a cut, and stays a `freeze`.
 //!
 //! Either form lasting `min_duration` (10 s) is one `test_pattern` event whose start is
-//! the first such picture. Root cause first: pictures that are bars or a slate (even
+//! the first such picture (for a slate, the cut picture it began with). Root cause first: pictures that are bars or a slate (even
 //! before the 10 s are reached) are not `freeze` ([`TestPatternDetector::is_pattern`]
 //! is passed on to the freeze detector); black and uniform pictures are neither (their
 //! own kinds win). A still picture after a cut that lasts less than `min_duration` is
@@ -182,6 +182,9 @@ pub struct TestPatternDetector {
     ref_dims: Option<(u16, u16)>,
     /// The reference picture began with a cut.
     ref_after_cut: bool,
+    /// Media time of the reference picture (a slate's onset: the viewer sees the slate
+    /// from the cut picture, not from its first repeat).
+    ref_t: f64,
     /// The last picture's verdict.
     last: Option<Form>,
     /// Evidence of the current interval.
@@ -203,6 +206,7 @@ impl TestPatternDetector {
             reference: [0; GRID_LEN],
             ref_dims: None,
             ref_after_cut: false,
+            ref_t: 0.0,
             last: None,
             form: None,
             bars_max: 0,
@@ -240,6 +244,7 @@ impl TestPatternDetector {
             // A new reference; a cut when it differs from the last one by `cut` or more
             // (the first picture and a new size are not cuts: nothing came before).
             self.ref_after_cut = diff.is_some_and(|d| d >= self.cut);
+            self.ref_t = t;
             self.reference = thumb.grid;
             self.ref_dims = Some(dims);
         }
@@ -266,6 +271,13 @@ impl TestPatternDetector {
             self.frames += 1;
         }
         tracing::trace!(t, bars, still, diff_db = ?diff.map(|d| to_db(f64::from(d))), "test pattern");
+        if self.last == Some(Form::Slate) && self.hyst.onset().is_none() {
+            // A slate starts at the cut picture (its reference), shown since then. The
+            // hysteresis clamps a time before its last sample to that sample.
+            if let Some(edge) = self.hyst.step(self.ref_t, true) {
+                return Some(transition(DefectKind::TestPattern, edge, self.metrics()));
+            }
+        }
         let edge = self.hyst.step(t, self.last.is_some())?;
         Some(transition(DefectKind::TestPattern, edge, self.metrics()))
     }
@@ -432,8 +444,8 @@ mod tests {
         // Cut to the slate at 4 s, back to moving content at 16 s.
         let trs = cut_in(&slate, 500, 100..400);
         assert_eq!(trs.len(), 2, "{trs:?}");
-        // The cut picture itself is the new reference; the slate counts from the next.
-        assert!((trs[0].start_s - 4.04).abs() < 1e-9, "{}", trs[0].start_s);
+        // The slate is found on its first repeat and dated from the cut picture.
+        assert!((trs[0].start_s - 4.0).abs() < 1e-9, "{}", trs[0].start_s);
         assert!((trs[1].end_s.unwrap() - 16.0).abs() < 1e-9);
         // The last moving picture held for 12 s: no cut, so not a slate.
         let held = moving(99);
