@@ -93,6 +93,18 @@ fn key_runs(
     min_on: f64,
     end: f64,
 ) -> Vec<(f64, f64)> {
+    key_runs_from(keys, flagged, min_on, end, 0)
+}
+
+/// [`key_runs`] with each run dated from `back` key pictures before its first flagged
+/// one (`flagged` must be false on the first `back` key pictures).
+fn key_runs_from(
+    keys: &[f64],
+    flagged: impl Fn(usize) -> bool,
+    min_on: f64,
+    end: f64,
+    back: usize,
+) -> Vec<(f64, f64)> {
     let mut out = vec![];
     let mut i = 0;
     while i < keys.len() {
@@ -100,7 +112,7 @@ fn key_runs(
             i += 1;
             continue;
         }
-        let onset = keys[i];
+        let onset = keys[i.saturating_sub(back)];
         let mut j = i;
         while j + 1 < keys.len() && flagged(j + 1) {
             j += 1;
@@ -161,25 +173,8 @@ fn predicted_at_key(clip: &Value, keys: &[f64]) -> Vec<(String, f64, f64)> {
                 let runs = if form == "bars" {
                     key_runs(keys, shown, MIN_ON_PATTERN, dur)
                 } else {
-                    // Runs of still key pictures; each starts at the key before its
-                    // first one and is confirmed once a still key is 10 s after that.
-                    let mut runs = vec![];
-                    let mut i = 1;
-                    while i < keys.len() {
-                        if !still(i) {
-                            i += 1;
-                            continue;
-                        }
-                        let mut j = i;
-                        while j + 1 < keys.len() && still(j + 1) {
-                            j += 1;
-                        }
-                        if keys[j] - keys[i - 1] >= MIN_ON_PATTERN {
-                            runs.push((keys[i - 1], keys.get(j + 1).copied().unwrap_or(dur)));
-                        }
-                        i = j + 1;
-                    }
-                    runs
+                    // Dated back to the key before the first still one (the cut).
+                    key_runs_from(keys, still, MIN_ON_PATTERN, dur, 1)
                 };
                 for (a, b) in runs {
                     out.push((kind.clone(), a, b));
