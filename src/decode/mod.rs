@@ -27,6 +27,19 @@ pub const GRID_W: usize = 64;
 pub const GRID_H: usize = 36;
 /// Cells in the grid.
 pub const GRID_LEN: usize = GRID_W * GRID_H;
+/// The absolute luma steps between every pair of neighbouring cells of a grid: each
+/// cell with the one to its right, then each with the one below (4 508 pairs).
+pub fn neighbour_steps(grid: &[u8; GRID_LEN]) -> impl Iterator<Item = u8> + '_ {
+    let across = grid
+        .chunks_exact(GRID_W)
+        .flat_map(|row| row.windows(2).map(|w| w[0].abs_diff(w[1])));
+    let down = grid[..GRID_LEN - GRID_W]
+        .iter()
+        .zip(&grid[GRID_W..])
+        .map(|(a, b)| a.abs_diff(*b));
+    across.chain(down)
+}
+
 /// Width of the coarse chroma grid (one chroma cell covers 4 × 4 luma cells).
 pub const CHROMA_W: usize = 16;
 /// Height of the coarse chroma grid.
@@ -681,6 +694,20 @@ pub(crate) mod tests {
         r.reduce(&y, w, w, h, &mut t);
         r.reduce_chroma(&u, &v, cw, cw, ch, &mut t);
         t
+    }
+
+    #[test]
+    fn neighbour_steps_are_every_pair_across_then_down() {
+        // Columns step by 2 levels, rows by 3: 63 × 36 pairs of 2, then 64 × 35 of 3.
+        let mut g = [0u8; GRID_LEN];
+        for (i, c) in g.iter_mut().enumerate() {
+            *c = ((i % GRID_W) * 2 + (i / GRID_W) * 3) as u8;
+        }
+        let steps: Vec<u8> = neighbour_steps(&g).collect();
+        assert_eq!(steps.len(), 4508);
+        let across = (GRID_W - 1) * GRID_H;
+        assert!(steps[..across].iter().all(|&d| d == 2));
+        assert!(steps[across..].iter().all(|&d| d == 3));
     }
 
     #[test]

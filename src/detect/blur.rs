@@ -31,9 +31,10 @@
 //! The baseline restarts on a resolution change (the ratio depends on the size of a
 //! grid cell in pixels) and needs [`WARMUP_S`] of media before pictures are judged.
 
+use super::freeze::FreezeDetector;
 use super::{transition, Hysteresis};
 use crate::config::BlurConfig;
-use crate::decode::{Thumb, GRID_H, GRID_W};
+use crate::decode::{neighbour_steps, Thumb};
 use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 
 /// Seconds of learned media before the baseline is trusted.
@@ -65,6 +66,21 @@ pub enum Claim {
     /// Black, one colour, a test pattern, a confirmed freeze or corruption: not judged,
     /// not learned, counts as not blurred (that kind wins).
     Claimed,
+}
+
+impl Claim {
+    /// The claim on a picture: `other`, a kind that wins over blur claims it (black,
+    /// one colour, a test pattern, corruption); `freeze`, the freeze detector after it
+    /// observed the same picture.
+    pub fn of(other: bool, freeze: &FreezeDetector) -> Claim {
+        if other || freeze.is_active() {
+            Claim::Claimed
+        } else if freeze.last_frozen() {
+            Claim::Repeat
+        } else {
+            Claim::Fresh
+        }
+    }
 }
 
 /// The blur detector.
@@ -111,25 +127,10 @@ impl BlurDetector {
     /// Coarse contrast of a picture: the RMS step between neighbouring cells of its
     /// 64×36 grid (luma levels).
     pub fn coarse_contrast(th: &Thumb) -> f32 {
-        let g = &th.grid;
-        let mut sq: u64 = 0;
-        let mut n: u64 = 0;
-        for r in 0..GRID_H {
-            let row = &g[r * GRID_W..(r + 1) * GRID_W];
-            for w in row.windows(2) {
-                let d = u64::from(w[0].abs_diff(w[1]));
-                sq += d * d;
-            }
-            n += (GRID_W - 1) as u64;
-            if r + 1 < GRID_H {
-                let next = &g[(r + 1) * GRID_W..(r + 2) * GRID_W];
-                for (a, b) in row.iter().zip(next) {
-                    let d = u64::from(a.abs_diff(*b));
-                    sq += d * d;
-                }
-                n += GRID_W as u64;
-            }
-        }
+        let (sq, n) = neighbour_steps(&th.grid).fold((0u64, 0u64), |(sq, n), d| {
+            let d = u64::from(d);
+            (sq + d * d, n + 1)
+        });
         (sq as f64 / n.max(1) as f64).sqrt() as f32
     }
 

@@ -400,13 +400,7 @@ mod detector_properties {
                 f.extend(freeze.observe(t, th, is_black || uni.last_uniform()));
                 let s = if what == 0 { CorruptionSample::DecodeError } else { CorruptionSample::Frame(th) };
                 c.extend(corr.observe(t, s));
-                let claim = if is_black || uni.last_uniform() || freeze.is_active() {
-                    BlurClaim::Claimed
-                } else if freeze.last_frozen() {
-                    BlurClaim::Repeat
-                } else {
-                    BlurClaim::Fresh
-                };
+                let claim = BlurClaim::of(is_black || uni.last_uniform(), &freeze);
                 bl.extend(blur.observe(t, th, claim));
             }
             b.extend(black.finish(t));

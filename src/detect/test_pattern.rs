@@ -19,19 +19,20 @@
 //!   test, `[detect.freeze] noise_db`, `cell_step`, `max_changed_share`), and that
 //!   reference picture differed from the picture before it by at least `cut_db` (a cut,
 //!   not the continuation of moving content), and the picture has the hard edges of
-//!   graphics (1% of neighbouring grid cells 16+ levels apart; a gradient has none). A frozen picture of live content is the
-//!   last moving picture held: it never starts with a cut, and stays a `freeze`.
+//!   graphics (1% of neighbouring grid cells 16+ levels apart; a gradient has none). A
+//!   frozen picture of live content is the last moving picture held: it never starts
+//!   with a cut, and stays a `freeze`.
 //!
 //! Either form lasting `min_duration` (10 s) is one `test_pattern` event whose start is
-//! the first such picture (for a slate, the cut picture it began with). Root cause first: pictures that are bars or a slate (even
-//! before the 10 s are reached) are not `freeze` ([`TestPatternDetector::is_pattern`]
-//! is passed on to the freeze detector); black and uniform pictures are neither (their
-//! own kinds win). A still picture after a cut that lasts less than `min_duration` is
+//! the first such picture (for a slate, the cut picture it began with). Root cause
+//! first: pictures that are bars or a slate (even before the 10 s are reached) are not
+//! `freeze` ([`TestPatternDetector::is_pattern`] is passed on to the freeze detector);
+//! black and uniform pictures are neither (their own kinds win). A still picture after a cut that lasts less than `min_duration` is
 //! reported as nothing: a title card is content.
 
 use super::{transition, Hysteresis};
 use crate::config::{FreezeConfig, TestPatternConfig};
-use crate::decode::{to_db, Thumb, GRID_LEN, GRID_W};
+use crate::decode::{neighbour_steps, to_db, Thumb, GRID_LEN, GRID_W};
 use crate::defect::{put, DefectKind, Metric, Metrics, Transition};
 
 /// Grid rows examined for bars: the upper half, below a possible top bar of overscan.
@@ -131,23 +132,10 @@ const SLATE_MIN_EDGE_PAIRS: usize = 45;
 
 /// Whether a grid has the hard edges of graphics (see [`SLATE_MIN_EDGE_PAIRS`]).
 fn has_hard_edges(grid: &[u8; GRID_LEN]) -> bool {
-    let mut n = 0usize;
-    for r in 0..GRID_LEN / GRID_W {
-        let row = &grid[r * GRID_W..(r + 1) * GRID_W];
-        n += row
-            .windows(2)
-            .filter(|w| w[0].abs_diff(w[1]) >= SLATE_EDGE_STEP)
-            .count();
-        if r + 1 < GRID_LEN / GRID_W {
-            let next = &grid[(r + 1) * GRID_W..(r + 2) * GRID_W];
-            n += row
-                .iter()
-                .zip(next)
-                .filter(|(a, b)| a.abs_diff(**b) >= SLATE_EDGE_STEP)
-                .count();
-        }
-    }
-    n >= SLATE_MIN_EDGE_PAIRS
+    neighbour_steps(grid)
+        .filter(|&d| d >= SLATE_EDGE_STEP)
+        .count()
+        >= SLATE_MIN_EDGE_PAIRS
 }
 
 /// Which form the current picture has.

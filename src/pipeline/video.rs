@@ -533,13 +533,7 @@ impl Pictures {
         // Pictures another kind claims (black, one colour, a pattern, a confirmed
         // freeze, corruption) are not judged for blur: those kinds win. A repeat of the
         // last moving picture with no freeze confirmed is judged, not learned.
-        let claim = if still || self.freeze.is_active() || !self.corruption.is_idle() {
-            BlurClaim::Claimed
-        } else if self.freeze.last_frozen() {
-            BlurClaim::Repeat
-        } else {
-            BlurClaim::Fresh
-        };
+        let claim = BlurClaim::of(still || !self.corruption.is_idle(), &self.freeze);
         let found_here = [
             self.black.observe(t, th),
             uniform,
